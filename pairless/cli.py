@@ -1,0 +1,51 @@
+"""The ``pairless`` command: one verb per stage, plus ``run`` and ``report``.
+
+Each verb lives in the module that owns its stage and exposes
+``main(argv) -> int``; this file only dispatches, importing the module
+lazily so that ``pairless --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module with main(argv) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "world": ("pairless.world.cli", "render the built-in synthetic world to a dataset folder"),
+    "preview": ("pairless.data.preview", "draw a grid of samples, one column per modality"),
+    "tokenizers": ("pairless.tokenizers.cli", "train the tokenizers of every modality ('tokenizers train')"),
+    "tokenize": ("pairless.tokenizers.shards", "turn a dataset into token shards with trained tokenizers"),
+    "audit": ("pairless.fragment", "print the modality co-occurrence of the fragmented training views"),
+    "train": ("pairless.train", "train a 4M-style model on token shards"),
+    "eval": ("pairless.evaluate", "translation cross-entropy per direction"),
+    "generate": ("pairless.generate_cli", "generate, decode and draw translations"),
+    "run": ("pairless.experiments.runner", "run a recipe end to end (cached, resumable)"),
+    "report": ("pairless.experiments.report", "write the report of a recipe's results"),
+}
+
+
+def usage() -> str:
+    width = max(len(verb) for verb in COMMANDS)
+    lines = ["usage: pairless <command> [options]", "", "commands:"]
+    lines += [f"  {verb:<{width}}  {help_text}" for verb, (_, help_text) in COMMANDS.items()]
+    lines += ["", "'pairless <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in COMMANDS:
+        print(f"pairless: unknown command {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[verb][0])
+    return int(module.main(rest) or 0)
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

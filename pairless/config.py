@@ -1,0 +1,76 @@
+"""Typed configs: a strict pydantic base class and ``--set a.b=3`` overrides.
+
+Every stage's config derives from :class:`Config`: unknown keys and wrong
+types are refused at validation with an error naming the dotted field.
+``apply_overrides(config, ["train.lr=3e-4", "model.preset=small"])`` returns
+a new validated config; values are parsed as JSON when they parse
+(numbers, booleans, lists) and as plain strings otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the field and what is allowed."""
+
+
+class Config(BaseModel):
+    """Base for all configs: strict about unknown keys, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        if prefix:
+            location = f"{prefix}.{location}" if location else prefix
+        lines.append(f"{location}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def validate(cls: type[C], data: dict, prefix: str = "") -> C:
+    """``cls.model_validate(data)`` with a ConfigError that names every bad field."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix)) from None
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
+    """Return a copy of ``config`` with ``key.sub=value`` overrides applied and re-validated."""
+    data = config.model_dump(mode="json")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"override {key!r}: no config section {where!r}; sections: {_keys(node)}")
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; allowed: {_keys(node)}")
+        node[parts[-1]] = _parse_value(raw)
+    return validate(type(config), data)
+
+
+def _keys(node) -> str:
+    return ", ".join(sorted(node)) if isinstance(node, dict) else "(not a section)"

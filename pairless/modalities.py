@@ -1,0 +1,131 @@
+"""The modality registry: the single source of truth for what a modality is.
+
+Every other stage (data loading, tokenizers, masking, model, evaluation,
+visualisation) looks modalities up here by their string key. Adding a
+modality means registering one :class:`Modality` entry, e.g.::
+
+    register(Modality(name="histology", kind="image", channels=1, dtype="uint8",
+                      extensions=(".png",), codec="png", viz="gray"))
+
+Natural (untokenized) forms, at image size ``S``:
+
+==========  ========  =====================  =====================================
+name        kind      value                   file
+==========  ========  =====================  =====================================
+rgb         image     uint8  (S, S, 3)        .png / .jpg
+depth       image     float32 (S, S), >0      .npy
+normal      image     uint8  (S, S, 3)        .png  ((n + 1) / 2 * 255, camera space)
+semseg      image     uint8  (S, S) class id  .png  (8-bit grey)
+det         sequence  str (boxes as text)     .txt
+caption     sequence  str                     .txt
+embed       vector    float32 (D,)            .npy
+==========  ========  =====================  =====================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["image", "sequence", "vector"]
+Codec = Literal["png", "npy", "txt", "json"]
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One modality: how it is stored, what shape it has, how it is shown.
+
+    ``channels`` is the trailing channel count of an image (0 means a plain
+    (H, W) map); ``dim`` the length of a vector modality; ``num_classes`` the
+    number of class ids of a label map (semseg) or None.
+    """
+
+    name: str
+    kind: Kind
+    dtype: str  # numpy dtype of the natural form ("str" for text)
+    codec: Codec  # how the folder format stores one sample
+    extensions: tuple[str, ...]  # accepted file extensions, first = the one we write
+    channels: int = 0
+    dim: int = 0
+    num_classes: int | None = None
+    viz: str = "rgb"  # rgb | depth | normal | labels | text | vector | gray
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == "sequence"
+
+    def natural_shape(self, size: int) -> tuple[int, ...]:
+        """Shape of one sample's natural value at image size ``size`` (() for text)."""
+        if self.kind == "image":
+            return (size, size, self.channels) if self.channels else (size, size)
+        if self.kind == "vector":
+            return (self.dim,)
+        return ()
+
+
+# The semseg classes of the built-in world (index = class id).
+SEMSEG_CLASSES: tuple[str, ...] = ("sky", "floor", "sphere", "cube", "cylinder", "cone")
+EMBED_DIM = 64
+
+_REGISTRY: dict[str, Modality] = {}
+
+
+def register(modality: Modality, *, replace: bool = False) -> Modality:
+    """Add a modality to the registry; refuses to silently overwrite one."""
+    if modality.kind not in ("image", "sequence", "vector"):
+        raise ValueError(f"modality {modality.name!r}: kind must be image|sequence|vector, got {modality.kind!r}")
+    if modality.name in _REGISTRY and not replace:
+        raise ValueError(f"modality {modality.name!r} is already registered (pass replace=True to redefine it)")
+    _REGISTRY[modality.name] = modality
+    return modality
+
+
+def unregister(name: str) -> None:
+    """Remove a modality (tests use this to undo a temporary registration)."""
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Modality:
+    """Look a modality up by name; the error lists the known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown modality {name!r}; known modalities: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def names() -> list[str]:
+    """All registered modality names, built-in ones first in the study's order."""
+    return list(_REGISTRY)
+
+
+def check_names(requested, *, field_name: str = "modalities") -> list[str]:
+    """Validate a list of modality names, raising a ValueError that names the field."""
+    out = []
+    for name in requested:
+        if name not in _REGISTRY:
+            raise ValueError(
+                f"{field_name}: unknown modality {name!r}; allowed: {', '.join(sorted(_REGISTRY))}"
+            )
+        out.append(name)
+    return out
+
+
+# The study's seven modalities, in its order.
+WORLD_MODALITIES: tuple[str, ...] = ("rgb", "depth", "normal", "semseg", "det", "caption", "embed")
+
+register(Modality("rgb", "image", "uint8", "png", (".png", ".jpg", ".jpeg"), channels=3, viz="rgb",
+                  description="colour image, uint8 (H, W, 3)"))
+register(Modality("depth", "image", "float32", "npy", (".npy",), viz="depth",
+                  description="distance along the view axis, float32 (H, W), positive"))
+register(Modality("normal", "image", "uint8", "png", (".png",), channels=3, viz="normal",
+                  description="camera-space unit normals stored as uint8 (n + 1) / 2 * 255, (H, W, 3)"))
+register(Modality("semseg", "image", "uint8", "png", (".png",), num_classes=len(SEMSEG_CLASSES), viz="labels",
+                  description="class id per pixel, uint8 (H, W); classes: " + ", ".join(SEMSEG_CLASSES)))
+register(Modality("det", "sequence", "str", "txt", (".txt",), viz="text",
+                  description="boxes as text: per object 4 quantized coordinates then the class name"))
+register(Modality("caption", "sequence", "str", "txt", (".txt",), viz="text",
+                  description="a caption that is true of the scene"))
+register(Modality("embed", "vector", "float32", "npy", (".npy",), dim=EMBED_DIM, viz="vector",
+                  description=f"global semantic feature vector, float32 ({EMBED_DIM},)"))

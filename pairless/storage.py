@@ -1,0 +1,187 @@
+"""Crash-safe writing: atomic files, staged folders with completion markers, locks, hashes.
+
+Every stage writes through these helpers so that a process killed at any
+moment leaves either the previous complete output or nothing, never a
+half-written file that a later run could mistake for a finished one.
+
+- ``atomic_write_bytes`` / ``atomic_write_json`` / ``atomic_save_npy``:
+  temp file in the same folder, fsync, rename, fsync the folder.
+- ``staged_dir(final)``: a context manager yielding a temporary sibling
+  folder; on success it writes ``COMPLETE.json`` (with a content hash) into
+  it and renames it to ``final``. ``is_complete(final)`` checks the marker.
+- ``FolderLock``: an exclusive ``fcntl`` lock so two processes never write
+  the same output folder.
+- ``config_hash``: the short hash that names cached stage folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+COMPLETE_MARKER = "COMPLETE.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` through an atomic write; object arrays are refused (they would need pickle)."""
+    array = np.asarray(array)
+    if array.dtype == object:
+        raise TypeError(f"{path}: refusing to save an object array (it would need pickle)")
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_json(path: str | os.PathLike):
+    """Read a JSON file, naming the file in the error if it is unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read JSON ({error})") from error
+
+
+def hash_files(root: str | os.PathLike, *, exclude: tuple[str, ...] = (COMPLETE_MARKER,)) -> str:
+    """SHA-256 over the relative paths and bytes of every file under ``root`` (sorted)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in exclude or path.name.endswith(".lock"):
+            continue
+        digest.update(rel.encode())
+        digest.update(b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_complete(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds a completion marker (written last, atomically)."""
+    return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+def verify_complete(folder: str | os.PathLike) -> None:
+    """Recompute the content hash of a completed folder; raise if files changed since."""
+    folder = Path(folder)
+    marker = read_json(folder / COMPLETE_MARKER)
+    actual = hash_files(folder)
+    if marker.get("content_hash") != actual:
+        raise ValueError(f"{folder}: content hash mismatch (files changed or corrupted since it was written)")
+
+
+def mark_complete(folder: str | os.PathLike, info: dict | None = None) -> str:
+    """Write the completion marker (with the content hash) into ``folder``; returns the hash."""
+    folder = Path(folder)
+    content_hash = hash_files(folder)
+    atomic_write_json(folder / COMPLETE_MARKER, {"content_hash": content_hash, **(info or {})})
+    return content_hash
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder under a temporary name; publish it at ``final`` only when the block succeeds.
+
+    A previous complete ``final`` is kept unless ``overwrite``; stale staging
+    folders from killed runs are removed first. The published folder carries
+    a completion marker with a content hash.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if is_complete(final) and not overwrite:
+        raise FileExistsError(f"{final} already exists and is complete (use overwrite to replace it)")
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    try:
+        yield staging
+        mark_complete(staging, info)
+        if final.exists():
+            trash = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(staging, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class FolderLock:
+    """An exclusive, non-blocking lock on ``<folder>.lock``; released when the process dies."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.path = Path(str(Path(folder)) + ".lock")
+        self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._handle.close()
+            self._handle = None
+            raise RuntimeError(f"{self.path}: another pairless process is writing this output; wait for it") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+def config_hash(obj, length: int = 12) -> str:
+    """A short stable hash of a JSON-able config (pydantic models are dumped first)."""
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
