@@ -62,8 +62,13 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
         parts = key.strip().split(".")
         node = data
         for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[: depth + 1])
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):  # list items by index: runs.0.total_tokens=...
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {key!r}: {where!r} is not an index below {len(node)}")
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict | list):
                 raise ConfigError(f"override {key!r}: no config section {where!r}; sections: {_keys(node)}")
             node = node[part]
         if not isinstance(node, dict) or parts[-1] not in node:

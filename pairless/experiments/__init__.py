@@ -1,0 +1,1 @@
+"""Experiments: recipes (typed configs), the cached runner and the report writer."""

@@ -1,0 +1,243 @@
+"""Recipes: small functions that return a typed experiment config.
+
+Each recipe reproduces one part of the study (``visual-pairs`` = its Table I,
+``binding`` = Table II plus matched many-shot controls, ``caption`` = its
+Section IV-C) or is the quick ``demo``. Every recipe has presets:
+
+- ``micro``: seconds, for tests (tiny world, a few training steps);
+- ``tiny``: the CPU preset (32x32 world, tiny models, minutes per run);
+- ``paper``: a GPU preset at the study's model sizes (4M-B and 4M-L roles).
+
+A config lists the stages the runner executes: one world, one tokenizer set,
+the training runs (each with its role and withheld pairs), the evaluation
+directions and the generation figures. Runs that are identical across
+recipes (the many-shot model, the larger model) hash to the same cache
+folder and are trained once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field
+
+from pairless.config import Config, ConfigError
+from pairless.modalities import WORLD_MODALITIES
+
+Role = Literal["zero-shot", "many-shot", "larger"]
+Preset = Literal["micro", "tiny", "paper"]
+
+
+class WorldStage(Config):
+    num_scenes: int = Field(22000, ge=4)
+    size: int = Field(32, ge=8)
+    seed: int = 0
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class TokenizerStage(Config):
+    preset: str = "tiny"
+    modalities: list[str] | None = None  # None: every modality of the world
+    seed: int = 0
+    overrides: list[str] = []  # `--set` style overrides for the tokenizer trainer
+
+
+class TrainingRun(Config):
+    """One model to train. ``label`` groups runs in the report (e.g. a binding set)."""
+
+    name: str
+    role: Role
+    label: str = ""
+    model_preset: str = "tiny"
+    withheld: list[tuple[str, str]] = []
+    universe: list[str] | None = None
+    total_tokens: int = Field(8_000_000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    input_budget: int = Field(64, ge=1)
+    target_budget: int = Field(64, ge=1)
+    seed: int = 0
+    overrides: list[str] = []  # `--set` style overrides for the trainer
+
+
+class Figure(Config):
+    """A generation grid: src -> dst with one schedule, comparing the listed runs."""
+
+    src: str
+    dst: str
+    schedule: str
+    runs: list[str]  # training-run names, in column order
+    num: int = 8
+
+
+class ExperimentConfig(Config):
+    recipe: str
+    preset: Preset
+    world: WorldStage
+    tokenizers: TokenizerStage
+    runs: list[TrainingRun]
+    directions: list[str]  # "src:dst", src may be "a+b"
+    eval_samples: int = Field(2500, ge=1)
+    eval_batch_size: int = Field(128, ge=1)
+    figures: list[Figure] = []
+    decoded_samples: int = Field(64, ge=0)  # generations scored with decoded metrics per direction
+    seeds: int = Field(1, ge=1)  # training seeds per run (only training is repeated)
+
+    def expanded_runs(self) -> list[TrainingRun]:
+        """The runs with seeds expanded: ``name`` for seed 0, ``name@s1`` ... for the others."""
+        out = []
+        for run in self.runs:
+            for seed in range(self.seeds):
+                if seed == 0:
+                    out.append(run)
+                else:
+                    out.append(run.model_copy(update={"name": f"{run.name}@s{seed}", "seed": run.seed + seed}))
+        return out
+
+
+# Scale of each preset: world size, tokenizer preset, per-run token budgets, eval samples.
+_SCALE: dict[str, dict] = {
+    "micro": dict(num_scenes=96, size=32, tokenizer_preset="micro", model="tiny", larger="tiny",
+                  model_overrides=["model.dim=32", "model.encoder_layers=1", "model.decoder_layers=1",
+                                   "model.heads=2"],
+                  tokens=40_000, larger_tokens=60_000, batch=16, budget=(48, 48), eval_samples=16,
+                  decoded=4, figure_num=2),
+    "tiny": dict(num_scenes=22000, size=32, tokenizer_preset="tiny", model="tiny", larger="small",
+                 tokens=8_000_000, larger_tokens=12_000_000, batch=64, budget=(64, 64), eval_samples=2500,
+                 decoded=64, figure_num=8),
+    "paper": dict(num_scenes=200_000, size=64, tokenizer_preset="base", model="base", larger="large",
+                  tokens=2_000_000_000, larger_tokens=10_000_000_000, batch=256, budget=(128, 128),
+                  eval_samples=2500, decoded=256, figure_num=8),
+}
+
+# The study's binding sets for Ma=rgb, Mb=depth (its Section IV-B).
+BINDING_SETS: dict[int, tuple[str, ...]] = {
+    0: (),
+    1: ("normal",),
+    3: ("normal", "semseg", "embed"),
+    5: ("normal", "semseg", "embed", "caption", "det"),
+}
+
+# The study's generation schedules (its Table III), by direction.
+SCHEDULE_FOR: dict[tuple[str, str], str] = {
+    ("rgb", "normal"): "roar1", ("rgb", "depth"): "roar1", ("rgb", "semseg"): "roar1",
+    ("normal", "rgb"): "roar8", ("depth", "rgb"): "roar8", ("semseg", "rgb"): "roar8",
+    ("rgb", "caption"): "ar-caption", ("caption", "rgb"): "roar25-caption",
+}
+
+
+def _base(recipe: str, preset: str, tokenizer_modalities=None) -> dict:
+    scale = _SCALE[preset]
+    return dict(
+        recipe=recipe,
+        preset=preset,
+        world=WorldStage(num_scenes=scale["num_scenes"], size=scale["size"]),
+        tokenizers=TokenizerStage(preset=scale["tokenizer_preset"], modalities=tokenizer_modalities),
+        eval_samples=scale["eval_samples"],
+        decoded_samples=scale["decoded"],
+    )
+
+
+def _run(preset: str, name: str, role: Role, *, withheld=(), universe=None, label: str = "") -> TrainingRun:
+    scale = _SCALE[preset]
+    larger = role == "larger"
+    return TrainingRun(
+        name=name,
+        role=role,
+        label=label,
+        model_preset=scale["larger"] if larger else scale["model"],
+        withheld=[tuple(pair) for pair in withheld],
+        universe=list(universe) if universe is not None else None,
+        total_tokens=scale["larger_tokens"] if larger else scale["tokens"],
+        batch_size=scale["batch"],
+        input_budget=scale["budget"][0],
+        target_budget=scale["budget"][1],
+        overrides=list(scale.get("model_overrides", [])),
+    )
+
+
+def _figure(preset: str, src: str, dst: str, runs: list[str]) -> Figure:
+    return Figure(src=src, dst=dst, schedule=SCHEDULE_FOR.get((src, dst), "roar8"), runs=runs,
+                  num=_SCALE[preset]["figure_num"])
+
+
+def visual_pairs(preset: str = "tiny") -> ExperimentConfig:
+    """Table I: rgb <-> normal / depth / semseg, zero-shot vs many-shot vs a larger model."""
+    runs = [_run(preset, f"zs-rgb-{other}", "zero-shot", withheld=[("rgb", other)], label=other)
+            for other in ("normal", "depth", "semseg")]
+    runs += [_run(preset, "many-shot", "many-shot"), _run(preset, "larger", "larger")]
+    directions = [f"rgb:{o}" for o in ("normal", "depth", "semseg")] + [f"{o}:rgb" for o in ("normal", "depth", "semseg")]
+    figures = [_figure(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"]) for d in directions]
+    return ExperimentConfig(**_base("visual-pairs", preset), runs=runs, directions=directions, figures=figures)
+
+
+def binding(preset: str = "tiny") -> ExperimentConfig:
+    """Table II, and beyond it: zero-shot and matched many-shot per binding set (rgb, depth withheld)."""
+    runs = []
+    for count, binding_set in BINDING_SETS.items():
+        universe = ["rgb", "depth", *binding_set]
+        label = f"{count}"
+        if count == 5:  # the full universe: these are the visual-pairs runs, shared through the cache
+            runs.append(_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")], label=label))
+            runs.append(_run(preset, "many-shot", "many-shot", label=label))
+        else:
+            runs.append(_run(preset, f"zs-bind{count}", "zero-shot", withheld=[("rgb", "depth")],
+                             universe=universe, label=label))
+            runs.append(_run(preset, f"ms-bind{count}", "many-shot", universe=universe, label=label))
+    figures = [_figure(preset, "rgb", "depth", runs=[f"zs-bind{c}" for c in (0, 1, 3)] + ["zs-rgb-depth"])]
+    return ExperimentConfig(**_base("binding", preset), runs=runs, directions=["rgb:depth", "depth:rgb"],
+                            figures=figures)
+
+
+def caption(preset: str = "tiny") -> ExperimentConfig:
+    """Section IV-C: rgb and caption withheld; rgb -> caption and caption -> rgb."""
+    runs = [_run(preset, "zs-rgb-caption", "zero-shot", withheld=[("rgb", "caption")]),
+            _run(preset, "many-shot", "many-shot"), _run(preset, "larger", "larger")]
+    names = ["zs-rgb-caption", "many-shot", "larger"]
+    figures = [_figure(preset, "rgb", "caption", names), _figure(preset, "caption", "rgb", names)]
+    return ExperimentConfig(**_base("caption", preset), runs=runs, directions=["rgb:caption", "caption:rgb"],
+                            figures=figures)
+
+
+def demo(preset: str = "tiny") -> ExperimentConfig:
+    """A fast version for the README's first command: rgb+depth withheld vs many-shot, 4 modalities."""
+    universe = ["rgb", "depth", "normal", "semseg"]
+    base = _base("demo", preset, tokenizer_modalities=universe)
+    if preset == "tiny":  # the demo must finish in ~15 minutes on 2 cores, set-up included
+        base["world"] = WorldStage(num_scenes=12000, size=32)
+        base["tokenizers"] = TokenizerStage(preset="demo", modalities=universe)
+        base["eval_samples"] = 1000
+    runs = [_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")], universe=universe),
+            _run(preset, "many-shot", "many-shot", universe=universe)]
+    if preset == "tiny":
+        runs = [run.model_copy(update={"total_tokens": 4_000_000}) for run in runs]
+    names = [run.name for run in runs]
+    figures = [_figure(preset, "rgb", "depth", names), _figure(preset, "depth", "rgb", names)]
+    return ExperimentConfig(**base, runs=runs, directions=["rgb:depth", "depth:rgb"], figures=figures)
+
+
+def _other(direction: str) -> str:
+    src, dst = direction.split(":")
+    return dst if src == "rgb" else src
+
+
+RECIPES: dict[str, Callable[[str], ExperimentConfig]] = {
+    "demo": demo,
+    "visual-pairs": visual_pairs,
+    "binding": binding,
+    "caption": caption,
+}
+
+
+def get_recipe(name: str, preset: str = "tiny") -> ExperimentConfig:
+    """The config of recipe ``name`` at ``preset``; errors name the allowed values."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe: unknown recipe {name!r}; allowed: {', '.join(RECIPES)}")
+    if preset not in _SCALE:
+        raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(_SCALE)}")
+    config = RECIPES[name](preset)
+    for run in config.runs:
+        for modality in (run.universe or []):
+            if modality not in WORLD_MODALITIES:
+                raise ConfigError(f"runs.{run.name}.universe: unknown modality {modality!r}")
+    return config

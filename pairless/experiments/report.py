@@ -1,0 +1,328 @@
+"""``pairless report RESULTS/RECIPE``: tables, findings and figures from ``results.json``.
+
+The report is a measurement, not an advertisement: each of the study's
+findings is checked against our numbers and stated as holding or not, with
+the numbers. The study's published values are shown beside ours, labelled
+as theirs (they come from 4M-B on pseudo-labelled CC12M, not our world, so
+only orderings and trends are comparable, not magnitudes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from pathlib import Path
+from statistics import mean, stdev
+
+from pairless.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+# The study's Table I (cross-entropy, nats): direction -> (0-shot, many-shot, 4M-L).
+PAPER_TABLE_I = {
+    "rgb:normal": (8.211, 7.026, 6.637), "rgb:depth": (8.284, 7.021, 6.574),
+    "rgb:semseg": (6.807, 6.347, 5.997), "normal:rgb": (10.327, 10.400, 10.333),
+    "depth:rgb": (12.276, 10.666, 10.575), "semseg:rgb": (11.917, 11.785, 11.446),
+}
+# The study's Table II: number of binding modalities -> zero-shot rgb -> depth CE.
+PAPER_TABLE_II = {0: 14.128, 1: 11.810, 3: 9.209, 5: 8.265}
+
+
+def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_shot: float) -> float:
+    """(CE_no_input - CE_zero_shot) / (CE_no_input - CE_many_shot): 1 = as good as many-shot, 0 = no input."""
+    gap = ce_unconditional - ce_many_shot
+    if gap <= 0 or not math.isfinite(gap):
+        return float("nan")
+    return (ce_unconditional - ce_zero_shot) / gap
+
+
+def _runs_by_base(results: dict) -> dict[str, list[str]]:
+    """Base run name -> the names of its seeds (``name``, ``name@s1``, ...)."""
+    groups: dict[str, list[str]] = {}
+    for name in results["runs"]:
+        groups.setdefault(name.split("@")[0], []).append(name)
+    return groups
+
+
+def _ce(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
+    values = []
+    for name in run_names:
+        entry = results["evals"].get(name, {}).get(direction)
+        if entry is not None and entry.get(key) is not None:
+            values.append(float(entry[key]))
+    return values
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+
+
+def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> str | None:
+    src, dst = direction.split(":")
+    pair = {src.split("+")[0], dst}
+    for base, names in _runs_by_base(results).items():
+        info = results["runs"][names[0]]
+        if info["role"] != "zero-shot":
+            continue
+        if any(set(p) == pair for p in info["withheld"]) and (label is None or info.get("label") == label):
+            return base
+    return None
+
+
+def _role_run(results: dict, role: str, label: str | None = None) -> str | None:
+    for base, names in _runs_by_base(results).items():
+        info = results["runs"][names[0]]
+        if info["role"] == role and (label is None or info.get("label") == label):
+            return base
+    return None
+
+
+def translation_rows(results: dict) -> list[dict]:
+    """One row per direction: zero-shot, many-shot, larger, no-input CE, recovered fraction (with seeds)."""
+    groups = _runs_by_base(results)
+    many, larger = _role_run(results, "many-shot"), _role_run(results, "larger")
+    rows = []
+    for direction in results["config"]["directions"]:
+        zero = _zero_shot_run(results, direction)
+        if zero is None:
+            continue
+        zs = _ce(results, groups[zero], direction)
+        ms = _ce(results, groups[many], direction) if many else []
+        lg = _ce(results, groups[larger], direction) if larger else []
+        un = _ce(results, groups[zero], direction, "ce_unconditional")
+        recovered = [recovered_fraction(u, z, m) for u, z, m in zip(un, zs, ms, strict=False)]
+        rows.append(dict(direction=direction, zero_shot=zs, many_shot=ms, larger=lg, unconditional=un,
+                         recovered=recovered, zero_shot_run=zero))
+    return rows
+
+
+def binding_rows(results: dict) -> list[dict]:
+    """Per binding set (label = number of binding modalities): zero-shot vs matched many-shot."""
+    groups = _runs_by_base(results)
+    rows = []
+    labels = sorted({info.get("label") for info in results["runs"].values() if info.get("label", "").isdigit()},
+                    key=int)
+    for label in labels:
+        zero, matched = _role_run(results, "zero-shot", label), _role_run(results, "many-shot", label)
+        if zero is None or matched is None:
+            continue
+        for direction in results["config"]["directions"]:
+            zs = _ce(results, groups[zero], direction)
+            ms = _ce(results, groups[matched], direction)
+            un = _ce(results, groups[zero], direction, "ce_unconditional")
+            seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
+            rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
+                             unconditional=un,
+                             recovered=[recovered_fraction(u, z, m) for u, z, m in zip(un, zs, ms, strict=False)],
+                             rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
+    return rows
+
+
+def findings(results: dict) -> list[str]:
+    """The study's findings, each checked on our numbers (holds / does not hold, with numbers)."""
+    lines = []
+    rows = translation_rows(results)
+    if rows and any(row["many_shot"] for row in rows):
+        worse = [r for r in rows if r["zero_shot"] and r["many_shot"] and mean(r["zero_shot"]) > mean(r["many_shot"])]
+        verdict = "holds" if len(worse) == len(rows) else f"holds in {len(worse)} of {len(rows)} directions"
+        detail = "; ".join(f"{r['direction']}: {_fmt(r['zero_shot'])} vs {_fmt(r['many_shot'])}" for r in rows)
+        lines.append(f"Zero-shot CE is worse than many-shot in every direction: **{verdict}** ({detail}).")
+        per_seed = _seed_ordering(rows)
+        if per_seed:
+            lines.append(per_seed)
+    brows = [r for r in binding_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
+    if len(brows) >= 2:
+        values = [mean(r["zero_shot"]) for r in brows]
+        falling = all(b < a for a, b in zip(values, values[1:], strict=False))
+        detail = ", ".join(f"{r['binding']}: {v:.3f}" for r, v in zip(brows, values, strict=False))
+        lines.append(f"Zero-shot rgb->depth CE falls as binding modalities are added: "
+                     f"**{'holds' if falling else 'does not hold'}** ({detail}).")
+        zero = next((r for r in brows if r["binding"] == 0), None)
+        if zero and zero["recovered"]:
+            fraction = mean(zero["recovered"])
+            lines.append(f"With 0 binding modalities zero-shot is no better than no input (recovered fraction "
+                         f"<= 0.1): **{'holds' if fraction <= 0.1 else 'does not hold'}** "
+                         f"(recovered {fraction:.3f}; CE {mean(zero['zero_shot']):.3f} vs no input "
+                         f"{mean(zero['unconditional']):.3f}).")
+    recovered = {r["direction"]: mean(r["recovered"]) for r in rows if r["recovered"] and
+                 all(math.isfinite(x) for x in r["recovered"])}
+    if "rgb:caption" in recovered and len(recovered) > 1:
+        hardest = min(recovered, key=recovered.get)
+        detail = ", ".join(f"{d}: {v:.2f}" for d, v in sorted(recovered.items(), key=lambda kv: kv[1]))
+        lines.append(f"rgb->caption is the hardest direction (lowest recovered fraction): "
+                     f"**{'holds' if hardest == 'rgb:caption' else 'does not hold'}** ({detail}).")
+    return lines
+
+
+def _seed_ordering(rows: list[dict]) -> str:
+    broken = []
+    seeds = max((len(r["zero_shot"]) for r in rows), default=0)
+    if seeds < 2:
+        return ""
+    for row in rows:
+        for index, (z, m) in enumerate(zip(row["zero_shot"], row["many_shot"], strict=False)):
+            if not z > m:
+                broken.append(f"{row['direction']} seed {index}")
+    if not broken:
+        return f"The ordering zero-shot > many-shot holds in every one of the {seeds} seeds, in every direction."
+    return f"The ordering zero-shot > many-shot does not hold in: {', '.join(broken)}."
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def render_markdown(results: dict, figures: dict[str, str]) -> str:
+    config = results["config"]
+    parts = [f"# pairless report: {results['recipe']} (preset {results['preset']})", "",
+             f"Run on {results.get('date', '?')}, {results.get('machine', '?')}. Seeds: {config.get('seeds', 1)}. "
+             f"Cross-entropies are mean nats per target token over {config['eval_samples']} held-out samples "
+             "(fewer if the split is smaller); ± is the standard deviation over seeds.", ""]
+    rows = translation_rows(results)
+    if rows:
+        parts += ["## Translation cross-entropy (the study's Table I layout)", "",
+                  "*recovered* = (CE no input − CE zero-shot) / (CE no input − CE many-shot). "
+                  "The study's numbers (4M-B on CC12M, theirs, not ours) are given for reference.", ""]
+        table = []
+        for r in rows:
+            paper = PAPER_TABLE_I.get(r["direction"])
+            table.append([r["direction"].replace(":", " → "), _fmt(r["zero_shot"]), _fmt(r["many_shot"]),
+                          _fmt(r["larger"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
+                          " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
+        parts += [_table(["Task", "0-shot", "Many-shot", "Larger", "No input", "Recovered",
+                          "Study 0-shot / many / 4M-L"], table), ""]
+    brows = binding_rows(results)
+    if brows:
+        parts += ["## Binding modalities (the study's Table II, with matched many-shot controls)", "",
+                  "Each binding set trains a zero-shot model (rgb and depth never together) and a *matched* "
+                  "many-shot model on the same restricted universe, so that the recovered fraction separates "
+                  "binding from how often rgb and depth are seen.", ""]
+        table = [[str(r["binding"]), r["direction"].replace(":", " → "), _fmt(r["zero_shot"]),
+                  _fmt(r["matched_many_shot"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
+                  _tokens(r["rgb_tokens"]), _tokens(r["depth_tokens"]),
+                  f"{PAPER_TABLE_II[r['binding']]:.2f}" if r["direction"] == "rgb:depth" and r["binding"] in PAPER_TABLE_II else "–"]
+                 for r in brows]
+        parts += [_table(["# binding", "Task", "0-shot", "Matched many-shot", "No input", "Recovered",
+                          "rgb tokens seen", "depth tokens seen", "Study 0-shot"], table), ""]
+    lines = findings(results)
+    if lines:
+        parts += ["## Do the study's findings hold here?", ""] + [f"- {line}" for line in lines] + [""]
+    decoded = results.get("generation", {})
+    if decoded.get("metrics"):
+        parts += ["## Decoded generations", "",
+                  "Generations decoded by the tokenizers and scored in each modality's own terms "
+                  "(schedules from the study's Table III).", ""]
+        for direction, per_run in decoded["metrics"].items():
+            names = sorted({key for metrics in per_run.values() for key in metrics})
+            table = [[run] + [_num(metrics.get(key)) for key in names] for run, metrics in per_run.items()]
+            parts += [f"**{direction.replace(':', ' → ')}**", "", _table(["run"] + names, table), ""]
+    ceiling = results.get("tokenizer_ceiling") or {}
+    if ceiling:
+        parts += ["## Tokenizer ceiling (encode → decode on the val split)", "",
+                  _table(["metric", "value"], [[k, _num(v)] for k, v in sorted(_flatten(ceiling).items())]), ""]
+    if figures:
+        parts += ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""]
+    timings = results.get("timings_seconds", {})
+    if timings:
+        parts += ["## Time per stage", "", _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()]), ""]
+    return "\n".join(parts)
+
+
+def _tokens(value) -> str:
+    return "–" if value is None else f"{value / 1e6:.2f}M"
+
+
+def _num(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, int | float):
+            flat[name] = value
+    return flat
+
+
+def plot_binding(results: dict, out: Path) -> bool:
+    """CE against the number of binding modalities (zero-shot, matched many-shot, no input)."""
+    rows = [r for r in binding_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
+    if len(rows) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = [r["binding"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    for key, label, style in (("zero_shot", "zero-shot", "o-"), ("matched_many_shot", "matched many-shot", "s--"),
+                              ("unconditional", "no input", "x:")):
+        means = [mean(r[key]) if r[key] else float("nan") for r in rows]
+        errors = [stdev(r[key]) if len(r[key]) > 1 else 0.0 for r in rows]
+        ax.errorbar(counts, means, yerr=errors, fmt=style, label=label, capsize=3)
+    ax.set_xlabel("number of binding modalities")
+    ax.set_ylabel("rgb → depth CE (nats/token)")
+    ax.set_xticks(counts)
+    ax.legend(frameon=False)
+    ax.set_title("Zero-shot rgb → depth vs binding modalities")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buffer.getvalue())
+    return True
+
+
+def write_csv(results: dict, out: Path) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "role", "label", "direction", "ce", "ce_unconditional", "num_samples", "num_tokens"])
+    for name, per_direction in results["evals"].items():
+        info = results["runs"][name]
+        for direction, entry in per_direction.items():
+            writer.writerow([name, info["role"], info.get("label", ""), direction, entry.get("ce"),
+                             entry.get("ce_unconditional"), entry.get("num_samples"), entry.get("num_tokens")])
+    atomic_write_text(out, buffer.getvalue())
+
+
+def write_report(recipe_dir: Path) -> Path:
+    """Write report.md, results.csv, summary.json and the binding plot for one recipe folder."""
+    recipe_dir = Path(recipe_dir)
+    results = read_json(recipe_dir / "results.json")
+    figures = {}
+    for name, path in (results.get("generation", {}).get("figures") or {}).items():
+        target = Path(path)
+        figures[name] = str(target.relative_to(recipe_dir)) if target.is_relative_to(recipe_dir) else str(target)
+    if plot_binding(results, recipe_dir / "binding.png"):
+        figures["CE vs binding modalities"] = "binding.png"
+    write_csv(results, recipe_dir / "results.csv")
+    summary = {"translation": translation_rows(results), "binding": binding_rows(results),
+               "findings": findings(results)}
+    atomic_write_json(recipe_dir / "summary.json", summary)
+    report = recipe_dir / "report.md"
+    atomic_write_text(report, render_markdown(results, figures))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pairless report", description="write report.md for a recipe's results")
+    parser.add_argument("recipe_dir", type=Path, help="e.g. results/binding (holds results.json)")
+    args = parser.parse_args(argv)
+    if not (args.recipe_dir / "results.json").is_file():
+        parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")
+    print(write_report(args.recipe_dir))
+    return 0

@@ -1,0 +1,172 @@
+"""``pairless run RECIPE``: every stage a recipe needs, cached by config hash and resumable.
+
+Stage outputs live under ``OUT/cache/`` in folders named by a hash of the
+config that produced them (and of the hashes of their inputs), so
+
+- a second run reuses what exists (no stage is recomputed);
+- a changed setting recomputes only the stages that depend on it;
+- runs shared between recipes (the many-shot model, the tokenizers) are
+  trained once, whichever recipe asks first;
+- an interrupted run continues where it stopped (a stage folder without its
+  completion marker is resumed or redone, never read as a result).
+
+The recipe's own folder ``OUT/<recipe>/`` receives ``results.json``,
+``report.md`` and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pairless.config import ConfigError, apply_overrides
+from pairless.experiments import stages
+from pairless.experiments.recipes import RECIPES, ExperimentConfig, get_recipe
+from pairless.storage import FolderLock, atomic_write_json, config_hash, is_complete, read_json
+
+# Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
+_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 17_000, "small": 7_000, "base": 1_000, "large": 250}
+
+
+class Plan:
+    """The cache folders of every stage of one experiment, derived from its config."""
+
+    def __init__(self, config: ExperimentConfig, out: Path):
+        self.config = config
+        self.out = out
+        self.cache = out / "cache"
+        self.world_key = config_hash(config.world)
+        self.world = self.cache / f"world-{self.world_key}"
+        self.tokenizer_key = config_hash({"world": self.world_key, "tokenizers": config.tokenizers})
+        self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
+        self.shards = self.cache / f"shards-{self.tokenizer_key}"
+        self.runs = {
+            run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{config_hash({'shards': self.tokenizer_key, 'run': run})}"
+            for run in config.expanded_runs()
+        }
+        self.recipe_dir = out / config.recipe
+
+    def eval_file(self, run_name: str) -> Path:
+        key = config_hash({"samples": self.config.eval_samples, "split": "val"})
+        return self.runs[run_name] / f"eval-{key}.json"
+
+    def summary(self) -> str:
+        """What will run and roughly how long it takes (cached stages cost nothing)."""
+        lines = [f"pairless run {self.config.recipe} (preset {self.config.preset}) -> {self.recipe_dir}"]
+        total = 0.0
+
+        def line(name: str, folder: Path, seconds: float) -> None:
+            nonlocal total
+            done = is_complete(folder)
+            total += 0 if done else seconds
+            state = "cached" if done else f"~{seconds / 60:.1f} min"
+            lines.append(f"  {name:<34} {state:>10}   {folder}")
+
+        scenes = self.config.world.num_scenes
+        line("world", self.world, scenes / 400)
+        line("tokenizers", self.tokenizers, {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
+        line("shards", self.shards, scenes / 400)
+        for run in self.config.expanded_runs():
+            rate = _ESTIMATED_TOKENS_PER_SECOND.get(run.model_preset, 5_000)
+            if run.overrides:  # micro models are far faster than their preset
+                rate *= 10
+            line(f"train {run.name} ({run.role})", self.runs[run.name], run.total_tokens / rate)
+        evaluations = len(self.config.expanded_runs()) * len(self.config.directions)
+        lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
+        lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
+        return "\n".join(lines)
+
+
+def run_experiment(config: ExperimentConfig, out: Path) -> Path:
+    """Execute every stage of ``config`` under ``out``; returns the recipe folder."""
+    plan = Plan(config, out)
+    print(plan.summary(), flush=True)
+    plan.recipe_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with FolderLock(plan.recipe_dir):
+        started = time.perf_counter()
+        stages.build_world(config.world, plan.world)
+        timings["world"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers)
+        stages.tokenize(plan.world, plan.tokenizers, plan.shards)
+        timings["tokenizers+shards"] = time.perf_counter() - started
+
+        runs_info = {}
+        for run in config.expanded_runs():
+            started = time.perf_counter()
+            runs_info[run.name] = stages.train_run(run, plan.shards, plan.runs[run.name])
+            timings[f"train {run.name}"] = time.perf_counter() - started
+
+        evals = {}
+        started = time.perf_counter()
+        for run in config.expanded_runs():
+            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
+        timings["evaluation"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        figures = stages.make_figures(config, plan)
+        timings["generation"] = time.perf_counter() - started
+
+        results = {
+            "recipe": config.recipe,
+            "preset": config.preset,
+            "config": config.model_dump(mode="json"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+            "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
+            "runs": runs_info,
+            "evals": evals,
+            "generation": figures,
+            "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
+            "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers), "shards": str(plan.shards)},
+        }
+        atomic_write_json(plan.recipe_dir / "results.json", results)
+        from pairless.experiments.report import write_report
+
+        report = write_report(plan.recipe_dir)
+    print(f"report: {report}", flush=True)
+    return plan.recipe_dir
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
+    parser.add_argument("--preset", default="tiny", help="micro (seconds, tests) | tiny (CPU) | paper (GPU)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (cache shared by recipes)")
+    parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (mean and spread reported)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = get_recipe(args.recipe, args.preset)
+        if args.seeds is not None:
+            config = apply_overrides(config, [f"seeds={args.seeds}"])
+        config = apply_overrides(config, args.overrides)
+    except ConfigError as error:
+        parser.error(str(error))
+    if args.config_out:
+        args.config_out.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+        return 0
+    if args.dry_run:
+        print(Plan(config, args.out).summary())
+        return 0
+    run_experiment(config, args.out)
+    return 0
+
+
+def load_results(recipe_dir: Path) -> dict:
+    return read_json(Path(recipe_dir) / "results.json")

@@ -1,0 +1,56 @@
+"""The report writer: tables, the recovered fraction and the findings verdicts.
+
+These tests feed the writer hand-made evaluation numbers to check its logic
+(ordering checks, verdicts that say "does not hold" when the numbers say so);
+the end-to-end experiment tests run it on real results.
+"""
+
+import json
+import math
+
+import pytest
+
+from pairless.experiments.recipes import get_recipe
+from pairless.experiments.report import findings, recovered_fraction, write_report
+
+
+def test_recovered_fraction():
+    assert recovered_fraction(10.0, 6.0, 5.0) == pytest.approx(0.8)
+    assert recovered_fraction(10.0, 10.0, 5.0) == pytest.approx(0.0)
+    assert math.isnan(recovered_fraction(5.0, 6.0, 5.0))  # no gap to recover
+
+
+def _results(recipe, ce):
+    config = get_recipe(recipe, "micro")
+    runs = {r.name: {"role": r.role, "label": r.label, "withheld": [list(p) for p in r.withheld],
+                     "universe": r.universe, "tokens_per_modality": {"rgb": 1e6, "depth": 2e6}}
+            for r in config.expanded_runs()}
+    evals = {name: {d: {"ce": ce(name, d), "ce_unconditional": 9.0, "num_samples": 4, "num_tokens": 256}
+                    for d in config.directions} for name in runs}
+    return {"recipe": recipe, "preset": "micro", "config": config.model_dump(mode="json"), "runs": runs,
+            "evals": evals, "generation": {}, "tokenizer_ceiling": {"rgb": {"psnr": 27.0}}}
+
+
+def test_binding_findings_hold_and_fail(tmp_path):
+    good = {"zs-bind0": 9.0, "zs-bind1": 7.0, "zs-bind3": 6.0, "zs-rgb-depth": 5.5}
+    results = _results("binding", lambda name, d: good.get(name, 5.0))
+    lines = findings(results)
+    assert any("falls as binding" in line and "**holds**" in line for line in lines)
+    assert any("0 binding" in line and "**holds**" in line for line in lines)
+    bad = {"zs-bind0": 6.0, "zs-bind1": 7.0, "zs-bind3": 6.5, "zs-rgb-depth": 5.5}
+    lines = findings(_results("binding", lambda name, d: bad.get(name, 5.0)))
+    assert any("falls as binding" in line and "does not hold" in line for line in lines)
+    assert any("0 binding" in line and "does not hold" in line for line in lines)
+
+
+def test_report_files_and_tables(tmp_path):
+    results = _results("visual-pairs", lambda name, d: 6.0 if name.startswith("zs") else 5.0)
+    folder = tmp_path / "visual-pairs"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    report = write_report(folder).read_text()
+    assert "Table I" in report
+    for direction in ("rgb → normal", "depth → rgb", "semseg → rgb"):
+        assert direction in report
+    assert "**holds**" in report  # zero-shot 6.0 > many-shot 5.0 everywhere
+    assert (folder / "results.csv").read_text().count("\n") == 1 + 5 * 6
