@@ -1,0 +1,134 @@
+"""The in-memory view of one split, whichever form it was read from, and ``open_dataset``.
+
+``Dataset`` holds one column per modality (an array ``[N, ...]``, memory-mapped
+for the packed form, or a list of N strings for text) plus a ``present`` mask,
+so that ``ds[i]`` (one sample dict) and ``ds.column(m)`` (bulk access for the
+tokenizers) are both cheap. Reading validates every value (see
+:mod:`pairless.data.validate`); with ``on_bad_sample="skip"`` a bad value is
+dropped from its sample (present becomes False) and listed in
+``ds.bad_samples`` as ``(file or location, reason)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pairless import modalities as registry
+from pairless.data.validate import DataError
+from pairless.storage import read_json
+
+
+@dataclass
+class Dataset:
+    """One split of a dataset: sample ids, a column and present mask per modality, scenes."""
+
+    root: Path
+    split: str
+    form: str  # "packed" | "folder"
+    ids: list[str]
+    columns: dict[str, np.ndarray | list[str]]
+    present: dict[str, np.ndarray]
+    scenes: list[dict | None] | None = None
+    size: int | None = None  # image size S (None when there are no image modalities)
+    bad_samples: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities present in at least one sample, in registry order."""
+        order = {name: index for index, name in enumerate(registry.names())}
+        found = [name for name, mask in self.present.items() if bool(np.any(mask))]
+        return sorted(found, key=lambda name: order.get(name, len(order)))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self.ids) <= index < len(self.ids):
+            raise IndexError(f"sample index {index} out of range for {len(self.ids)} samples")
+        sample: dict = {}
+        for name in self.modalities:
+            if self.present[name][index]:
+                value = self.columns[name][index]
+                sample[name] = str(value) if registry.get(name).is_text else np.array(value)
+        if self.scenes is not None and self.scenes[index] is not None:
+            sample["scene"] = self.scenes[index]
+        return sample
+
+    def column(self, modality: str) -> tuple[np.ndarray | list[str], np.ndarray]:
+        """All values of one modality and its present mask (placeholders where absent)."""
+        if modality not in self.columns:
+            raise KeyError(f"{self.root}/{self.split}: no modality {modality!r}; "
+                           f"this split has: {', '.join(self.modalities) or 'none'}")
+        values = self.columns[modality]
+        if registry.get(modality).is_text and isinstance(values, np.ndarray):
+            values = values.tolist()
+        return values, self.present[modality]
+
+    def index_of(self, sample_id: str) -> int:
+        """Position of a sample id (ids are sorted for folders, in written order for packed)."""
+        try:
+            return self.ids.index(sample_id)
+        except ValueError:
+            raise KeyError(f"{self.root}/{self.split}: no sample with id {sample_id!r}") from None
+
+
+def list_splits(root: str | os.PathLike) -> list[str]:
+    """The splits of a dataset: from the manifest when there is one, else the subfolders."""
+    root = Path(root)
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        data = read_json(manifest)
+        if isinstance(data, dict) and isinstance(data.get("splits"), dict):
+            return sorted(data["splits"])
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def open_dataset(root: str | os.PathLike, split: str, on_bad_sample: str = "error") -> Dataset:
+    """Open one split of a dataset in either form (detected from ``manifest.json``).
+
+    ``on_bad_sample``: "error" (default) raises :class:`DataError` naming the
+    file and the problem; "skip" drops the bad value from its sample and
+    records it in ``Dataset.bad_samples``.
+    """
+    from pairless.data.folder import read_folder_split
+    from pairless.data.packed import read_packed_split
+
+    if on_bad_sample not in ("error", "skip"):
+        raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no dataset here (not a folder)")
+    manifest_path = root / "manifest.json"
+    manifest = read_json(manifest_path) if manifest_path.is_file() else None
+    if manifest is not None and not isinstance(manifest, dict):
+        raise DataError(f"{manifest_path}: not a dataset manifest (expected a JSON object)")
+    if manifest is not None:
+        _check_complete(root)
+        if manifest.get("format") == "packed":
+            return read_packed_split(root, split, manifest, on_bad_sample)
+        if manifest.get("format") != "folder":
+            raise DataError(f"{manifest_path}: unknown format {manifest.get('format')!r} (expected packed|folder)")
+    return read_folder_split(root, split, on_bad_sample)
+
+
+def _check_complete(root: Path) -> None:
+    marker = root / "COMPLETE.json"
+    problem = None
+    if not marker.is_file():
+        problem = "no COMPLETE.json"
+    else:
+        try:
+            data = read_json(marker)
+        except ValueError as error:
+            problem = str(error)
+        else:
+            if not isinstance(data, dict) or "content_hash" not in data:
+                problem = "COMPLETE.json has no content hash"
+    if problem:
+        raise DataError(f"{root}: dataset is incomplete (killed mid-write?): {problem}; write it again")
