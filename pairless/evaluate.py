@@ -1,0 +1,200 @@
+"""Translation cross-entropy: how well a trained model predicts modality B given all of modality A.
+
+The study's metric: on held-out samples that have every source modality and
+the destination, the encoder gets *all* source tokens, the decoder predicts
+*all* destination tokens (image and vector targets in one parallel pass;
+sequence targets teacher-forced left to right, padding excluded, EOS
+included), and the score is the mean per-token cross-entropy in nats over
+every target token of every sample. The same with an empty encoder input
+gives ``ce_unconditional``: what the model knows about B with no input at
+all, the floor a translation has to beat.
+
+``pairless eval RUN --directions rgb:depth,depth:rgb,rgb+normal:depth``
+writes ``RUN/eval.json`` (merged with directions evaluated before) and
+prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pairless.generate import model_device, precision
+from pairless.storage import FolderLock, atomic_write_json, read_json
+from pairless.translation_batch import content_mask, translation_batch
+
+
+def parse_direction(text: str) -> tuple[list[str], str]:
+    """``"rgb+normal:depth"`` -> (["rgb", "normal"], "depth")."""
+    parts = text.split(":")
+    sources = [name.strip() for name in parts[0].split("+") if name.strip()] if len(parts) == 2 else []
+    if len(parts) != 2 or not sources or not parts[1].strip():
+        raise ValueError(f"direction {text!r}: expected src[+src...]:dst, e.g. rgb:depth or rgb+normal:depth")
+    destination = parts[1].strip()
+    if destination in sources:
+        raise ValueError(f"direction {text!r}: the destination {destination!r} is also a source")
+    return sources, destination
+
+
+def direction_name(src: list[str], dst: str) -> str:
+    return "+".join(src) + ":" + dst
+
+
+def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndarray:
+    """Indices (in shard order) of the first ``num_samples`` samples that have every one of ``modalities``."""
+    for name in modalities:
+        if name not in shards.specs:
+            raise ValueError(f"modality {name!r} is not in the token shards; they hold {', '.join(shards.specs)}")
+    has_all = np.logical_and.reduce([np.asarray(shards.present[name], dtype=bool) for name in modalities])
+    indices = np.flatnonzero(has_all)[:num_samples]
+    if len(indices) == 0:
+        raise ValueError(f"no sample in these shards has all of {modalities}")
+    return indices
+
+
+def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str, specs, modalities) -> float:
+    batch = translation_batch(tokens, src, dst, specs, modalities)
+    device = model_device(model)
+    with precision(device):
+        logits = model.logits(batch.to(device))
+    log_probabilities = logits.float()[..., : specs[dst].vocab_size].log_softmax(-1)  # (B, Nt, V)
+    valid = batch.dec_valid.to(device)
+    picked = log_probabilities.gather(-1, batch.dec_tokens.to(device)[..., None])[..., 0]
+    return float(-(picked * valid).sum())
+
+
+def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2500,
+                   batch_size: int = 64) -> dict:
+    """Mean per-token cross-entropy (nats) of ``dst`` given all tokens of ``src``, and with no input.
+
+    Samples: the first ``num_samples`` (shard order) that have every modality
+    involved; fewer if the split holds fewer (``num_samples`` in the result
+    says how many were used). ``num_tokens`` counts the scored target tokens.
+    """
+    specs = shards.specs
+    modalities = model_modalities(model, specs, [*src, dst])
+    indices = eligible_samples(shards, [*src, dst], num_samples)
+    totals = {"ce": 0.0, "ce_unconditional": 0.0}
+    num_tokens = 0
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.inference_mode():
+            chunks = range(0, len(indices), batch_size)
+            for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
+                rows = indices[start : start + batch_size]
+                tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long() for name in [*src, dst]}
+                totals["ce"] += _summed_ce(model, tokens, src, dst, specs, modalities)
+                totals["ce_unconditional"] += _summed_ce(model, tokens, [], dst, specs, modalities)
+                num_tokens += int(content_mask(tokens[dst], specs[dst]).sum())
+    finally:
+        if was_training:
+            model.train()
+    return {
+        "ce": totals["ce"] / num_tokens,
+        "ce_unconditional": totals["ce_unconditional"] / num_tokens,
+        "num_samples": len(indices),
+        "num_tokens": num_tokens,
+    }
+
+
+def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
+    """The model's modality order (batches must use it), after checking it agrees with the shards' specs."""
+    model_specs = getattr(model, "specs", None)
+    if model_specs is None:
+        return tuple(specs)
+    for name in used:
+        if name not in model_specs:
+            raise ValueError(f"modality {name!r}: the model was not built for it; it knows {', '.join(model_specs)}")
+        if name in specs and model_specs[name] != specs[name]:
+            raise ValueError(f"modality {name!r}: the shards' TokenSpec {specs[name]} differs from the model's "
+                             f"{model_specs[name]} (tokenized with other tokenizers?)")
+    return tuple(getattr(model, "modalities", model_specs))
+
+
+def evaluate_directions(run: Path, directions: list[str], num_samples: int = 2500, batch_size: int = 64,
+                        split: str = "val", shards_path: Path | None = None) -> dict[str, dict]:
+    """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}."""
+    from pairless.data.shards import open_shards
+
+    run = Path(run)
+    parsed = [parse_direction(text) for text in directions]
+    shards = open_shards(shards_path or run_shards_path(run), split)
+    model = load_run_model(run)
+    results = {}
+    for src, dst in parsed:
+        row = translation_ce(model, shards, src, dst, num_samples, batch_size)
+        results[direction_name(src, dst)] = {**row, "split": split}
+    return results
+
+
+def run_shards_path(run: Path) -> Path:
+    """The token-shard folder a run was trained on, as recorded in ``RUN/config.json``."""
+    config = read_json(run / "config.json")
+    found = _find_key(config, "shards")
+    if not isinstance(found, str):
+        raise ValueError(f"{run / 'config.json'}: no 'shards' path recorded; pass --shards")
+    path = Path(found)
+    return path if path.is_absolute() or path.exists() else run / path
+
+
+def _find_key(node, key: str):
+    """The value of ``key`` at the top level of a nested config dict, else in its sections."""
+    if not isinstance(node, dict):
+        return None
+    if key in node and isinstance(node[key], str):
+        return node[key]
+    for value in node.values():
+        found = _find_key(value, key)
+        if found is not None:
+            return found
+    return None
+
+
+def load_run_model(run: Path):
+    """``RUN/model.safetensors`` through ``pairless.model.load_model`` (the error names a missing file)."""
+    from pairless.model import load_model
+
+    weights = run / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: no final weights (has `pairless train` finished for this run?)")
+    return load_model(weights)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    lines = [f"{'direction':<24} {'CE (nats/token)':>16} {'CE no input':>12} {'samples':>8} {'tokens':>9}"]
+    for name, row in results.items():
+        lines.append(f"{name:<24} {row['ce']:>16.4f} {row['ce_unconditional']:>12.4f} "
+                     f"{row['num_samples']:>8d} {row['num_tokens']:>9d}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pairless eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="training run folder (holds config.json and model.safetensors)")
+    parser.add_argument("--directions", required=True, help="comma-separated src[+src]:dst, e.g. rgb:depth,depth:rgb")
+    parser.add_argument("--num-samples", type=int, default=2500)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
+    args = parser.parse_args(argv)
+    directions = [text.strip() for text in args.directions.split(",") if text.strip()]
+    try:
+        results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
+                                      args.shards)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"pairless eval: {error}", file=sys.stderr)
+        return 2
+    output = args.run / "eval.json"
+    with FolderLock(args.run / "eval"):
+        previous = read_json(output) if output.is_file() else {}
+        atomic_write_json(output, {**previous, **results})
+    print(format_table(results))
+    print(f"wrote {output}")
+    return 0
