@@ -1,13 +1,35 @@
 """Masking: Dirichlet token budgets and input/target selection per sample.
 
-(Skeleton: the helper that owns this file implements Masker.)
+Training (``Masker``): each sample draws one Dirichlet concentration from
+``config.alphas``, then proportions over the modalities of its view (weight
+alpha on each, 0 elsewhere), separately for inputs and targets. Proportions
+become integer counts that sum exactly to the budget, capped by what each
+modality holds (images/vectors: all their tokens; sequences: the non-pad
+length including EOS); what a full modality cannot take goes to the others
+with room, so budgets are filled whenever the view has enough tokens.
+Inputs are chosen first, targets from the rest, so they are disjoint.
+
+- images and vectors: random token subsets;
+- sequences: targets are the prefix 0..k-1 (predicted left to right, the
+  decoder sees the previous token, BOS at position 0); inputs are a random
+  subset of the non-pad positions >= k.
+
+A fraction ``empty_input_fraction`` of samples get no input at all, which
+trains the unconditional prediction (classifier-free guidance, the "no
+input" baseline). Everything is batched torch ops; the only Python loops are
+over modalities and the (at most M + 1) redistribution rounds.
+
+Evaluation (``full_translation_batch``): all tokens of the source modalities
+as inputs, all tokens of the destination as targets.
 """
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 
-from pairless.config import Config
+from pairless.batch import MaskedBatch, TokenSpec
+from pairless.config import Config, ConfigError
 
 
 class MaskingConfig(Config):
@@ -16,5 +38,237 @@ class MaskingConfig(Config):
     input_budget: int = Field(64, ge=1)
     target_budget: int = Field(64, ge=1)
     # A mixture of Dirichlet concentrations: each sample draws one entry uniformly.
-    alphas: list[float] = [0.5]
+    alphas: list[float] = Field([0.5], min_length=1)
     empty_input_fraction: float = Field(0.05, ge=0.0, le=1.0)  # samples trained with no input at all
+
+
+def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec], universe: list[str] | tuple[str, ...]) -> None:
+    """Raise ConfigError if the budgets exceed the tokens the universe can hold at most."""
+    for alpha in config.alphas:
+        if not alpha > 0:
+            raise ConfigError(f"masking.alphas: every concentration must be > 0, got {alpha}")
+    missing = [name for name in universe if name not in specs]
+    if missing:
+        raise ConfigError(f"masking: no token spec for modality {missing[0]!r}; known: {', '.join(specs)}")
+    available = sum(specs[name].num_tokens for name in universe)
+    total = config.input_budget + config.target_budget
+    if total > available:
+        raise ConfigError(
+            f"masking.input_budget + masking.target_budget = {total} exceeds the {available} tokens "
+            f"the modalities {', '.join(universe)} hold per sample"
+        )
+
+
+def sample_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gamma(concentration, 1) samples drawn from ``generator`` (Marsaglia-Tsang, vectorised).
+
+    torch's own Gamma/Dirichlet sampling takes no generator, so it cannot be
+    seeded per call; this is the standard rejection method with the alpha < 1
+    boost ``Gamma(a) = Gamma(a + 1) * U ** (1 / a)``.
+    """
+    shape = concentration.shape
+    alpha = concentration.reshape(-1).to(torch.float64)
+    boosted = torch.where(alpha < 1, alpha + 1, alpha)
+    d = boosted - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    result = torch.zeros_like(alpha)
+    pending = torch.ones_like(alpha, dtype=torch.bool)
+    while bool(pending.any()):
+        index = pending.nonzero().squeeze(1)
+        normal = torch.randn(index.numel(), generator=generator, dtype=torch.float64)
+        uniform = torch.rand(index.numel(), generator=generator, dtype=torch.float64)
+        v = (1 + c[index] * normal) ** 3
+        accept = (v > 0) & (torch.log(uniform) < 0.5 * normal**2 + d[index] - d[index] * v
+                            + d[index] * torch.log(v.clamp_min(1e-300)))
+        result[index[accept]] = (d[index] * v)[accept]
+        pending[index[accept]] = False
+    small = alpha < 1
+    boost = torch.rand(alpha.shape, generator=generator, dtype=torch.float64)
+    result = torch.where(small, result * boost ** (1.0 / alpha), result)
+    return result.reshape(shape)
+
+
+def allocate(weights: torch.Tensor, capacity: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Integer counts ``(B, M)`` with row sums ``min(budget, capacity.sum)``, ``counts <= capacity``.
+
+    Proportional to ``weights`` (largest-remainder rounding); what a capped
+    modality cannot take is handed, in further rounds, to the modalities
+    with room (in proportion to their weights, uniformly if all are zero).
+    """
+    counts = torch.zeros_like(capacity)
+    weights = weights.to(torch.float64)
+    for _ in range(capacity.shape[1] + 2):
+        room = capacity - counts
+        remaining = budget - counts.sum(1)
+        if not bool(((remaining > 0) & (room.sum(1) > 0)).any()):
+            break
+        has_room = room > 0
+        share_weights = torch.where(has_room, weights, 0.0)
+        # A row whose weighted modalities are all full spreads the rest evenly over those with room.
+        share_weights = torch.where(share_weights.sum(1, keepdim=True) > 0, share_weights, has_room.double())
+        total = share_weights.sum(1, keepdim=True).clamp_min(1e-300)
+        share = share_weights / total * remaining.clamp_min(0).unsqueeze(1).double()
+        floor = share.floor()
+        leftover = (remaining.clamp_min(0) - floor.sum(1).long()).clamp_min(0)
+        fraction = torch.where(share_weights > 0, share - floor, -1.0)
+        rank = fraction.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+        extra = (rank < leftover.unsqueeze(1)) & (share_weights > 0)
+        counts = counts + torch.minimum(floor.long() + extra.long(), room)
+    return counts
+
+
+def _ranks(noise: torch.Tensor) -> torch.Tensor:
+    """Rank of each entry along dim 1 (0 = smallest): a random order when ``noise`` is uniform."""
+    return noise.argsort(dim=1).argsort(dim=1)
+
+
+def _pack(selected: torch.Tensor, values: dict[str, torch.Tensor], size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Move the selected entries of each row (in their order) to the first slots of ``size`` slots."""
+    batch = selected.shape[0]
+    slot = selected.long().cumsum(1) - 1
+    # Unselected entries (and overflow, which budgets rule out) go to a discarded extra column.
+    slot = torch.where(selected & (slot < size), slot, torch.full_like(slot, size))
+    packed = {}
+    for name, value in values.items():
+        out = torch.zeros(batch, size + 1, dtype=value.dtype)
+        out.scatter_(1, slot, value.expand(batch, -1) if value.shape[0] == 1 else value)
+        packed[name] = out[:, :size]
+    valid = torch.zeros(batch, size + 1, dtype=torch.bool)
+    valid.scatter_(1, slot, selected)
+    return packed, valid[:, :size]
+
+
+class Masker:
+    """Turns token arrays plus per-sample views into a fixed-size :class:`MaskedBatch`.
+
+    ``modalities`` fixes the order (the model's ``tuple(specs)`` by default);
+    the ``views`` passed to ``__call__`` have one column per entry of it.
+    """
+
+    def __init__(self, specs: dict[str, TokenSpec], config: MaskingConfig,
+                 modalities: tuple[str, ...] | None = None):
+        self.specs = dict(specs)
+        self.config = config
+        self.modalities = tuple(modalities) if modalities is not None else tuple(specs)
+        check_budget(config, self.specs, self.modalities)
+        lengths = [self.specs[name].num_tokens for name in self.modalities]
+        self.slot_modality = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)])
+        self.slot_position = torch.cat([torch.arange(n) for n in lengths])
+        self.alphas = torch.tensor(config.alphas, dtype=torch.float64)
+
+    def __call__(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
+                 generator: torch.Generator) -> MaskedBatch:
+        views = torch.as_tensor(views, dtype=torch.bool)
+        batch, num_modalities = views.shape
+        if num_modalities != len(self.modalities):
+            raise ValueError(f"views: expected {len(self.modalities)} columns ({', '.join(self.modalities)}), "
+                             f"got {num_modalities}")
+        lengths = self._available(tokens, views)  # (B, M)
+        alpha = self.alphas[torch.randint(len(self.alphas), (batch,), generator=generator)].unsqueeze(1)
+        concentration = torch.where(views, alpha, 1.0)
+        input_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
+        target_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
+        empty = torch.rand(batch, generator=generator) < self.config.empty_input_fraction
+        input_budget = torch.where(empty, 0, self.config.input_budget)
+        input_counts = allocate(input_weights, lengths, input_budget)
+        target_counts = allocate(target_weights, lengths - input_counts,
+                                 torch.full((batch,), self.config.target_budget))
+
+        is_input, is_target, values, previous = [], [], [], []
+        for index, name in enumerate(self.modalities):
+            spec = self.specs[name]
+            length = spec.num_tokens
+            token = tokens[name].long() if name in tokens else torch.zeros(batch, length, dtype=torch.long)
+            position = torch.arange(length).unsqueeze(0)
+            n_in = input_counts[:, index:index + 1]
+            n_target = target_counts[:, index:index + 1]
+            noise = torch.rand(batch, length, generator=generator)
+            if spec.kind == "sequence":
+                target = position < n_target
+                eligible = (position >= n_target) & (position < lengths[:, index:index + 1])
+                rank = _ranks(torch.where(eligible, noise, 2.0))
+                is_input.append(eligible & (rank < n_in))
+                bos = torch.full((batch, 1), spec.bos_id, dtype=torch.long)
+                previous.append(torch.cat([bos, token[:, :-1]], 1))
+            else:
+                rank = _ranks(noise)
+                is_input.append(rank < n_in)
+                target = (rank >= n_in) & (rank < n_in + n_target)
+                previous.append(torch.zeros_like(token))
+            is_target.append(target)
+            values.append(token)
+        return self._assemble(torch.cat(is_input, 1), torch.cat(is_target, 1), torch.cat(values, 1),
+                              torch.cat(previous, 1), self.config.input_budget, self.config.target_budget)
+
+    def _available(self, tokens: dict[str, torch.Tensor], views: torch.Tensor) -> torch.Tensor:
+        """Tokens each sample can give per modality: (B, M), 0 outside its view."""
+        columns = []
+        for name in self.modalities:
+            spec = self.specs[name]
+            if name not in tokens:
+                columns.append(torch.zeros(views.shape[0], dtype=torch.long))
+            elif spec.kind == "sequence":
+                columns.append((tokens[name] != spec.pad_id).sum(1).long())
+            else:
+                columns.append(torch.full((views.shape[0],), spec.num_tokens, dtype=torch.long))
+        return torch.where(views, torch.stack(columns, 1), 0)
+
+    def _assemble(self, is_input, is_target, values, previous, input_size: int, target_size: int) -> MaskedBatch:
+        return assemble(self.modalities, self.slot_modality, self.slot_position, is_input, is_target, values,
+                        previous, input_size, target_size)
+
+
+def assemble(modalities, slot_modality, slot_position, is_input, is_target, values, previous,
+             input_size: int, target_size: int) -> MaskedBatch:
+    """Pack per-slot selections ``(B, T)`` over all (modality, position) slots into a MaskedBatch."""
+    common = {"modality": slot_modality.unsqueeze(0), "position": slot_position.unsqueeze(0)}
+    encoder, enc_valid = _pack(is_input, {**common, "token": values}, input_size)
+    decoder, dec_valid = _pack(is_target, {**common, "token": values, "previous": previous}, target_size)
+    return MaskedBatch(
+        modalities=tuple(modalities),
+        enc_tokens=encoder["token"], enc_modality=encoder["modality"], enc_positions=encoder["position"],
+        enc_valid=enc_valid,
+        dec_tokens=decoder["token"], dec_input_tokens=decoder["previous"], dec_modality=decoder["modality"],
+        dec_positions=decoder["position"], dec_valid=dec_valid,
+    )
+
+
+def full_translation_batch(tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None,
+                           src: list[str], dst: str, specs: dict[str, TokenSpec],
+                           modalities: tuple[str, ...] | None = None) -> MaskedBatch:
+    """Inputs: every non-pad token of the ``src`` modalities; targets: every token of ``dst``.
+
+    Sequences count their non-pad tokens including EOS. Samples lacking a
+    source contribute nothing for it; samples lacking ``dst`` have no valid
+    target. ``Ni``/``Nt`` are the largest counts in the batch. An empty
+    ``src`` gives the unconditional batch (only the model's null token).
+    """
+    modalities = tuple(modalities) if modalities is not None else tuple(specs)
+    for name in [*src, dst]:
+        if name not in modalities:
+            raise ValueError(f"modality {name!r} is not one of the model's: {', '.join(modalities)}")
+    if dst in src:
+        raise ValueError(f"dst {dst!r} is also a source; a translation batch needs them disjoint")
+    batch = tokens[dst].shape[0]
+    is_input, is_target, values, previous, slot_modality, slot_position = [], [], [], [], [], []
+    for index, name in enumerate(modalities):
+        if name not in src and name != dst:
+            continue
+        spec = specs[name]
+        token = tokens[name].long()
+        has = present[name].bool().unsqueeze(1) if present is not None and name in present \
+            else torch.ones(batch, 1, dtype=torch.bool)
+        real = (token != spec.pad_id) & has if spec.kind == "sequence" else has.expand(batch, spec.num_tokens)
+        is_input.append(real if name in src else torch.zeros_like(real))
+        is_target.append(real if name == dst else torch.zeros_like(real))
+        values.append(token)
+        if spec.kind == "sequence":
+            previous.append(torch.cat([torch.full((batch, 1), spec.bos_id, dtype=torch.long), token[:, :-1]], 1))
+        else:
+            previous.append(torch.zeros_like(token))
+        slot_modality.append(torch.full((spec.num_tokens,), index, dtype=torch.long))
+        slot_position.append(torch.arange(spec.num_tokens))
+    is_input, is_target = torch.cat(is_input, 1), torch.cat(is_target, 1)
+    return assemble(modalities, torch.cat(slot_modality), torch.cat(slot_position), is_input, is_target,
+                    torch.cat(values, 1), torch.cat(previous, 1),
+                    int(is_input.sum(1).max()), int(is_target.sum(1).max()))

@@ -1,17 +1,46 @@
-"""The 4M-style encoder-decoder.
+"""The 4M-style encoder-decoder (``FourM``), its presets, and safetensors save/load.
 
-(Skeleton: the helper that owns this file implements FourM.)
+Every modality is a list of discrete tokens. Embedding a packed
+:class:`~pairless.batch.MaskedBatch` is two gathers: one flat token table
+over all modalities' vocabularies (each modality at its own offset) and one
+flat position table over all (modality, position) slots, holding fixed
+sin-cos positions (2-D on an image's token grid, 1-D otherwise) plus a
+learned modality embedding.
+
+- Encoder: the input tokens, after a learned null token that is always
+  present (so an empty input set is valid); pre-norm blocks.
+- Decoder: one query per target slot = mask embedding + position/modality
+  embedding (+ the previous token's embedding for sequence targets);
+  self-attention only within the slot's own modality (causal by position
+  for sequences), cross-attention to the encoder output.
+- Output: one flat projection whose rows are the concatenated vocabularies;
+  a slot's logits only cover its own modality's rows.
+
+Loss: cross-entropy per target modality (mean over its valid target tokens),
+averaged over the modalities present in the batch.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from pairless.attention import AttentionKind, attend, prepare_mask
+from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config
+from pairless.storage import atomic_write_bytes
 
 PRESETS: dict[str, dict] = {
-    "tiny": dict(dim=256, encoder_layers=4, decoder_layers=4, heads=4),
-    "small": dict(dim=384, encoder_layers=6, decoder_layers=6, heads=6),
+    "tiny": dict(dim=192, encoder_layers=4, decoder_layers=4, heads=3),  # ~4-5M parameters: CPU tests, demos
+    "small": dict(dim=256, encoder_layers=6, decoder_layers=6, heads=4),  # CPU experiments
     "anchor": dict(dim=384, encoder_layers=6, decoder_layers=6, heads=6),  # ml-4m fm_tiny_6e_6d
     "base": dict(dim=768, encoder_layers=12, decoder_layers=12, heads=12),  # 4M-B
     "large": dict(dim=1024, encoder_layers=24, decoder_layers=24, heads=16),  # 4M-L
@@ -19,16 +48,331 @@ PRESETS: dict[str, dict] = {
 
 
 class ModelConfig(Config):
+    """Transformer shape; defaults are the ``tiny`` preset."""
+
     preset: str = "tiny"
-    dim: int = Field(256, ge=8)
+    dim: int = Field(192, ge=8)
     encoder_layers: int = Field(4, ge=1)
     decoder_layers: int = Field(4, ge=1)
-    heads: int = Field(4, ge=1)
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
+    heads: int = Field(3, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
+    bias: bool = False  # biases in linear layers and layer norms
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> ModelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"model.heads: dim {self.dim} is not divisible by heads {self.heads}")
+        if self.dim % 4:
+            raise ValueError(f"model.dim: must be a multiple of 4 for 2-D sin-cos positions, got {self.dim}")
+        return self
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> ModelConfig:
         if name not in PRESETS:
             raise ValueError(f"model.preset: unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
         return cls(preset=name, **{**PRESETS[name], **overrides})
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sin-cos embedding ``(N, dim)`` of float positions ``(N,)``."""
+    frequencies = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2)))
+    angles = positions.double().unsqueeze(1) * frequencies.unsqueeze(0)
+    return torch.cat([angles.sin(), angles.cos()], 1).float()
+
+
+def position_table(spec: TokenSpec, dim: int) -> torch.Tensor:
+    """Sin-cos positions ``(num_tokens, dim)``: 2-D over the grid for images, 1-D otherwise."""
+    if spec.kind == "image" and spec.grid is not None:
+        height, width = spec.grid
+        rows = torch.arange(height).repeat_interleave(width)
+        columns = torch.arange(width).repeat(height)
+        return torch.cat([sincos_1d(rows, dim // 2), sincos_1d(columns, dim // 2)], 1)
+    return sincos_1d(torch.arange(spec.num_tokens), dim)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection and an optional KV cache."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads, self.kind = config.heads, config.attention
+        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=config.bias)
+        self.proj = nn.Linear(config.dim, config.dim, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:  # generation: append this step's keys/values to the ones seen so far
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        out = attend(q, k, v, mask, self.kind)  # (B, H, N, hd)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class CrossAttention(nn.Module):
+    """Decoder queries attending to the encoder output (keys/values computable once)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads, self.kind = config.heads, config.attention
+        self.q = nn.Linear(config.dim, config.dim, bias=config.bias)
+        self.kv = nn.Linear(config.dim, 2 * config.dim, bias=config.bias)
+        self.proj = nn.Linear(config.dim, config.dim, bias=config.bias)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length, dim = memory.shape
+        k, v = self.kv(memory).view(batch, length, 2, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q = self.q(x).view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
+        out = attend(q, *memory_kv, mask, self.kind)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: self-attention, [cross-attention], MLP."""
+
+    def __init__(self, config: ModelConfig, cross: bool):
+        super().__init__()
+        dim = config.dim
+        self.norm1 = nn.LayerNorm(dim, bias=config.bias)
+        self.attention = SelfAttention(config)
+        self.cross = CrossAttention(config) if cross else None
+        self.norm_cross = nn.LayerNorm(dim, bias=config.bias) if cross else None
+        self.norm2 = nn.LayerNorm(dim, bias=config.bias)
+        hidden = int(dim * config.mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden, bias=config.bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, mask, memory_kv=None, memory_mask=None, cache=None):
+        x = x + self.dropout(self.attention(self.norm1(x), mask, cache))
+        if self.cross is not None:
+            x = x + self.dropout(self.cross(self.norm_cross(x), memory_kv, memory_mask))
+        return x + self.dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)), approximate="tanh")))
+
+
+@dataclass
+class DecoderCache:
+    """State of left-to-right decoding: encoder keys/values per layer, decoder keys/values so far."""
+
+    memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    memory_valid: torch.Tensor  # (B, 1 + Ni) bool
+    layers: list[dict] = field(default_factory=list)  # per decoder layer: {"k", "v"} (B, H, S, hd)
+    modality: torch.Tensor | None = None  # (B, S) long: modality of each cached decoder slot
+    position: torch.Tensor | None = None  # (B, S) long
+
+
+class FourM(nn.Module):
+    """Any-to-any masked encoder-decoder over the modalities of ``specs`` (in that order)."""
+
+    def __init__(self, config: ModelConfig, specs: dict[str, TokenSpec]):
+        super().__init__()
+        self.config, self.specs = config, dict(specs)
+        self.modalities = tuple(specs)
+        dim = config.dim
+        vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
+        lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
+        self.vocab_sizes = [spec.vocab_size for spec in specs.values()]
+        self.max_vocab = max(self.vocab_sizes)
+        self.register_buffer("vocab_size", vocab, persistent=False)
+        self.register_buffer("vocab_offset", torch.cumsum(vocab, 0) - vocab, persistent=False)
+        self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
+        self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
+                             persistent=False)
+        self.register_buffer("sincos", torch.cat([position_table(spec, dim) for spec in specs.values()]),
+                             persistent=False)
+        self.register_buffer("is_sequence", torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
+                             persistent=False)
+        self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
+        self.modality_embedding = nn.Parameter(torch.zeros(len(specs), dim))
+        self.null_token = nn.Parameter(torch.zeros(dim))
+        self.mask_token = nn.Parameter(torch.zeros(dim))
+        self.encoder = nn.ModuleList([Block(config, cross=False) for _ in range(config.encoder_layers)])
+        self.decoder = nn.ModuleList([Block(config, cross=True) for _ in range(config.decoder_layers)])
+        self.encoder_norm = nn.LayerNorm(dim, bias=config.bias)
+        self.decoder_norm = nn.LayerNorm(dim, bias=config.bias)
+        self.output = nn.Linear(dim, int(vocab.sum()), bias=config.bias)
+        self.apply(self._init)
+        for parameter in (self.modality_embedding, self.null_token, self.mask_token):
+            nn.init.normal_(parameter, std=0.02)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # ---- embeddings -------------------------------------------------------------------------------------
+
+    def _check(self, batch: MaskedBatch) -> None:
+        if tuple(batch.modalities) != self.modalities:
+            raise ValueError(f"batch.modalities {batch.modalities} != model.modalities {self.modalities} "
+                             "(build the Masker with the model's specs/modality order)")
+
+    def _positions(self, modality: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        table = self.sincos + self.modality_embedding[self.slot_modality]  # (T, D) over all slots
+        return table[self.slot_offset[modality] + position]
+
+    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, what: str) -> torch.Tensor:
+        out_of_range = valid & ((tokens < 0) | (tokens >= self.vocab_size[modality]))
+        if bool(out_of_range.any()):
+            index = out_of_range.nonzero()[0]
+            name = self.modalities[int(modality[tuple(index)])]
+            raise ValueError(f"batch.{what}: token id {int(tokens[tuple(index)])} outside the vocabulary of "
+                             f"{name!r} (size {self.vocab_sizes[self.modalities.index(name)]})")
+        return self.token_embedding(self.vocab_offset[modality] + torch.where(valid, tokens, 0))
+
+    # ---- encoder / decoder ------------------------------------------------------------------------------
+
+    def encode(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output ``(B, 1 + Ni, D)`` (null token first) and its validity ``(B, 1 + Ni)``."""
+        self._check(batch)
+        x = self._tokens(batch.enc_modality, batch.enc_tokens, batch.enc_valid, "enc_tokens")
+        x = x + self._positions(batch.enc_modality, batch.enc_positions)  # (B, Ni, D)
+        x = torch.cat([self.null_token.expand(x.shape[0], 1, -1), x], 1)
+        always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
+        memory_valid = torch.cat([always, batch.enc_valid], 1)
+        mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention)
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.encoder_norm(x), memory_valid
+
+    def _decoder_mask(self, modality, position, valid, key_modality, key_position, key_valid) -> torch.Tensor:
+        """Bool ``(B, 1, Nq, Nk)``: same modality, causal for sequences, valid keys (and always itself)."""
+        same = modality.unsqueeze(2) == key_modality.unsqueeze(1)
+        causal = ~self.is_sequence[modality].unsqueeze(2) | (key_position.unsqueeze(1) <= position.unsqueeze(2))
+        return (same & causal & key_valid.unsqueeze(1)).unsqueeze(1)
+
+    def _queries(self, modality: torch.Tensor, position: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        is_sequence = self.is_sequence[modality]
+        x = self.mask_token + self._positions(modality, position)
+        return x + self._tokens(modality, previous, is_sequence, "dec_input_tokens") * is_sequence.unsqueeze(-1)
+
+    def decode_hidden(self, memory: torch.Tensor, memory_valid: torch.Tensor, batch: MaskedBatch) -> torch.Tensor:
+        """Final decoder states ``(B, Nt, D)`` at every target slot."""
+        self._check(batch)
+        x = self._queries(batch.dec_modality, batch.dec_positions, batch.dec_input_tokens)
+        valid = batch.dec_valid
+        self_mask = self._decoder_mask(batch.dec_modality, batch.dec_positions, valid,
+                                       batch.dec_modality, batch.dec_positions, valid)
+        # Invalid slots still attend to themselves, so that no softmax row is empty.
+        self_mask = self_mask | torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+        self_mask = prepare_mask(self_mask, x, self.config.attention)
+        memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention)
+        for block in self.decoder:
+            x = block(x, self_mask, block.cross.memory_kv(memory), memory_mask)
+        return self.decoder_norm(x)
+
+    def _head(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        start = int(self.vocab_offset[index])
+        rows = slice(start, start + self.vocab_sizes[index])
+        return self.output.weight[rows], (self.output.bias[rows] if self.output.bias is not None else None)
+
+    def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
+        """Logits over ``modality``'s own vocabulary for hidden states ``(..., D)``."""
+        return F.linear(hidden, *self._head(self.modalities.index(modality)))
+
+    def decode(self, memory: torch.Tensor, memory_valid: torch.Tensor, batch: MaskedBatch) -> torch.Tensor:
+        """Logits ``(B, Nt, V_max)`` at every target slot; -inf beyond the slot's modality vocabulary."""
+        hidden = self.decode_hidden(memory, memory_valid, batch)
+        logits = hidden.new_full((*hidden.shape[:2], self.max_vocab), float("-inf"), dtype=torch.float32)
+        for index, name in enumerate(self.modalities):
+            selected = batch.dec_modality == index
+            if bool(selected.any()):
+                logits[..., : self.vocab_sizes[index]][selected] = self.head_logits(hidden[selected], name).float()
+        return logits
+
+    def logits(self, batch: MaskedBatch) -> torch.Tensor:
+        """``decode(*encode(batch), batch)``."""
+        return self.decode(*self.encode(batch), batch)
+
+    def forward(self, batch: MaskedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality losses."""
+        hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
+        modality = batch.dec_modality.flatten()
+        valid = batch.dec_valid.flatten()
+        targets = batch.dec_tokens.flatten()
+        losses = {}
+        for index, name in enumerate(self.modalities):
+            rows = (valid & (modality == index)).nonzero().squeeze(1)
+            if rows.numel():
+                logits = F.linear(hidden[rows], *self._head(index))
+                losses[name] = F.cross_entropy(logits.float(), targets[rows])
+        if not losses:  # nothing to predict: a zero loss that still backpropagates
+            return hidden.sum() * 0.0, {}
+        return torch.stack(list(losses.values())).mean(), losses
+
+    # ---- left-to-right generation with a KV cache -------------------------------------------------------
+
+    def start_cache(self, memory: torch.Tensor, memory_valid: torch.Tensor) -> DecoderCache:
+        """Encoder keys/values of every decoder layer, computed once for many decode steps."""
+        return DecoderCache(memory_kv=[block.cross.memory_kv(memory) for block in self.decoder],
+                            memory_valid=memory_valid, layers=[{} for _ in self.decoder])
+
+    def decode_step(self, cache: DecoderCache, tokens_in: torch.Tensor, modality: str,
+                    position: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 1, V)`` over ``modality``'s own vocabulary (V = its vocab_size) at ``position``.
+
+        ``tokens_in`` ``(B, 1)`` is the previous token (BOS at position 0).
+        Feeding positions 0, 1, ... of a sequence modality in turn gives the
+        same logits as the causal full decode of that prefix (``decode``).
+        Updates ``cache`` in place.
+        """
+        index = self.modalities.index(modality)
+        batch = tokens_in.shape[0]
+        step_modality = torch.full_like(position, index)
+        x = self._queries(step_modality, position, tokens_in)  # (B, 1, D)
+        cache.modality = step_modality if cache.modality is None else torch.cat([cache.modality, step_modality], 1)
+        cache.position = position if cache.position is None else torch.cat([cache.position, position], 1)
+        key_valid = torch.ones_like(cache.modality, dtype=torch.bool)
+        self_mask = prepare_mask(self._decoder_mask(step_modality, position, key_valid[:, :1], cache.modality,
+                                                    cache.position, key_valid), x, self.config.attention)
+        memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention)
+        for block, memory_kv, layer in zip(self.decoder, cache.memory_kv, cache.layers, strict=True):
+            x = block(x, self_mask, memory_kv, memory_mask, cache=layer)
+        return self.head_logits(self.decoder_norm(x), modality).float().view(batch, 1, -1)
+
+    # ---- bookkeeping ------------------------------------------------------------------------------------
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+
+def save_model(path: str | Path, model: FourM) -> None:
+    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {
+        "format": "pairless.FourM",
+        "config": model.config.model_dump_json(),
+        "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
+    }
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
+    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise ValueError(f"{path}: cannot read model weights ({error})") from error
+    if metadata.get("format") != "pairless.FourM":
+        raise ValueError(f"{path}: not a pairless model file (metadata format={metadata.get('format')!r})")
+    config = ModelConfig.model_validate_json(metadata["config"])
+    specs = {}
+    for entry in json.loads(metadata["specs"]):
+        entry["grid"] = tuple(entry["grid"]) if entry.get("grid") is not None else None
+        specs[entry["name"]] = TokenSpec(**entry)
+    model = FourM(config, specs).to(device)
+    model.load_state_dict(tensors)
+    return model
+

@@ -1,0 +1,167 @@
+"""Tests for pairless.model: loss, logits masking, KV-cache decoding, empty inputs, save/load, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pairless.batch import TokenSpec
+from pairless.config import ConfigError, validate
+from pairless.masking import Masker, MaskingConfig, full_translation_batch
+from pairless.model import PRESETS, FourM, ModelConfig, load_model, save_model
+
+SPECS = {
+    "rgb": TokenSpec("rgb", "image", 16, 50, grid=(4, 4)),
+    "caption": TokenSpec("caption", "sequence", 8, 40, pad_id=0, bos_id=1, eos_id=2),
+    "embed": TokenSpec("embed", "vector", 4, 30),
+}
+TINY = dict(dim=32, heads=2, encoder_layers=2, decoder_layers=2)
+
+
+def make_tokens(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = {name: torch.randint(3, spec.vocab_size, (batch, spec.num_tokens), generator=generator)
+              for name, spec in SPECS.items()}
+    tokens["caption"][:, 6] = 2
+    tokens["caption"][:, 7] = 0
+    return tokens
+
+
+def masked_batch(batch: int = 8, seed: int = 0):
+    masker = Masker(SPECS, MaskingConfig(input_budget=10, target_budget=10, empty_input_fraction=0.2))
+    views = torch.ones(batch, 3, dtype=torch.bool)
+    return masker(make_tokens(batch, seed), views, torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(params=["explicit", "sdpa"])
+def model(request):
+    torch.manual_seed(0)
+    return FourM(ModelConfig(**TINY, attention=request.param), SPECS).eval()
+
+
+def test_forward_loss_is_finite_and_backpropagates(model):
+    loss, per_modality = model(masked_batch())
+    assert torch.isfinite(loss)
+    assert set(per_modality) == set(SPECS)
+    assert torch.isclose(loss, torch.stack(list(per_modality.values())).mean())
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.mask_token.grad.abs().sum() > 0
+
+
+def test_logits_are_minus_inf_outside_the_slot_vocabulary(model):
+    batch = masked_batch()
+    logits = model.logits(batch)
+    assert logits.shape == (8, 10, 50)
+    vocab = torch.tensor([50, 40, 30])[batch.dec_modality]
+    inside = torch.arange(50) < vocab.unsqueeze(-1)
+    assert torch.isfinite(logits[inside]).all()
+    assert (logits[~inside] == float("-inf")).all()
+
+
+def test_explicit_and_sdpa_attention_agree():
+    torch.manual_seed(0)
+    explicit = FourM(ModelConfig(**TINY, attention="explicit"), SPECS).eval()
+    sdpa = FourM(ModelConfig(**TINY, attention="sdpa"), SPECS).eval()
+    sdpa.load_state_dict(explicit.state_dict())
+    batch = masked_batch()
+    assert torch.allclose(explicit(batch)[0], sdpa(batch)[0], atol=1e-5)
+
+
+def test_decode_step_equals_the_full_causal_decode(model):
+    tokens = make_tokens(4)
+    batch = full_translation_batch(tokens, None, ["rgb", "embed"], "caption", SPECS)
+    with torch.no_grad():
+        memory, memory_valid = model.encode(batch)
+        full = model.decode(memory, memory_valid, batch)[:, :, :40]
+        cache = model.start_cache(memory, memory_valid)
+        previous = torch.full((4, 1), SPECS["caption"].bos_id)
+        steps = []
+        for position in range(7):
+            steps.append(model.decode_step(cache, previous, "caption", torch.full((4, 1), position)))
+            previous = tokens["caption"][:, position:position + 1]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_empty_input_works_and_input_changes_predictions(model):
+    tokens = make_tokens(3)
+    unconditional = full_translation_batch(tokens, None, [], "rgb", SPECS)
+    conditional = full_translation_batch(tokens, None, ["embed"], "rgb", SPECS)
+    with torch.no_grad():
+        empty_logits = model.logits(unconditional)
+        loss, _ = model(unconditional)
+        assert torch.isfinite(empty_logits).all() and torch.isfinite(loss)
+        assert not torch.allclose(empty_logits, model.logits(conditional))
+
+
+def test_save_load_round_trip(tmp_path, model):
+    path = tmp_path / "model.safetensors"
+    save_model(path, model)
+    loaded = load_model(path).eval()
+    assert loaded.config == model.config and loaded.specs == model.specs
+    batch = masked_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(batch), model.logits(batch))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def structured_tokens(batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Every modality a function of one hidden class per sample, so predictions can be learned."""
+    hidden = torch.randint(0, 5, (batch, 1), generator=torch.Generator().manual_seed(seed))
+    tokens = {
+        "rgb": (hidden * 7 + torch.arange(16)) % 47 + 3,
+        "caption": (hidden + 3).repeat(1, 8),
+        "embed": hidden * 2 + torch.arange(4) + 3,
+    }
+    tokens["caption"][:, 4] = 2
+    tokens["caption"][:, 5:] = 0
+    return tokens
+
+
+def test_loss_falls_on_a_tiny_problem():
+    torch.manual_seed(0)
+    model = FourM(ModelConfig(**TINY), SPECS)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    masker = Masker(SPECS, MaskingConfig(input_budget=8, target_budget=8))
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(30):
+        tokens = structured_tokens(16, seed=step)
+        loss, _ = model(masker(tokens, torch.ones(16, 3, dtype=torch.bool), generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, losses
+
+
+def test_bf16_autocast_forward_is_close_to_fp32(model):
+    batch = masked_batch()
+    with torch.no_grad():
+        reference = model(batch)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch)[0]
+    assert abs(low.item() - reference.item()) < 0.05
+
+
+def test_mismatched_batch_and_bad_config_raise():
+    model = FourM(ModelConfig(**TINY), SPECS)
+    batch = masked_batch()
+    batch.modalities = ("caption", "rgb", "embed")
+    with pytest.raises(ValueError, match="model.modalities"):
+        model(batch)
+    with pytest.raises(ConfigError, match="heads"):
+        validate(ModelConfig, {"dim": 30, "heads": 4}, prefix="model")
+    with pytest.raises(ValueError, match="model.preset"):
+        ModelConfig.from_preset("huge")
+
+
+def test_tiny_preset_size():
+    specs = {f"image{i}": TokenSpec(f"image{i}", "image", 64, 1024, grid=(8, 8)) for i in range(4)}
+    specs["caption"] = TokenSpec("caption", "sequence", 32, 3000, pad_id=0, bos_id=1, eos_id=2)
+    model = FourM(ModelConfig.from_preset("tiny"), specs)
+    body = sum(p.numel() for blocks in (model.encoder, model.decoder) for p in blocks.parameters())
+    assert 3e6 < body < 5e6  # plus 2 x vocabulary x dim for the token table and the output rows
+    assert set(PRESETS) >= {"tiny", "small", "anchor", "base", "large"}
