@@ -26,7 +26,7 @@ def _decode_normals(normal: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-6)
 
 
-def test_same_seed_is_byte_identical_whatever_the_batch_size(world):
+def test_same_seed_is_byte_identical_whatever_the_batch_size_or_count(world):
     columns, scenes = world
     again, again_scenes = render_world(48, SIZE, seed=7, batch_size=5, progress=False)
     for name in WORLD_MODALITIES:
@@ -35,6 +35,12 @@ def test_same_seed_is_byte_identical_whatever_the_batch_size(world):
         else:
             assert columns[name].tobytes() == again[name].tobytes(), name
     assert scenes == again_scenes
+    # A smaller world with the same seed is a prefix of a bigger one.
+    prefix, prefix_scenes = render_world(10, SIZE, seed=7, progress=False)
+    assert prefix["rgb"].tobytes() == columns["rgb"][:10].tobytes()
+    assert prefix["caption"] == columns["caption"][:10] and prefix_scenes == scenes[:10]
+    big, small = sample_scenes(1100, seed=7), sample_scenes(30, seed=7)
+    assert np.array_equal(big.position[:30], small.position) and np.array_equal(big.text_seed[:30], small.text_seed)
     other, _ = render_world(48, SIZE, seed=8, batch_size=16, progress=False)
     assert other["rgb"].tobytes() != columns["rgb"].tobytes()
     assert other["caption"] != columns["caption"]
@@ -167,8 +173,8 @@ def test_intersections_of_a_vertical_ray():
     """A ray straight down at x = 0.3 hits each shape at its analytic surface height and normal."""
     r, x = SIZE_RADIUS[1], 0.3
     radius = np.array([[r]], dtype=np.float32)
-    origin = np.array([[[x, 10.0, 0.0]]], dtype=np.float32)
-    direction = np.array([[[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]]], dtype=np.float32)
+    origin = np.array([x, 10.0, 0.0], dtype=np.float32).reshape(3, 1, 1)  # channel-first (3, M, 1)
+    direction = np.array([[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]], dtype=np.float32).T.reshape(3, 1, 2)
     sphere_height = np.sqrt(r * r - x * x)
     cone_slope = 1 / 2.2  # footprint radius per unit of height
     expected = {  # shape: (surface height at x, outward normal there)
@@ -182,5 +188,5 @@ def test_intersections_of_a_vertical_ray():
             t, normal = intersect(origin, direction, radius)
         height, unit_normal = expected[shape]
         assert t[0, 0] == pytest.approx(10 - height, abs=1e-4), shape
-        assert np.allclose(normal[0, 0], unit_normal, atol=1e-4), shape
+        assert np.allclose(normal[:, 0, 0], unit_normal, atol=1e-4), shape
         assert t[0, 1] == np.inf, shape  # pointing away: no hit

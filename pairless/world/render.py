@@ -44,9 +44,14 @@ SKY_CLASS, FLOOR_CLASS = 0, 1
 COLOUR_TABLE = np.array(list(COLOURS.values()), dtype=np.float32)
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Dot product of channel-first vectors (3, ...) -> (...)."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
 @dataclass
 class Camera:
-    """Per-scene camera frames, (B, 3) each, plus tan of the half field of view."""
+    """Per-scene camera frames, channel-first (3, B, 1) each, plus tan of the half field of view."""
 
     position: np.ndarray
     right: np.ndarray
@@ -57,31 +62,28 @@ class Camera:
     @classmethod
     def from_scenes(cls, scenes: SceneBatch) -> Camera:
         azimuth, elevation = np.radians(scenes.azimuth), np.radians(scenes.elevation)
-        look_at = np.asarray(LOOK_AT, dtype=np.float32)
         offset = np.stack([np.cos(elevation) * np.cos(azimuth), np.sin(elevation),
-                           np.cos(elevation) * np.sin(azimuth)], axis=-1)
-        position = (look_at + scenes.distance[:, None] * offset).astype(np.float32)
-        forward = -offset.astype(np.float32)
+                           np.cos(elevation) * np.sin(azimuth)], axis=-1)  # (B, 3)
+        position = np.asarray(LOOK_AT, dtype=np.float32) + scenes.distance[:, None] * offset
+        forward = -offset
         right = np.cross(forward, np.array([0, 1, 0], dtype=np.float32))
         right /= np.linalg.norm(right, axis=-1, keepdims=True)
         up = np.cross(right, forward)
-        return cls(position, right.astype(np.float32), up.astype(np.float32), forward,
-                   float(np.tan(np.radians(FIELD_OF_VIEW / 2))))
+        frame = [np.ascontiguousarray(vector.T[:, :, None], dtype=np.float32)
+                 for vector in (position, right, up, forward)]
+        return cls(*frame, float(np.tan(np.radians(FIELD_OF_VIEW / 2))))
 
     def rays(self, size: int) -> np.ndarray:
-        """(B, S*S, 3) unit world directions through the pixel centres, row-major from the top left."""
+        """(3, B, S*S) unit world directions through the pixel centres, row-major from the top left."""
         coords = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
         v, u = np.meshgrid(-coords, coords, indexing="ij")  # v: +1 at the top row
-        u, v = u.reshape(1, -1, 1) * self.tan_half_fov, v.reshape(1, -1, 1) * self.tan_half_fov
-        directions = u * self.right[:, None] + v * self.up[:, None] + self.forward[:, None]
-        return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+        u, v = u.reshape(1, 1, -1) * self.tan_half_fov, v.reshape(1, 1, -1) * self.tan_half_fov
+        directions = u * self.right + v * self.up + self.forward
+        return directions / np.sqrt(_dot(directions, directions))
 
     def to_camera(self, vectors: np.ndarray) -> np.ndarray:
-        """World vectors (B, ..., 3) -> camera space (x right, y up, z towards the camera)."""
-        shape = (-1,) + (1,) * (vectors.ndim - 2) + (3,)
-        return np.stack([np.sum(vectors * self.right.reshape(shape), axis=-1),
-                         np.sum(vectors * self.up.reshape(shape), axis=-1),
-                         -np.sum(vectors * self.forward.reshape(shape), axis=-1)], axis=-1)
+        """World vectors (3, B, ...) -> camera space (x right, y up, z towards the camera)."""
+        return np.stack([_dot(vectors, self.right), _dot(vectors, self.up), -_dot(vectors, self.forward)])
 
 
 @dataclass
@@ -100,16 +102,16 @@ class RenderedBatch:
 
 
 def _rotate_y(vectors: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate (M, P, 3) vectors about the y axis (cos, sin shaped (M, 1))."""
-    x, y, z = vectors[..., 0], vectors[..., 1], vectors[..., 2]
-    return np.stack([cos * x + sin * z, y, cos * z - sin * x], axis=-1)
+    """Rotate channel-first vectors (3, M, P) about the y axis (cos, sin shaped (M, 1))."""
+    x, y, z = vectors
+    return np.stack([cos * x + sin * z, np.broadcast_to(y, (cos * x).shape), cos * z - sin * x])
 
 
 def _hit_objects(scenes: SceneBatch, camera: Camera, directions: np.ndarray):
-    """Nearest object hit per ray: (t, world normal, slot + 1 or 0), all (B, P[, 3])."""
-    count, pixels = directions.shape[:2]
+    """Nearest object hit per ray: t (B, P), world normal (3, B, P), slot + 1 or 0 (B, P)."""
+    count, pixels = directions.shape[1:]
     best_t = np.full((count, pixels), np.inf, dtype=np.float32)
-    best_normal = np.zeros((count, pixels, 3), dtype=np.float32)
+    best_normal = np.zeros((3, count, pixels), dtype=np.float32)
     best_slot = np.zeros((count, pixels), dtype=np.uint8)
     radius, yaw = scenes.radius, scenes.yaw
     for slot in range(MAX_OBJECTS):
@@ -118,15 +120,15 @@ def _hit_objects(scenes: SceneBatch, camera: Camera, directions: np.ndarray):
             if len(rows) == 0:
                 continue
             cos, sin = np.cos(yaw[rows, slot])[:, None], np.sin(yaw[rows, slot])[:, None]
-            base = np.zeros((len(rows), 1, 3), dtype=np.float32)
-            base[:, 0, [0, 2]] = scenes.position[rows, slot]
-            origin = _rotate_y(camera.position[rows, None] - base, cos, sin)  # (M, 1, 3) object frame
-            local = _rotate_y(directions[rows], cos, sin)  # (M, P, 3)
+            base = np.zeros((3, len(rows), 1), dtype=np.float32)
+            base[0, :, 0], base[2, :, 0] = scenes.position[rows, slot, 0], scenes.position[rows, slot, 1]
+            origin = _rotate_y(camera.position[:, rows] - base, cos, sin)  # (3, M, 1) object frame
+            local = _rotate_y(directions[:, rows], cos, sin)  # (3, M, P)
             t, normal = intersect(origin, local, radius[rows, slot][:, None])
             closer = t < best_t[rows]
             normal = _rotate_y(normal, cos, -sin)  # back to the world frame
             best_t[rows] = np.where(closer, t, best_t[rows])
-            best_normal[rows] = np.where(closer[..., None], normal, best_normal[rows])
+            best_normal[:, rows] = np.where(closer, normal, best_normal[:, rows])
             best_slot[rows] = np.where(closer, slot + 1, best_slot[rows])
     return best_t, best_normal, best_slot
 
@@ -149,46 +151,49 @@ def render_batch(scenes: SceneBatch, size: int) -> RenderedBatch:
         raise ValueError(f"size must be >= 4 pixels, got {size}")
     count = len(scenes)
     camera = Camera.from_scenes(scenes)
-    directions = camera.rays(size)  # (B, P, 3)
+    directions = camera.rays(size)  # (3, B, P)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         object_t, object_normal, slot = _hit_objects(scenes, camera, directions)
-        floor_t = -camera.position[:, 1:2] / np.minimum(directions[..., 1], -1e-6)  # (B, P)
-        floor_point = camera.position[:, None] + floor_t[..., None] * directions
-        on_floor = (directions[..., 1] < 0) & (np.hypot(floor_point[..., 0], floor_point[..., 2]) <= FLOOR_RADIUS)
+        floor_t = -camera.position[1] / np.minimum(directions[1], -1e-6)  # (B, P)
+        floor_x = camera.position[0] + floor_t * directions[0]
+        floor_z = camera.position[2] + floor_t * directions[2]
+        on_floor = (directions[1] < 0) & (floor_x * floor_x + floor_z * floor_z <= FLOOR_RADIUS**2)
         floor_t = np.where(on_floor, floor_t, np.inf)
         is_object = object_t < floor_t
         slot = np.where(is_object, slot, 0).astype(np.uint8)
         t = np.minimum(object_t, floor_t)
         hit = np.isfinite(t)
 
-        normal = np.where(is_object[..., None], object_normal, np.array([0, 1, 0], dtype=np.float32))
-        tiles = (np.floor(floor_point[..., 0] / TILE_SIZE) + np.floor(floor_point[..., 2] / TILE_SIZE)) % 2
+        normal = np.stack([np.where(is_object, object_normal[0], 0), np.where(is_object, object_normal[1], 1),
+                           np.where(is_object, object_normal[2], 0)])
+        tiles = (np.floor(floor_x / TILE_SIZE) + np.floor(floor_z / TILE_SIZE)) % 2
         floor_albedo = np.where(tiles == 0, FLOOR_ALBEDO[0], FLOOR_ALBEDO[1]).astype(np.float32)
         slot_index = np.maximum(slot.astype(np.int64) - 1, 0)
-        object_colour = COLOUR_TABLE[np.take_along_axis(scenes.colour, slot_index, axis=1)]  # (B, P, 3)
-        albedo = np.where(is_object[..., None], object_colour, floor_albedo[..., None])
-        lambert = np.maximum(np.sum(normal * scenes.light[:, None], axis=-1), 0)
-        shaded = albedo * (AMBIENT + DIFFUSE * lambert)[..., None]
-        sky_mix = np.clip(directions[..., 1:2] * 2.5, 0, 1)
-        sky = HORIZON + (ZENITH - HORIZON) * sky_mix
-        colour = np.where(hit[..., None], shaded, sky)
+        object_colour = COLOUR_TABLE.T[:, np.take_along_axis(scenes.colour, slot_index, axis=1)]  # (3, B, P)
+        light = np.ascontiguousarray(scenes.light.T[:, :, None])
+        shade = AMBIENT + DIFFUSE * np.maximum(_dot(normal, light), 0)
+        sky_mix = np.clip(directions[1] * 2.5, 0, 1)
+        colour = np.stack([
+            np.where(hit, np.where(is_object, object_colour[channel], floor_albedo) * shade,
+                     HORIZON[channel] + (ZENITH[channel] - HORIZON[channel]) * sky_mix)
+            for channel in range(3)], axis=-1)  # (B, P, 3)
 
-        view_depth = t * np.sum(directions * camera.forward[:, None], axis=-1)
+        view_depth = t * _dot(directions, camera.forward)
         depth = np.where(hit, view_depth, SKY_DEPTH).astype(np.float32)
-        camera_normal = np.where(hit[..., None], camera.to_camera(normal), 0.0)
+        camera_normal = np.stack([np.where(hit, component, 0) for component in camera.to_camera(normal)], axis=-1)
         shape_class = np.take_along_axis(scenes.shape, slot_index, axis=1) + SHAPE_CLASS_OFFSET
         semseg = np.where(is_object, shape_class, np.where(hit, FLOOR_CLASS, SKY_CLASS)).astype(np.uint8)
 
     image = (count, size, size)
     instance = slot.reshape(image)
     pixels, box = _boxes(instance)
-    heights = scenes.height
-    centre = np.stack([scenes.position[..., 0], heights / 2, scenes.position[..., 1]], axis=-1)
-    centre_camera = camera.to_camera(centre - camera.position[:, None])  # (B, K, 3)
-    centre_depth = -centre_camera[..., 2]
+    heights = scenes.height  # (B, K)
+    centre = np.stack([scenes.position[..., 0], heights / 2, scenes.position[..., 1]])  # (3, B, K)
+    centre_camera = camera.to_camera(centre - camera.position)  # (3, B, K)
+    centre_depth = -centre_camera[2]
     scale = size / 2 / camera.tan_half_fov
-    column = size / 2 + scale * centre_camera[..., 0] / centre_depth
-    row = size / 2 - scale * centre_camera[..., 1] / centre_depth
+    column = size / 2 + scale * centre_camera[0] / centre_depth
+    row = size / 2 - scale * centre_camera[1] / centre_depth
     return RenderedBatch(
         rgb=np.round(np.clip(colour, 0, 1) * 255).astype(np.uint8).reshape(image + (3,)),
         depth=depth.reshape(image),

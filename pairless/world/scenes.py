@@ -2,10 +2,10 @@
 
 A :class:`SceneBatch` holds ``N`` scenes as flat numpy arrays with ``MAX_OBJECTS``
 object slots per scene (``valid`` marks the used ones), so the renderer can
-work on all scenes of a batch at once. :func:`sample_scenes` draws them all
-from one ``np.random.Generator`` seeded with ``seed``; rendering is then a
+work on all scenes of a batch at once. :func:`sample_scenes` draws them,
+vectorised, from ``np.random.Generator`` s seeded with ``seed``; rendering is then a
 pure function of the arrays, which is why the output is independent of the
-batch size used for rendering.
+batch size used for rendering; scene i depends only on (seed, i).
 
 World frame: y is up, the floor is the plane y = 0 (a disc of radius
 ``FLOOR_RADIUS`` with a checker texture of ``TILE_SIZE`` tiles), objects
@@ -47,6 +47,7 @@ MAX_OBJECTS = 4
 PLACEMENT_RADIUS = 1.9
 GAP = 0.15
 PLACEMENT_TRIES = 24
+SAMPLING_CHUNK = 1024  # scenes drawn per generator (see sample_scenes)
 FLOOR_RADIUS = 9.0
 TILE_SIZE = 1.0
 
@@ -111,7 +112,25 @@ def _uniform(rng: np.random.Generator, low_high: tuple[float, float], shape) -> 
 
 
 def sample_scenes(num_scenes: int, seed: int) -> SceneBatch:
-    """Draw ``num_scenes`` scenes from the world distribution, all from one generator seeded by ``seed``.
+    """Draw ``num_scenes`` scenes from the world distribution; scene ``i`` depends only on ``(seed, i)``.
+
+    Scenes are drawn in chunks of ``SAMPLING_CHUNK``, chunk ``c`` from
+    ``np.random.default_rng([seed, c])``, so a bigger world starts with the
+    scenes of a smaller one with the same seed.
+    """
+    if num_scenes < 0:
+        raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
+    chunks = [_sample_chunk(np.random.default_rng([seed, chunk]), SAMPLING_CHUNK)
+              for chunk in range(-(-num_scenes // SAMPLING_CHUNK))]
+    if not chunks:
+        return _sample_chunk(np.random.default_rng([seed, 0]), 0)
+    joined = SceneBatch(**{f.name: np.concatenate([getattr(chunk, f.name) for chunk in chunks])
+                           for f in fields(SceneBatch)})
+    return joined.slice(0, num_scenes)
+
+
+def _sample_chunk(rng: np.random.Generator, count: int) -> SceneBatch:
+    """``count`` scenes drawn with ``rng``, all at once.
 
     Each scene asks for 1-4 objects (uniform); every object gets a uniform shape,
     colour, size and yaw, and a position drawn by rejection (up to
@@ -119,10 +138,7 @@ def sample_scenes(num_scenes: int, seed: int) -> SceneBatch:
     of the objects already placed). An object whose candidates all collide is
     left out, so a few crowded scenes hold one object less than asked.
     """
-    if num_scenes < 0:
-        raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
-    rng = np.random.default_rng(seed)
-    count, slots = num_scenes, MAX_OBJECTS
+    slots = MAX_OBJECTS
     requested = rng.integers(1, slots + 1, size=count)
     shape = rng.integers(0, len(SHAPES), size=(count, slots))
     colour = rng.integers(0, len(COLOUR_NAMES), size=(count, slots))
