@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pairless.world import det_to_text, fact_accuracy, parse_caption, parse_det_text, render_world
 from pairless.world.captions import make_caption
@@ -27,6 +29,17 @@ def test_det_text_round_trips_to_the_scene_boxes(world):
         assert sorted(parse_det_text(text, SIZE)) == expected
         assert det_to_text(parse_det_text(text, SIZE), SIZE) == text
         assert re.fullmatch(r"(v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)( v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)*", text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(8, 63), data=st.data())
+def test_any_pixel_boxes_round_trip_through_det_text(size, data):
+    """For sizes up to 63 the 64 bins are finer than a pixel, so integer boxes come back exactly."""
+    coordinate = st.integers(0, size)
+    boxes = data.draw(st.lists(st.tuples(st.sampled_from(["sphere", "cube", "cylinder", "cone"]),
+                                         st.tuples(coordinate, coordinate, coordinate, coordinate)), max_size=5))
+    parsed = parse_det_text(det_to_text(boxes, size), size)
+    assert sorted(parsed) == sorted(boxes)
 
 
 def test_det_parser_is_tolerant_of_broken_text():
@@ -123,3 +136,19 @@ def _visible_in(dicts: list[dict], scenes) -> np.ndarray:
                                 scenes.position[index, :, 1] - obj["position"][2])
             out[index, int(distance.argmin())] = True
     return out
+
+
+def test_fact_accuracy_is_the_fraction_of_true_claims():
+    scene = {"image_size": 32, "objects": [
+        {"shape": "sphere", "colour": "red", "size": "large", "screen_center": [8.0, 16.0], "center_depth": 6.0},
+        {"shape": "cube", "colour": "blue", "size": "small", "screen_center": [24.0, 16.0], "center_depth": 7.5},
+    ]}
+    true = "there are two objects. a large red ball and a little blue block. the red sphere is left of the blue cube."
+    assert [fact.kind for fact in parse_caption(true)] == ["count", "object", "object", "relation"]
+    assert fact_accuracy(true, scene) == 1.0
+    # A green cube does not exist: its list claim and the relation that names it fail (2 of 4).
+    assert fact_accuracy(true.replace("blue", "green"), scene) == 0.5
+    assert fact_accuracy(true.replace("two objects", "three objects"), scene) == 0.75
+    assert fact_accuracy("the blue cube is behind the red sphere.", scene) == 1.0
+    assert fact_accuracy("the blue cube is in front of the red sphere.", scene) == 0.0
+    assert fact_accuracy("two spheres.", scene) == 0.0  # a bare plural claims at least two
