@@ -135,3 +135,20 @@ def test_write_validates_values(tmp_path):
     with pytest.raises(DataError, match=r"split 'train', modality 'depth': row 2 .*NaN or inf"):
         write_dataset(tmp_path / "d", {"train": split})
     assert not (tmp_path / "d").exists()
+
+
+def test_manifest_content_hash_is_form_independent(tmp_path):
+    from pairless.storage import read_json
+
+    split = make_split(4)
+    hashes = {form: read_json(write_dataset(tmp_path / form, {"train": split}, form=form) / "manifest.json")
+              ["content_hash"] for form in ("folder", "packed")}
+    assert hashes["folder"] == hashes["packed"]
+    original = split.columns["depth"][0, 0, 0]
+    split.columns["depth"][0, 0, 0] += 1.0
+    changed = read_json(write_dataset(tmp_path / "changed", {"train": split}) / "manifest.json")["content_hash"]
+    assert changed != hashes["packed"]
+    split.columns["depth"][0, 0, 0] = original
+    split.columns["depth"][1, 0, 0] += 1.0  # row 1 is absent: its placeholder does not count
+    same = read_json(write_dataset(tmp_path / "same", {"train": split}) / "manifest.json")["content_hash"]
+    assert same == hashes["packed"]

@@ -50,3 +50,14 @@ def test_registered_modality_loads_with_no_other_change(tmp_path, histology):
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "val" / "histology" / "c.png")
     with pytest.raises(DataError, match=r"histology/c\.png: image has 3 channel\(s\).*'histology' expects 1"):
         open_dataset(tmp_path, "val")
+
+
+def test_packed_dataset_needs_its_modalities_registered(tmp_path, histology):
+    from pairless.data import SplitData, write_dataset
+
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    root = write_dataset(tmp_path / "packed", {"val": SplitData(ids=["a", "b"], columns={"histology": images})})
+    np.testing.assert_array_equal(open_dataset(root, "val")[1]["histology"], images[1])
+    modalities.unregister("histology")
+    with pytest.raises(DataError, match=r"histology\.npy: modality 'histology' is not registered.*register"):
+        open_dataset(root, "val")

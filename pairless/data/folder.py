@@ -16,6 +16,7 @@ packed form, which is memory-mapped.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,26 +58,39 @@ def _modality_folders(split_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: order[item[0]])
 
 
+def _walk(folder: Path) -> list[tuple[str, str]]:
+    """(relative posix path, absolute path) of every non-hidden file under ``folder``, sorted.
+
+    ``os.walk`` on strings: pathlib's per-file overhead dominated listing large folders.
+    """
+    found = []
+    for directory, subfolders, filenames in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = os.path.relpath(directory, folder)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        found.extend((prefix + name, os.path.join(directory, name)) for name in filenames
+                     if not name.startswith("."))
+    return sorted(found)
+
+
 def _list_files(name: str, folder: Path, reader: _Reader) -> dict[str, Path]:
     """Sample id -> file of one modality folder, checking extensions and duplicates."""
     modality = registry.get(name)
     files: dict[str, Path] = {}
-    candidates = sorted(p for p in folder.rglob("*")
-                        if not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    candidates = [p for p in candidates if p.is_file()]
+    candidates = _walk(folder)
     if not candidates:
         raise DataError(f"{folder}: modality folder {name!r} has no samples (remove it if it is unused)")
-    for path in candidates:
-        if path.suffix.lower() not in modality.extensions:
-            reason = (f"wrong extension {path.suffix or '(none)'!r} for modality {name!r} "
+    for relative, absolute in candidates:
+        stem, suffix = os.path.splitext(relative)
+        if suffix.lower() not in modality.extensions or not os.path.basename(stem):
+            reason = (f"wrong extension {suffix or '(none)'!r} for modality {name!r} "
                       f"(accepted: {', '.join(modality.extensions)})")
-            reader.problem(path, reason)
+            reader.problem(Path(absolute), reason)
             continue
-        sample_id = path.relative_to(folder).with_suffix("").as_posix()
-        if sample_id in files:
-            reader.problem(path, f"a second file for sample {sample_id!r} (also {files[sample_id].name})")
+        if stem in files:
+            reader.problem(Path(absolute), f"a second file for sample {stem!r} (also {files[stem].name})")
             continue
-        files[sample_id] = path
+        files[stem] = Path(absolute)
     return files
 
 

@@ -8,6 +8,7 @@ described in ``docs/interfaces.md`` ("Dataset on disk").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from pairless import modalities as registry
 from pairless.data import codecs
 from pairless.data.validate import DataError, Problem, check_array_column, check_text_column, infer_size
-from pairless.storage import atomic_save_npy, atomic_write_json, hash_files, is_complete, staged_dir
+from pairless.storage import atomic_save_npy, atomic_write_json, is_complete, staged_dir
 
 SCHEMA_VERSION = 1
 SCENE_FOLDER = "_scene"
@@ -124,6 +125,24 @@ def _write_packed_split(folder: Path, split: SplitData, columns: dict, present: 
         atomic_write_json(folder / "scene.json", list(split.scenes))
 
 
+def content_hash(splits: dict[str, SplitData], validated: dict) -> str:
+    """SHA-256 of the data itself (ids, present values, scenes), the same for both forms."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        split, (columns, present, _) = splits[name], validated[name]
+        digest.update(json.dumps([name, list(split.ids)]).encode())
+        for modality_name in sorted(columns):
+            mask = present[modality_name]
+            digest.update(modality_name.encode() + b"\0" + np.packbits(mask).tobytes())
+            values = columns[modality_name]
+            if isinstance(values, list):
+                digest.update(json.dumps([text for text, keep in zip(values, mask, strict=True) if keep]).encode())
+            else:
+                digest.update(str(values.dtype).encode() + np.ascontiguousarray(values[mask]).tobytes())
+        digest.update(json.dumps(split.scenes, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def write_dataset(
     root: str | os.PathLike,
     splits: dict[str, SplitData],
@@ -168,7 +187,7 @@ def write_dataset(
                 for name, split in splits.items()
             },
             "config": config,
-            "content_hash": hash_files(staging),
+            "content_hash": content_hash(splits, validated),
         }
         atomic_write_json(staging / "manifest.json", manifest)
     return root
