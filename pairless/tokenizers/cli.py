@@ -1,0 +1,182 @@
+"""``pairless tokenizers train``: train the tokenizer of every modality in a dataset, then report.
+
+Each modality is trained on the training samples that have it (fragmented
+data is normal) and published on its own as ``TOKDIR/<modality>/`` through a
+staged folder, so an interrupted run resumes with the modalities still
+missing. The sequence modalities share one WordPiece vocabulary
+(``TOKDIR/text/``). At the end the reconstruction report (``report.json``,
+``report.md``) is written on the val split when there is one, and ``TOKDIR``
+itself is marked complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pairless import modalities as registry
+from pairless.config import ConfigError, apply_overrides
+from pairless.storage import (
+    FolderLock,
+    atomic_write_json,
+    config_hash,
+    is_complete,
+    mark_complete,
+    read_json,
+    staged_dir,
+)
+from pairless.tokenizers import text as text_tokenizers
+from pairless.tokenizers.train import (
+    TokenizerTrainConfig,
+    build_spatial,
+    build_vector,
+    preset_config,
+    train_neural,
+)
+
+
+def _training_values(dataset, modality: str, limit: int | None):
+    """The values of the samples that have ``modality`` (capped at ``limit``, first ones kept)."""
+    values, present = dataset.column(modality)
+    indices = np.flatnonzero(present)
+    if limit is not None:
+        indices = indices[:limit]
+    if registry.get(modality).is_text:
+        return [values[i] for i in indices]
+    return np.asarray(values[indices])
+
+
+def _modality_hash(config: TokenizerTrainConfig, modality: str, data: Path) -> str:
+    """What a trained tokenizer depends on: the config (sections that matter) and the data folder."""
+    kind = registry.get(modality).kind
+    sections = {"image": ["spatial", "normalization"], "vector": ["vector"], "sequence": ["text"]}[kind]
+    dumped = config.model_dump(mode="json")
+    relevant = {key: dumped[key] for key in sections + ["seed", "bf16", "max_train_samples"]}
+    relevant["steps"] = dumped["steps"] if kind != "sequence" else None
+    return config_hash({"modality": modality, "config": relevant, "data": str(Path(data).resolve())})
+
+
+def _already_done(folder: Path, expected_hash: str) -> bool:
+    if not is_complete(folder):
+        return False
+    found = read_json(folder / "COMPLETE.json").get("config_hash")
+    if found != expected_hash:
+        raise FileExistsError(f"{folder}: a tokenizer trained with a different config or data is already here "
+                              f"(config hash {found}, this run {expected_hash}); use another --out or delete it")
+    return True
+
+
+def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None) -> dict:
+    """Train every requested modality's tokenizer (skipping complete ones); returns per-modality info."""
+    from pairless.data import open_dataset
+
+    dataset = open_dataset(data, "train")
+    wanted = registry.check_names(modalities, field_name="--modalities") if modalities else dataset.modalities
+    missing = [name for name in wanted if name not in dataset.modalities]
+    if missing:
+        raise ValueError(f"--modalities: {', '.join(missing)} not present in any training sample of {data}; "
+                         f"present: {', '.join(dataset.modalities)}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", config.model_dump(mode="json"))
+    info: dict[str, dict] = {}
+    text_modalities = [name for name in dataset.modalities if registry.get(name).is_text]
+    for modality in wanted:
+        entry = registry.get(modality)
+        folder = out / modality
+        expected_hash = _modality_hash(config, modality, data)
+        if _already_done(folder, expected_hash):
+            info[modality] = {key: value for key, value in read_json(folder / "COMPLETE.json").items()
+                              if key != "content_hash"}
+            continue
+        started = time.perf_counter()
+        values = _training_values(dataset, modality, config.max_train_samples)
+        record = {"config_hash": expected_hash, "num_train_samples": len(values)}
+        if entry.is_text:
+            vocabulary = _train_vocabulary(dataset, out, config, text_modalities, data)
+            length = text_tokenizers.padded_length(vocabulary, values, config.text.length_margin)
+            tokenizer = text_tokenizers.TextTokenizer(
+                text_tokenizers.TextConfig(modality=modality, num_tokens=length, truncate=config.text.truncate),
+                vocabulary)
+            with staged_dir(folder, {**record, "train_seconds": time.perf_counter() - started}) as staging:
+                tokenizer.save(staging)
+        else:
+            if entry.kind == "image":
+                tokenizer = build_spatial(modality, values, config)
+                settings, steps = config.spatial, config.spatial_steps()
+            else:
+                tokenizer = build_vector(modality, values, config)
+                settings, steps = config.vector, config.vector_steps()
+            result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed, bf16=config.bf16,
+                                  description=f"tokenizer {modality}")
+            record.update(train_seconds=time.perf_counter() - started, steps=steps,
+                          first_loss=float(np.mean(result["losses"][:10])),
+                          final_loss=float(np.mean(result["losses"][-10:])))
+            with staged_dir(folder, record) as staging:
+                tokenizer.save(staging)
+        info[modality] = record
+        print(f"tokenizer {modality}: trained in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return info
+
+
+def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_modalities: list[str], data: Path):
+    """Train (once) the WordPiece vocabulary shared by all sequence modalities present in the data."""
+    folder = out / text_tokenizers.VOCABULARY_FOLDER
+    expected_hash = config_hash({"text": config.text.model_dump(mode="json"), "modalities": text_modalities,
+                                 "max_train_samples": config.max_train_samples,
+                                 "data": str(Path(data).resolve())})
+    if not _already_done(folder, expected_hash):
+        texts = [text for name in text_modalities
+                 for text in _training_values(dataset, name, config.max_train_samples)]
+        vocabulary = text_tokenizers.train_vocabulary(texts, config.text.vocab_size)
+        with staged_dir(folder, {"config_hash": expected_hash}) as staging:
+            text_tokenizers.save_vocabulary(vocabulary, staging, {"modalities": text_modalities})
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairless tokenizers", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset")
+    train.add_argument("--data", required=True, type=Path, help="dataset folder (with train/ and val/ splits)")
+    train.add_argument("--out", required=True, type=Path, help="tokenizer folder TOKDIR")
+    train.add_argument("--preset", default="tiny", help="micro | demo | tiny | base")
+    train.add_argument("--modalities", nargs="+", default=None, help="only these (default: all in the data)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override, e.g. spatial.steps=500 or steps=20 (repeatable)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-report", action="store_true", help="skip the reconstruction report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = apply_overrides(preset_config(args.preset, seed=args.seed), args.overrides)
+    except ConfigError as error:
+        print(f"pairless tokenizers: {error}", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    if is_complete(out):
+        print(f"{out} is complete; nothing to do", file=sys.stderr)
+        return 0
+    with FolderLock(out):
+        started = time.perf_counter()
+        info = train_all(args.data, out, config, args.modalities)
+        if not args.no_report:
+            from pairless.tokenizers.report import write_report
+
+            write_report(out, args.data, "val", max_samples=config.report_samples)
+        atomic_write_json(out / "training.json", {"modalities": info,
+                                                 "total_seconds": time.perf_counter() - started})
+        mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""``pairless tokenize``: turn every split of a dataset into token shards with trained tokenizers.
+
+Each modality is encoded for the samples that have it, in batches; the ids
+do not depend on the batch size (see :mod:`pairless.tokenizers.base`).
+Samples without a modality stay without it (``present`` False, tokens 0):
+nothing is invented. World scene metadata is copied along. Output is written
+by :func:`pairless.data.shards.write_shards` (staged, with ``COMPLETE.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pairless.storage import FolderLock, hash_files, is_complete, read_json
+from pairless.tokenizers import available_modalities, load_tokenizer
+
+
+def encode_column(tokenizer, values, present: np.ndarray, batch_size: int, description: str = "") -> np.ndarray:
+    """Tokens ``int32 [N, L]`` of one modality column; rows without the modality are 0."""
+    spec = tokenizer.spec
+    tokens = np.zeros((len(present), spec.num_tokens), dtype=np.int32)
+    rows = np.flatnonzero(present)
+    for start in tqdm(range(0, len(rows), batch_size), desc=description, disable=None, leave=False):
+        chunk = rows[start:start + batch_size]
+        batch = [values[i] for i in chunk] if tokenizer.kind == "text" else np.asarray(values[chunk])
+        tokens[chunk] = tokenizer.encode(batch).numpy().astype(np.int32)
+    return tokens
+
+
+def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
+                     overwrite: bool = False, truncate_text: bool = False) -> Path:
+    """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``."""
+    from pairless.data import list_splits, open_dataset
+    from pairless.data.shards import ShardSplit, write_shards
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    data, tokenizer_root = Path(data), Path(tokenizer_root)
+    splits = list_splits(data)
+    if not splits:
+        raise FileNotFoundError(f"{data}: no splits (expected subfolders such as train/ and val/)")
+    trained = available_modalities(tokenizer_root)
+    datasets = {split: open_dataset(data, split) for split in splits}
+    in_data = {name for dataset in datasets.values() for name in dataset.modalities}
+    untrained = sorted(in_data - set(trained))
+    if untrained:
+        print(f"pairless tokenize: no tokenizer for {', '.join(untrained)} in {tokenizer_root}; "
+              "these modalities are left out of the shards", file=sys.stderr)
+    modalities = [name for name in trained if name in in_data]
+    if not modalities:
+        raise ValueError(f"{tokenizer_root}: none of its tokenizers ({', '.join(trained) or 'none'}) matches a "
+                         f"modality of {data} ({', '.join(sorted(in_data)) or 'none'})")
+    tokenizers = {name: load_tokenizer(tokenizer_root, name) for name in modalities}
+    if truncate_text:
+        tokenizers = {name: tok.truncating() if tok.kind == "text" else tok for name, tok in tokenizers.items()}
+    shard_splits = {}
+    for split, dataset in datasets.items():
+        tokens, present = {}, {}
+        for name, tokenizer in tokenizers.items():
+            if name in dataset.columns:
+                values, mask = dataset.column(name)
+                mask = np.asarray(mask, dtype=bool)
+            else:
+                values, mask = None, np.zeros(len(dataset), dtype=bool)
+            tokens[name] = encode_column(tokenizer, values, mask, batch_size, f"tokenize {split}/{name}")
+            present[name] = mask
+        shard_splits[split] = ShardSplit(ids=list(dataset.ids), tokens=tokens, present=present,
+                                         scenes=dataset.scenes)
+    marker = tokenizer_root / "COMPLETE.json"
+    tokenizers_hash = read_json(marker).get("content_hash") if marker.is_file() else hash_files(tokenizer_root)
+    info = {"tokenizers": str(tokenizer_root.resolve()), "tokenizers_hash": tokenizers_hash,
+            "data": str(data.resolve())}
+    specs = {name: tokenizer.spec for name, tokenizer in tokenizers.items()}
+    return write_shards(out, shard_splits, specs, info, overwrite=overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairless tokenize", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (splits train/, val/, ...)")
+    parser.add_argument("--tokenizers", required=True, type=Path, help="trained tokenizer folder TOKDIR")
+    parser.add_argument("--out", required=True, type=Path, help="token shard folder SHARDS")
+    parser.add_argument("--batch-size", type=int, default=1024, help="samples encoded at once (ids do not depend on it)")
+    parser.add_argument("--truncate-text", action="store_true",
+                        help="cut texts longer than their tokenizer's padded length instead of stopping")
+    parser.add_argument("--overwrite", action="store_true", help="replace complete shards at --out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if is_complete(args.out) and not args.overwrite:
+        print(f"{args.out} is complete; nothing to do (--overwrite to redo it)", file=sys.stderr)
+        return 0
+    with FolderLock(args.out):
+        tokenize_dataset(args.data, args.tokenizers, args.out, args.batch_size, overwrite=args.overwrite,
+                         truncate_text=args.truncate_text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""`pairless tokenizers train` and `pairless tokenize` end to end on a tiny fragmented world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pairless.data import SplitData, open_dataset, write_dataset
+from pairless.data.shards import open_shards
+from pairless.storage import is_complete, read_json
+from pairless.tokenizers import cli, load_tokenizer, shards
+from pairless.world.samples import render_world
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def fragmented_world(tmp_path_factory):
+    """A 16x16 world where depth is missing from every third sample and caption from every fourth."""
+    root = tmp_path_factory.mktemp("world") / "data"
+    columns, scenes = render_world(72, size=SIZE, seed=0, progress=False)
+    splits = {}
+    for name, indices in (("train", np.arange(0, 56)), ("val", np.arange(56, 72))):
+        split_columns = {m: [v[i] for i in indices] if isinstance(v, list) else v[indices] for m, v in columns.items()}
+        present = {"depth": indices % 3 != 0, "caption": indices % 4 != 0}
+        splits[name] = SplitData(ids=[f"{i:04d}" for i in indices], columns=split_columns, present=present,
+                                 scenes=[scenes[i] for i in indices])
+    write_dataset(root, splits, form="packed")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(fragmented_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "tokenizers"
+    argv = ["train", "--data", str(fragmented_world), "--out", str(out), "--preset", "micro",
+            "--set", "steps=4", "--set", "spatial.width=8", "--set", "vector.hidden=16",
+            "--set", "text.length_margin=24"]
+    assert cli.main(argv) == 0
+    return out
+
+
+def test_train_writes_every_modality_and_the_report(trained, fragmented_world):
+    assert is_complete(trained)
+    for modality in ("rgb", "depth", "normal", "semseg", "det", "caption", "embed", "text"):
+        assert is_complete(trained / modality), modality
+    training = read_json(trained / "training.json")["modalities"]
+    # Fragmented data: each tokenizer saw exactly the training samples that have its modality.
+    assert training["depth"]["num_train_samples"] == int(np.sum(np.arange(56) % 3 != 0))
+    assert training["caption"]["num_train_samples"] == int(np.sum(np.arange(56) % 4 != 0))
+    assert training["rgb"]["num_train_samples"] == 56
+    report = read_json(trained / "report.json")
+    assert set(report) == {"rgb", "depth", "normal", "semseg", "det", "caption", "embed"}
+    assert report["depth"]["num_samples"] == int(np.sum(np.arange(56, 72) % 3 != 0))
+    assert report["caption"]["exact_round_trip"] == 1.0 and report["det"]["exact_round_trip"] == 1.0
+    assert 0.0 <= report["semseg"]["miou"] <= 1.0 and np.isfinite(report["rgb"]["psnr"])
+    assert (trained / "report.md").read_text().startswith("# Tokenizer reconstruction")
+
+
+def test_rerun_does_not_retrain(trained, fragmented_world):
+    before = (trained / "rgb" / "weights.safetensors").stat().st_mtime_ns
+    (trained / "COMPLETE.json").unlink()  # force the per-modality resume path
+    assert cli.main(["train", "--data", str(fragmented_world), "--out", str(trained), "--preset", "micro",
+                     "--set", "steps=4", "--set", "spatial.width=8", "--set", "vector.hidden=16",
+                     "--set", "text.length_margin=24"]) == 0
+    assert (trained / "rgb" / "weights.safetensors").stat().st_mtime_ns == before
+    with pytest.raises(FileExistsError, match="different config"):
+        cli.train_all(fragmented_world, trained, cli.preset_config("micro"), ["rgb"])
+
+
+def test_tokenize_matches_direct_encoding_and_keeps_missing_missing(trained, fragmented_world, tmp_path):
+    out_small = tmp_path / "shards_small"
+    out_large = tmp_path / "shards_large"
+    assert shards.main(["--data", str(fragmented_world), "--tokenizers", str(trained), "--out", str(out_small),
+                        "--batch-size", "5"]) == 0
+    shards.tokenize_dataset(fragmented_world, trained, out_large, batch_size=1000)
+    for split in ("train", "val"):
+        small, large = open_shards(out_small, split), open_shards(out_large, split)
+        dataset = open_dataset(fragmented_world, split)
+        assert small.ids == dataset.ids and small.scenes == dataset.scenes
+        for modality in dataset.modalities:
+            np.testing.assert_array_equal(small.tokens[modality], large.tokens[modality])
+            values, present = dataset.column(modality)
+            np.testing.assert_array_equal(small.present[modality], present)
+            assert not small.tokens[modality][~present].any()
+            tokenizer = load_tokenizer(trained, modality)
+            rows = np.flatnonzero(present)
+            batch = [values[i] for i in rows] if tokenizer.kind == "text" else np.asarray(values[rows])
+            direct = tokenizer.encode(batch)
+            assert torch.equal(torch.from_numpy(np.asarray(small.tokens[modality][rows])).long(), direct)
+            assert small.specs[modality] == tokenizer.spec
+    depth_present = open_shards(out_small, "train").present["depth"]
+    assert depth_present.sum() == int(np.sum(np.arange(56) % 3 != 0))
