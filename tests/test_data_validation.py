@@ -160,3 +160,32 @@ def test_packed_bad_rows(tmp_path):
     np.save(root / "train" / "depth.npy", np.ones((5, 8, 8), np.float32))
     with pytest.raises(DataError, match=r"caption\.npy: row 1 \(id 's001'\): empty text"):
         open_dataset(root, "train")
+
+
+def test_packed_checks_every_chunk(tmp_path):
+    """Row checks run in chunks (memory-mapped columns); a bad row past the first chunk is still found."""
+    from pairless.data import SplitData
+
+    count = 5000
+    depth = np.ones((count, 2, 2), np.float32)
+    root = write_dataset(tmp_path / "big", {"train": SplitData(ids=[f"{i}" for i in range(count)],
+                                                             columns={"depth": depth})})
+    depth[[3, 4097, 4999], 1, 1] = [np.inf, 0.0, -2.0]
+    np.save(root / "train" / "depth.npy", depth)
+    dataset = open_dataset(root, "train", on_bad_sample="skip")
+    assert sorted(location.split(" row ")[1].split(" ")[0] for location, _ in dataset.bad_samples) == \
+        ["3", "4097", "4999"]
+    assert dataset.column("depth")[1].sum() == count - 3
+
+
+def test_jpeg_and_palette_inputs_are_read(tmp_path):
+    split = user_folder(tmp_path)
+    rgb = np.full((8, 8, 3), 200, np.uint8)
+    (split / "rgb" / "s001.png").unlink()
+    Image.fromarray(rgb).save(split / "rgb" / "s001.jpg", quality=95)
+    labels = Image.fromarray(np.full((8, 8), 4, np.uint8)).convert("P")
+    labels.putpalette([value for index in range(256) for value in (index, 0, 0)])
+    labels.save(split / "semseg" / "s003.png")
+    dataset = open_dataset(split.parent, "train")
+    assert np.abs(dataset[dataset.index_of("s001")]["rgb"].astype(int) - 200).max() <= 3
+    assert (dataset[dataset.index_of("s003")]["semseg"] == 4).all()

@@ -34,6 +34,7 @@ import numpy as np
 from pairless.modalities import Modality
 
 MAX_TEXT_LENGTH = 4096
+_CHUNK_ROWS = 2048
 
 
 class DataError(ValueError):
@@ -123,26 +124,29 @@ def check_array_column(
     values = _cast_dtype(modality, values)
     problems: dict[int, str] = {}
     rows = np.flatnonzero(present)
-    if rows.size == 0:
-        return values, problems
-    axes = tuple(range(1, values.ndim))
-    if values.dtype.kind == "f":
-        finite = np.isfinite(values[rows]).all(axis=axes) if axes else np.isfinite(values[rows])
+    # In chunks so that a memory-mapped column is never copied whole into memory.
+    for start in range(0, rows.size, _CHUNK_ROWS):
+        _check_rows(modality, values, rows[start:start + _CHUNK_ROWS], problems)
+    return values, problems
+
+
+def _check_rows(modality: Modality, values: np.ndarray, rows: np.ndarray, problems: dict[int, str]) -> None:
+    block = values[rows]
+    axes = tuple(range(1, block.ndim))
+    if block.dtype.kind == "f":
+        finite = np.isfinite(block).all(axis=axes)
         for row in rows[~finite]:
             problems[int(row)] = "contains NaN or inf"
         if modality.viz == "depth":
-            minimum = values[rows].min(axis=axes) if axes else values[rows]
-            for row, low in zip(rows, minimum, strict=True):
+            for row, low in zip(rows, block.min(axis=axes), strict=True):
                 if int(row) not in problems and not low > 0:
                     problems[int(row)] = f"non-positive depth (minimum {float(low):g}); depth must be > 0"
     if modality.num_classes is not None:
-        maximum = values[rows].max(axis=axes) if axes else values[rows]
-        for row, high in zip(rows, maximum, strict=True):
+        for row, high in zip(rows, block.max(axis=axes), strict=True):
             if int(high) >= modality.num_classes:
                 problems[int(row)] = (
                     f"class id {int(high)} out of range [0, {modality.num_classes}) for {modality.name!r}"
                 )
-    return values, problems
 
 
 def text_problem(modality: Modality, text: str) -> str | None:
