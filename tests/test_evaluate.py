@@ -110,3 +110,27 @@ def test_errors_name_the_problem():
 def test_table_lists_every_direction():
     table = format_table({"rgb:depth": {"ce": 1.5, "ce_unconditional": 2.0, "num_samples": 3, "num_tokens": 48}})
     assert "rgb:depth" in table and "1.5000" in table and "48" in table
+
+
+def test_translation_batch_agrees_with_the_masking_module():
+    from pairless.masking import full_translation_batch
+    from pairless.model import FourM, ModelConfig
+    from pairless.translation_batch import translation_batch
+
+    torch.manual_seed(0)
+    model = FourM(ModelConfig(dim=32, encoder_layers=1, decoder_layers=1, heads=2), SPECS).eval()
+    shards = fake_shards(6, seed=4)
+    tokens = {name: torch.from_numpy(shards.tokens[name]).long() for name in SPECS}
+
+    def ce(batch):
+        with torch.no_grad():
+            logits = model.logits(batch).log_softmax(-1)
+        picked = logits.gather(-1, batch.dec_tokens[..., None])[..., 0]
+        return float(-(picked * batch.dec_valid).sum() / batch.dec_valid.sum())
+
+    for src, dst in [(["rgb", "caption"], "depth"), (["depth"], "caption"), ([], "rgb")]:
+        ours = translation_batch(tokens, src, dst, SPECS, model.modalities)
+        theirs = full_translation_batch(tokens, None, src, dst, SPECS, model.modalities)
+        assert int(ours.enc_valid.sum()) == int(theirs.enc_valid.sum())
+        assert int(ours.dec_valid.sum()) == int(theirs.dec_valid.sum())
+        assert ce(ours) == pytest.approx(ce(theirs), rel=1e-5)

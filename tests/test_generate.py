@@ -240,3 +240,35 @@ def test_parse_chain_errors():
     assert parse_chain("rgb+normal:depth") == [["rgb", "normal"], ["depth"]]
     with pytest.raises(ValueError, match="chain"):
         parse_chain("rgb")
+
+
+def test_ar_cache_equals_no_cache_with_the_real_model():
+    from pairless.generate import ar_generate
+    from pairless.model import FourM, ModelConfig
+
+    torch.manual_seed(0)
+    # float64: autocast leaves it alone, so both paths compute the same numbers
+    model = FourM(ModelConfig(dim=32, encoder_layers=1, decoder_layers=2, heads=2), SPECS).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)  # large weights: a varied greedy sequence instead of one repeated id
+    tokens = random_tokens(6)
+    schedule = GenerationSchedule(scheme="ar", temperature=0.0, guidance_scale=2.0)
+    with torch.no_grad():
+        cached = ar_generate(model, tokens, ["rgb"], "caption", SPECS, model.modalities, schedule, gen())
+        uncached = ar_generate(model, tokens, ["rgb"], "caption", SPECS, model.modalities, schedule, gen(),
+                               use_cache=False)
+    assert torch.equal(cached, uncached)
+    check_sequence(cached, SPECS["caption"])
+    assert len(set(cached[:, 0].tolist())) > 1 or len(set(cached[0].tolist())) > 2
+
+
+def test_roar_with_the_real_model_returns_valid_ids():
+    from pairless.model import FourM, ModelConfig
+
+    torch.manual_seed(0)
+    model = FourM(ModelConfig(dim=32, encoder_layers=1, decoder_layers=1, heads=2), SPECS).eval()
+    for preset in ("roar1", "roar8"):
+        out = generate(model, random_tokens(3), ["rgb", "caption"], "depth", SPECS, model.modalities,
+                       schedule_preset(preset), gen())
+        assert out.shape == (3, 16) and 0 <= out.min() and out.max() < SPECS["depth"].vocab_size
