@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from data_helpers import make_split
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,13 +71,21 @@ def damage(split: Path, data) -> None:
         shutil.rmtree(data.draw(st.sampled_from(folders)))
 
 
+@pytest.fixture(scope="module")
+def base_folder(tmp_path_factory):
+    """A user-style folder dataset (no manifest), copied for each example."""
+    root = write_dataset(tmp_path_factory.mktemp("fuzz") / "data", {"train": make_split(4)}, form="folder")
+    (root / "manifest.json").unlink()
+    (root / "COMPLETE.json").unlink()
+    return root
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), num_damages=st.integers(1, 4), skip=st.booleans())
-def test_damaged_folder_loads_or_raises_data_error(data, num_damages, skip):
+def test_damaged_folder_loads_or_raises_data_error(base_folder, data, num_damages, skip):
     with tempfile.TemporaryDirectory() as directory:
-        root = write_dataset(Path(directory) / "data", {"train": make_split(4)}, form="folder")
-        (root / "manifest.json").unlink()
-        (root / "COMPLETE.json").unlink()
+        root = Path(directory) / "data"
+        shutil.copytree(base_folder, root)
         for _ in range(num_damages):
             damage(root / "train", data)
         try:
