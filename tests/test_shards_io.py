@@ -94,3 +94,16 @@ def test_killed_write_publishes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DataError, match="no token shards here"):
         open_shards(tmp_path / "s", "train")
+
+
+def test_datasets_and_shards_are_not_confused(tmp_path):
+    from data_helpers import make_split
+
+    from pairless.data import open_dataset, write_dataset
+
+    dataset = write_dataset(tmp_path / "data", {"train": make_split(3)})
+    shards = write_shards(tmp_path / "shards", {"train": make_shard_split()}, SPECS, {})
+    with pytest.raises(DataError, match="this is a dataset, not token shards"):
+        open_shards(dataset, "train")
+    with pytest.raises(DataError, match="looks like token shards"):
+        open_dataset(shards, "train")

@@ -113,7 +113,10 @@ def open_dataset(root: str | os.PathLike, split: str, on_bad_sample: str = "erro
         if manifest.get("format") == "packed":
             return read_packed_split(root, split, manifest, on_bad_sample)
         if manifest.get("format") != "folder":
-            raise DataError(f"{manifest_path}: unknown format {manifest.get('format')!r} (expected packed|folder)")
+            hint = " (this looks like token shards: open them with pairless.data.shards.open_shards)" \
+                if "modalities" in manifest else ""
+            raise DataError(f"{manifest_path}: unknown dataset format {manifest.get('format')!r} "
+                            f"(expected packed|folder){hint}")
     return read_folder_split(root, split, on_bad_sample)
 
 

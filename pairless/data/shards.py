@@ -168,6 +168,8 @@ def read_manifest(root: str | os.PathLike) -> dict:
         raise DataError(f"{root}: token shards are incomplete (killed mid-write?): no COMPLETE.json; "
                         "run 'pairless tokenize' again")
     manifest = read_json(root / "manifest.json")
+    if isinstance(manifest, dict) and manifest.get("format") in ("packed", "folder"):
+        raise DataError(f"{root}: this is a dataset, not token shards; make shards with 'pairless tokenize'")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{root / 'manifest.json'}: not a token-shard manifest of schema_version {SCHEMA_VERSION}")
     return manifest
