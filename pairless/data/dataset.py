@@ -96,6 +96,7 @@ def open_dataset(root: str | os.PathLike, split: str, on_bad_sample: str = "erro
     file and the problem; "skip" drops the bad value from its sample and
     records it in ``Dataset.bad_samples``.
     """
+    # Imported here: both readers build a Dataset, so they import this module.
     from pairless.data.folder import read_folder_split
     from pairless.data.packed import read_packed_split
 

@@ -30,11 +30,13 @@ from pairless.data.writer import SCENE_FOLDER
 
 
 class _Reader:
-    """Collects bad samples (skip mode) or raises at the first one (error mode)."""
+    """Reading state of one split: bad samples (skip mode) and the image size with its source file."""
 
     def __init__(self, on_bad_sample: str):
         self.skip = on_bad_sample == "skip"
         self.bad: list[tuple[str, str]] = []
+        self.size: int | None = None
+        self.size_source: Path | None = None
 
     def problem(self, path: Path, reason: str) -> None:
         if not self.skip:
@@ -94,7 +96,7 @@ def _list_files(name: str, folder: Path, reader: _Reader) -> dict[str, Path]:
     return files
 
 
-def _read_column(name: str, files: dict[str, Path], ids: list[str], size_box: list, reader: _Reader):
+def _read_column(name: str, files: dict[str, Path], ids: list[str], reader: _Reader):
     """Decode and validate one modality's files; returns (column, present) or None if nothing is valid."""
     modality = registry.get(name)
     index = {sample_id: row for row, sample_id in enumerate(ids)}
@@ -110,14 +112,13 @@ def _read_column(name: str, files: dict[str, Path], ids: list[str], size_box: li
                 if reason:
                     raise Problem(reason)
             else:
-                if modality.kind == "image" and size_box[0] is None:
-                    size_box[0] = (infer_size(modality, value.shape), path)
-                size = size_box[0][0] if size_box[0] else None
+                if modality.kind == "image" and reader.size is None:
+                    reader.size, reader.size_source = infer_size(modality, value.shape), path
                 try:
-                    checked, problems = check_array_column(modality, value[None], np.ones(1, bool), size)
+                    checked, problems = check_array_column(modality, value[None], np.ones(1, bool), reader.size)
                 except Problem as problem:
-                    if modality.kind == "image" and size_box[0] and size_box[0][1] != path:
-                        raise Problem(f"{problem}; the size comes from {size_box[0][1]}") from None
+                    if modality.kind == "image" and reader.size_source not in (None, path):
+                        raise Problem(f"{problem}; the size comes from {reader.size_source}") from None
                     raise
                 if problems:
                     raise Problem(problems[0])
@@ -168,9 +169,8 @@ def read_folder_split(root: Path, split: str, on_bad_sample: str) -> Dataset:
                         f"named after the registered modalities: {', '.join(registry.names())})")
     columns: dict = {}
     present: dict[str, np.ndarray] = {}
-    size_box: list = [None]  # (size, file it came from), set by the first valid image
     for name, modality_files in files.items():
-        result = _read_column(name, modality_files, ids, size_box, reader)
+        result = _read_column(name, modality_files, ids, reader)
         if result is not None:
             columns[name], present[name] = result
     scene_dir = split_dir / SCENE_FOLDER
@@ -188,4 +188,4 @@ def read_folder_split(root: Path, split: str, on_bad_sample: str) -> Dataset:
         present = {name: mask[rows] for name, mask in present.items()}
         scenes = [scenes[row] for row in rows] if scenes is not None else None
     return Dataset(root=root, split=split, form="folder", ids=ids, columns=columns, present=present,
-                   scenes=scenes, size=size_box[0][0] if size_box[0] else None, bad_samples=reader.bad)
+                   scenes=scenes, size=reader.size, bad_samples=reader.bad)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from pairless import modalities as registry
 from pairless.data.dataset import Dataset, open_dataset
@@ -90,9 +91,7 @@ def _draw_boxes(ax, text: str, size: int, background: np.ndarray | None) -> bool
     return True
 
 
-def _rectangle(x0, y0, x1, y1, colour):
-    from matplotlib.patches import Rectangle
-
+def _rectangle(x0, y0, x1, y1, colour) -> Rectangle:
     return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.0)
 
 
