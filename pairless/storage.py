@@ -135,23 +135,26 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite:
     final.parent.mkdir(parents=True, exist_ok=True)
     if is_complete(final) and not overwrite:
         raise FileExistsError(f"{final} already exists and is complete (use overwrite to replace it)")
-    for stale in final.parent.glob(f".{final.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
-    try:
-        yield staging
-        mark_complete(staging, info)
-        if final.exists():
-            trash = final.parent / f".{final.name}.old-{os.getpid()}"
-            os.replace(final, trash)
-            os.replace(staging, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # A lock of its own (not FolderLock(final), which callers may already hold): without it a second
+    # process would delete the first one's staging folder below as "stale" while it is being written.
+    with FolderLock(final.parent / f".{final.name}.staging"):
+        for stale in [*final.parent.glob(f".{final.name}.staging-*"), *final.parent.glob(f".{final.name}.old-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+        try:
+            yield staging
+            mark_complete(staging, info)
+            if final.exists():
+                trash = final.parent / f".{final.name}.old-{os.getpid()}"
+                os.replace(final, trash)
+                os.replace(staging, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.replace(staging, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 class FolderLock:

@@ -11,7 +11,7 @@ from pairless.world.cli import main, split_indices
 
 
 @pytest.mark.parametrize("form", ["packed", "folder"])
-def test_world_command_writes_the_rendered_scenes(tmp_path, form):
+def test_world_command_writes_the_rendered_scenes(tmp_path, capsys, form):
     out = tmp_path / "world"
     assert main(["--out", str(out), "--num-scenes", "20", "--size", "16", "--seed", "4",
                  "--val-fraction", "0.25", "--format", form]) == 0
@@ -29,8 +29,14 @@ def test_world_command_writes_the_rendered_scenes(tmp_path, form):
             assert sample["det"] == columns["det"][index]
             assert sample["caption"] == columns["caption"][index]
             assert sample["scene"] == scenes[index]
-    # A second run into the same folder refuses unless told to overwrite.
+    # The same config again is a no-op success; a different one is refused unless told to overwrite.
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    assert main(["--out", str(out), "--num-scenes", "20", "--size", "16", "--seed", "4",
+                 "--val-fraction", "0.25", "--format", form]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     assert main(["--out", str(out), "--num-scenes", "20", "--size", "16", "--format", form]) == 1
+    assert "world.seed=4" in capsys.readouterr().err
     assert main(["--out", str(out), "--num-scenes", "8", "--size", "16", "--format", form, "--overwrite"]) == 0
     assert len(open_dataset(out, "train")) + len(open_dataset(out, "val")) == 8
 
@@ -51,3 +57,14 @@ def test_bad_arguments_name_the_field(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x"), "--format", "zip"]) == 2
     assert "world.format" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_second_writer_is_refused_by_the_lock(tmp_path, capsys):
+    from pairless.storage import FolderLock
+
+    out = tmp_path / "world"
+    with FolderLock(out):
+        assert main(["--out", str(out), "--num-scenes", "4", "--size", "16"]) == 1
+    assert "another pairless process is writing" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["--out", str(out), "--num-scenes", "4", "--size", "16"]) == 0

@@ -2,6 +2,11 @@
 
     pairless world --out data/world --num-scenes 2000 --size 32 --seed 0 --val-fraction 0.1
 
+A second run with the same config into a complete folder is a no-op (exit
+0); a different config there is refused unless ``--overwrite``. A lock on
+the folder keeps two processes from writing it at once; a run killed midway
+leaves no partial dataset (the writer stages and publishes atomically).
+
 Sample ids are zero-padded scene indices ("000123"); the train/val split is
 a seeded random choice of ``round(num_scenes * val_fraction)`` validation
 scenes. The resolved config is recorded in the dataset's manifest.
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -87,16 +93,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless world: {error}", file=sys.stderr)
         return 2
     from pairless.data import write_dataset
+    from pairless.storage import FolderLock
 
-    started = time.perf_counter()
-    splits = build_splits(config)
     record = {"generator": "pairless world", **config.model_dump(mode="json")}
+    out = Path(args.out)
     try:
-        root = write_dataset(args.out, splits, form=config.format, config=record, overwrite=args.overwrite)
-    except FileExistsError as error:
+        with FolderLock(out):
+            if not args.overwrite and already_written(out, record):
+                print(f"{out} is complete with this config; nothing to do (--overwrite to write it again)")
+                return 0
+            started = time.perf_counter()
+            splits = build_splits(config)
+            root = write_dataset(out, splits, form=config.format, config=record, overwrite=args.overwrite)
+    except (FileExistsError, RuntimeError) as error:
         print(f"pairless world: {error}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{name} {len(split.ids)}" for name, split in splits.items())
     print(f"wrote {root} ({config.format}; {counts} scenes at {config.size}x{config.size}) "
           f"in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def already_written(out: Path, record: dict) -> bool:
+    """True when ``out`` is a complete dataset of the same config; FileExistsError naming the first difference."""
+    from pairless.storage import is_complete, read_json
+
+    if not is_complete(out):
+        return False
+    manifest_path = out / "manifest.json"
+    found = read_json(manifest_path).get("config") if manifest_path.is_file() else None
+    if not isinstance(found, dict):
+        raise FileExistsError(f"{out} holds a complete dataset not written by `pairless world`; "
+                              "choose another --out (or --overwrite to replace it)")
+    for key in sorted(set(found) | set(record)):
+        if found.get(key) != record.get(key):
+            raise FileExistsError(f"{out} holds a complete world written with world.{key}={found.get(key)!r}, "
+                                  f"this run asks world.{key}={record.get(key)!r}; "
+                                  "choose another --out or pass --overwrite to replace it")
+    return True
