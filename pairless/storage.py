@@ -135,13 +135,21 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite:
     final.parent.mkdir(parents=True, exist_ok=True)
     if is_complete(final) and not overwrite:
         raise FileExistsError(f"{final} already exists and is complete (use overwrite to replace it)")
-    # A lock of its own (not FolderLock(final), which callers may already hold): without it a second
-    # process would delete the first one's staging folder below as "stale" while it is being written.
-    with FolderLock(final.parent / f".{final.name}.staging"):
-        for stale in [*final.parent.glob(f".{final.name}.staging-*"), *final.parent.glob(f".{final.name}.old-*")]:
+    # The staging folder is flock-ed while it is built: another process then removes only the staging
+    # folders of dead writers (the kernel drops a killed process's locks), never a live one's.
+    for stale in final.parent.glob(f".{final.name}.old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        with _locked_dir(stale, wait=False) as held:
+            if not held:
+                raise RuntimeError(f"{final}: another pairless process is writing it now ({stale.name}); wait for it")
             shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+    with _locked_dir(staging, wait=True):
         try:
+            if not staging.is_dir():
+                raise RuntimeError(f"{final}: another pairless process removed this run's staging folder; "
+                                   "two processes are writing the same output")
             yield staging
             mark_complete(staging, info)
             if final.exists():
@@ -155,6 +163,25 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+@contextlib.contextmanager
+def _locked_dir(folder: Path, wait: bool) -> Iterator[bool]:
+    """flock a folder itself (no lock file left behind); yields False when another process holds it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        yield True  # already gone: nothing to guard
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 class FolderLock:
