@@ -1,0 +1,161 @@
+"""Training checkpoints: model weights plus a training-state file, written atomically, read without pickle.
+
+A checkpoint is a folder ``RUN/checkpoints/step-00001234/`` holding
+``model.safetensors`` (written by :func:`pairless.model.save_model`),
+``state.safetensors`` (this module) and ``COMPLETE.json``. It is built under
+a temporary name and published only when complete (``pairless.storage.staged_dir``),
+so a process killed while writing leaves the previous checkpoint intact.
+
+The training-state file is a safetensors file: tensors (AdamW moments, RNG
+states) as named arrays and everything else (step, tokens seen, data
+position, optimizer hyper-parameters) as JSON in its metadata. Nothing in it
+can execute code when loaded; a file that is not safetensors (a pickle, say)
+is refused with an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from pairless.storage import atomic_write_bytes, is_complete, staged_dir
+
+STATE_FORMAT = "pairless-training-state"
+STATE_VERSION = 1
+STATE_FILE = "state.safetensors"
+MODEL_FILE = "model.safetensors"
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class TrainingState:
+    """Everything besides the weights that resuming needs to continue exactly."""
+
+    step: int  # optimizer steps taken
+    tokens_seen: int  # valid input + target tokens consumed, over all processes
+    optimizer: dict  # torch.optim.Optimizer.state_dict()
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)  # generator states by name
+    info: dict = field(default_factory=dict)  # JSON-able: data position, wall time, last loss, ...
+
+
+def state_to_bytes(state: TrainingState) -> bytes:
+    """Serialise a training state to safetensors bytes (tensors as arrays, the rest as JSON metadata)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for param_index, entries in state.optimizer.get("state", {}).items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{param_index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(param_index), {})[key] = value
+    for name, value in state.rng.items():
+        tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
+    payload = {
+        "step": state.step,
+        "tokens_seen": state.tokens_seen,
+        "info": state.info,
+        "optimizer_param_groups": state.optimizer.get("param_groups", []),
+        "optimizer_scalars": scalars,
+    }
+    metadata = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "state": json.dumps(payload)}
+    return safetensors.torch.save(tensors, metadata=metadata)
+
+
+def write_state(path: str | Path, state: TrainingState) -> None:
+    """Write a training-state file atomically."""
+    atomic_write_bytes(path, state_to_bytes(state))
+
+
+def read_state(path: str | Path) -> TrainingState:
+    """Read a training-state file; anything but a pairless safetensors state file is refused."""
+    path = Path(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a pairless training-state file (safetensors expected; "
+                         f"refusing to load it: {error})") from None
+    if metadata.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
+    if metadata.get("version") != str(STATE_VERSION):
+        raise ValueError(f"{path}: training-state version {metadata.get('version')!r}; "
+                         f"this pairless reads version {STATE_VERSION}")
+    try:
+        payload = json.loads(metadata["state"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: metadata 'state' is missing or not JSON ({error})") from None
+    optimizer_state: dict[int, dict] = {}
+    rng: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        kind, _, rest = key.partition(".")
+        if kind == "optimizer":
+            param_index, _, name = rest.partition(".")
+            optimizer_state.setdefault(int(param_index), {})[name] = tensor
+        elif kind == "rng":
+            rng[rest] = tensor
+        else:
+            raise ValueError(f"{path}: unexpected tensor {key!r} in a training-state file")
+    for param_index, entries in payload["optimizer_scalars"].items():
+        optimizer_state.setdefault(int(param_index), {}).update(entries)
+    groups = [{**group, "betas": tuple(group["betas"])} if "betas" in group else group
+              for group in payload["optimizer_param_groups"]]
+    return TrainingState(
+        step=int(payload["step"]),
+        tokens_seen=int(payload["tokens_seen"]),
+        optimizer={"state": optimizer_state, "param_groups": groups},
+        rng=rng,
+        info=payload.get("info", {}),
+    )
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``checkpoints_dir`` as (step, folder), oldest first."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if not checkpoints_dir.is_dir():
+        return []
+    found = []
+    for folder in checkpoints_dir.iterdir():
+        match = CHECKPOINT_PATTERN.match(folder.name)
+        if match and folder.is_dir() and is_complete(folder):
+            found.append((int(match.group(1)), folder))
+    return sorted(found)
+
+
+def latest_checkpoint(checkpoints_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder, or None; incomplete ones are never returned."""
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(
+    checkpoints_dir: str | Path,
+    state: TrainingState,
+    write_weights: Callable[[Path], None],
+    keep: int = 2,
+) -> Path:
+    """Publish ``checkpoints_dir/step-N/`` atomically, then delete all but the newest ``keep``.
+
+    ``write_weights(path)`` writes the model's safetensors file at ``path``.
+    """
+    if keep < 1:
+        raise ValueError(f"keep_checkpoints: must be at least 1, got {keep}")
+    final = Path(checkpoints_dir) / checkpoint_name(state.step)
+    with staged_dir(final, {"step": state.step, "tokens_seen": state.tokens_seen}, overwrite=True) as staging:
+        write_weights(staging / MODEL_FILE)
+        write_state(staging / STATE_FILE, state)
+    for _, old in list_checkpoints(checkpoints_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

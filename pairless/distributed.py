@@ -1,0 +1,134 @@
+"""Multi-process training helpers: the torchrun environment, process groups, collectives.
+
+``torchrun --nproc-per-node N -m pairless.train ...`` sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
+:func:`setup` reads them, joins the process group (gloo on CPU, NCCL on
+GPU) and picks the device. With no such environment it returns a
+one-process context and every collective here is a no-op, so the training
+loop has a single code path and the model code knows nothing about it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class ProcessContext:
+    """Where this process sits in the job: its rank, the number of processes, its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    initialized_here: bool  # whether setup() created the process group (and teardown() must end it)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only process that writes files, logs and progress bars."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> this process's GPU when there is one, else the CPU; ``cpu`` / ``cuda[:N]`` as given."""
+    if not DEVICE_PATTERN.match(name):
+        raise ValueError(f"device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {name!r} was requested but no CUDA device is available")
+        # Under torchrun each process owns the GPU of its local rank.
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device("cpu")
+
+
+def setup(device_name: str = "auto") -> ProcessContext:
+    """Join the torchrun process group when there is one; otherwise a one-process context."""
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"environment: RANK={rank} is not within WORLD_SIZE={world_size}")
+    device = resolve_device(device_name, local_rank)
+    initialized_here = False
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                rank=rank, world_size=world_size)
+        initialized_here = True
+    return ProcessContext(rank, world_size, local_rank, device, initialized_here)
+
+
+def teardown(context: ProcessContext) -> None:
+    """Leave the process group if :func:`setup` joined it."""
+    if context.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, context: ProcessContext) -> torch.Tensor:
+    """Sum ``tensor`` over all processes, in place; a no-op on one process."""
+    if context.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor, context: ProcessContext) -> torch.Tensor:
+    """Element-wise maximum over all processes, in place; a no-op on one process."""
+    if context.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def barrier(context: ProcessContext) -> None:
+    """Wait for every process; a no-op on one process."""
+    if context.is_distributed:
+        dist.barrier()
+
+
+def broadcast_int(value: int, context: ProcessContext) -> int:
+    """Rank 0's ``value`` on every process (so that all ranks agree on, e.g., which checkpoint to load)."""
+    if not context.is_distributed:
+        return value
+    tensor = torch.tensor([value], dtype=torch.long, device=context.device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` on several processes; the model itself otherwise.
+
+    ``find_unused_parameters`` because a batch slice need not contain every
+    modality, so some embeddings and output heads get no gradient on a rank.
+    """
+    if not context.is_distributed:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

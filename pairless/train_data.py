@@ -1,0 +1,129 @@
+"""The training data path: token shards -> fragmented views -> the sample order of every step.
+
+Everything random here is a pure function of ``(seed, stream, index)``: the
+sample order of epoch ``e`` comes from a generator seeded by ``(seed, e)``,
+the masking of step ``s`` from one seeded by ``(seed, s)``. Resuming at step
+``s`` therefore needs no saved data-loader state, and every process of a
+multi-process run computes the same global batch (each then trains on its
+own slice of it), so results do not depend on the number of processes
+beyond floating-point summation order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pairless import fragment
+from pairless.batch import MaskedBatch, TokenSpec
+
+# Independent random streams derived from the one training seed.
+EPOCH_ORDER_STREAM = 1
+MASKING_STREAM = 2
+DROPOUT_STREAM = 3
+INIT_STREAM = 4
+
+
+def derive_seed(seed: int, stream: int, *indices: int) -> int:
+    """A 63-bit seed for ``(seed, stream, *indices)``, statistically independent across inputs."""
+    state = np.random.SeedSequence([seed, stream, *indices]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def seeded_generator(seed: int, stream: int, *indices: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded by :func:`derive_seed`."""
+    return torch.Generator().manual_seed(derive_seed(seed, stream, *indices))
+
+
+@dataclass
+class TrainingData:
+    """The training split restricted to the universe, with each sample's view."""
+
+    specs: dict[str, TokenSpec]  # universe modalities, in shard order
+    tokens: dict[str, np.ndarray]  # modality -> int [N, L]
+    views: np.ndarray  # bool [N, M]: which universe modality each sample exposes
+    ids: list[str]
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def gather(self, indices: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Token tensors ``{modality: LongTensor (B, L)}`` and views ``BoolTensor (B, M)`` of ``indices``."""
+        tokens = {name: torch.from_numpy(np.asarray(self.tokens[name][indices], dtype=np.int64))
+                  for name in self.specs}
+        return tokens, torch.from_numpy(np.ascontiguousarray(self.views[indices]))
+
+
+def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig) -> TrainingData:
+    """Open the token shards, assign every sample its view, and refuse data that breaks a withheld pair."""
+    from pairless.data.shards import open_shards
+
+    if not Path(shards).is_dir():
+        raise FileNotFoundError(f"shards: {shards} is not a folder (run `pairless tokenize` first)")
+    data = open_shards(shards, split)
+    all_modalities = list(data.specs)
+    universe = fragment.resolve_universe(all_modalities, config)
+    present = np.stack([np.asarray(data.present[name], dtype=bool) for name in all_modalities], axis=1)
+    views = fragment.assign_views(list(data.ids), present, all_modalities, config)
+    columns = [all_modalities.index(name) for name in universe]
+    views = np.ascontiguousarray(views[:, columns])
+    fragment.check_no_withheld(views, universe, [tuple(pair) for pair in config.withheld])
+    return TrainingData(
+        specs={name: data.specs[name] for name in universe},
+        tokens={name: data.tokens[name] for name in universe},
+        views=views,
+        ids=list(data.ids),
+    )
+
+
+class SampleOrder:
+    """Which samples form the global batch of each step: a fresh seeded permutation per epoch.
+
+    The last incomplete batch of an epoch is dropped, so every step has
+    exactly ``batch_size`` samples.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int):
+        if batch_size > num_samples:
+            raise ValueError(f"batch_size: {batch_size} is larger than the {num_samples} training samples")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.batches_per_epoch = num_samples // batch_size
+        self._cached_epoch: int | None = None
+        self._permutation = np.empty(0, dtype=np.int64)
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, batch index inside the epoch) of a step."""
+        return divmod(step, self.batches_per_epoch)
+
+    def indices(self, step: int) -> np.ndarray:
+        """Sample indices (into the split) of the global batch of ``step``, shape (batch_size,)."""
+        epoch, offset = self.position(step)
+        if epoch != self._cached_epoch:
+            generator = seeded_generator(self.seed, EPOCH_ORDER_STREAM, epoch)
+            self._permutation = torch.randperm(self.num_samples, generator=generator).numpy()
+            self._cached_epoch = epoch
+        return self._permutation[offset * self.batch_size:(offset + 1) * self.batch_size]
+
+
+def slice_batch(batch: MaskedBatch, start: int, stop: int) -> MaskedBatch:
+    """Samples ``start:stop`` of a masked batch (a process's share, or one micro-batch)."""
+    parts = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    return MaskedBatch(**{name: value[start:stop] if isinstance(value, torch.Tensor) else value
+                          for name, value in parts.items()})
+
+
+def tokens_per_modality(batch: MaskedBatch) -> np.ndarray:
+    """Valid input + target tokens of each modality in ``batch``, int64 [M]."""
+    count = len(batch.modalities)
+    inputs = torch.bincount(batch.enc_modality[batch.enc_valid], minlength=count)
+    targets = torch.bincount(batch.dec_modality[batch.dec_valid], minlength=count)
+    return (inputs + targets).numpy().astype(np.int64)

@@ -1,0 +1,117 @@
+"""The run folder of ``pairless train``: its log, its config, and the rules for resuming it.
+
+- :class:`RunLog` appends one JSON line per logged step to ``RUN/log.jsonl``
+  and mirrors the scalars to TensorBoard (``RUN/tb``). On resume, entries
+  after the checkpoint's step (written by the interrupted process after its
+  last checkpoint) are dropped from both, so the log reads as one run.
+- :func:`find_resume_checkpoint` decides where a run starts: fresh, or from
+  its newest complete checkpoint; it refuses to mix two different runs in
+  one folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pairless import distributed
+from pairless.checkpoint import latest_checkpoint
+from pairless.storage import atomic_write_json, atomic_write_text, read_json
+
+# Fields that may change between a run and its resumption without changing what is trained.
+RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                              "device", "num_workers", "micro_batch_size"})
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS) -> None:
+    """Raise ValueError naming the first field where ``config`` differs from ``RUN/config.json``."""
+    saved_path = run / "config.json"
+    if not saved_path.is_file():
+        raise ValueError(f"{run}: has no config.json, so it cannot be checked against this config; "
+                         f"choose another --out")
+    saved = _flatten(read_json(saved_path))
+    current = _flatten(json.loads(config.model_dump_json()))
+    for key in sorted(set(saved) | set(current)):
+        if key.split(".")[0] in allowed:
+            continue
+        if saved.get(key) != current.get(key):
+            raise ValueError(f"{run}: was trained with {key}={saved.get(key)!r}, this config has "
+                             f"{key}={current.get(key)!r}; choose another --out for a different run")
+
+
+def write_config(run: Path, config) -> None:
+    """Save the resolved config next to what it produces."""
+    atomic_write_json(run / "config.json", json.loads(config.model_dump_json()))
+
+
+def find_resume_checkpoint(run: Path, config, resume: bool, context: distributed.ProcessContext) -> Path | None:
+    """The checkpoint to continue from (None: start fresh); every process gets rank 0's answer."""
+    latest = latest_checkpoint(run / "checkpoints")
+    if not resume and (latest is not None or (run / "log.jsonl").exists()):
+        where = f"newest checkpoint {latest.name}" if latest else "a log.jsonl"
+        raise FileExistsError(f"{run}: holds an earlier run ({where}); pass --resume to continue it, "
+                              f"or choose another --out")
+    if resume and latest is not None:
+        check_same_run(run, config)
+    step = distributed.broadcast_int(int(latest.name.split("-")[1]) if latest else -1, context)
+    if step < 0:
+        return None
+    folder = run / "checkpoints" / f"step-{step:08d}"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: rank {context.rank} cannot see the checkpoint rank 0 resumes from "
+                                f"(the run folder must be on a shared file system)")
+    return folder
+
+
+class RunLog:
+    """JSONL + TensorBoard scalars of one run; does nothing on processes other than rank 0."""
+
+    def __init__(self, run: Path, config, start_step: int, is_main: bool):
+        self.handle = None
+        self.writer = None
+        if not is_main:
+            return
+        path = run / "log.jsonl"
+        run.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start_step]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self.handle = open(path, "a", encoding="utf-8")
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events an interrupted process logged after its last checkpoint.
+        self.writer = SummaryWriter(str(run / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def write(self, *, step: int, tokens: int, loss: float, losses: dict[str, float], lr: float,
+              grad_norm: float, tokens_per_second: float) -> None:
+        if self.handle is None:
+            return
+        entry = {"step": step, "tokens": tokens, "loss": loss, "losses": losses, "lr": lr,
+                 "grad_norm": grad_norm, "tokens_per_second": tokens_per_second}
+        self.handle.write(json.dumps(entry) + "\n")
+        self.handle.flush()
+        self.writer.add_scalar("train/loss", loss, step)
+        for name, value in losses.items():
+            self.writer.add_scalar(f"train/loss_{name}", value, step)
+        self.writer.add_scalar("train/lr", lr, step)
+        self.writer.add_scalar("train/grad_norm", grad_norm, step)
+        self.writer.add_scalar("train/tokens_per_second", tokens_per_second, step)
+        self.writer.add_scalar("train/tokens", tokens, step)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.writer.close()
+            self.handle = self.writer = None

@@ -1,0 +1,171 @@
+"""The training loop: the loss falls, resume is exact, NaN stops cleanly, configs fail by field, runs are one-shot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from train_helpers import make_shards, tiny_config_data
+
+from pairless import model as model_module
+from pairless.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_checkpoints, read_state
+from pairless.config import ConfigError, validate
+from pairless.storage import FolderLock, is_complete, read_json
+from pairless.train import TrainConfig, TrainingDiverged, learning_rate, main, train
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a loaded 2-core machine two threads spin-wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("train") / "shards")
+
+
+def config(shards, out, **changes) -> TrainConfig:
+    return validate(TrainConfig, tiny_config_data(shards, out, **changes))
+
+
+def losses(run) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_run_folder_is_complete(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["--shards", str(shards), "--out", str(run), "--withhold", "rgb:depth", "--total-tokens", "11520",
+                 "--batch-size", "16", "--set", "model.dim=32", "--set", "model.heads=2",
+                 "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1",
+                 "--set", "masking.input_budget=12", "--set", "masking.target_budget=12", "--set", "base_lr=0.05",
+                 "--set", "precision=fp32", "--set", "log_every=1", "--set", "checkpoint_every=10"])
+    assert code == 0
+    values = losses(run)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    # 16 samples x 24 tokens per step, fewer when a sample trains with no input at all
+    assert 30 <= len(values) <= 33 and [entry["step"] for entry in log] == list(range(1, len(values) + 1))
+    assert log[-1]["tokens"] >= 11520 > log[-2]["tokens"]
+    first, last = sum(values[:3]) / 3, sum(values[-3:]) / 3
+    assert last < first - 0.5, (first, last)
+    entry = log[-1]
+    assert set(entry["losses"]) <= {"rgb", "depth", "normal", "caption"}
+    assert entry["tokens_per_second"] > 0 and entry["grad_norm"] > 0 and entry["lr"] > 0
+    summary = read_json(run / "COMPLETE.json")
+    assert summary["steps"] == len(values) and summary["final_loss"] == values[-1]
+    assert summary["tokens"] == entry["tokens"] == sum(summary["tokens_per_modality"].values())
+    saved = read_json(run / "config.json")
+    assert saved["fragment"]["withheld"] == [["rgb", "depth"]] and saved["shards"] == str(shards)
+    kept = [step for step, _ in list_checkpoints(run / "checkpoints")]
+    assert len(kept) == 2 and kept[-1] == len(values) and kept[0] % 10 == 0  # keep_checkpoints=2
+    assert list((run / "tb").iterdir())
+    loaded = model_module.load_model(run / MODEL_FILE)
+    assert loaded.config.dim == 32
+    # A completed run is a no-op when asked again.
+    marker = (run / "COMPLETE.json").read_bytes()
+    capsys.readouterr()
+    assert main(["--config", str(run / "config.json")]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert (run / "COMPLETE.json").read_bytes() == marker
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path):
+    reference = train(config(shards, tmp_path / "reference"))
+    interrupted_run = tmp_path / "interrupted"
+    # Stop after 6 steps (checkpoints at 4 and at the stop), then lose the last one as if killed after step 6:
+    # the resume starts at step 4 and must drop the log lines of steps 5-6 before writing them again.
+    train(config(shards, interrupted_run, checkpoint_every=4, stop_after_steps=6))
+    assert not is_complete(interrupted_run) and len(losses(interrupted_run)) == 6
+    shutil.rmtree(interrupted_run / "checkpoints" / "step-00000006")
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config(shards, interrupted_run, checkpoint_every=4))
+    train(config(shards, interrupted_run, checkpoint_every=4), resume=True)
+    assert is_complete(interrupted_run)
+    assert len(losses(reference)) >= 12
+    assert losses(interrupted_run) == losses(reference)  # bit for bit
+    expected = model_module.load_model(reference / MODEL_FILE).state_dict()
+    resumed = model_module.load_model(interrupted_run / MODEL_FILE).state_dict()
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+
+
+def test_resume_refuses_a_different_config(shards, tmp_path):
+    run = tmp_path / "run"
+    train(config(shards, run, stop_after_steps=2))
+    with pytest.raises(ValueError, match="base_lr"):
+        train(config(shards, run, base_lr=0.01), resume=True)
+
+
+def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shards, tmp_path, monkeypatch):
+    original = model_module.FourM.forward
+    calls = {"count": 0}
+
+    def poisoned(self, batch):
+        loss, per_modality = original(self, batch)
+        calls["count"] += 1
+        if calls["count"] == 6 and "normal" in per_modality:  # the 6th step (index 5), one micro-batch each
+            per_modality = {**per_modality, "normal": per_modality["normal"] * float("nan")}
+            loss = torch.stack(list(per_modality.values())).mean()
+        return loss, per_modality
+
+    monkeypatch.setattr(model_module.FourM, "forward", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"step 5: loss of modality normal is not finite") as caught:
+        train(config(shards, run, checkpoint_every=2))
+    assert "batch sample indices [" in str(caught.value) and "step-00000004" in str(caught.value)
+    assert not is_complete(run)
+    last = latest_checkpoint(run / "checkpoints")
+    assert last.name == "step-00000004"
+    state = read_state(last / STATE_FILE)
+    assert state.step == 4 and all(torch.isfinite(p).all() for p in model_module.load_model(last / MODEL_FILE).parameters())
+    assert max(json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()) == 5
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"total_tokens": 0}, "total_tokens"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"fragment": {"universe": ["rgb", "normal"], "withheld": [["rgb", "depth"]]}}, "fragment.withheld"),
+    ({"fragment": {"withheld": [["rgb", "rgb"]]}}, "fragment.withheld"),
+    ({"precision": "fp16"}, "precision"),
+    ({"device": "tpu"}, "device"),
+    ({"betas": [0.9, 1.5]}, "betas"),
+    ({"warmup_fraction": 1.0}, "warmup_fraction"),
+    ({"learning_rate": 0.1}, "learning_rate"),
+])
+def test_invalid_configs_name_the_field(tmp_path, changes, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        validate(TrainConfig, tiny_config_data(tmp_path / "shards", tmp_path / "run", **changes))
+
+
+def test_errors_found_at_start_name_the_field(shards, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        train(config(shards, tmp_path / "a", micro_batch_size=5))
+    with pytest.raises(ValueError, match="fragment.universe: unknown modality 'embed'"):
+        train(config(shards, tmp_path / "b", fragment={"universe": ["rgb", "embed"]}))
+    assert main(["--shards", str(shards), "--out", str(tmp_path / "c"), "--withhold", "rgb"]) == 2
+    assert "--withhold: expected A:B" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "c")]) == 2
+    assert "shards: Field required" in capsys.readouterr().err
+    assert main(["--shards", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+def test_a_locked_run_folder_is_refused(shards, tmp_path):
+    run = tmp_path / "run"
+    with FolderLock(run), pytest.raises(RuntimeError, match="another pairless process"):
+        train(config(shards, run))
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
+    schedule = validate(TrainConfig, tiny_config_data(tmp_path, tmp_path, total_tokens=1000, warmup_tokens=100,
+                                                      base_lr=2.56, batch_size=100, min_lr_fraction=0.1))
+    peak = 2.56 * 100 / 256
+    rates = [learning_rate(schedule, tokens) for tokens in range(0, 1001, 10)]
+    assert all(a < b for a, b in zip(rates[:10], rates[1:11], strict=True))  # warmup rises
+    assert rates[10] == pytest.approx(peak)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))  # cosine falls
+    assert rates[-1] == pytest.approx(0.1 * peak)
