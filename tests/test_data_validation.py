@@ -38,6 +38,14 @@ def npy_bytes(array):
     return buffer.getvalue()
 
 
+def damaged_header(path, offset, flip):
+    """The .npy with one header byte flipped; numpy then raises TokenError, SyntaxError or TypeError
+    (not only ValueError: the fuzz test found these)."""
+    content = bytearray(path.read_bytes())
+    content[offset] ^= flip
+    return bytes(content)
+
+
 # (relative file, content, message pattern): each is one bad value of sample s001 or s003.
 CASES = {
     "truncated_png": ("rgb/s001.png", lambda split: (split / "rgb/s001.png").read_bytes()[:60],
@@ -63,6 +71,12 @@ CASES = {
                         r"shape \(10,\), expected \(64,\)"),
     "pickled_npy": ("embed/s003.npy", lambda split: npy_bytes(np.array([{"a": 1}], dtype=object)),
                     r"unreadable \.npy"),
+    "npy_header_token_error": ("embed/s001.npy", lambda split: damaged_header(split / "embed/s001.npy", 10, 1),
+                               r"unreadable \.npy \(TokenError"),
+    "npy_header_syntax_error": ("embed/s001.npy", lambda split: damaged_header(split / "embed/s001.npy", 21, 16),
+                                r"unreadable \.npy \(SyntaxError"),
+    "npy_header_type_error": ("embed/s001.npy", lambda split: damaged_header(split / "embed/s001.npy", 26, 66),
+                              r"unreadable \.npy \(TypeError"),
     "class_out_of_range": ("semseg/s003.png", lambda split: png_bytes(np.full((8, 8), 9, np.uint8)),
                            r"class id 9 out of range \[0, 6\)"),
     "empty_caption": ("caption/s001.txt", lambda split: b"  \n", "empty text"),

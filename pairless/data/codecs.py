@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pairless.data.validate import Problem
 from pairless.modalities import Modality
@@ -43,15 +43,17 @@ def _decode_image(modality: Modality, data: bytes) -> np.ndarray:
             if mode in ("YCbCr", "CMYK", "1"):
                 image = image.convert("RGB" if wanted == 3 else "L")
             return np.asarray(image).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise Problem(f"unreadable, truncated or corrupt image ({error})") from None
+    except Problem:
+        raise
+    except Exception as error:  # noqa: BLE001 - decoders of damaged bytes raise many kinds (struct.error, ...)
+        raise Problem(f"unreadable, truncated or corrupt image ({type(error).__name__}: {error})") from None
 
 
 def _decode_npy(data: bytes) -> np.ndarray:
     try:
         value = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise Problem(f"unreadable .npy ({error})") from None
+    except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
+        raise Problem(f"unreadable .npy ({type(error).__name__}: {error})") from None
     if not isinstance(value, np.ndarray):
         raise Problem("not a single .npy array (an .npz archive?)")
     return value

@@ -23,8 +23,8 @@ def _load(path: Path, mmap: bool = True) -> np.ndarray:
         raise DataError(f"{path}: missing file")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{path}: unreadable .npy ({error})") from None
+    except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
+        raise DataError(f"{path}: unreadable .npy ({type(error).__name__}: {error})") from None
 
 
 def _unknown_modality(path: Path, name: str) -> DataError:

@@ -200,8 +200,8 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
         try:
             tokens[name] = np.load(token_path, mmap_mode="r", allow_pickle=False)
             present[name] = np.load(present_path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise DataError(f"{folder}/{name}: unreadable .npy ({error})") from None
+        except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
+            raise DataError(f"{folder}/{name}: unreadable .npy ({type(error).__name__}: {error})") from None
         if present[name].dtype != bool or present[name].shape != (len(ids),):
             raise DataError(f"{present_path}: expected bool [{len(ids)}], "
                             f"got {present[name].dtype} {list(present[name].shape)}")
