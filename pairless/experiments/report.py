@@ -219,6 +219,7 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                   "Generations decoded by the tokenizers and scored in each modality's own terms "
                   "(schedules from the study's Table III).", ""]
         for direction, per_run in decoded["metrics"].items():
+            per_run = {run: metrics for run, metrics in per_run.items() if isinstance(metrics, dict)}
             names = sorted({key for metrics in per_run.values() for key in metrics})
             table = [[run] + [_num(metrics.get(key)) for key in names] for run, metrics in per_run.items()]
             parts += [f"**{direction.replace(':', ' → ')}**", "", _table(["run"] + names, table), ""]

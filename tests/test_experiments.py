@@ -1,0 +1,125 @@
+"""The runner end to end at the micro preset: every recipe's report is complete; caching; resumption."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pairless.experiments.recipes import RECIPES, get_recipe
+from pairless.experiments.runner import Plan, main, run_experiment
+from pairless.storage import is_complete
+
+
+def _micro(recipe: str):
+    return get_recipe(recipe, "micro")
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    """One shared results root: recipes reuse each other's cached stages, as they do for users."""
+    return tmp_path_factory.mktemp("results")
+
+
+def _read_report(folder):
+    return (folder / "report.md").read_text(), json.loads((folder / "results.json").read_text())
+
+
+def test_demo_micro_end_to_end(results_root):
+    folder = run_experiment(_micro("demo"), results_root)
+    report, results = _read_report(folder)
+    assert "rgb → depth" in report and "depth → rgb" in report
+    for run in ("zs-rgb-depth", "many-shot"):
+        for direction in ("rgb:depth", "depth:rgb"):
+            entry = results["evals"][run][direction]
+            assert entry["num_samples"] > 0 and entry["ce"] > 0 and entry["ce_unconditional"] > 0
+    assert "Do the study's findings hold here?" in report
+    assert (folder / "results.csv").is_file() and (folder / "summary.json").is_file()
+    assert results["generation"]["figures"], "generation figures missing"
+    for path in results["generation"]["figures"].values():
+        assert os.path.getsize(path) > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["visual-pairs", "binding", "caption"])
+def test_every_recipe_micro_report_is_complete(results_root, recipe):
+    folder = run_experiment(_micro(recipe), results_root)
+    report, results = _read_report(folder)
+    config = _micro(recipe)
+    for run in config.expanded_runs():
+        assert run.name in results["evals"], f"{run.name} was not evaluated"
+    if recipe == "visual-pairs":
+        for direction in config.directions:
+            assert direction.replace(":", " → ") in report
+        assert "Table I" in report
+    if recipe == "binding":
+        assert "Table II" in report and (folder / "binding.png").is_file()
+        for count in ("0", "1", "3", "5"):
+            assert f"| {count} | rgb → depth |" in report
+    if recipe == "caption":
+        assert "rgb → caption" in report and "caption → rgb" in report
+
+
+def test_second_run_trains_nothing(results_root, capsys):
+    config = _micro("demo")
+    run_experiment(config, results_root)  # reuses the first test's stages (or makes them)
+    plan = Plan(config, results_root)
+    assert all(is_complete(path) for path in plan.runs.values())
+    mtimes = {name: (path / "model.safetensors").stat().st_mtime for name, path in plan.runs.items()}
+    capsys.readouterr()
+    assert main(["demo", "--preset", "micro", "--out", str(results_root)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached") >= 2 + len(plan.runs)  # world, tokenizers, shards, every run
+    assert "pairless train: done" not in printed
+    assert mtimes == {name: (path / "model.safetensors").stat().st_mtime for name, path in plan.runs.items()}
+
+
+def test_changed_setting_recomputes_only_dependants(results_root):
+    base = _micro("demo")
+    changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}), base.runs[1]]})
+    before, after = Plan(base, results_root), Plan(changed, results_root)
+    assert before.world == after.world and before.shards == after.shards
+    assert before.runs["many-shot"] == after.runs["many-shot"]
+    assert before.runs["zs-rgb-depth"] != after.runs["zs-rgb-depth"]
+
+
+def test_interrupted_run_continues(tmp_path):
+    """SIGKILL `pairless run` mid-way, run it again: it finishes, reusing what was complete."""
+    command = [sys.executable, "-c", "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))",
+               "run", "demo", "--preset", "micro", "--out", str(tmp_path)]
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    plan = Plan(_micro("demo"), tmp_path)
+    deadline = time.time() + 300
+    while time.time() < deadline and not is_complete(plan.shards) and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside training
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert is_complete(plan.world), "the world stage should have completed before the kill"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "world" in again.stdout and "cached" in again.stdout
+    assert (tmp_path / "demo" / "report.md").is_file()
+
+
+def test_unknown_recipe_and_bad_override_are_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["nope"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--set", "world.num_scenez=3", "--dry-run"])
+    assert "num_scenez" in capsys.readouterr().err
+
+
+def test_dry_run_lists_every_stage(tmp_path, capsys):
+    for recipe in RECIPES:
+        assert main([recipe, "--preset", "tiny", "--out", str(tmp_path), "--dry-run", "--seeds", "3"]) == 0
+        printed = capsys.readouterr().out
+        config = get_recipe(recipe, "tiny")
+        assert printed.count("train ") == 3 * len(config.runs)
+        assert "estimated time" in printed
