@@ -1,10 +1,16 @@
 """Attention kernels behind one function: explicit matmul + softmax, or PyTorch's SDPA.
 
 Masks are built once per forward as booleans ``(B, 1, Nq, Nk)`` (True = may
-attend) and converted by :func:`prepare_mask` into what the chosen kernel
-wants, in the compute dtype (so that bf16 autocast does not upcast scores).
-``benchmarks/train_throughput.py`` measures both kernels on CPU with our
-masks; the faster one is :class:`pairless.model.ModelConfig`'s default.
+attend) and converted once by :func:`prepare_mask` into what the chosen
+kernel wants, in the compute dtype (so that bf16 autocast does not upcast
+scores), then reused by every layer:
+
+- ``explicit``: an additive mask already expanded to ``(B * H, Nq, Nk)``, so
+  that scaling, masking and QK^T are one ``baddbmm``;
+- ``sdpa``: ``F.scaled_dot_product_attention`` with the additive mask
+  ``(B, 1, Nq, Nk)``.
+
+``benchmarks/train_throughput.py`` measures both on CPU with our masks.
 """
 
 from __future__ import annotations
@@ -25,19 +31,24 @@ def compute_dtype(reference: torch.Tensor) -> torch.dtype:
     return reference.dtype
 
 
-def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKind) -> torch.Tensor:
+def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKind, heads: int) -> torch.Tensor:
     """Additive mask (0 where allowed, -inf elsewhere) in the compute dtype of ``reference``.
 
     Every query row must allow at least one key, or its softmax is NaN.
     """
-    del kind  # both kernels take the same additive mask; kept for a kernel that would not
     bias = torch.zeros(mask.shape, dtype=compute_dtype(reference), device=mask.device)
-    return bias.masked_fill_(~mask, float("-inf"))
+    bias.masked_fill_(~mask, float("-inf"))
+    if kind == "sdpa":
+        return bias
+    batch, _, queries, keys = mask.shape
+    return bias.expand(batch, heads, queries, keys).reshape(batch * heads, queries, keys)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, kind: AttentionKind) -> torch.Tensor:
     """Attention output ``(B, H, Nq, hd)`` for q ``(B, H, Nq, hd)``, k/v ``(B, H, Nk, hd)``."""
     if kind == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (q.shape[-1] ** -0.5) + mask  # (B, H, Nq, Nk)
-    return torch.matmul(scores.softmax(-1).to(v.dtype), v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    batch, heads, queries, head_dim = q.shape
+    q, k, v = (t.reshape(batch * heads, t.shape[2], head_dim) for t in (q, k, v))
+    scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=head_dim**-0.5)  # (B * H, Nq, Nk)
+    return torch.bmm(scores.softmax(-1), v).view(batch, heads, queries, head_dim)

@@ -154,7 +154,7 @@ class Block(nn.Module):
         x = x + self.dropout(self.attention(self.norm1(x), mask, cache))
         if self.cross is not None:
             x = x + self.dropout(self.cross(self.norm_cross(x), memory_kv, memory_mask))
-        return x + self.dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)), approximate="tanh")))
+        return x + self.dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)))))
 
 
 @dataclass
@@ -239,7 +239,7 @@ class FourM(nn.Module):
         x = torch.cat([self.null_token.expand(x.shape[0], 1, -1), x], 1)
         always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
         memory_valid = torch.cat([always, batch.enc_valid], 1)
-        mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention)
+        mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
         for block in self.encoder:
             x = block(x, mask)
         return self.encoder_norm(x), memory_valid
@@ -264,8 +264,8 @@ class FourM(nn.Module):
                                        batch.dec_modality, batch.dec_positions, valid)
         # Invalid slots still attend to themselves, so that no softmax row is empty.
         self_mask = self_mask | torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
-        self_mask = prepare_mask(self_mask, x, self.config.attention)
-        memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention)
+        self_mask = prepare_mask(self_mask, x, self.config.attention, self.config.heads)
+        memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
         for block in self.decoder:
             x = block(x, self_mask, block.cross.memory_kv(memory), memory_mask)
         return self.decoder_norm(x)
@@ -333,8 +333,9 @@ class FourM(nn.Module):
         cache.position = position if cache.position is None else torch.cat([cache.position, position], 1)
         key_valid = torch.ones_like(cache.modality, dtype=torch.bool)
         self_mask = prepare_mask(self._decoder_mask(step_modality, position, key_valid[:, :1], cache.modality,
-                                                    cache.position, key_valid), x, self.config.attention)
-        memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention)
+                                                    cache.position, key_valid), x, self.config.attention,
+                                 self.config.heads)
+        memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
         for block, memory_kv, layer in zip(self.decoder, cache.memory_kv, cache.layers, strict=True):
             x = block(x, self_mask, memory_kv, memory_mask, cache=layer)
         return self.head_logits(self.decoder_norm(x), modality).float().view(batch, 1, -1)

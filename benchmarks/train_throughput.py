@@ -1,0 +1,170 @@
+"""Training-step throughput of FourM on CPU: valid tokens per second and MFU.
+
+Times full training steps (forward, backward, AdamW step; masking done
+beforehand and timed separately) after warm-up, for the tiny/small/anchor
+presets on the ANCHOR data shape: 4 image-like modalities of 8x8 = 64 tokens
+(vocab 1024), a caption of up to 32 tokens (vocab 3000), a global modality of
+16 tokens (vocab 1024); 128 input + 128 target tokens per sample, Dirichlet
+alpha 0.5 over all modalities, batch 32. The fp32 and bf16 matmul peaks are
+measured in the same run (square matmuls), so MFU is relative to what this
+machine delivers right now (it is shared: read ratios within one run).
+
+FLOPs per step (counted on valid tokens only):
+  6 x (matmul weights each token passes through) per token
+    encoder tokens (inputs + null token): encoder blocks + the decoder's cross-attention key/value projections;
+    decoder tokens: decoder blocks except those key/value projections, plus the output rows of its modality;
+  + attention: 3 x 4 x Nq x Nk x dim per layer (QK^T and AV, forward + backward), Nq/Nk the valid
+    lengths (encoder self, decoder self over all target slots, decoder cross), dense as computed.
+Embedding gathers, norms and softmax are not counted.
+
+Prints one line per configuration:
+  <config> <dtype> tokens/s=<valid input+target tokens per second> mfu=<fraction of that dtype's peak>
+Run: .venv/bin/python benchmarks/train_throughput.py [--configs tiny,small,anchor] [--attention explicit,sdpa]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from pairless.batch import MaskedBatch, TokenSpec
+from pairless.masking import Masker, MaskingConfig
+from pairless.model import FourM, ModelConfig
+
+
+def anchor_specs() -> dict[str, TokenSpec]:
+    specs = {f"image{i}": TokenSpec(f"image{i}", "image", 64, 1024, grid=(8, 8)) for i in range(4)}
+    specs["caption"] = TokenSpec("caption", "sequence", 32, 3000, pad_id=0, bos_id=1, eos_id=2)
+    specs["global"] = TokenSpec("global", "vector", 16, 1024)
+    return specs
+
+
+def make_batches(specs, batch_size: int, count: int, seed: int = 0) -> tuple[list[MaskedBatch], float]:
+    """``count`` masked batches of random tokens; returns them and the median masking time (ms)."""
+    generator = torch.Generator().manual_seed(seed)
+    masker = Masker(specs, MaskingConfig(input_budget=128, target_budget=128, alphas=[0.5],
+                                         empty_input_fraction=0.0))
+    batches, times = [], []
+    for _ in range(count):
+        tokens = {name: torch.randint(3, spec.vocab_size, (batch_size, spec.num_tokens), generator=generator)
+                  for name, spec in specs.items()}
+        lengths = torch.randint(8, 32, (batch_size, 1), generator=generator)
+        position = torch.arange(32).unsqueeze(0)
+        tokens["caption"] = torch.where(position < lengths, tokens["caption"],
+                                        torch.where(position == lengths, 2, 0))
+        views = torch.ones(batch_size, len(specs), dtype=torch.bool)
+        start = time.perf_counter()
+        batches.append(masker(tokens, views, generator))
+        times.append(time.perf_counter() - start)
+    return batches, 1e3 * statistics.median(times)
+
+
+def step_flops(model: FourM, batch: MaskedBatch) -> float:
+    """Training FLOPs of one step on ``batch`` (see the module docstring for what is counted)."""
+    dim = model.config.dim
+    encoder_weights = sum(m.weight.numel() for block in model.encoder for m in block.modules()
+                          if isinstance(m, torch.nn.Linear))
+    cross_kv = sum(block.cross.kv.weight.numel() for block in model.decoder)
+    decoder_weights = sum(m.weight.numel() for block in model.decoder for m in block.modules()
+                          if isinstance(m, torch.nn.Linear)) - cross_kv
+    encoder_tokens = batch.enc_valid.sum(1) + 1  # (B,) with the null token
+    decoder_tokens = batch.dec_valid.sum(1)
+    head = sum(int(((batch.dec_modality == i) & batch.dec_valid).sum()) * vocab * dim
+               for i, vocab in enumerate(model.vocab_sizes))
+    linear = 6.0 * (float(encoder_tokens.sum()) * (encoder_weights + cross_kv)
+                    + float(decoder_tokens.sum()) * decoder_weights + head)
+    per_sample = (len(model.encoder) * encoder_tokens.double() ** 2
+                  + len(model.decoder) * (decoder_tokens.double() ** 2 + decoder_tokens.double() * encoder_tokens))
+    return linear + 12.0 * dim * float(per_sample.sum())
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
+    """Median FLOP/s of a square ``size`` matmul in ``dtype``."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times)
+
+
+def time_training(preset: str, attention: str, dtype: str, batches, warmup: int, steps: int):
+    """Median seconds per training step and FLOPs per step."""
+    torch.manual_seed(0)
+    model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+
+    times, flops, tokens = [], [], []
+    for index in range(warmup + steps):
+        batch = batches[index % len(batches)]
+        start = time.perf_counter()
+        with autocast():
+            loss, _ = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        elapsed = time.perf_counter() - start
+        if index >= warmup:
+            times.append(elapsed)
+            flops.append(step_flops(model, batch))
+            tokens.append(batch.num_valid_tokens())
+    return statistics.median(times), statistics.median(flops), statistics.median(tokens), model.num_parameters()
+
+
+def peak_rss_child(batch_size: int, steps: int) -> None:
+    """Train the small preset in bf16 for a few steps (run in a subprocess to read its peak RSS)."""
+    batches, _ = make_batches(anchor_specs(), batch_size, 2)
+    time_training("small", "explicit", "bf16", batches, 1, steps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="tiny,small,anchor")
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--attention", default="explicit,sdpa", help="attention kernels to compare")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rss", action="store_true", help="also measure peak RSS of small at batch 64")
+    parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.rss_child:
+        peak_rss_child(args.rss_child, 3)
+        return 0
+    print(f"# threads={args.threads} load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print("# matmul peak GFLOP/s: " + " ".join(f"{k}={v / 1e9:.0f}" for k, v in peaks.items()))
+    batches, masking_ms = make_batches(anchor_specs(), args.batch_size, 4)
+    print(f"# masking: {masking_ms:.1f} ms per batch of {args.batch_size} (median)")
+    for preset in args.configs.split(","):
+        for dtype in args.dtypes.split(","):
+            for attention in args.attention.split(","):
+                seconds, flops, tokens, params = time_training(preset, attention, dtype, batches,
+                                                               args.warmup, args.steps)
+                print(f"{preset}/{attention} {dtype} tokens/s={tokens / seconds:.0f} "
+                      f"mfu={flops / seconds / peaks[dtype]:.2f}  "
+                      f"(step {seconds * 1e3:.0f} ms, {params / 1e6:.1f}M params, "
+                      f"{flops / seconds / 1e9:.0f} GFLOP/s, load {os.getloadavg()[0]:.1f})", flush=True)
+    if args.rss:
+        subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)], check=True)
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(f"# peak RSS training small bf16 at batch 64: {peak_kib / 2**20:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
