@@ -1,0 +1,244 @@
+"""Fault injection: SIGKILL a stage at random moments, re-run it, compare with an uninterrupted run.
+
+Used by ``tests/test_faults.py`` (a few kills per stage, in CI) and by
+``scripts/fault_injection.py`` (the full harness, >= 20 kill points per
+stage). For each stage (a :class:`StageCase`, see ``pairless.fault_cases``):
+
+1. run it once uninterrupted in its work folder, time it, and fingerprint
+   its outputs (the reference);
+2. for each trial: empty the work folder and prepare its inputs again, start
+   the stage, SIGKILL its whole process group at a seeded random moment
+   inside the reference duration (every other trial also kills the first
+   re-run, so a resumed run is itself interrupted), then run it again to
+   completion. The stage must detect the partial output and discard or
+   resume it;
+3. compare the fingerprint with the reference and re-check every
+   ``COMPLETE.json`` content hash under the outputs.
+
+Every trial runs in the same folder, so absolute paths recorded in outputs
+(resolved configs, manifests) match the reference. Files whose bytes
+legitimately depend on wall-clock time (logs' throughput, timings) are left
+out or normalised per case. The summary counts kills (the process was still
+running when the signal came), resumes (re-runs that finished) and
+mismatches (outputs that differ or re-runs that failed; must be 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pairless.storage import COMPLETE_MARKER, verify_complete
+
+
+def _never(relative: Path) -> bool:
+    return False
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """A safetensors file with its header's keys sorted.
+
+    The safetensors writer keeps metadata in a Rust HashMap, whose order
+    changes from process to process: two runs writing the very same tensors
+    and metadata give different bytes. Sorting the header compares what the
+    file holds (every tensor's dtype, shape, offsets and bytes, and the
+    metadata) and nothing else.
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
+
+
+def fingerprint(
+    folder: Path,
+    outputs: tuple[str, ...],
+    ignore: Callable[[Path], bool] = _never,
+    normalize: Callable[[Path, bytes], bytes] | None = None,
+) -> str:
+    """SHA-256 over relative paths and bytes of the files at ``outputs`` (files or folders) under ``folder``.
+
+    Hidden files (staging leftovers, temporary files) and ``*.lock`` are left
+    out, and so is every path for which ``ignore(relative path)`` is true;
+    ``normalize(relative path, bytes)`` may rewrite a file's bytes first
+    (e.g. drop a throughput column from a log); safetensors files are
+    compared through :func:`canonical_safetensors`.
+    """
+    digest = hashlib.sha256()
+    for output in outputs:
+        root = folder / output
+        if not root.exists():
+            digest.update(f"missing:{output}\0".encode())
+            continue
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            relative = path.relative_to(folder)
+            if any(part.startswith(".") for part in relative.parts) or path.name.endswith(".lock"):
+                continue
+            if ignore(relative):
+                continue
+            data = path.read_bytes()
+            if path.suffix == ".safetensors":
+                data = canonical_safetensors(data)
+            if normalize is not None:
+                data = normalize(relative, data)
+            digest.update(relative.as_posix().encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def check_markers(folder: Path, outputs: tuple[str, ...]) -> list[str]:
+    """Problems with the ``COMPLETE.json`` markers under ``outputs``: content hashes that do not match."""
+    problems = []
+    for output in outputs:
+        root = folder / output
+        if not root.is_dir():
+            continue
+        for marker in sorted(root.rglob(COMPLETE_MARKER)):
+            if any(part.startswith(".") for part in marker.relative_to(folder).parts):
+                continue
+            try:
+                verify_complete(marker.parent)
+            except ValueError as error:
+                problems.append(str(error))
+    return problems
+
+
+@dataclass
+class StageCase:
+    """One stage under test: its command (run with the work folder as cwd) and what to compare.
+
+    ``prepare(work)`` fills an empty work folder with the stage's inputs
+    (typically symlinks to, or copies of, outputs made once beforehand).
+    """
+
+    name: str
+    command: list[str]
+    outputs: tuple[str, ...]
+    prepare: Callable[[Path], None] | None = None
+    ignore: Callable[[Path], bool] = _never
+    normalize: Callable[[Path, bytes], bytes] | None = None
+    timeout: float = 600.0
+
+
+@dataclass
+class StageReport:
+    """What happened to one stage: counts for the summary and a line per problem."""
+
+    name: str
+    trials: int = 0
+    kills: int = 0
+    resumes: int = 0
+    mismatches: int = 0
+    finished_before_kill: int = 0
+    reference_seconds: float = 0.0
+    details: list[str] = field(default_factory=list)
+
+
+def _environment() -> dict[str, str]:
+    # Same hashing, no progress bars, the same thread count in every run (bit-identical CPU results).
+    return {**os.environ, "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1"}
+
+
+def _run(command: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=work, env=_environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def kill_at(command: list[str], work: Path, delay: float) -> bool:
+    """Start ``command`` in ``work``; SIGKILL its process group after ``delay`` s. True if it was still running."""
+    process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        process.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return True
+
+
+def _fresh(case: StageCase, work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    if case.prepare is not None:
+        case.prepare(work)
+
+
+def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress: bool | None = None) -> StageReport:
+    """Run ``kills`` kill-and-resume trials of ``case`` in ``work``; count kills, resumes and mismatches."""
+    report = StageReport(case.name)
+    _fresh(case, work)
+    started = time.perf_counter()
+    done = _run(case.command, work, case.timeout)
+    report.reference_seconds = duration = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{case.name}: the uninterrupted run failed ({' '.join(case.command[3:])}):\n"
+                           f"{done.stderr[-3000:]}")
+    reference = fingerprint(work, case.outputs, case.ignore, case.normalize)
+    problems = check_markers(work, case.outputs)
+    if problems:
+        raise RuntimeError(f"{case.name}: the uninterrupted run wrote bad markers: {problems}")
+    generator = np.random.default_rng([seed, kills])
+    for trial in tqdm(range(kills), desc=f"faults {case.name}", disable=True if progress is False else None):
+        _fresh(case, work)
+        # Kill points are spread over the whole run (stratified), jittered within each stratum.
+        delay = duration * (trial + generator.uniform(0.05, 0.95)) / kills
+        report.trials += 1
+        where = f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s)"
+        # A loaded machine runs faster or slower than the reference: when the stage ends before its
+        # kill point, start over (fresh folder) with an earlier one, so that most trials do kill.
+        for _ in range(4):
+            if kill_at(case.command, work, delay):
+                report.kills += 1
+                break
+            report.finished_before_kill += 1
+            _fresh(case, work)
+            delay *= 0.6
+            where += f", ended before; again at {delay:.2f} s"
+        if trial % 2 == 1:  # interrupt the resumption too, at a random moment of it
+            second = duration * generator.uniform(0.05, 0.95)
+            if kill_at(case.command, work, second):
+                report.kills += 1
+            where += f", then at {second:.2f} s of the re-run"
+        again = _run(case.command, work, case.timeout)
+        if again.returncode != 0:
+            report.mismatches += 1
+            report.details.append(f"{where}: re-run failed (exit {again.returncode}): {again.stderr[-800:]}")
+            continue
+        report.resumes += 1
+        problems = check_markers(work, case.outputs)
+        if fingerprint(work, case.outputs, case.ignore, case.normalize) != reference:
+            problems.append("outputs differ from the uninterrupted run")
+        if problems:
+            report.mismatches += 1
+            report.details.append(f"{where}: " + "; ".join(problems))
+    return report
+
+
+def pairless_command(*args: str) -> list[str]:
+    """``pairless ARGS`` with this interpreter (the first three items are the interpreter prologue)."""
+    return [sys.executable, "-c", "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+def summary_table(reports: list[StageReport]) -> str:
+    """The harness summary: one row per stage and a total (mismatches must be 0)."""
+    header = f"{'stage':<12} {'trials':>6} {'kills':>6} {'resumes':>8} {'mismatches':>11} {'ended-early':>12} " \
+             f"{'run (s)':>8}"
+    lines = [header]
+    for r in reports:
+        lines.append(f"{r.name:<12} {r.trials:>6} {r.kills:>6} {r.resumes:>8} {r.mismatches:>11} "
+                     f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f}")
+    totals = [sum(getattr(r, key) for r in reports)
+              for key in ("trials", "kills", "resumes", "mismatches", "finished_before_kill")]
+    lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} {totals[4]:>12}")
+    return "\n".join(lines)

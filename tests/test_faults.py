@@ -1,0 +1,142 @@
+"""Fault injection, bounded for CI: SIGKILL each stage at a few random moments, re-run, compare.
+
+The full harness (>= 20 kill points per stage) is ``scripts/fault_injection.py``;
+these tests run the same cases with fewer kills, plus checks that the
+harness itself catches a stage that is not crash-safe and that a second
+writer of one output is refused.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pairless.fault_cases import build_inputs, stage_cases
+from pairless.faults import StageCase, check_markers, check_stage, fingerprint, summary_table
+from pairless.storage import mark_complete, staged_dir
+
+# A stage that writes its output in place, line by line, and skips it when it exists: not crash-safe.
+UNSAFE_STAGE = textwrap.dedent("""
+    import os, sys, time
+    if not os.path.exists("out.txt"):
+        with open("out.txt", "w") as handle:
+            for line in range(40):
+                handle.write(f"line {line}\\n"); handle.flush(); time.sleep(0.02)
+""")
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_harness_catches_a_stage_that_is_not_crash_safe(tmp_path):
+    case = StageCase("unsafe", _python(UNSAFE_STAGE), ("out.txt",))
+    report = check_stage(case, tmp_path / "unsafe", kills=3, seed=1, progress=False)
+    assert report.kills >= 3 and report.resumes == 3
+    assert report.mismatches >= 1, report.details
+    assert "differ" in " ".join(report.details)
+    assert "unsafe" in summary_table([report])
+
+
+def test_fingerprint_ignores_hidden_and_locks_and_sees_content(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.bin").write_bytes(b"1")
+    first = fingerprint(tmp_path, ("out",))
+    (tmp_path / "out" / ".a.bin.123.tmp").write_bytes(b"partial")
+    (tmp_path / "out" / "x.lock").write_bytes(b"")
+    assert fingerprint(tmp_path, ("out",)) == first
+    (tmp_path / "out" / "a.bin").write_bytes(b"2")
+    assert fingerprint(tmp_path, ("out",)) != first
+    assert fingerprint(tmp_path, ("missing",)) != fingerprint(tmp_path, ("out",))
+
+
+def test_check_markers_finds_a_folder_changed_after_its_marker(tmp_path):
+    folder = tmp_path / "out" / "inner"
+    folder.mkdir(parents=True)
+    (folder / "data.txt").write_text("whole")
+    mark_complete(folder)
+    assert check_markers(tmp_path, ("out",)) == []
+    (folder / "data.txt").write_text("changed")
+    assert "content hash mismatch" in check_markers(tmp_path, ("out",))[0]
+
+
+def test_staged_dir_refuses_a_live_second_writer_and_clears_a_dead_one(tmp_path):
+    final = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pairless.storage import staged_dir
+        with staged_dir({str(final)!r}) as staging:
+            (staging / "ready").write_text("1")
+            time.sleep(30)
+    """)])
+    try:
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob(".out.staging-*/ready")):
+            assert time.monotonic() < deadline and holder.poll() is None, "the holder never started staging"
+            time.sleep(0.05)
+        with pytest.raises(RuntimeError, match="another pairless process is writing"), staged_dir(final):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert list(tmp_path.glob(".out.staging-*"))  # the killed writer's staging folder is left behind
+    with staged_dir(final) as staging:
+        (staging / "data.txt").write_text("whole")
+    assert (final / "data.txt").read_text() == "whole"
+    assert not list(tmp_path.glob(".out.staging-*"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fault-inputs")
+
+    def run(command, cwd):
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=_environment())
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    build_inputs(folder, ["train", "eval", "generate"], run)
+    return folder
+
+
+def _environment():
+    import os
+
+    return {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+
+
+def _check(stage, inputs_folder, work, kills):
+    report = check_stage(stage_cases(inputs_folder)[stage], work / stage, kills=kills, seed=7, progress=False)
+    assert report.trials == kills and report.resumes == kills
+    assert report.mismatches == 0, report.details
+    assert report.kills >= 1
+    return report
+
+
+def test_world_survives_kills(tmp_path):
+    _check("world", tmp_path, tmp_path, kills=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["tokenize", "train", "eval", "generate"])
+def test_stage_survives_kills(inputs, tmp_path, stage):
+    _check(stage, inputs, tmp_path, kills=2 if stage == "train" else 1)
+
+
+def test_safetensors_compared_whatever_their_header_order(tmp_path):
+    import safetensors.torch
+    import torch
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, dtype=torch.int64)}
+    files = set()
+    for order in (["x", "y", "z"], ["z", "y", "x"]):
+        blob = safetensors.torch.save(tensors, metadata={key: key * 2 for key in order})
+        (tmp_path / "out").mkdir(exist_ok=True)
+        (tmp_path / "out" / "w.safetensors").write_bytes(blob)
+        files.add(fingerprint(tmp_path, ("out",)))
+    assert len(files) == 1
+    (tmp_path / "out" / "w.safetensors").write_bytes(safetensors.torch.save({**tensors, "b": torch.zeros(3)}))
+    assert fingerprint(tmp_path, ("out",)) not in files
