@@ -60,8 +60,7 @@ def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndar
 def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str, specs, modalities) -> float:
     batch = translation_batch(tokens, src, dst, specs, modalities)
     device = model_device(model)
-    with precision(device):
-        logits = model.logits(batch.to(device))
+    logits = model.logits(batch.to(device))
     log_probabilities = logits.float()[..., : specs[dst].vocab_size].log_softmax(-1)  # (B, Nt, V)
     valid = batch.dec_valid.to(device)
     picked = log_probabilities.gather(-1, batch.dec_tokens.to(device)[..., None])[..., 0]
@@ -85,7 +84,8 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     if hasattr(model, "eval"):
         model.eval()
     try:
-        with torch.inference_mode():
+        # one autocast region for the whole loop: the bf16 copies of the weights are made once, not per batch
+        with torch.inference_mode(), precision(model_device(model)):
             chunks = range(0, len(indices), batch_size)
             for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]

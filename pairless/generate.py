@@ -205,8 +205,7 @@ def _parallel_logits(model, source, src, dst, current, known, query, specs, moda
     inputs[dst] = (_both(current, guided), _both(known, guided))
     batch = pack_batch(inputs, {dst: (_both(current, guided), _both(query, guided))}, specs, modalities)
     device = model_device(model)
-    with precision(device):
-        slot_logits = model.logits(batch.to(device)).float()[..., : specs[dst].vocab_size]
+    slot_logits = model.logits(batch.to(device)).float()[..., : specs[dst].vocab_size]
     if guided:
         slot_logits = guided_logits(slot_logits[:batch_size], slot_logits[batch_size:], scale)
     # scatter the slots back to positions; positions not queried stay -inf
@@ -282,23 +281,21 @@ def ar_generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str
     work = torch.full((rows, length), spec.eos_id if spec.eos_id is not None else 0, dtype=torch.long)
     device = model_device(model)
     encoder_batch = pack_batch(inputs, {dst: (work[:, :1], torch.ones(rows, 1, dtype=torch.bool))}, specs, modalities)
-    with precision(device):
-        memory, memory_valid = model.encode(encoder_batch.to(device))
-        cache = model.start_cache(memory, memory_valid) if use_cache else None
+    memory, memory_valid = model.encode(encoder_batch.to(device))
+    cache = model.start_cache(memory, memory_valid) if use_cache else None
     output = torch.full((batch_size, length), spec.pad_id, dtype=torch.long)
     finished = torch.zeros(batch_size, dtype=torch.bool)
     previous = torch.full((rows, 1), spec.bos_id, dtype=torch.long)
     forbidden = _forbidden_ids(spec)
     for step in range(length):
-        with precision(device):
-            if use_cache:
-                position = torch.full((rows, 1), step, dtype=torch.long, device=device)
-                logits = model.decode_step(cache, previous.to(device), dst, position)[:, 0]
-            else:
-                prefix = torch.zeros(rows, length, dtype=torch.bool)
-                prefix[:, : step + 1] = True
-                batch = pack_batch(inputs, {dst: (work, prefix)}, specs, modalities)
-                logits = model.decode(memory, memory_valid, batch.to(device))[:, step]
+        if use_cache:
+            position = torch.full((rows, 1), step, dtype=torch.long, device=device)
+            logits = model.decode_step(cache, previous.to(device), dst, position)[:, 0]
+        else:
+            prefix = torch.zeros(rows, length, dtype=torch.bool)
+            prefix[:, : step + 1] = True
+            batch = pack_batch(inputs, {dst: (work, prefix)}, specs, modalities)
+            logits = model.decode(memory, memory_valid, batch.to(device))[:, step]
         logits = logits.float().cpu()[:, : spec.vocab_size]
         if guided:
             logits = guided_logits(logits[:batch_size], logits[batch_size:], scales[step])
@@ -316,14 +313,19 @@ def ar_generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str
 
 def generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str,
              specs: dict[str, TokenSpec], modalities: tuple[str, ...],
-             schedule: GenerationSchedule, generator: torch.Generator) -> torch.Tensor:
-    """Generate ``dst`` token ids (B, L) from the ``src`` tokens in ``source`` with one schedule."""
+             schedule: GenerationSchedule, generator: torch.Generator, *, use_cache: bool = True) -> torch.Tensor:
+    """Generate ``dst`` token ids (B, L) from the ``src`` tokens in ``source`` with one schedule.
+
+    Runs under inference mode and bf16 autocast (the samplers themselves
+    leave precision to their caller). ``use_cache`` applies to ``ar``.
+    """
     missing = [name for name in src if name not in source]
     if missing:
         raise ValueError(f"generate: source tokens missing for {missing}; given {sorted(source)}")
-    with torch.inference_mode():
+    # one autocast region for the whole generation: the bf16 copies of the weights are made once
+    with torch.inference_mode(), precision(model_device(model)):
         if schedule.scheme == "ar":
-            return ar_generate(model, source, src, dst, specs, modalities, schedule, generator)
+            return ar_generate(model, source, src, dst, specs, modalities, schedule, generator, use_cache=use_cache)
         return parallel_generate(model, source, src, dst, specs, modalities, schedule, generator)
 
 
