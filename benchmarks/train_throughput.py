@@ -86,41 +86,44 @@ def step_flops(model: FourM, batch: MaskedBatch) -> float:
     return linear + 12.0 * dim * float(per_sample.sum())
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
-    """Median FLOP/s of a square ``size`` matmul in ``dtype``."""
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> tuple[float, float]:
+    """Median FLOP/s of a square ``size`` matmul in ``dtype``: per wall second and per CPU second / threads."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     torch.matmul(a, b)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         torch.matmul(a, b)
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / statistics.median(times)
+        walls.append(time.perf_counter() - wall)
+        cpus.append((time.process_time() - cpu) / torch.get_num_threads())
+    return 2.0 * size**3 / statistics.median(walls), 2.0 * size**3 / statistics.median(cpus)
 
 
-def time_training(preset: str, attention: str, dtype: str, batches, warmup: int, steps: int):
-    """Median seconds per training step and FLOPs per step."""
+def time_training(preset: str, attention: str, dtype: str, batches, warmup: int, steps: int) -> dict:
+    """Median seconds per training step (wall, and CPU / threads), FLOPs and valid tokens per step."""
     torch.manual_seed(0)
     model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
-    times, flops, tokens = [], [], []
+    walls, cpus, flops, tokens = [], [], [], []
     for index in range(warmup + steps):
         batch = batches[index % len(batches)]
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         with autocast():
             loss, _ = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        elapsed = time.perf_counter() - start
         if index >= warmup:
-            times.append(elapsed)
+            walls.append(time.perf_counter() - wall)
+            cpus.append((time.process_time() - cpu) / torch.get_num_threads())
             flops.append(step_flops(model, batch))
             tokens.append(batch.num_valid_tokens())
-    return statistics.median(times), statistics.median(flops), statistics.median(tokens), model.num_parameters()
+    return dict(wall=statistics.median(walls), cpu=statistics.median(cpus), flops=statistics.median(flops),
+                tokens=statistics.median(tokens), params=model.num_parameters())
 
 
 def peak_rss_child(batch_size: int, steps: int) -> None:
@@ -146,22 +149,25 @@ def main(argv: list[str] | None = None) -> int:
         peak_rss_child(args.rss_child, 3)
         return 0
     print(f"# threads={args.threads} load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
+    print("# wall = per wall-clock second; cpu = per (process CPU second / threads), which a loaded machine"
+          " distorts less (spinning threads count as busy, so it errs low)")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print("# matmul peak GFLOP/s: " + " ".join(f"{k}={v / 1e9:.0f}" for k, v in peaks.items()))
+    print("# matmul peak GFLOP/s: " + " ".join(f"{k}: wall={v[0] / 1e9:.0f} cpu={v[1] / 1e9:.0f}"
+                                               for k, v in peaks.items()))
     batches, masking_ms = make_batches(anchor_specs(), args.batch_size, 4)
-    print(f"# masking: {masking_ms:.1f} ms per batch of {args.batch_size} (median)")
+    print(f"# masking: {masking_ms:.1f} ms per batch of {args.batch_size} (median, wall)")
     for preset in args.configs.split(","):
         for dtype in args.dtypes.split(","):
             for attention in args.attention.split(","):
-                seconds, flops, tokens, params = time_training(preset, attention, dtype, batches,
-                                                               args.warmup, args.steps)
-                print(f"{preset}/{attention} {dtype} tokens/s={tokens / seconds:.0f} "
-                      f"mfu={flops / seconds / peaks[dtype]:.2f}  "
-                      f"(step {seconds * 1e3:.0f} ms, {params / 1e6:.1f}M params, "
-                      f"{flops / seconds / 1e9:.0f} GFLOP/s, load {os.getloadavg()[0]:.1f})", flush=True)
+                r = time_training(preset, attention, dtype, batches, args.warmup, args.steps)
+                print(f"{preset}/{attention} {dtype} tokens/s={r['tokens'] / r['wall']:.0f} "
+                      f"mfu={r['flops'] / r['wall'] / peaks[dtype][0]:.2f}  "
+                      f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} mfu={r['flops'] / r['cpu'] / peaks[dtype][1]:.2f}  "
+                      f"(step {r['wall'] * 1e3:.0f} ms wall, {r['params'] / 1e6:.1f}M params, "
+                      f"{r['flops'] / 1e9:.0f} GFLOP/step, load {os.getloadavg()[0]:.1f})", flush=True)
     if args.rss:
         subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)], check=True)
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
         print(f"# peak RSS training small bf16 at batch 64: {peak_kib / 2**20:.2f} GiB")
     return 0
 
