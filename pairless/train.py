@@ -42,11 +42,10 @@ from pairless.storage import FolderLock, config_hash, is_complete, mark_complete
 from pairless.train_data import (
     DROPOUT_STREAM,
     INIT_STREAM,
-    MASKING_STREAM,
+    BatchSource,
     SampleOrder,
     derive_seed,
     load_training_data,
-    seeded_generator,
     slice_batch,
     tokens_per_modality,
 )
@@ -79,6 +78,7 @@ class TrainConfig(Config):
     log_every: int = Field(10, ge=1)  # steps
     stop_after_steps: int | None = Field(None, ge=1)  # leave early (resumable) after this many steps
     num_workers: int = Field(0, ge=0)  # background threads preparing the next batches
+    num_threads: int | None = Field(None, ge=1)  # CPU intra-op threads per process; None = torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     @field_validator("betas")
@@ -151,37 +151,6 @@ def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> l
     return [(start, start + size) for start in range(first, first + share, size)]
 
 
-class BatchSource:
-    """The masked global batch of each step, identical on every process; optionally prepared ahead."""
-
-    def __init__(self, data, order: SampleOrder, masker, seed: int, num_workers: int):
-        self.data, self.order, self.masker, self.seed = data, order, masker, seed
-        self.pool = None
-        if num_workers > 0:
-            from concurrent.futures import ThreadPoolExecutor
-            self.pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="pairless-batches")
-        self.ahead = num_workers
-        self.pending: dict = {}
-
-    def _make(self, step: int, indices: np.ndarray):
-        tokens, views = self.data.gather(indices)
-        return self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
-
-    def get(self, step: int):
-        """(sample indices, MaskedBatch) of ``step``."""
-        indices = self.order.indices(step)
-        if self.pool is None:
-            return indices, self._make(step, indices)
-        for upcoming in range(step, step + self.ahead + 1):
-            if upcoming not in self.pending:
-                self.pending[upcoming] = self.pool.submit(self._make, upcoming, self.order.indices(upcoming).copy())
-        return indices, self.pending.pop(step).result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-
-
 def _step_statistics(loss: torch.Tensor, losses: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tensor:
     """[loss, loss not finite, per-modality loss sums (M), counts (M), not-finite flags (M)] of one micro-batch."""
     count = len(modalities)
@@ -199,6 +168,10 @@ def _step_statistics(loss: torch.Tensor, losses: dict[str, torch.Tensor], modali
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder."""
     context = distributed.setup(config.device)
+    threads_before = torch.get_num_threads()
+    if config.num_threads is not None:
+        # On a shared CPU, one thread per process is often several times faster than two that spin-wait.
+        torch.set_num_threads(config.num_threads)
     try:
         run = Path(config.out)
         if is_complete(run):
@@ -212,6 +185,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         with lock, torch.random.fork_rng(devices=cuda_devices):
             return _train(config, context, run, resume)
     finally:
+        torch.set_num_threads(threads_before)
         distributed.teardown(context)
 
 

@@ -11,6 +11,7 @@ beyond floating-point summation order.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -112,6 +113,36 @@ class SampleOrder:
             self._permutation = torch.randperm(self.num_samples, generator=generator).numpy()
             self._cached_epoch = epoch
         return self._permutation[offset * self.batch_size:(offset + 1) * self.batch_size]
+
+
+class BatchSource:
+    """The masked global batch of each step, identical on every process; optionally prepared ahead."""
+
+    def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int):
+        self.data, self.order, self.masker, self.seed = data, order, masker, seed
+        self.pool = None
+        if num_workers > 0:
+            self.pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="pairless-batches")
+        self.ahead = num_workers
+        self.pending: dict = {}
+
+    def _make(self, step: int, indices: np.ndarray):
+        tokens, views = self.data.gather(indices)
+        return self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
+
+    def get(self, step: int):
+        """(sample indices, MaskedBatch) of ``step``."""
+        indices = self.order.indices(step)
+        if self.pool is None:
+            return indices, self._make(step, indices)
+        for upcoming in range(step, step + self.ahead + 1):
+            if upcoming not in self.pending:
+                self.pending[upcoming] = self.pool.submit(self._make, upcoming, self.order.indices(upcoming).copy())
+        return indices, self.pending.pop(step).result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def slice_batch(batch: MaskedBatch, start: int, stop: int) -> MaskedBatch:

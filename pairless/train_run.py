@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from pairless import distributed
@@ -20,7 +21,7 @@ from pairless.storage import atomic_write_json, atomic_write_text, read_json
 
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                              "device", "num_workers", "micro_batch_size"})
+                              "device", "num_workers", "num_threads", "micro_batch_size"})
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -88,6 +89,8 @@ class RunLog:
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line)["step"] <= start_step]
             atomic_write_text(path, "".join(line + "\n" for line in kept))
+        if not start_step and (run / "tb").exists():
+            shutil.rmtree(run / "tb")  # a fresh start: events of a run killed before its first checkpoint
         self.handle = open(path, "a", encoding="utf-8")
         from torch.utils.tensorboard import SummaryWriter
 

@@ -74,17 +74,19 @@ def test_loss_falls_and_run_folder_is_complete(shards, tmp_path, capsys):
     assert (run / "COMPLETE.json").read_bytes() == marker
 
 
-def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path):
-    reference = train(config(shards, tmp_path / "reference"))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path, precision):
+    reference = train(config(shards, tmp_path / "reference", precision=precision))
     interrupted_run = tmp_path / "interrupted"
     # Stop after 6 steps (checkpoints at 4 and at the stop), then lose the last one as if killed after step 6:
     # the resume starts at step 4 and must drop the log lines of steps 5-6 before writing them again.
-    train(config(shards, interrupted_run, checkpoint_every=4, stop_after_steps=6))
+    train(config(shards, interrupted_run, checkpoint_every=4, stop_after_steps=6, precision=precision))
     assert not is_complete(interrupted_run) and len(losses(interrupted_run)) == 6
     shutil.rmtree(interrupted_run / "checkpoints" / "step-00000006")
     with pytest.raises(FileExistsError, match="--resume"):
-        train(config(shards, interrupted_run, checkpoint_every=4))
-    train(config(shards, interrupted_run, checkpoint_every=4), resume=True)
+        train(config(shards, interrupted_run, checkpoint_every=4, precision=precision))
+    # Batches prepared ahead in background threads (num_workers) are the same batches.
+    train(config(shards, interrupted_run, checkpoint_every=4, precision=precision, num_workers=2), resume=True)
     assert is_complete(interrupted_run)
     assert len(losses(reference)) >= 12
     assert losses(interrupted_run) == losses(reference)  # bit for bit
