@@ -10,7 +10,7 @@ from pairless import metrics
 from pairless.storage import staged_dir
 from pairless.tokenizers import load_tokenizer, text
 from pairless.tokenizers.base import ENCODE_CHUNK
-from pairless.tokenizers.train import build_spatial, build_vector, preset_config, train_neural
+from pairless.tokenizers.train import build_spatial, build_vector, preset_config, torch_threads, train_neural
 
 SIZE = 16
 
@@ -55,6 +55,14 @@ def tiny_config():
     config.spatial.width = 16
     config.vector.hidden = 32
     return config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test process: CI runs two workers on two cores, and on an oversubscribed
+    machine two OpenMP threads per process were measured many times slower than one."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +144,8 @@ def test_encoding_is_deterministic_and_independent_of_batch_size(image_tokenizer
     pieces = torch.cat([tokenizer.encode(values[start:start + 5]) for start in range(0, len(values), 5)])
     assert torch.equal(full, pieces)
     assert torch.equal(full[-1:], tokenizer.encode(values[-1:]))
+    with torch_threads(1):
+        assert torch.equal(full, tokenizer.encode(values))
 
 
 def test_save_load_gives_identical_tokens(tmp_path, images, image_tokenizers, vocabulary):

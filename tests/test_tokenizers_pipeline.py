@@ -10,9 +10,18 @@ from pairless.data import SplitData, open_dataset, write_dataset
 from pairless.data.shards import open_shards
 from pairless.storage import is_complete, read_json
 from pairless.tokenizers import cli, load_tokenizer, shards
+from pairless.tokenizers.train import torch_threads
 from pairless.world.samples import render_world
 
 SIZE = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test process: CI runs two workers on two cores, and on an oversubscribed
+    machine two OpenMP threads per process were measured many times slower than one."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

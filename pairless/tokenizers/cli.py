@@ -111,8 +111,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
                 tokenizer = build_vector(modality, values, config)
                 settings, steps = config.vector, config.vector_steps()
             result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed, bf16=config.bf16,
-                                  description=f"tokenizer {modality}")
-            record.update(train_seconds=time.perf_counter() - started, steps=steps,
+                                  description=f"tokenizer {modality}", threads=config.threads)
+            record.update(train_seconds=time.perf_counter() - started, steps=steps, threads=result["threads"],
                           first_loss=float(np.mean(result["losses"][:10])),
                           final_loss=float(np.mean(result["losses"][-10:])))
             with staged_dir(folder, record) as staging:

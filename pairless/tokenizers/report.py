@@ -25,6 +25,7 @@ import numpy as np
 from pairless import metrics
 from pairless.storage import atomic_write_json, atomic_write_text
 from pairless.tokenizers import available_modalities, load_tokenizer
+from pairless.tokenizers.train import choose_threads, torch_threads
 
 
 def score(tokenizer, original, reconstruction) -> dict[str, float]:
@@ -52,6 +53,11 @@ def reconstruction_metrics(tokenizer_root: str | Path, data: str | Path, split: 
     from pairless.data import open_dataset
 
     dataset = open_dataset(data, split)
+    with torch_threads(choose_threads(None)):
+        return _score_all(tokenizer_root, dataset, max_samples)
+
+
+def _score_all(tokenizer_root, dataset, max_samples: int | None) -> dict[str, dict]:
     results: dict[str, dict] = {}
     for modality in available_modalities(tokenizer_root):
         if modality not in dataset.modalities:

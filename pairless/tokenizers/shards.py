@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from pairless.storage import FolderLock, hash_files, is_complete, read_json
 from pairless.tokenizers import available_modalities, load_tokenizer
+from pairless.tokenizers.train import choose_threads, torch_threads
 
 
 def encode_column(tokenizer, values, present: np.ndarray, batch_size: int, description: str = "") -> np.ndarray:
@@ -32,11 +33,26 @@ def encode_column(tokenizer, values, present: np.ndarray, batch_size: int, descr
     return tokens
 
 
+def _encode_split(split: str, dataset, tokenizers: dict, batch_size: int):
+    from pairless.data.shards import ShardSplit
+
+    tokens, present = {}, {}
+    for name, tokenizer in tokenizers.items():
+        if name in dataset.columns:
+            values, mask = dataset.column(name)
+            mask = np.asarray(mask, dtype=bool)
+        else:
+            values, mask = None, np.zeros(len(dataset), dtype=bool)
+        tokens[name] = encode_column(tokenizer, values, mask, batch_size, f"tokenize {split}/{name}")
+        present[name] = mask
+    return ShardSplit(ids=list(dataset.ids), tokens=tokens, present=present, scenes=dataset.scenes)
+
+
 def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
-                     overwrite: bool = False, truncate_text: bool = False) -> Path:
+                     overwrite: bool = False, truncate_text: bool = False, threads: int | None = None) -> Path:
     """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``."""
     from pairless.data import list_splits, open_dataset
-    from pairless.data.shards import ShardSplit, write_shards
+    from pairless.data.shards import write_shards
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -59,18 +75,9 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
     if truncate_text:
         tokenizers = {name: tok.truncating() if tok.kind == "text" else tok for name, tok in tokenizers.items()}
     shard_splits = {}
-    for split, dataset in datasets.items():
-        tokens, present = {}, {}
-        for name, tokenizer in tokenizers.items():
-            if name in dataset.columns:
-                values, mask = dataset.column(name)
-                mask = np.asarray(mask, dtype=bool)
-            else:
-                values, mask = None, np.zeros(len(dataset), dtype=bool)
-            tokens[name] = encode_column(tokenizer, values, mask, batch_size, f"tokenize {split}/{name}")
-            present[name] = mask
-        shard_splits[split] = ShardSplit(ids=list(dataset.ids), tokens=tokens, present=present,
-                                         scenes=dataset.scenes)
+    with torch_threads(choose_threads(threads)):
+        for split, dataset in datasets.items():
+            shard_splits[split] = _encode_split(split, dataset, tokenizers, batch_size)
     marker = tokenizer_root / "COMPLETE.json"
     tokenizers_hash = read_json(marker).get("content_hash") if marker.is_file() else hash_files(tokenizer_root)
     info = {"tokenizers": str(tokenizer_root.resolve()), "tokenizers_hash": tokenizers_hash,

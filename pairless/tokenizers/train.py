@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 
 import numpy as np
@@ -61,6 +62,9 @@ class TokenizerTrainConfig(Config):
     seed: int = 0
     steps: int | None = Field(None, ge=1)  # when set, overrides the steps of every neural tokenizer
     bf16: bool = True
+    # torch threads while training; None = auto: 1 when the machine is oversubscribed (load average above
+    # the core count: there, 2 OpenMP threads were measured 3-60x slower than 1), else torch's default.
+    threads: int | None = Field(None, ge=1)
     max_train_samples: int | None = Field(None, ge=1)  # cap per modality (None: all samples that have it)
     report_samples: int = Field(2000, ge=1)  # val samples scored by the reconstruction report
     spatial: SpatialSettings = SpatialSettings()
@@ -94,6 +98,24 @@ def preset_config(name: str, seed: int = 0) -> TokenizerTrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown tokenizer preset {name!r}; allowed: {', '.join(PRESETS)}")
     return TokenizerTrainConfig.model_validate({"preset": name, "seed": seed, **PRESETS[name]})
+
+
+def choose_threads(requested: int | None) -> int:
+    """The number of torch threads to train with (see ``TokenizerTrainConfig.threads``)."""
+    if requested is not None:
+        return requested
+    cores = os.cpu_count() or 1
+    return 1 if os.getloadavg()[0] > cores else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -139,8 +161,19 @@ def learning_rate(step: int, steps: int, peak: float, warmup_fraction: float) ->
 
 
 def train_neural(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, *, steps: int,
-                 seed: int, bf16: bool = True, description: str = "") -> dict:
-    """Fit ``tokenizer`` on natural ``values`` [N, ...]; returns {losses, seconds, samples_per_second}."""
+                 seed: int, bf16: bool = True, description: str = "", threads: int | None = None) -> dict:
+    """Fit ``tokenizer`` on natural ``values`` [N, ...]; returns {losses, seconds, samples_per_second, threads}.
+
+    ``threads``: torch threads for the loop (None: :func:`choose_threads` decides).
+    """
+    threads = choose_threads(threads)
+    with torch_threads(threads):
+        result = _train_loop(tokenizer, values, settings, steps, seed, bf16, description)
+    return {**result, "threads": threads}
+
+
+def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, steps: int,
+                seed: int, bf16: bool, description: str) -> dict:
     if len(values) == 0:
         raise ValueError(f"{tokenizer.modality}: no training samples have this modality")
     rng = np.random.default_rng(seed)
