@@ -17,6 +17,7 @@ prints a table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -68,17 +69,21 @@ def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str,
 
 
 def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2500,
-                   batch_size: int = 64) -> dict:
+                   batch_size: int = 64, unconditional_cache: dict | None = None) -> dict:
     """Mean per-token cross-entropy (nats) of ``dst`` given all tokens of ``src``, and with no input.
 
     Samples: the first ``num_samples`` (shard order) that have every modality
     involved; fewer if the split holds fewer (``num_samples`` in the result
     says how many were used). ``num_tokens`` counts the scored target tokens.
+    ``unconditional_cache`` (a dict kept by the caller, for one model) lets
+    directions with the same destination and samples share the no-input pass.
     """
     specs = shards.specs
     modalities = model_modalities(model, specs, [*src, dst])
     indices = eligible_samples(shards, [*src, dst], num_samples)
-    totals = {"ce": 0.0, "ce_unconditional": 0.0}
+    cache_key = (dst, hashlib.sha256(indices.tobytes()).hexdigest())
+    cached = (unconditional_cache or {}).get(cache_key)
+    totals = {"ce": 0.0, "ce_unconditional": 0.0 if cached is None else cached}
     num_tokens = 0
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
@@ -91,11 +96,14 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
                 rows = indices[start : start + batch_size]
                 tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long() for name in [*src, dst]}
                 totals["ce"] += _summed_ce(model, tokens, src, dst, specs, modalities)
-                totals["ce_unconditional"] += _summed_ce(model, tokens, [], dst, specs, modalities)
+                if cached is None:
+                    totals["ce_unconditional"] += _summed_ce(model, tokens, [], dst, specs, modalities)
                 num_tokens += int(content_mask(tokens[dst], specs[dst]).sum())
     finally:
         if was_training:
             model.train()
+    if unconditional_cache is not None:
+        unconditional_cache[cache_key] = totals["ce_unconditional"]
     return {
         "ce": totals["ce"] / num_tokens,
         "ce_unconditional": totals["ce_unconditional"] / num_tokens,
@@ -127,9 +135,9 @@ def evaluate_directions(run: Path, directions: list[str], num_samples: int = 250
     parsed = [parse_direction(text) for text in directions]
     shards = open_shards(shards_path or run_shards_path(run), split)
     model = load_run_model(run)
-    results = {}
+    results, unconditional = {}, {}
     for src, dst in parsed:
-        row = translation_ce(model, shards, src, dst, num_samples, batch_size)
+        row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional)
         results[direction_name(src, dst)] = {**row, "split": split}
     return results
 

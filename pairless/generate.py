@@ -193,26 +193,29 @@ def _both(tokens, guided: bool):
     return torch.cat([tokens, tokens]) if guided else tokens
 
 
+def _slot_logits(model, inputs, targets, specs, modalities, dst):
+    batch = pack_batch(inputs, targets, specs, modalities)
+    logits = model.logits(batch.to(model_device(model))).float()[..., : specs[dst].vocab_size].cpu()
+    return logits, batch
+
+
 def _parallel_logits(model, source, src, dst, current, known, query, specs, modalities, scale):
     """Logits (B, L, V) for the queried positions of dst given src + known dst tokens (+ guidance)."""
     batch_size = current.shape[0]
-    guided = scale != 1.0
-    rows = 2 * batch_size if guided else batch_size
-    on = torch.ones(batch_size, dtype=torch.bool)
-    use_source = torch.cat([on, ~on]) if guided else on  # the unconditional rows drop the source
-    inputs = {name: (_both(source[name], guided), use_source[:, None].expand(rows, source[name].shape[1]))
-              for name in src}
-    inputs[dst] = (_both(current, guided), _both(known, guided))
-    batch = pack_batch(inputs, {dst: (_both(current, guided), _both(query, guided))}, specs, modalities)
-    device = model_device(model)
-    slot_logits = model.logits(batch.to(device)).float()[..., : specs[dst].vocab_size]
-    if guided:
-        slot_logits = guided_logits(slot_logits[:batch_size], slot_logits[batch_size:], scale)
+    targets = {dst: (current, query)}
+    inputs = {name: (source[name], torch.ones_like(source[name], dtype=torch.bool)) for name in src}
+    inputs[dst] = (current, known)
+    slot_logits, batch = _slot_logits(model, inputs, targets, specs, modalities, dst)
+    if scale != 1.0:
+        # a separate pass rather than stacked rows: its encoder holds only the known dst tokens,
+        # so it is not padded to the width of the conditional inputs
+        unconditional, _ = _slot_logits(model, {dst: (current, known)}, targets, specs, modalities, dst)
+        slot_logits = guided_logits(slot_logits, unconditional, scale)
     # scatter the slots back to positions; positions not queried stay -inf
     full = torch.full((batch_size, current.shape[1], slot_logits.shape[-1]), float("-inf"))
-    valid = batch.dec_valid[:batch_size]
+    valid = batch.dec_valid
     rows_index = torch.arange(batch_size)[:, None].expand_as(valid)
-    full[rows_index[valid], batch.dec_positions[:batch_size][valid]] = slot_logits.cpu()[valid]
+    full[rows_index[valid], batch.dec_positions[valid]] = slot_logits[valid]
     return full
 
 

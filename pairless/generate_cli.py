@@ -191,8 +191,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
 
 
 def _label(schedule: GenerationSchedule) -> str:
-    steps = "" if schedule.scheme == "ar" else f" {schedule.num_steps} steps"
-    return f"{schedule.scheme}{steps}, T={schedule.temperature:g}, cfg={schedule.guidance_scale:g}"
+    steps = "" if schedule.scheme == "ar" else f" {schedule.num_steps} step{'s' if schedule.num_steps > 1 else ''}"
+    return f"{schedule.scheme.upper()}{steps}, T={schedule.temperature:g}, CFG {schedule.guidance_scale:g}"
 
 
 def _parse_runs(first: Path, extra: str | None) -> dict[str, Path]:

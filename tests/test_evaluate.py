@@ -134,3 +134,18 @@ def test_translation_batch_agrees_with_the_masking_module():
         assert int(ours.enc_valid.sum()) == int(theirs.enc_valid.sum())
         assert int(ours.dec_valid.sum()) == int(theirs.dec_valid.sum())
         assert ce(ours) == pytest.approx(ce(theirs), rel=1e-5)
+
+
+def test_unconditional_pass_is_shared_between_directions_with_the_same_samples():
+    shards = fake_shards(40, seed=5)
+    for name in SPECS:
+        shards.present[name][:] = True
+    model = fixed_model()
+    cache: dict = {}
+    first = translation_ce(model, shards, ["rgb"], "depth", 10, 4, cache)
+    second = translation_ce(model, shards, ["caption"], "depth", 10, 4, cache)
+    assert len(cache) == 1
+    assert second["ce_unconditional"] == first["ce_unconditional"]
+    assert second == translation_ce(model, shards, ["caption"], "depth", 10, 4)  # same as computed afresh
+    translation_ce(model, shards, ["rgb"], "depth", 12, 4, cache)  # other samples: a new entry
+    assert len(cache) == 2
