@@ -1,7 +1,7 @@
 """Translation cross-entropy speed: seconds for N held-out samples of one direction (target: 2,500 in <= 60 s).
 
     python benchmarks/eval_speed.py                          # tiny preset, rgb:depth, 2,500 samples
-    python benchmarks/eval_speed.py --batch-sizes 64 128 256 --repeats 3
+    python benchmarks/eval_speed.py --batch-sizes 64 128 256 --repeats 3 --threads 1 2
     python benchmarks/eval_speed.py --shards SHARDS          # real token specs (and tokens) instead of synthetic
 
 An untrained model of the preset is timed (speed does not depend on the
@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2500)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[0],
+                        help="torch CPU threads to compare, interleaved (0 = the automatic choice)")
     parser.add_argument("--shards", default=None)
     args = parser.parse_args()
     if args.shards:
@@ -76,15 +78,18 @@ def main() -> None:
           f"{torch.get_num_threads()} threads {load()}")
     translation_ce(model, shards, src, dst, 64, 64)  # warm-up
     for batch_size in args.batch_sizes:
-        seconds = []
+        seconds: dict[int, list[float]] = {threads: [] for threads in args.threads}
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            result = translation_ce(model, shards, src, dst, args.num_samples, batch_size)
-            seconds.append(time.perf_counter() - start)
-        median = statistics.median(seconds)
-        print(f"  batch {batch_size:>4}: median {median:6.1f} s over {args.repeats} "
-              f"(runs {', '.join(f'{s:.1f}' for s in seconds)}); {result['num_samples'] / median:,.0f} samples/s; "
-              f"conditional + unconditional passes, {result['num_tokens']:,} target tokens {load()}")
+            for threads in args.threads:  # interleaved, so that every setting sees the same machine load
+                start = time.perf_counter()
+                result = translation_ce(model, shards, src, dst, args.num_samples, batch_size,
+                                        threads=threads or None)
+                seconds[threads].append(time.perf_counter() - start)
+        for threads, runs in seconds.items():
+            median = statistics.median(runs)
+            print(f"  batch {batch_size:>4}, threads {threads or 'auto'}: median {median:6.1f} s over {args.repeats} "
+                  f"(runs {', '.join(f'{s:.1f}' for s in runs)}); {result['num_samples'] / median:,.0f} samples/s; "
+                  f"conditional + unconditional passes, {result['num_tokens']:,} target tokens {load()}")
     print("target: 2,500 samples in <= 60 s")
 
 

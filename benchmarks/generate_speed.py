@@ -37,12 +37,13 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=64)
     parser.add_argument("--num-captions", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: automatic)")
     args = parser.parse_args()
     specs = tiny_world_specs()
     shards = synthetic_shards(specs, max(args.num_images, args.num_captions))
     torch.manual_seed(0)
     model = FourM(ModelConfig.from_preset(args.preset), specs).eval()
-    print(f"generation speed: preset {args.preset}, {torch.get_num_threads()} threads {load()}")
+    print(f"generation speed: preset {args.preset}, threads {args.threads or 'automatic'} {load()}")
 
     rgb = {"rgb": torch.from_numpy(shards.tokens["rgb"][: args.num_images]).long()}
     for preset in ("roar8", "roar1"):
@@ -50,7 +51,7 @@ def main() -> None:
 
         def roar(schedule=schedule):
             return generate(model, rgb, ["rgb"], "depth", specs, model.modalities, schedule,
-                            torch.Generator().manual_seed(0))
+                            torch.Generator().manual_seed(0), threads=args.threads)
 
         roar()  # warm-up
         median, seconds, _ = timed(roar, args.repeats)
@@ -66,7 +67,7 @@ def main() -> None:
         for use_cache in (True, False):
             start = time.perf_counter()
             ids = generate(model, captions, ["rgb"], "caption", specs, model.modalities, schedule,
-                           torch.Generator().manual_seed(0), use_cache=use_cache)
+                           torch.Generator().manual_seed(0), use_cache=use_cache, threads=args.threads)
             elapsed = time.perf_counter() - start
             tokens = int((ids != specs["caption"].pad_id).sum())
             results.setdefault(use_cache, []).append(tokens / elapsed)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pairless.generate import model_device, precision
+from pairless.generate import cpu_threads, model_device, precision
 from pairless.storage import FolderLock, atomic_write_json, read_json
 from pairless.translation_batch import content_mask, translation_batch
 
@@ -69,7 +69,8 @@ def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str,
 
 
 def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2500,
-                   batch_size: int = 64, unconditional_cache: dict | None = None) -> dict:
+                   batch_size: int = 64, unconditional_cache: dict | None = None,
+                   threads: int | None = None) -> dict:
     """Mean per-token cross-entropy (nats) of ``dst`` given all tokens of ``src``, and with no input.
 
     Samples: the first ``num_samples`` (shard order) that have every modality
@@ -77,6 +78,7 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     says how many were used). ``num_tokens`` counts the scored target tokens.
     ``unconditional_cache`` (a dict kept by the caller, for one model) lets
     directions with the same destination and samples share the no-input pass.
+    ``threads``: CPU threads (default: ``pairless.generate.cpu_threads``' choice).
     """
     specs = shards.specs
     modalities = model_modalities(model, specs, [*src, dst])
@@ -90,7 +92,8 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
         model.eval()
     try:
         # one autocast region for the whole loop: the bf16 copies of the weights are made once, not per batch
-        with torch.inference_mode(), precision(model_device(model)):
+        device = model_device(model)
+        with torch.inference_mode(), precision(device), cpu_threads(device, threads):
             chunks = range(0, len(indices), batch_size)
             for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Literal
 
 import torch
@@ -181,6 +182,29 @@ def precision(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def cpu_threads(device: torch.device, requested: int | None = None):
+    """Torch's CPU thread count for one evaluation or generation call, restored afterwards.
+
+    ``requested`` wins; otherwise 1 thread when the machine is oversubscribed
+    (load average above the core count), where two OpenMP threads that wait
+    for each other at every op were measured 5-7x slower than one
+    (benchmarks/eval_speed.py), and torch's default otherwise.
+    """
+    previous = torch.get_num_threads()
+    if requested is not None:
+        count = requested
+    elif device.type == "cpu" and os.getloadavg()[0] > (os.cpu_count() or 1):
+        count = 1
+    else:
+        count = previous
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(previous)
+
+
 def model_device(model) -> torch.device:
     parameter = next(iter(model.parameters()), None)
     return parameter.device if parameter is not None else torch.device("cpu")
@@ -316,17 +340,20 @@ def ar_generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str
 
 def generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str,
              specs: dict[str, TokenSpec], modalities: tuple[str, ...],
-             schedule: GenerationSchedule, generator: torch.Generator, *, use_cache: bool = True) -> torch.Tensor:
+             schedule: GenerationSchedule, generator: torch.Generator, *, use_cache: bool = True,
+             threads: int | None = None) -> torch.Tensor:
     """Generate ``dst`` token ids (B, L) from the ``src`` tokens in ``source`` with one schedule.
 
     Runs under inference mode and bf16 autocast (the samplers themselves
-    leave precision to their caller). ``use_cache`` applies to ``ar``.
+    leave precision to their caller). ``use_cache`` applies to ``ar``;
+    ``threads``: CPU threads (default: :func:`cpu_threads`' choice).
     """
     missing = [name for name in src if name not in source]
     if missing:
         raise ValueError(f"generate: source tokens missing for {missing}; given {sorted(source)}")
     # one autocast region for the whole generation: the bf16 copies of the weights are made once
-    with torch.inference_mode(), precision(model_device(model)):
+    device = model_device(model)
+    with torch.inference_mode(), precision(device), cpu_threads(device, threads):
         if schedule.scheme == "ar":
             return ar_generate(model, source, src, dst, specs, modalities, schedule, generator, use_cache=use_cache)
         return parallel_generate(model, source, src, dst, specs, modalities, schedule, generator)

@@ -272,3 +272,15 @@ def test_roar_with_the_real_model_returns_valid_ids():
         out = generate(model, random_tokens(3), ["rgb", "caption"], "depth", SPECS, model.modalities,
                        schedule_preset(preset), gen())
         assert out.shape == (3, 16) and 0 <= out.min() and out.max() < SPECS["depth"].vocab_size
+
+
+def test_cpu_threads_is_restored_and_honours_a_request():
+    from pairless.generate import cpu_threads
+
+    before = torch.get_num_threads()
+    with cpu_threads(torch.device("cpu"), 1) as count:
+        assert count == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with cpu_threads(torch.device("cpu")) as count:
+        assert count in (1, before)
+    assert torch.get_num_threads() == before
