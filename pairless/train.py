@@ -213,6 +213,10 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         elapsed_before = float(state.info.get("wall_seconds", 0.0))
         loss_value = float(state.info.get("loss", float("nan")))
         modality_tokens = np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64)
+        threads = state.info.get("threads")
+        if context.is_main and threads not in (None, torch.get_num_threads()):
+            print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used {threads}; "
+                  f"the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)
         if state.info.get("batches_per_epoch") != order.batches_per_epoch:
             raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per epoch, "
                              f"now {order.batches_per_epoch} (different shards or batch_size)")
@@ -229,7 +233,8 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         info = {"wall_seconds": elapsed_before + time.perf_counter() - started, "reason": reason, "loss": loss_value,
                 "batches_per_epoch": order.batches_per_epoch, "data_position": list(order.position(step)),
                 "tokens_per_modality": dict(zip(modalities, modality_tokens.tolist(), strict=True)),
-                "world_size": context.world_size, "config_hash": config_hash(config)}
+                "world_size": context.world_size, "threads": torch.get_num_threads(),
+                "config_hash": config_hash(config)}
         state = TrainingState(step, tokens_seen, optimizer.state_dict(), {"torch_cpu": torch.get_rng_state()}, info)
         return save_checkpoint(run / "checkpoints", state, lambda path: model_module.save_model(path, model),
                                keep=config.keep_checkpoints)

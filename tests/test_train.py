@@ -95,9 +95,12 @@ def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path, precision
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
 
 
-def test_resume_refuses_a_different_config(shards, tmp_path):
+def test_resume_refuses_a_different_config_and_warns_about_threads(shards, tmp_path, capsys):
     run = tmp_path / "run"
     train(config(shards, run, stop_after_steps=2))
+    train(config(shards, run, stop_after_steps=1, num_threads=2), resume=True)  # a resumable field
+    assert "resuming with 2 threads, the run used 1" in capsys.readouterr().err
+    assert torch.get_num_threads() == 1  # restored for the caller
     with pytest.raises(ValueError, match="base_lr"):
         train(config(shards, run, base_lr=0.01), resume=True)
 
