@@ -18,6 +18,15 @@ SPECS = {
 TINY = dict(dim=32, heads=2, encoder_layers=2, decoder_layers=2)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are far too small to gain from threads; on a loaded machine threads only wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_tokens(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     tokens = {name: torch.randint(3, spec.vocab_size, (batch, spec.num_tokens), generator=generator)
