@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,19 @@ from pairless.train_data import (
     slice_batch,
     tokens_per_modality,
 )
-from pairless.train_run import RESUMABLE_FIELDS, RunLog, check_same_run, find_resume_checkpoint, write_config
+from pairless.train_run import (
+    RESUMABLE_FIELDS,
+    RunLog,
+    StopRequest,
+    TrainingDiverged,
+    TrainingInterrupted,
+    check_finite,
+    check_same_run,
+    find_resume_checkpoint,
+    last_good_checkpoint,
+    step_statistics,
+    write_config,
+)
 
 
 class TrainConfig(Config):
@@ -117,10 +130,6 @@ class TrainConfig(Config):
         return self.warmup_tokens if self.warmup_tokens is not None else int(self.warmup_fraction * self.total_tokens)
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss or gradient norm became NaN/inf; names the step, the batch and the modality."""
-
-
 def learning_rate(config: TrainConfig, tokens_seen: int) -> float:
     """Linear warmup to the peak, then cosine decay to ``min_lr_fraction * peak`` at ``total_tokens``."""
     peak, floor = config.peak_lr, config.peak_lr * config.min_lr_fraction
@@ -151,20 +160,6 @@ def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> l
     return [(start, start + size) for start in range(first, first + share, size)]
 
 
-def _step_statistics(loss: torch.Tensor, losses: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tensor:
-    """[loss, loss not finite, per-modality loss sums (M), counts (M), not-finite flags (M)] of one micro-batch."""
-    count = len(modalities)
-    stats = torch.zeros(2 + 3 * count, dtype=torch.float64, device=loss.device)
-    stats[0] = loss.detach().double()
-    stats[1] = (~torch.isfinite(loss.detach())).double()
-    for name, value in losses.items():
-        index = modalities.index(name)
-        stats[2 + index] = value.detach().double()
-        stats[2 + count + index] = 1.0
-        stats[2 + 2 * count + index] = (~torch.isfinite(value.detach())).double()
-    return stats
-
-
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder."""
     context = distributed.setup(config.device)
@@ -182,14 +177,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         lock = FolderLock(run) if context.is_main else contextlib.nullcontext()
         # The loop seeds torch's global generator (initial weights, dropout); leave the caller's state alone.
         cuda_devices = [context.device] if context.device.type == "cuda" else []
-        with lock, torch.random.fork_rng(devices=cuda_devices):
-            return _train(config, context, run, resume)
+        with lock, torch.random.fork_rng(devices=cuda_devices), StopRequest() as stop_request:
+            return _train(config, context, run, resume, stop_request)
     finally:
         torch.set_num_threads(threads_before)
         distributed.teardown(context)
 
 
-def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool) -> Path:
+def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
+           stop_request: StopRequest) -> Path:
     started = time.perf_counter()
     data = load_training_data(config.shards, config.split, config.fragment)
     modalities = data.modalities
@@ -241,7 +237,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
 
     bar = tqdm(total=config.total_tokens, initial=tokens_seen, unit="tok", unit_scale=True,
                disable=None if context.is_main else True, desc=f"train {run.name}")
-    steps_this_session, last_saved = 0, step
+    steps_this_session, last_saved, stopped_by = 0, step, 0
     window_tokens, window_start = 0, time.perf_counter()
     try:
         while tokens_seen < config.total_tokens:
@@ -252,7 +248,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
             for group in optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, step, context.rank))
-            stats = torch.zeros(2 + 3 * len(modalities), dtype=torch.float64, device=context.device)
+            stats = torch.zeros(3 + 3 * len(modalities), dtype=torch.float64, device=context.device)
             for number, (start, stop) in enumerate(slices):
                 micro = slice_batch(batch, start, stop).to(context.device)
                 # Gradients are all-reduced once per step, on the last micro-batch.
@@ -261,15 +257,16 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                 with sync:
                     with autocast:
                         loss, losses = network(micro)
-                    stats += _step_statistics(loss, losses, modalities)
+                    stats += step_statistics(loss, losses, modalities)
                     # DDP averages gradients over processes; accumulation averages over micro-batches.
                     (loss / len(slices)).backward()
+            stats[-1] = float(stop_request.signal_number)
             stats = distributed.all_reduce_sum(stats, context).cpu()
-            _check_finite(stats, step, indices, data.ids, modalities, run)
+            check_finite(stats, step, indices, data.ids, modalities, run)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
             if not torch.isfinite(grad_norm):
                 raise TrainingDiverged(f"step {step}: gradient norm is {float(grad_norm)} (losses were finite); "
-                                       f"batch sample indices {indices.tolist()}; {_last_good(run)}")
+                                       f"batch sample indices {indices.tolist()}; {last_good_checkpoint(run)}")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step_tokens = batch.num_valid_tokens()
@@ -291,6 +288,9 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
             if step % config.checkpoint_every == 0:
                 save("periodic")
                 last_saved = step
+            if stats[-1] > 0:
+                stopped_by = stop_request.signal_number or signal.SIGTERM  # the signal may have reached another process
+                break
     finally:
         bar.close()
         batches.close()
@@ -298,6 +298,10 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     finished = tokens_seen >= config.total_tokens
     if step != last_saved:
         save("final" if finished else "stopped")
+    if stopped_by and not finished:
+        raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {step} "
+                                  f"({tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint written; "
+                                  f"continue with --resume", stopped_by)
     if not context.is_main:
         return run
     if not finished:
@@ -312,27 +316,6 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     print(f"pairless train: done, {step} steps, {tokens_seen:,} tokens, final loss {loss_value:.4f}, "
           f"{wall:.0f} s -> {run}")
     return run
-
-
-def _last_good(run: Path) -> str:
-    from pairless.checkpoint import latest_checkpoint
-
-    last = latest_checkpoint(run / "checkpoints")
-    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-
-
-def _check_finite(stats: torch.Tensor, step: int, indices: np.ndarray, ids: list[str],
-                  modalities: list[str], run: Path) -> None:
-    """Raise TrainingDiverged naming the step, the batch and the modality whose loss is NaN/inf."""
-    count = len(modalities)
-    flags = stats[2 + 2 * count:2 + 3 * count]
-    if stats[1] == 0 and not bool(flags.any()) and bool(torch.isfinite(stats[0])):
-        return
-    bad = [name for i, name in enumerate(modalities) if flags[i] > 0] or ["(the total; no single modality)"]
-    shown = ", ".join(ids[i] for i in indices[:8]) + (" ..." if len(indices) > 8 else "")
-    raise TrainingDiverged(f"step {step}: loss of modality {', '.join(bad)} is not finite; "
-                           f"batch sample indices {indices.tolist()} (ids {shown}); training stopped, "
-                           f"{_last_good(run)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         train(config, resume=args.resume)
+    except TrainingInterrupted as error:
+        print(f"pairless train: {error}", file=sys.stderr)
+        return 128 + error.signal_number
     except (TrainingDiverged, ConfigError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         print(f"pairless train: {error}", file=sys.stderr)
         return 1

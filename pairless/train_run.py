@@ -7,13 +7,20 @@
 - :func:`find_resume_checkpoint` decides where a run starts: fresh, or from
   its newest complete checkpoint; it refuses to mix two different runs in
   one folder.
+- :func:`check_finite` stops a diverged run naming the step, batch and modality.
+- :class:`StopRequest` turns SIGTERM/SIGINT into "stop after this step, with a checkpoint".
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from pairless import distributed
 from pairless.checkpoint import latest_checkpoint
@@ -118,3 +125,80 @@ class RunLog:
             self.handle.close()
             self.writer.close()
             self.handle = self.writer = None
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or SIGINT arrived: the step in flight was finished and checkpointed; resume continues it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a request to stop after the current step.
+
+    A second signal gets the previous handler (Ctrl-C twice still kills at once). Only the main
+    thread can install handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.signal_number = 0
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signal_number, frame) -> None:
+        self.signal_number = signal_number
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self.previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient norm became NaN/inf; names the step, the batch and the modality."""
+
+
+def step_statistics(loss: torch.Tensor, losses: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tensor:
+    """[loss, loss not finite, per-modality loss sums (M), counts (M), not-finite flags (M), stop] of a micro-batch.
+
+    The last entry is the stop request, set by the loop: summed over processes with the rest, so that every
+    process stops after the same step.
+    """
+    count = len(modalities)
+    stats = torch.zeros(3 + 3 * count, dtype=torch.float64, device=loss.device)
+    stats[0] = loss.detach().double()
+    stats[1] = (~torch.isfinite(loss.detach())).double()
+    for name, value in losses.items():
+        index = modalities.index(name)
+        stats[2 + index] = value.detach().double()
+        stats[2 + count + index] = 1.0
+        stats[2 + 2 * count + index] = (~torch.isfinite(value.detach())).double()
+    return stats
+
+
+def last_good_checkpoint(run: Path) -> str:
+    """Where training can go back to, for error messages."""
+    last = latest_checkpoint(run / "checkpoints")
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+
+def check_finite(stats: torch.Tensor, step: int, indices: np.ndarray, ids: list[str],
+                  modalities: list[str], run: Path) -> None:
+    """Raise TrainingDiverged naming the step, the batch and the modality whose loss is NaN/inf."""
+    count = len(modalities)
+    flags = stats[2 + 2 * count:2 + 3 * count]
+    if stats[1] == 0 and not bool(flags.any()) and bool(torch.isfinite(stats[0])):
+        return
+    bad = [name for i, name in enumerate(modalities) if flags[i] > 0] or ["(the total; no single modality)"]
+    shown = ", ".join(ids[i] for i in indices[:8]) + (" ..." if len(indices) > 8 else "")
+    raise TrainingDiverged(f"step {step}: loss of modality {', '.join(bad)} is not finite; "
+                           f"batch sample indices {indices.tolist()} (ids {shown}); training stopped, "
+                           f"{last_good_checkpoint(run)}")

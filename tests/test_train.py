@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from pairless import model as model_module
 from pairless.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_checkpoints, read_state
 from pairless.config import ConfigError, validate
 from pairless.storage import FolderLock, is_complete, read_json
-from pairless.train import TrainConfig, TrainingDiverged, learning_rate, main, train
+from pairless.train import TrainConfig, TrainingDiverged, TrainingInterrupted, learning_rate, main, train
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +130,30 @@ def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shard
     state = read_state(last / STATE_FILE)
     assert state.step == 4 and all(torch.isfinite(p).all() for p in model_module.load_model(last / MODEL_FILE).parameters())
     assert max(json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()) == 5
+
+
+def test_sigterm_finishes_the_step_checkpoints_and_resumes(shards, tmp_path, monkeypatch):
+    original = model_module.FourM.forward
+    calls = {"count": 0}
+
+    def preempted(self, batch):
+        calls["count"] += 1
+        if calls["count"] == 4:  # mid-step 4: the step still completes and is checkpointed
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, batch)
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(model_module.FourM, "forward", preempted)
+        with pytest.raises(TrainingInterrupted, match="stopped by SIGTERM after step 4") as caught:
+            train(config(shards, run, checkpoint_every=100))
+    assert caught.value.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is handler_before
+    before = losses(run)
+    assert latest_checkpoint(run / "checkpoints").name == "step-00000004" and len(before) == 4
+    train(config(shards, run, checkpoint_every=100), resume=True)
+    assert is_complete(run) and losses(run)[:4] == before and len(losses(run)) >= 12
 
 
 @pytest.mark.parametrize(("changes", "field"), [
