@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from pairless.decoded_metrics import score
-from pairless.evaluate import eligible_samples, load_run_model, run_shards_path
+from pairless.evaluate import eligible_samples, load_run_model, model_modalities, run_shards_path
 from pairless.generate import (
     GenerationSchedule,
     default_schedule,
@@ -62,6 +62,7 @@ def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], sched
                   seed: int, batch_size: int, label: str) -> dict[str, np.ndarray]:
     """Token ids of every generated link (numpy, [num, L]) for the selected shard rows."""
     specs = {name: model.specs[name] for name in model.specs}
+    model_modalities(model, shards.specs, [name for link in chain for name in link])  # same tokenizers?
     schedules = {link[0]: _schedule_for(specs[link[0]].kind, schedule) for link in chain[1:]}
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {link[0]: [] for link in chain[1:]}
@@ -150,7 +151,7 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
     runs = {name: Path(path) for name, path in runs.items()}
     out = Path(out)
-    request = {"runs": {name: str(path) for name, path in runs.items()}, "chain": chain, "split": split,
+    request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain, "split": split,
                "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
                "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows}
     request["hash"] = config_hash(request)
@@ -188,6 +189,15 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
         columns += [(f"ground truth ({final}, tokenized)", final, truth)]
         draw_grid(staging / "figure.png", columns, shown, f"{'+'.join(sources)} → {dst} ({_label(schedule)})")
     return {"out": out, "figure": out / "figure.png", "metrics": metrics, "num_samples": len(rows)}
+
+
+def _weights_stamp(run: Path) -> str:
+    """A run's path plus its weights' size and modification time, so that retrained weights are not reused."""
+    weights = run / "model.safetensors"
+    if not weights.is_file():
+        return str(run)
+    info = weights.stat()
+    return f"{run} ({info.st_size} bytes, mtime_ns {info.st_mtime_ns})"
 
 
 def _label(schedule: GenerationSchedule) -> str:

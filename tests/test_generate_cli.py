@@ -102,3 +102,17 @@ def test_eval_cli_writes_eval_json(pipeline, capsys):
     assert main([str(runs["zs"]), "--directions", "rgb:caption", "--num-samples", "5"]) == 0
     assert set(json.loads((runs["zs"] / "eval.json").read_text())) == {"rgb:depth", "rgb+caption:depth", "rgb:caption"}
     assert "rgb:caption" in capsys.readouterr().out
+
+
+def test_chained_generation_saves_every_link(pipeline):
+    from pairless.generate_cli import generate_and_score
+
+    root, runs = pipeline
+    out = root / "chain"
+    result = generate_and_score({"zs": runs["zs"]}, "rgb", "caption:depth", "roar1", num=2,
+                                tokenizers=root / "tok", shards=root / "shards", out=out)
+    request = json.loads((out / "request.json").read_text())
+    assert request["chain"] == [["rgb"], ["caption"], ["depth"]]
+    assert len((out / "zs" / "caption.txt").read_text().splitlines()) == 2  # the text link used AR
+    assert np.load(out / "zs" / "depth.npy").shape == (2, 32, 32)
+    assert "abs_rel" in result["metrics"]["zs"]  # metrics are for the last link
