@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +103,16 @@ def test_tokenize_matches_direct_encoding_and_keeps_missing_missing(trained, fra
             assert small.specs[modality] == tokenizer.spec
     depth_present = open_shards(out_small, "train").present["depth"]
     assert depth_present.sum() == int(np.sum(np.arange(56) % 3 != 0))
+
+
+def test_tokenize_refuses_too_long_text_unless_truncating(trained, fragmented_world, tmp_path, capsys):
+    short = tmp_path / "tokenizers"
+    shutil.copytree(trained, short)
+    config = read_json(short / "caption" / "config.json")
+    (short / "caption" / "config.json").write_text(json.dumps({**config, "num_tokens": 8}))
+    argv = ["--data", str(fragmented_world), "--tokenizers", str(short), "--out", str(tmp_path / "shards")]
+    assert shards.main(argv) == 1
+    assert "caption" in capsys.readouterr().err and not is_complete(tmp_path / "shards")
+    assert shards.main([*argv, "--truncate-text"]) == 0
+    caption = open_shards(tmp_path / "shards", "train").tokens["caption"]
+    assert caption.shape[1] == 8

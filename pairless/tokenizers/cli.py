@@ -165,16 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     if is_complete(out):
         print(f"{out} is complete; nothing to do", file=sys.stderr)
         return 0
-    with FolderLock(out):
-        started = time.perf_counter()
-        info = train_all(args.data, out, config, args.modalities)
-        if not args.no_report:
-            from pairless.tokenizers.report import write_report
+    try:
+        with FolderLock(out):
+            started = time.perf_counter()
+            info = train_all(args.data, out, config, args.modalities)
+            if not args.no_report:
+                from pairless.tokenizers.report import write_report
 
-            write_report(out, args.data, "val", max_samples=config.report_samples)
-        atomic_write_json(out / "training.json", {"modalities": info,
-                                                 "total_seconds": time.perf_counter() - started})
-        mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info)})
+                write_report(out, args.data, "val", max_samples=config.report_samples)
+            atomic_write_json(out / "training.json", {"modalities": info,
+                                                     "total_seconds": time.perf_counter() - started})
+            mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info)})
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
+        # Bad data, a clashing earlier run or a held lock: the message names the file or field.
+        print(f"pairless tokenizers: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

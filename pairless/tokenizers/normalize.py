@@ -91,14 +91,15 @@ def output_channels(norm: ImageNormalization) -> int:
 
 
 def _channels_first(values: np.ndarray) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    # A copy: values may be a read-only memory map, which torch refuses to wrap.
+    tensor = torch.from_numpy(np.array(values))
     return tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
 
 
 def to_network(norm: ImageNormalization, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Natural batch -> (network input (N, C, H, W) float32, loss target)."""
     if norm.kind == "labels":
-        ids = torch.from_numpy(np.ascontiguousarray(values).astype(np.int64))  # (N, H, W)
+        ids = torch.from_numpy(np.asarray(values).astype(np.int64))  # (N, H, W)
         one_hot = F.one_hot(ids, norm.num_classes).permute(0, 3, 1, 2).float()
         return one_hot, ids
     tensor = _channels_first(values).float()

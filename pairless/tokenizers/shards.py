@@ -103,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     if is_complete(args.out) and not args.overwrite:
         print(f"{args.out} is complete; nothing to do (--overwrite to redo it)", file=sys.stderr)
         return 0
-    with FolderLock(args.out):
-        tokenize_dataset(args.data, args.tokenizers, args.out, args.batch_size, overwrite=args.overwrite,
-                         truncate_text=args.truncate_text)
+    try:
+        with FolderLock(args.out):
+            tokenize_dataset(args.data, args.tokenizers, args.out, args.batch_size, overwrite=args.overwrite,
+                             truncate_text=args.truncate_text)
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
+        print(f"pairless tokenize: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

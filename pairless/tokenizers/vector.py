@@ -75,7 +75,7 @@ class VectorTokenizer(NeuralTokenizer):
         return "float32"
 
     def prepare(self, values: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        natural = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        natural = torch.from_numpy(np.array(values, dtype=np.float32))  # a copy: values may be read-only
         return (natural - self.mean) / self.std, natural
 
     def quantize(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
