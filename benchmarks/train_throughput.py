@@ -33,11 +33,15 @@ import subprocess
 import sys
 import time
 
-import torch
+# Sleeping rather than spinning OpenMP workers: on this shared, oversubscribed 2-core machine spinning
+# made 2-thread steps ~6x slower than 1 thread (tiny bf16, load ~9). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pairless.batch import MaskedBatch, TokenSpec
-from pairless.masking import Masker, MaskingConfig
-from pairless.model import FourM, ModelConfig
+import torch  # noqa: E402
+
+from pairless.batch import MaskedBatch, TokenSpec  # noqa: E402
+from pairless.masking import Masker, MaskingConfig  # noqa: E402
+from pairless.model import FourM, ModelConfig  # noqa: E402
 
 
 def anchor_specs() -> dict[str, TokenSpec]:
@@ -148,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         peak_rss_child(args.rss_child, 3)
         return 0
-    print(f"# threads={args.threads} load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
+    print(f"# threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
+          f"load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
     print("# wall = per wall-clock second; cpu = per (process CPU second / threads), which a loaded machine"
           " distorts less (spinning threads count as busy, so it errs low)")
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
