@@ -75,7 +75,7 @@ def main() -> None:
     model = FourM(ModelConfig.from_preset(args.preset), shards.specs).eval()
     src, dst = parse_direction(args.direction)
     print(f"eval speed: preset {args.preset}, {args.direction}, {args.num_samples} samples, "
-          f"{torch.get_num_threads()} threads {load()}")
+          f"torch default {torch.get_num_threads()} threads {load()}")
     translation_ce(model, shards, src, dst, 64, 64)  # warm-up
     for batch_size in args.batch_sizes:
         seconds: dict[int, list[float]] = {threads: [] for threads in args.threads}
