@@ -140,3 +140,20 @@ def test_safetensors_compared_whatever_their_header_order(tmp_path):
     assert len(files) == 1
     (tmp_path / "out" / "w.safetensors").write_bytes(safetensors.torch.save({**tensors, "b": torch.zeros(3)}))
     assert fingerprint(tmp_path, ("out",)) not in files
+
+
+@pytest.mark.xfail(reason="tokenizers.trainers.WordPieceTrainer picks different subwords from run to run "
+                          "(Rust HashMap order), so `pairless tokenizers train` is not reproducible and a "
+                          "killed run's re-run can end with another vocabulary", strict=False)
+def test_text_vocabulary_is_the_same_in_two_processes():
+    code = textwrap.dedent("""
+        import json
+        from pairless.tokenizers.text import train_vocabulary
+        words = ["red", "blue", "green", "cube", "sphere", "cone", "left", "right", "of", "the", "a", "two"]
+        texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(1 + i % 6)) + f" {i % 97}."
+                 for i in range(400)]
+        print(json.dumps(sorted(train_vocabulary(texts, 120).get_vocab().items())))
+    """)
+    vocabularies = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                   check=True).stdout for _ in range(3)}
+    assert len(vocabularies) == 1
