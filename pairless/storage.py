@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 COMPLETE_MARKER = "COMPLETE.json"
+# Files that later stages add beside a finished output (``pairless eval`` writes RUN/eval.json into a
+# completed run folder); they are results *about* the folder, not part of its content hash.
+ADDED_LATER = ("eval.json",)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,7 +88,7 @@ def read_json(path: str | os.PathLike):
         raise ValueError(f"{path}: cannot read JSON ({error})") from error
 
 
-def hash_files(root: str | os.PathLike, *, exclude: tuple[str, ...] = (COMPLETE_MARKER,)) -> str:
+def hash_files(root: str | os.PathLike, *, exclude: tuple[str, ...] = (COMPLETE_MARKER, *ADDED_LATER)) -> str:
     """SHA-256 over the relative paths and bytes of every file under ``root`` (sorted)."""
     root = Path(root)
     digest = hashlib.sha256()

@@ -51,8 +51,9 @@ class Plan:
         self.recipe_dir = out / config.recipe
 
     def eval_file(self, run_name: str) -> Path:
+        """Cached CE results of one run (outside the run folder, whose content hash they would change)."""
         key = config_hash({"samples": self.config.eval_samples, "split": "val"})
-        return self.runs[run_name] / f"eval-{key}.json"
+        return self.cache / "evals" / f"{self.runs[run_name].name}-{key}.json"
 
     def summary(self) -> str:
         """What will run and roughly how long it takes (cached stages cost nothing)."""
