@@ -61,25 +61,26 @@ def canonical_safetensors(data: bytes) -> bytes:
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
-def fingerprint(
+def file_digests(
     folder: Path,
     outputs: tuple[str, ...],
     ignore: Callable[[Path], bool] = _never,
     normalize: Callable[[Path, bytes], bytes] | None = None,
-) -> str:
-    """SHA-256 over relative paths and bytes of the files at ``outputs`` (files or folders) under ``folder``.
+) -> dict[str, str]:
+    """SHA-256 of each file at ``outputs`` (files or folders) under ``folder``, by relative path.
 
     Hidden files (staging leftovers, temporary files) and ``*.lock`` are left
     out, and so is every path for which ``ignore(relative path)`` is true;
     ``normalize(relative path, bytes)`` may rewrite a file's bytes first
     (e.g. drop a throughput column from a log); safetensors files are
-    compared through :func:`canonical_safetensors`.
+    compared through :func:`canonical_safetensors`. A missing output is
+    recorded as such.
     """
-    digest = hashlib.sha256()
+    digests: dict[str, str] = {}
     for output in outputs:
         root = folder / output
         if not root.exists():
-            digest.update(f"missing:{output}\0".encode())
+            digests[output] = "missing"
             continue
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in files:
@@ -93,8 +94,24 @@ def fingerprint(
                 data = canonical_safetensors(data)
             if normalize is not None:
                 data = normalize(relative, data)
-            digest.update(relative.as_posix().encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
+            digests[relative.as_posix()] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def fingerprint(
+    folder: Path,
+    outputs: tuple[str, ...],
+    ignore: Callable[[Path], bool] = _never,
+    normalize: Callable[[Path, bytes], bytes] | None = None,
+) -> str:
+    """One SHA-256 over :func:`file_digests` (paths and contents)."""
+    digests = file_digests(folder, outputs, ignore, normalize)
+    return hashlib.sha256(json.dumps(sorted(digests.items())).encode()).hexdigest()
+
+
+def differing_files(reference: dict[str, str], other: dict[str, str]) -> list[str]:
+    """Relative paths whose content differs, or that exist on one side only."""
+    return sorted(name for name in set(reference) | set(other) if reference.get(name) != other.get(name))
 
 
 def check_markers(folder: Path, outputs: tuple[str, ...]) -> list[str]:
@@ -184,7 +201,7 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
     if done.returncode != 0:
         raise RuntimeError(f"{case.name}: the uninterrupted run failed ({' '.join(case.command[3:])}):\n"
                            f"{done.stderr[-3000:]}")
-    reference = fingerprint(work, case.outputs, case.ignore, case.normalize)
+    reference = file_digests(work, case.outputs, case.ignore, case.normalize)
     problems = check_markers(work, case.outputs)
     if problems:
         raise RuntimeError(f"{case.name}: the uninterrupted run wrote bad markers: {problems}")
@@ -217,8 +234,10 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
             continue
         report.resumes += 1
         problems = check_markers(work, case.outputs)
-        if fingerprint(work, case.outputs, case.ignore, case.normalize) != reference:
-            problems.append("outputs differ from the uninterrupted run")
+        differing = differing_files(reference, file_digests(work, case.outputs, case.ignore, case.normalize))
+        if differing:
+            shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
+            problems.append(f"outputs differ from the uninterrupted run: {shown}")
         if problems:
             report.mismatches += 1
             report.details.append(f"{where}: " + "; ".join(problems))
