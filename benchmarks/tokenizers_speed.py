@@ -39,7 +39,8 @@ def bf16_ratio(data: Path, repeats: int = 3, steps: int = 5) -> None:
         for bf16 in (True, False):
             name = "bf16" if bf16 else "fp32"
             tokenizer = build_spatial("rgb", values, config)
-            result = train_neural(tokenizer, values, config.spatial, steps=steps, seed=0, bf16=bf16)
+            result = train_neural(tokenizer, values, config.spatial, steps=steps, seed=0, bf16=bf16,
+                                  threads=torch.get_num_threads())
             timings[f"train {name}"].append(result["seconds"] / steps)
             started = time.perf_counter()
             tokenizer.encode(values, autocast=bf16)
@@ -59,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: by load)")
     args = parser.parse_args(argv)
     from pairless.config import apply_overrides
     from pairless.storage import read_json
     from pairless.tokenizers.cli import train_all
     from pairless.tokenizers.shards import tokenize_dataset
-    from pairless.tokenizers.train import preset_config
+    from pairless.tokenizers.train import choose_threads, preset_config
 
     scratch = Path(tempfile.mkdtemp(prefix="tokenizers-speed-"))
     data = args.data
@@ -73,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
 
         data = scratch / "world"
         world_main(["--out", str(data), "--num-scenes", str(args.scenes), "--size", "32"])
+    torch.set_num_threads(choose_threads(args.threads))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads {load()}")
     if not args.skip_bf16:
         bf16_ratio(data)
     tokenizers = args.tokenizers
     if tokenizers is None:
         tokenizers = scratch / "tokenizers"
-        config = apply_overrides(preset_config(args.preset), args.overrides)
+        config = apply_overrides(preset_config(args.preset), [*args.overrides, f"threads={torch.get_num_threads()}"])
         started = time.perf_counter()
         info = train_all(data, tokenizers, config)
         total = time.perf_counter() - started
@@ -91,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_report(tokenizers, data, "val"))
     else:
-        info = read_json(tokenizers / "training.json")
-        for modality, record in info["modalities"].items():
-            print(f"train {modality:8s} {record['train_seconds']:7.1f} s (recorded in {tokenizers}/training.json)")
+        for marker in sorted(tokenizers.glob("*/COMPLETE.json")):
+            record = read_json(marker)
+            if "train_seconds" in record:
+                print(f"train {marker.parent.name:8s} {record['train_seconds']:7.1f} s, {record.get('threads')} "
+                      f"thread(s) (recorded in {marker})")
     from pairless.data import list_splits, open_dataset
 
     num_scenes = sum(len(open_dataset(data, split)) for split in list_splits(data))

@@ -217,3 +217,14 @@ def test_training_is_seeded():
         train_neural(tokenizer, values, config.spatial, steps=5, seed=7)
         runs.append(tokenizer.encode(values))
     assert torch.equal(runs[0], runs[1])
+
+
+def test_steps_precedence_and_config_errors():
+    config = preset_config("tiny")
+    config.modality_steps = {"rgb": 5}
+    assert config.steps_for("rgb", config.spatial) == 5
+    assert config.steps_for("depth", config.spatial) == config.spatial.steps
+    config.steps = 3
+    assert config.steps_for("rgb", config.spatial) == 3
+    with pytest.raises(ValueError, match="unknown tokenizer preset 'huge'"):
+        preset_config("huge")

@@ -56,7 +56,7 @@ def _modality_hash(config: TokenizerTrainConfig, modality: str, data: Path) -> s
     sections = {"image": ["spatial", "normalization"], "vector": ["vector"], "sequence": ["text"]}[kind]
     dumped = config.model_dump(mode="json")
     relevant = {key: dumped[key] for key in sections + ["seed", "bf16", "max_train_samples"]}
-    relevant["steps"] = dumped["steps"] if kind != "sequence" else None
+    relevant["steps"] = config.steps_for(modality, getattr(config, sections[0])) if kind != "sequence" else None
     return config_hash({"modality": modality, "config": relevant, "data": str(Path(data).resolve())})
 
 
@@ -106,10 +106,11 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
         else:
             if entry.kind == "image":
                 tokenizer = build_spatial(modality, values, config)
-                settings, steps = config.spatial, config.spatial_steps()
+                settings = config.spatial
             else:
                 tokenizer = build_vector(modality, values, config)
-                settings, steps = config.vector, config.vector_steps()
+                settings = config.vector
+            steps = config.steps_for(modality, settings)
             result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed, bf16=config.bf16,
                                   description=f"tokenizer {modality}", threads=config.threads)
             record.update(train_seconds=time.perf_counter() - started, steps=steps, threads=result["threads"],

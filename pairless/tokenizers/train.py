@@ -71,12 +71,11 @@ class TokenizerTrainConfig(Config):
     vector: VectorSettings = VectorSettings()
     text: TextSettings = TextSettings()
     normalization: dict[str, normalize.NormalizationKind] = {}  # per-modality override of the default
+    modality_steps: dict[str, int] = {}  # per-modality steps (e.g. more for rgb, the hardest to reconstruct)
 
-    def spatial_steps(self) -> int:
-        return self.steps or self.spatial.steps
-
-    def vector_steps(self) -> int:
-        return self.steps or self.vector.steps
+    def steps_for(self, modality: str, section: OptimizerSettings) -> int:
+        """Training steps of ``modality``: ``steps`` if set, else ``modality_steps``, else the section's."""
+        return self.steps or self.modality_steps.get(modality) or section.steps
 
 
 PRESETS: dict[str, dict] = {
