@@ -86,7 +86,9 @@ PRESETS: dict[str, dict] = {
     "demo": dict(spatial=dict(steps=300, batch_size=32, width=32), vector=dict(steps=300, batch_size=64),
                  report_samples=500),
     # the CPU study: every tokenizer of a 32x32 world in <= 15 minutes on 2 cores
-    "tiny": dict(spatial=dict(steps=1600, batch_size=64, width=64), vector=dict(steps=1500, batch_size=128)),
+    # (rgb gets more steps: 1600 gave 25.3 dB PSNR on the val split, 3000 gave 26.2 dB)
+    "tiny": dict(spatial=dict(steps=1600, batch_size=64, width=64), vector=dict(steps=1500, batch_size=128),
+                 modality_steps={"rgb": 3000}),
     # GPU scale
     "base": dict(spatial=dict(steps=20000, batch_size=128, width=128, num_blocks=2, lr=1e-3),
                  vector=dict(steps=10000, batch_size=256, hidden=1024, lr=1e-3)),
