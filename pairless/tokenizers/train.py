@@ -80,11 +80,13 @@ class TokenizerTrainConfig(Config):
 
 PRESETS: dict[str, dict] = {
     # seconds: end-to-end smoke tests and the micro demo
+    # (small worlds: a val text may be longer than every training text, so leave room and truncate)
     "micro": dict(spatial=dict(steps=40, batch_size=16, width=16, lr=3e-3),
-                  vector=dict(steps=40, batch_size=16, hidden=64, lr=3e-3), report_samples=64),
+                  vector=dict(steps=40, batch_size=16, hidden=64, lr=3e-3), report_samples=64,
+                  text=dict(length_margin=8, truncate=True)),
     # a couple of minutes in all
     "demo": dict(spatial=dict(steps=300, batch_size=32, width=32), vector=dict(steps=300, batch_size=64),
-                 report_samples=500),
+                 report_samples=500, text=dict(length_margin=8, truncate=True)),
     # the CPU study: every tokenizer of a 32x32 world in <= 15 minutes on 2 cores
     # (rgb gets more steps: 1600 gave 25.3 dB PSNR on the val split, 3000 gave 26.2 dB)
     "tiny": dict(spatial=dict(steps=1600, batch_size=64, width=64), vector=dict(steps=1500, batch_size=128),
