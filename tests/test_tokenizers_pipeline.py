@@ -109,7 +109,7 @@ def test_tokenize_refuses_too_long_text_unless_truncating(trained, fragmented_wo
     short = tmp_path / "tokenizers"
     shutil.copytree(trained, short)
     config = read_json(short / "caption" / "config.json")
-    (short / "caption" / "config.json").write_text(json.dumps({**config, "num_tokens": 8}))
+    (short / "caption" / "config.json").write_text(json.dumps({**config, "num_tokens": 8, "truncate": False}))
     argv = ["--data", str(fragmented_world), "--tokenizers", str(short), "--out", str(tmp_path / "shards")]
     assert shards.main(argv) == 1
     assert "caption" in capsys.readouterr().err and not is_complete(tmp_path / "shards")
