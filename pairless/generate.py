@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import Literal
 
 import torch
@@ -37,6 +36,7 @@ from pydantic import Field
 
 from pairless.batch import TokenSpec
 from pairless.config import Config, ConfigError
+from pairless.threads import cpu_threads  # noqa: F401 (re-exported)
 from pairless.translation_batch import pack_batch
 
 
@@ -180,29 +180,6 @@ def sample_tokens(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 def precision(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast (about 4x faster matmuls on our CPUs, and on GPUs); logits are cast back to fp32."""
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: torch.device, requested: int | None = None):
-    """Torch's CPU thread count for one evaluation or generation call, restored afterwards.
-
-    ``requested`` wins; otherwise 1 thread when the machine is oversubscribed
-    (load average above the core count), where two OpenMP threads that wait
-    for each other at every op were measured 5-7x slower than one
-    (benchmarks/eval_speed.py), and torch's default otherwise.
-    """
-    previous = torch.get_num_threads()
-    if requested is not None:
-        count = requested
-    elif device.type == "cpu" and os.getloadavg()[0] > (os.cpu_count() or 1):
-        count = 1
-    else:
-        count = previous
-    torch.set_num_threads(count)
-    try:
-        yield count
-    finally:
-        torch.set_num_threads(previous)
 
 
 def model_device(model) -> torch.device:

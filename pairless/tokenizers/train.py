@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 
 import numpy as np
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from pairless import modalities as registry
 from pairless.config import Config, ConfigError
+from pairless.threads import choose_threads, torch_threads  # noqa: F401 (re-exported)
 from pairless.tokenizers import normalize
 from pairless.tokenizers.base import NeuralTokenizer
 from pairless.tokenizers.spatial import SpatialConfig, SpatialTokenizer
@@ -101,24 +101,6 @@ def preset_config(name: str, seed: int = 0) -> TokenizerTrainConfig:
     if name not in PRESETS:
         raise ConfigError(f"preset: unknown tokenizer preset {name!r}; allowed: {', '.join(PRESETS)}")
     return TokenizerTrainConfig.model_validate({"preset": name, "seed": seed, **PRESETS[name]})
-
-
-def choose_threads(requested: int | None) -> int:
-    """The number of torch threads to train with (see ``TokenizerTrainConfig.threads``)."""
-    if requested is not None:
-        return requested
-    cores = os.cpu_count() or 1
-    return 1 if os.getloadavg()[0] > cores else torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
