@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
 from pairless.storage import atomic_write_json, is_complete, read_json
+from pairless.threads import choose_threads
 
 
 class StageError(RuntimeError):
@@ -69,6 +70,8 @@ def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
             argv += ["--universe", ",".join(run.universe)]
         for override in run.overrides:
             argv += ["--set", override]
+        # Threads are chosen by load, outside the run's config hash: they change only the last bits.
+        argv += ["--set", f"num_threads={choose_threads()}"]
         if out.exists():
             argv.append("--resume")
         _call(train_main, argv, f"train {run.name}")
