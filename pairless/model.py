@@ -168,6 +168,11 @@ class DecoderCache:
     position: torch.Tensor | None = None  # (B, S) long
 
 
+def _bucket(count: int, step: int = 256) -> int:
+    """``count`` rounded up to a multiple of ``step``: few distinct matmul shapes across batches."""
+    return -(-count // step) * step
+
+
 class FourM(nn.Module):
     """Any-to-any masked encoder-decoder over the modalities of ``specs`` (in that order)."""
 
@@ -302,8 +307,12 @@ class FourM(nn.Module):
         losses = {}
         for index, name in enumerate(self.modalities):
             rows = (valid & (modality == index)).nonzero().squeeze(1)
-            if rows.numel():
-                logits = F.linear(hidden[rows], *self._head(index))
+            count = rows.numel()
+            if count:
+                # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build
+                # (and cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
+                padded = F.pad(rows, (0, _bucket(count) - count))
+                logits = F.linear(hidden[padded], *self._head(index))[:count]
                 losses[name] = F.cross_entropy(logits.float(), targets[rows])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             return hidden.sum() * 0.0, {}
