@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pairless.config import Config, ConfigError
-from pairless.storage import read_json
+from pairless.storage import load_array, read_json
 
 
 class FragmentConfig(Config):
@@ -189,7 +189,7 @@ def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.nd
     for name in modalities:
         path = shards / split / f"{name}.present.npy"
         try:
-            column = np.load(path, allow_pickle=False)
+            column = load_array(path)
         except (OSError, ValueError) as error:
             raise ValueError(f"{path}: cannot read presence ({error})") from error
         if column.shape != (len(ids),):

@@ -79,6 +79,16 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def load_array(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of one ``.npy`` array, never pickle; a zip/npz archive under that name is refused."""
+    array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if not isinstance(array, np.ndarray):
+        if hasattr(array, "close"):
+            array.close()
+        raise ValueError(f"{path}: not a .npy array (a zip/.npz archive?)")
+    return array
+
+
 def read_json(path: str | os.PathLike):
     """Read a JSON file, naming the file in the error if it is unreadable."""
     path = Path(path)

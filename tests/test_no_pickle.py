@@ -180,12 +180,7 @@ def test_dataset_and_shard_arrays_refuse_a_pickle(tmp_path, crafted):
     assert not sentinel.exists()
 
 
-NPZ_BUG = pytest.mark.xfail(reason="np.load returns an NpzFile for a zip; the loader does not check "
-                             "isinstance(result, np.ndarray) and crashes with AttributeError", strict=False)
-
-
-@pytest.mark.parametrize("form", [pytest.param("packed", marks=NPZ_BUG), "folder",
-                                  pytest.param("shards", marks=NPZ_BUG)])
+@pytest.mark.parametrize("form", ["packed", "folder", "shards"])
 def test_a_zip_where_an_npy_belongs_is_a_data_error_naming_the_file(tmp_path, form):
     """np.load opens a zip (torch.save, npz) lazily as an NpzFile: it must be refused, not crash later."""
     from data_helpers import make_split

@@ -15,14 +15,14 @@ import numpy as np
 from pairless import modalities as registry
 from pairless.data.dataset import Dataset
 from pairless.data.validate import DataError, Problem, check_array_column, check_text_column
-from pairless.storage import read_json
+from pairless.storage import load_array, read_json
 
 
 def _load(path: Path, mmap: bool = True) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return load_array(path, mmap=mmap)
     except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
         raise DataError(f"{path}: unreadable .npy ({type(error).__name__}: {error})") from None
 

@@ -29,7 +29,14 @@ from tqdm import tqdm
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.data.validate import DataError
-from pairless.storage import atomic_save_npy, atomic_write_json, is_complete, read_json, staged_dir
+from pairless.storage import (
+    atomic_save_npy,
+    atomic_write_json,
+    is_complete,
+    load_array,
+    read_json,
+    staged_dir,
+)
 
 SCHEMA_VERSION = 1
 _RESERVED = ("schema_version", "modalities", "splits")
@@ -198,8 +205,8 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
             if not path.is_file():
                 raise DataError(f"{path}: missing file")
         try:
-            tokens[name] = np.load(token_path, mmap_mode="r", allow_pickle=False)
-            present[name] = np.load(present_path, allow_pickle=False)
+            tokens[name] = load_array(token_path, mmap=True)
+            present[name] = load_array(present_path)
         except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
             raise DataError(f"{folder}/{name}: unreadable .npy ({type(error).__name__}: {error})") from None
         if present[name].dtype != bool or present[name].shape != (len(ids),):
