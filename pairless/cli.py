@@ -43,7 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless: unknown command {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[verb][0])
-    return int(module.main(rest) or 0)
+    from pairless.config import ConfigError
+    from pairless.data.validate import DataError
+    from pairless.storage import OutputBusyError
+
+    try:
+        return int(module.main(rest) or 0)
+    except (OutputBusyError, ConfigError, DataError) as error:  # the user's to fix: a message, not a traceback
+        print(f"pairless {verb}: {error}", file=sys.stderr)
+        return 1
 
 
 def entry() -> None:

@@ -30,6 +30,11 @@ from pathlib import Path
 import numpy as np
 
 COMPLETE_MARKER = "COMPLETE.json"
+
+
+class OutputBusyError(RuntimeError):
+    """Another live pairless process is writing the same output."""
+
 # Files that later stages add beside a finished output (``pairless eval`` writes RUN/eval.json into a
 # completed run folder); they are results *about* the folder, not part of its content hash.
 ADDED_LATER = ("eval.json",)
@@ -155,13 +160,13 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite:
     for stale in final.parent.glob(f".{final.name}.staging-*"):
         with _locked_dir(stale, wait=False) as held:
             if not held:
-                raise RuntimeError(f"{final}: another pairless process is writing it now ({stale.name}); wait for it")
+                raise OutputBusyError(f"{final}: another pairless process is writing it now ({stale.name}); wait for it")
             shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
     with _locked_dir(staging, wait=True):
         try:
             if not staging.is_dir():
-                raise RuntimeError(f"{final}: another pairless process removed this run's staging folder; "
+                raise OutputBusyError(f"{final}: another pairless process removed this run's staging folder; "
                                    "two processes are writing the same output")
             yield staging
             mark_complete(staging, info)
@@ -212,7 +217,7 @@ class FolderLock:
         except BlockingIOError:
             self._handle.close()
             self._handle = None
-            raise RuntimeError(f"{self.path}: another pairless process is writing this output; wait for it") from None
+            raise OutputBusyError(f"{self.path}: another pairless process is writing this output; wait for it") from None
         return self
 
     def __exit__(self, *exc) -> None:

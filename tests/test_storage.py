@@ -72,3 +72,13 @@ def test_lock_is_exclusive(tmp_path):
 def test_config_hash_is_stable_and_sensitive():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+def test_cli_reports_a_busy_output_without_a_traceback(tmp_path, capsys):
+    from pairless.cli import main
+
+    with FolderLock(tmp_path / "w"):
+        code = main(["world", "--out", str(tmp_path / "w"), "--num-scenes", "8"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "another pairless process" in err and "Traceback" not in err
