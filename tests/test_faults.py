@@ -142,9 +142,6 @@ def test_safetensors_compared_whatever_their_header_order(tmp_path):
     assert fingerprint(tmp_path, ("out",)) not in files
 
 
-@pytest.mark.xfail(reason="tokenizers.trainers.WordPieceTrainer picks different subwords from run to run "
-                          "(Rust HashMap order), so `pairless tokenizers train` is not reproducible and a "
-                          "killed run's re-run can end with another vocabulary", strict=False)
 def test_text_vocabulary_is_the_same_in_two_processes():
     code = textwrap.dedent("""
         import json

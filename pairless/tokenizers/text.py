@@ -20,13 +20,14 @@ Layout: ``TOKDIR/text/tokenizer.json`` (the shared vocabulary) and
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import Field
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from pairless.batch import TokenSpec
 from pairless.config import Config
@@ -47,9 +48,11 @@ class TextConfig(Config):
     truncate: bool = False
 
 
-def build_empty_tokenizer() -> Tokenizer:
+def build_empty_tokenizer(vocabulary: dict[str, int] | None = None) -> Tokenizer:
     """A WordPiece tokenizer configured for an exact round trip (see the module docstring)."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    model = models.WordPiece(vocab=vocabulary, unk_token="[UNK]", max_input_chars_per_word=100) if vocabulary \
+        else models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)
+    tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always"),
         pre_tokenizers.Punctuation(behavior="isolated"),
@@ -61,15 +64,28 @@ def build_empty_tokenizer() -> Tokenizer:
 
 
 def train_vocabulary(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Train the shared WordPiece vocabulary on all training texts of every sequence modality."""
-    tokenizer = build_empty_tokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                        show_progress=False)
-    tokenizer.train_from_iterator(list(texts), trainer)
-    for expected_id, token in enumerate(SPECIAL_TOKENS):
-        if tokenizer.token_to_id(token) != expected_id:
-            raise RuntimeError(f"text vocabulary: special token {token} did not get id {expected_id}")
-    return tokenizer
+    """Build the shared WordPiece vocabulary from all training texts of every sequence modality.
+
+    Deterministic by construction (the ``tokenizers`` library's WordPiece trainer picked different
+    subwords in different processes, so two identical runs gave different token ids): the special
+    tokens, then every character seen (as a word start and as a ``##`` continuation, so any text of
+    known characters still round-trips), then whole words by falling count, ties broken alphabetically,
+    up to ``vocab_size``.
+    """
+    splitter = build_empty_tokenizer().pre_tokenizer
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(piece for piece, _ in splitter.pre_tokenize_str(text))
+    characters = sorted({char for word in counts for char in word})
+    vocabulary = list(SPECIAL_TOKENS) + characters + [f"##{char}" for char in characters]
+    known = set(vocabulary)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocabulary) >= vocab_size:
+            break
+        if word not in known:
+            vocabulary.append(word)
+            known.add(word)
+    return build_empty_tokenizer({token: index for index, token in enumerate(vocabulary)})
 
 
 def padded_length(tokenizer: Tokenizer, texts: Sequence[str], margin: int = 0) -> int:
