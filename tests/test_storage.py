@@ -82,3 +82,12 @@ def test_cli_reports_a_busy_output_without_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "another pairless process" in err and "Traceback" not in err
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    atomic_write_json(tmp_path / "p.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o666 & ~mask
