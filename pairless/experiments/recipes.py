@@ -5,6 +5,8 @@ Each recipe reproduces one part of the study (``visual-pairs`` = its Table I,
 Section IV-C) or is the quick ``demo``. Every recipe has presets:
 
 - ``micro``: seconds, for tests (tiny world, a few training steps);
+- ``quick``: a smaller CPU budget (12k scenes, fast tokenizers, 3M tokens per run): a whole recipe in
+  about 10-25 minutes on 2 cores, for a first look;
 - ``tiny``: the CPU preset (32x32 world, tiny models, minutes per run);
 - ``paper``: a GPU preset at the study's model sizes (4M-B and 4M-L roles).
 
@@ -26,7 +28,7 @@ from pairless.config import Config, ConfigError
 from pairless.modalities import WORLD_MODALITIES
 
 Role = Literal["zero-shot", "many-shot", "larger"]
-Preset = Literal["micro", "tiny", "paper"]
+Preset = Literal["micro", "quick", "tiny", "paper"]
 
 
 class WorldStage(Config):
@@ -102,6 +104,9 @@ _SCALE: dict[str, dict] = {
                                    "model.heads=2"],
                   tokens=40_000, larger_tokens=60_000, batch=16, budget=(48, 48), eval_samples=16,
                   decoded=4, figure_num=2),
+    "quick": dict(num_scenes=12000, size=32, tokenizer_preset="demo", model="tiny", larger="small",
+                  tokens=3_000_000, larger_tokens=4_000_000, batch=64, budget=(64, 64), eval_samples=1000,
+                  decoded=16, figure_num=6),
     "tiny": dict(num_scenes=22000, size=32, tokenizer_preset="tiny", model="tiny", larger="small",
                  tokens=8_000_000, larger_tokens=12_000_000, batch=64, budget=(64, 64), eval_samples=2500,
                  decoded=64, figure_num=8),

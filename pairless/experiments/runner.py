@@ -29,7 +29,7 @@ from pairless.experiments.recipes import RECIPES, ExperimentConfig, get_recipe
 from pairless.storage import FolderLock, atomic_write_json, config_hash, is_complete, read_json
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
-_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 17_000, "small": 7_000, "base": 1_000, "large": 250}
+_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 25_000, "small": 10_000, "base": 1_000, "large": 250}
 
 
 class Plan:
@@ -144,7 +144,7 @@ def _cpu_count() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
-    parser.add_argument("--preset", default="tiny", help="micro (seconds, tests) | tiny (CPU) | paper (GPU)")
+    parser.add_argument("--preset", default="tiny", help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results root (cache shared by recipes)")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (mean and spread reported)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
