@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from pairless.storage import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 # The study's Table I (cross-entropy, nats): direction -> (0-shot, many-shot, 4M-L).
 PAPER_TABLE_I = {
@@ -325,5 +325,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.recipe_dir / "results.json").is_file():
         parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")
-    print(write_report(args.recipe_dir))
+    with FolderLock(args.recipe_dir):  # the same lock `pairless run` holds while it writes this folder
+        print(write_report(args.recipe_dir))
     return 0

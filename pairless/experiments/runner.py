@@ -17,7 +17,6 @@ The recipe's own folder ``OUT/<recipe>/`` receives ``results.json``,
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import UTC, datetime
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         parser.error(str(error))
     if args.config_out:
-        args.config_out.write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+        atomic_write_json(args.config_out, config.model_dump(mode="json"))
         return 0
     if args.dry_run:
         print(Plan(config, args.out).summary())
