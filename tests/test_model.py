@@ -18,13 +18,7 @@ SPECS = {
 TINY = dict(dim=32, heads=2, encoder_layers=2, decoder_layers=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are far too small to gain from threads; on a loaded machine threads only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_tokens(batch: int, seed: int = 0) -> dict[str, torch.Tensor]:

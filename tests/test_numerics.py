@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from train_helpers import make_shards, tiny_config_data
 
 from pairless import model as model_module
@@ -20,13 +19,7 @@ from pairless.faults import canonical_safetensors
 from pairless.storage import is_complete
 from pairless.train import TrainConfig, TrainingDiverged, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

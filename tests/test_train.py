@@ -17,14 +17,7 @@ from pairless.config import ConfigError, validate
 from pairless.storage import FolderLock, is_complete, read_json
 from pairless.train import TrainConfig, TrainingDiverged, TrainingInterrupted, learning_rate, main, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these models are tiny, and on a loaded 2-core machine two threads spin-wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
