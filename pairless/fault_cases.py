@@ -13,7 +13,6 @@ harness, only the number of kills differs.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -35,12 +34,12 @@ RUN_ARGS = ["--preset", "micro", "--set", "world.num_scenes=48",
 
 def _is_time_dependent(relative: Path) -> bool:
     """Files that record wall-clock times or throughput (never compared byte for byte)."""
-    return relative.name in ("COMPLETE.json", "training.json", "timings.json") \
+    return relative.name in ("COMPLETE.json", "timings.json") \
         or any(part in ("tb", "checkpoints") for part in relative.parts)
 
 
 def _without_timing(relative: Path, data: bytes) -> bytes:
-    """Drop what depends on the clock: a log's throughput, a recipe's date and stage timings, cache keys."""
+    """Drop what depends on the clock: a log's throughput, a recipe's date and stage timings."""
     if relative.name == "log.jsonl":
         entries = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         for entry in entries:
@@ -54,15 +53,6 @@ def _without_timing(relative: Path, data: bytes) -> bytes:
             if isinstance(run, dict):
                 run.pop("train_seconds", None)
         return json.dumps(results, sort_keys=True).encode()
-    if relative.name in ("request.json", "manifest.json"):
-        # Cache keys built from file times and from folder hashes that cover timing files.
-        record = json.loads(data)
-        record.pop("tokenizers_hash", None)
-        record.pop("hash", None)
-        if isinstance(record.get("runs"), dict):
-            record["runs"] = {name: re.sub(r"mtime_ns \d+", "mtime_ns -", str(value))
-                              for name, value in record["runs"].items()}
-        return json.dumps(record, sort_keys=True).encode()
     if relative.name == "report.md":
         kept, skipping = [], False
         for line in data.decode().splitlines():

@@ -8,7 +8,10 @@ stage). For each stage (a :class:`StageCase`, see ``pairless.fault_cases``):
    its outputs (the reference);
 2. for each trial: empty the work folder and prepare its inputs again, start
    the stage, SIGKILL its whole process group at a seeded random moment
-   inside the reference duration (every other trial also kills the first
+   between the reference's first write into the work folder and its end
+   (kill points inside interpreter start-up would test nothing: a stage
+   like ``report`` spends most of its few seconds importing; every other
+   trial also kills the first
    re-run, so a resumed run is itself interrupted), then run it again to
    completion. The stage must detect the partial output and discard or
    resume it;
@@ -32,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,6 +169,7 @@ class StageReport:
     mismatches: int = 0
     finished_before_kill: int = 0
     reference_seconds: float = 0.0
+    first_write_seconds: float = 0.0  # when the reference run first changed anything in its work folder
     details: list[str] = field(default_factory=list)
 
 
@@ -175,6 +180,45 @@ def _environment() -> dict[str, str]:
 
 def _run(command: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=work, env=_environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def _snapshot(work: Path) -> dict[str, int]:
+    """Modification times of everything under ``work`` (symlinked inputs are not followed)."""
+    state = {}
+    for folder, dirs, files in os.walk(work):
+        for name in [".", *dirs, *files]:
+            path = os.path.join(folder, name)
+            try:
+                state[path] = os.lstat(path).st_mtime_ns
+            except FileNotFoundError:
+                pass
+    return state
+
+
+def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, str, float, float]:
+    """Run ``command`` to the end in ``work``: (exit code, stderr tail, seconds, seconds to its first write).
+
+    The work folder is polled until something in it changes (a lock, a staging folder, an output), which
+    marks the end of start-up; polling stops there, so it costs the stage nothing afterwards.
+    """
+    before = _snapshot(work)
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL, stderr=errors)
+        first_write = None
+        while process.poll() is None:
+            elapsed = time.perf_counter() - started
+            if elapsed > timeout:
+                process.kill()
+                process.wait()
+                raise subprocess.TimeoutExpired(command, timeout)
+            if first_write is None and _snapshot(work) != before:
+                first_write = elapsed
+            time.sleep(0.01 if first_write is None else 0.05)
+        duration = time.perf_counter() - started
+        errors.seek(0)
+        tail = errors.read()[-3000:]
+    return process.returncode, tail, duration, duration if first_write is None else first_write
 
 
 def kill_at(command: list[str], work: Path, delay: float) -> bool:
@@ -201,12 +245,10 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
     """Run ``kills`` kill-and-resume trials of ``case`` in ``work``; count kills, resumes and mismatches."""
     report = StageReport(case.name)
     _fresh(case, work)
-    started = time.perf_counter()
-    done = _run(case.command, work, case.timeout)
-    report.reference_seconds = duration = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{case.name}: the uninterrupted run failed ({' '.join(case.command[3:])}):\n"
-                           f"{done.stderr[-3000:]}")
+    code, errors, duration, first_write = run_reference(case.command, work, case.timeout)
+    report.reference_seconds, report.first_write_seconds = duration, first_write
+    if code != 0:
+        raise RuntimeError(f"{case.name}: the uninterrupted run failed ({' '.join(case.command[3:])}):\n{errors}")
     reference = file_digests(work, case.outputs, case.ignore, case.normalize)
     problems = check_markers(work, case.outputs, case.stale_markers)
     if problems:
@@ -214,10 +256,11 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
     generator = np.random.default_rng([seed, kills])
     for trial in tqdm(range(kills), desc=f"faults {case.name}", disable=True if progress is False else None):
         _fresh(case, work)
-        # Kill points are spread over the whole run (stratified), jittered within each stratum.
-        delay = duration * (trial + generator.uniform(0.05, 0.95)) / kills
+        # Kill points are spread over the run from its first write to its end (stratified), jittered within
+        # each stratum.
+        delay = first_write + (duration - first_write) * (trial + generator.uniform(0.05, 0.95)) / kills
         report.trials += 1
-        where = f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s)"
+        where = f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s, first write at {first_write:.2f} s)"
         # A loaded machine runs faster or slower than the reference: when the stage ends before its
         # kill point, start over (fresh folder) with an earlier one, so that most trials do kill.
         for _ in range(4):
@@ -229,7 +272,7 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
             delay *= 0.6
             where += f", ended before; again at {delay:.2f} s"
         if trial % 2 == 1:  # interrupt the resumption too, at a random moment of it
-            second = duration * generator.uniform(0.05, 0.95)
+            second = first_write + (duration - first_write) * generator.uniform(0.05, 0.95)
             if kill_at(case.command, work, second):
                 report.kills += 1
             where += f", then at {second:.2f} s of the re-run"
@@ -258,11 +301,11 @@ def pairless_command(*args: str) -> list[str]:
 def summary_table(reports: list[StageReport]) -> str:
     """The harness summary: one row per stage and a total (mismatches must be 0)."""
     header = f"{'stage':<12} {'trials':>6} {'kills':>6} {'resumes':>8} {'mismatches':>11} {'ended-early':>12} " \
-             f"{'run (s)':>8}"
+             f"{'run (s)':>8} {'1st write (s)':>13}"
     lines = [header]
     for r in reports:
         lines.append(f"{r.name:<12} {r.trials:>6} {r.kills:>6} {r.resumes:>8} {r.mismatches:>11} "
-                     f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f}")
+                     f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f} {r.first_write_seconds:>13.1f}")
     totals = [sum(getattr(r, key) for r in reports)
               for key in ("trials", "kills", "resumes", "mismatches", "finished_before_kill")]
     lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} {totals[4]:>12}")

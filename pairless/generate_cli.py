@@ -23,6 +23,7 @@ request reuses it)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -192,12 +193,16 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
 
 
 def _weights_stamp(run: Path) -> str:
-    """A run's path plus its weights' size and modification time, so that retrained weights are not reused."""
+    """A run's path plus a hash of its weights, so that retrained weights are not reused (and the same
+    weights give the same request, whenever they were written)."""
     weights = run / "model.safetensors"
     if not weights.is_file():
         return str(run)
-    info = weights.stat()
-    return f"{run} ({info.st_size} bytes, mtime_ns {info.st_mtime_ns})"
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{run} (weights sha256 {digest.hexdigest()[:16]})"
 
 
 def _label(schedule: GenerationSchedule) -> str:

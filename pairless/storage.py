@@ -38,6 +38,9 @@ class OutputBusyError(RuntimeError):
 # Files that later stages add beside a finished output (``pairless eval`` writes RUN/eval.json into a
 # completed run folder); they are results *about* the folder, not part of its content hash.
 ADDED_LATER = ("eval.json",)
+# Wall-clock times of a stage, kept beside its output but outside its content hash (at any depth, like the
+# completion markers of sub-folders), so that the same request yields the same hash on every run.
+TIMINGS_FILE = "timings.json"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -116,7 +119,7 @@ def hash_files(root: str | os.PathLike, *, exclude: tuple[str, ...] = (COMPLETE_
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel in exclude or path.name.endswith(".lock"):
+        if rel in exclude or path.name in (COMPLETE_MARKER, TIMINGS_FILE) or path.name.endswith(".lock"):
             continue
         digest.update(rel.encode())
         digest.update(b"\0")
@@ -129,6 +132,40 @@ def hash_files(root: str | os.PathLike, *, exclude: tuple[str, ...] = (COMPLETE_
 def is_complete(folder: str | os.PathLike) -> bool:
     """True when ``folder`` holds a completion marker (written last, atomically)."""
     return (Path(folder) / COMPLETE_MARKER).is_file()
+
+
+def _flatten(record: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def reusable_output(folder: str | os.PathLike, wanted: dict, found: dict | None, *, what: str,
+                    prefix: str = "", remedy: str = "choose another --out or pass --overwrite to replace it") -> bool:
+    """Whether a complete ``folder`` already holds what this call would write.
+
+    ``wanted`` describes the request (config, resolved input paths, input
+    hashes); ``found`` is the same record as stored with the finished output
+    (None when it stored none). False when ``folder`` is not complete; True when
+    the records match; otherwise ``FileExistsError`` naming the first field that
+    differs, so that a complete output is never silently taken for another one.
+    """
+    folder = Path(folder)
+    if not is_complete(folder):
+        return False
+    if not isinstance(found, dict):
+        raise FileExistsError(f"{folder} holds a complete output that does not record what made it (not {what}?); "
+                              f"{remedy}")
+    have, want = _flatten(found), _flatten(wanted)
+    for key in sorted(set(have) | set(want)):
+        if have.get(key) != want.get(key):
+            raise FileExistsError(f"{folder} holds {what} made with {prefix}{key}={have.get(key)!r}, this run asks "
+                                  f"{prefix}{key}={want.get(key)!r}; {remedy}")
+    return True
 
 
 def verify_complete(folder: str | os.PathLike) -> None:

@@ -210,6 +210,10 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         loss_value = float(state.info.get("loss", float("nan")))
         modality_tokens = np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64)
         threads = state.info.get("threads")
+        if threads is not None and config.num_threads is None and context.device.type == "cpu":
+            # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
+            # whatever the machine's load is now (``train`` restores the caller's count afterwards).
+            torch.set_num_threads(int(threads))
         if context.is_main and threads not in (None, torch.get_num_threads()):
             print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used {threads}; "
                   f"the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from pairless.fault_cases import build_inputs, stage_cases
-from pairless.faults import StageCase, check_markers, check_stage, fingerprint, summary_table
+from pairless.faults import StageCase, check_markers, check_stage, fingerprint, run_reference, summary_table
 from pairless.storage import mark_complete, staged_dir
 
 # A stage that writes its output in place, line by line, and skips it when it exists: not crash-safe.
@@ -40,6 +40,19 @@ def test_harness_catches_a_stage_that_is_not_crash_safe(tmp_path):
     assert report.mismatches >= 1, report.details
     assert "differ" in " ".join(report.details)
     assert "unsafe" in summary_table([report])
+
+
+def test_kill_points_start_at_the_first_write(tmp_path):
+    # A stage that spends its first half second "starting up" (writing nothing), then writes.
+    work = tmp_path / "late"
+    work.mkdir()
+    code = "import time, pathlib; time.sleep(0.5); pathlib.Path('out.txt').write_text('x'); time.sleep(0.3)"
+    exit_code, _, duration, first_write = run_reference(_python(code), work, timeout=60)
+    assert exit_code == 0 and (work / "out.txt").read_text() == "x"
+    assert 0.5 <= first_write < duration and duration >= 0.8
+    case = StageCase("late", _python(code), ("out.txt",))
+    report = check_stage(case, tmp_path / "case", kills=2, seed=0, progress=False)
+    assert report.first_write_seconds >= 0.5 and "1st write" in summary_table([report])
 
 
 def test_fingerprint_ignores_hidden_and_locks_and_sees_content(tmp_path):

@@ -8,6 +8,7 @@ checks the outputs' layout, shapes, metric keys, caching and determinism.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,10 +61,16 @@ def test_generate_and_score_writes_outputs_metrics_and_figure(pipeline):
         assert tokens.shape == (3, 64) and tokens.max() < 1000
     assert np.load(out / "ground_truth" / "depth.npy").shape == (3, 32, 32)
     assert len(list((out / "input").glob("rgb_*.png"))) == 3
-    # the same request again is served from the folder; a new seed recomputes
+    # the same request again is served from the folder, even when the weights file was touched since
+    # (the request records a hash of the weights, not their modification time)
+    marker_written = (out / "COMPLETE.json").stat().st_mtime_ns
+    for run in runs.values():
+        os.utime(run / "model.safetensors", ns=(1, 1))
     again = generate_and_score(runs, "rgb", "depth", "roar8", num=3, tokenizers=root / "tok",
                                shards=root / "shards", out=out, figure_rows=2)
     assert again["metrics"] == json.loads((out / "metrics.json").read_text())
+    assert (out / "COMPLETE.json").stat().st_mtime_ns == marker_written
+    assert "weights sha256" in json.dumps(json.loads((out / "request.json").read_text())["runs"])
 
 
 def test_generate_cli_caption(pipeline, capsys):

@@ -57,12 +57,7 @@ def tiny_config():
     return config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread per test process: CI runs two workers on two cores, and on an oversubscribed
-    machine two OpenMP threads per process were measured many times slower than one."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

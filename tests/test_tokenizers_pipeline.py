@@ -11,20 +11,14 @@ import torch
 
 from pairless.data import SplitData, open_dataset, write_dataset
 from pairless.data.shards import open_shards
-from pairless.storage import is_complete, read_json
+from pairless.storage import hash_files, is_complete, read_json
 from pairless.tokenizers import cli, load_tokenizer, shards
-from pairless.tokenizers.train import torch_threads
 from pairless.world.samples import render_world
 
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread per test process: CI runs two workers on two cores, and on an oversubscribed
-    machine two OpenMP threads per process were measured many times slower than one."""
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +63,66 @@ def test_train_writes_every_modality_and_the_report(trained, fragmented_world):
     assert (trained / "report.md").read_text().startswith("# Tokenizer reconstruction")
 
 
-def test_rerun_does_not_retrain(trained, fragmented_world):
+def test_rerun_does_not_retrain(trained, fragmented_world, tmp_path):
     before = (trained / "rgb" / "weights.safetensors").stat().st_mtime_ns
     (trained / "COMPLETE.json").unlink()  # force the per-modality resume path
     assert cli.main(["train", "--data", str(fragmented_world), "--out", str(trained), "--preset", "micro",
                      "--set", "steps=4", "--set", "spatial.width=8", "--set", "vector.hidden=16",
                      "--set", "text.length_margin=24"]) == 0
     assert (trained / "rgb" / "weights.safetensors").stat().st_mtime_ns == before
-    with pytest.raises(FileExistsError, match="different config"):
+    with pytest.raises(FileExistsError, match="complete tokenizer folder"):
         cli.train_all(fragmented_world, trained, cli.preset_config("micro"), ["rgb"])
+    # An unfinished folder with a modality trained otherwise: refused, and nothing in it rewritten.
+    partial = tmp_path / "partial"
+    shutil.copytree(trained, partial)
+    (partial / "COMPLETE.json").unlink()
+    config_before = (partial / "config.json").read_bytes()
+    with pytest.raises(FileExistsError, match="different config"):
+        cli.train_all(fragmented_world, partial, cli.preset_config("micro"), ["rgb"])
+    assert (partial / "config.json").read_bytes() == config_before
+
+
+def test_a_complete_output_is_reused_only_for_the_same_request(trained, fragmented_world, tmp_path, capsys):
+    argv = ["train", "--data", str(fragmented_world), "--out", str(trained), "--preset", "micro",
+            "--set", "steps=4", "--set", "spatial.width=8", "--set", "vector.hidden=16",
+            "--set", "text.length_margin=24"]
+    marker = (trained / "COMPLETE.json").read_bytes()
+    capsys.readouterr()
+    assert cli.main(argv) == 0 and "nothing to do" in capsys.readouterr().err
+    # Other settings or other data for the same --out: refused, naming the field, the folder untouched.
+    assert cli.main([*argv, "--set", "steps=5"]) == 1
+    assert "config.steps=4" in capsys.readouterr().err
+    other_data = tmp_path / "other"
+    shutil.copytree(fragmented_world, other_data)
+    assert cli.main([*argv[:2], str(other_data), *argv[3:]]) == 1
+    assert f"data={str(fragmented_world.resolve())!r}" in capsys.readouterr().err
+    assert (trained / "COMPLETE.json").read_bytes() == marker
+    # Token shards likewise: the same inputs are a no-op, other tokenizers are refused by name.
+    out = tmp_path / "shards"
+    base = ["--data", str(fragmented_world), "--out", str(out)]
+    assert shards.main([*base, "--tokenizers", str(trained)]) == 0
+    assert shards.main([*base, "--tokenizers", str(trained)]) == 0 and "nothing to do" in capsys.readouterr().err
+    copy = tmp_path / "tok-copy"
+    shutil.copytree(trained, copy)
+    assert shards.main([*base, "--tokenizers", str(copy)]) == 1
+    assert "tokenizers=" in capsys.readouterr().err
+    assert shards.main([*base, "--tokenizers", str(trained), "--truncate-text"]) == 1
+    assert "truncate_text=False" in capsys.readouterr().err
+
+
+def test_the_tokenizer_hash_leaves_out_wall_clock_times(trained, tmp_path):
+    copy = tmp_path / "tok"
+    shutil.copytree(trained, copy)
+    assert hash_files(copy) == read_json(trained / "COMPLETE.json")["content_hash"]
+    timings = read_json(copy / "timings.json")
+    assert timings["total_seconds"] > 0 and set(timings["modalities"]) >= {"rgb", "caption"}
+    (copy / "timings.json").write_text(json.dumps({"total_seconds": 1.0}))
+    nested = read_json(copy / "rgb" / "COMPLETE.json")
+    (copy / "rgb" / "COMPLETE.json").write_text(json.dumps({**nested, "train_seconds": 123.0}))
+    assert hash_files(copy) == read_json(trained / "COMPLETE.json")["content_hash"]
+    assert "train_seconds" not in json.dumps(read_json(copy / "training.json"))
+    (copy / "rgb" / "config.json").write_text((copy / "rgb" / "config.json").read_text() + " ")
+    assert hash_files(copy) != read_json(trained / "COMPLETE.json")["content_hash"]
 
 
 def test_tokenize_matches_direct_encoding_and_keeps_missing_missing(trained, fragmented_world, tmp_path):

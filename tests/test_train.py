@@ -100,6 +100,22 @@ def test_resume_refuses_a_different_config_and_warns_about_threads(shards, tmp_p
         train(config(shards, run, base_lr=0.01), resume=True)
 
 
+def test_resume_without_a_thread_count_keeps_the_runs_own(shards, tmp_path, capsys):
+    # The runner chooses threads by load for a new run and passes none on resume: the resumed run must use the
+    # count its checkpoint recorded (2 here, while the caller runs with 1) and match the uninterrupted run.
+    reference = train(config(shards, tmp_path / "reference", num_threads=2))
+    run = tmp_path / "run"
+    train(config(shards, run, num_threads=2, stop_after_steps=3))
+    capsys.readouterr()
+    train(config(shards, run), resume=True)
+    assert "threads" not in capsys.readouterr().err
+    assert torch.get_num_threads() == 1
+    assert read_json(run / "COMPLETE.json")["steps"] == len(losses(reference))
+    assert losses(run) == losses(reference)
+    latest = read_state(latest_checkpoint(run / "checkpoints") / STATE_FILE)
+    assert latest.info["threads"] == 2
+
+
 def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shards, tmp_path, monkeypatch):
     original = model_module.FourM.forward
     calls = {"count": 0}

@@ -70,10 +70,13 @@ def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
             argv += ["--universe", ",".join(run.universe)]
         for override in run.overrides:
             argv += ["--set", override]
-        # Threads are chosen by load, outside the run's config hash: they change only the last bits.
-        argv += ["--set", f"num_threads={choose_threads()}"]
+        # Threads are chosen by load, outside the run's config hash: they change only the last bits. A resumed
+        # run keeps the count its checkpoint recorded (``pairless train`` does that when none is given), so
+        # that it continues bit-identically whatever the load is now.
         if out.exists():
             argv.append("--resume")
+        else:
+            argv += ["--set", f"num_threads={choose_threads()}"]
         _call(train_main, argv, f"train {run.name}")
     summary = read_json(out / "COMPLETE.json")
     return {"role": run.role, "label": run.label, "withheld": [list(p) for p in run.withheld],

@@ -21,12 +21,14 @@ import numpy as np
 from pairless import modalities as registry
 from pairless.config import ConfigError, apply_overrides
 from pairless.storage import (
+    TIMINGS_FILE,
     FolderLock,
     atomic_write_json,
     config_hash,
     is_complete,
     mark_complete,
     read_json,
+    reusable_output,
     staged_dir,
 )
 from pairless.tokenizers import text as text_tokenizers
@@ -80,8 +82,9 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
     if missing:
         raise ValueError(f"--modalities: {', '.join(missing)} not present in any training sample of {data}; "
                          f"present: {', '.join(dataset.modalities)}")
+    if is_complete(out):
+        raise FileExistsError(f"{out} is a complete tokenizer folder; train into another folder")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", config.model_dump(mode="json"))
     info: dict[str, dict] = {}
     text_modalities = [name for name in dataset.modalities if registry.get(name).is_text]
     for modality in wanted:
@@ -120,6 +123,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
                 tokenizer.save(staging)
         info[modality] = record
         print(f"tokenizer {modality}: trained in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    # Written once every modality is there, so that a call refused above leaves the folder as it was.
+    atomic_write_json(out / "config.json", config.model_dump(mode="json"))
     return info
 
 
@@ -163,20 +168,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless tokenizers: {error}", file=sys.stderr)
         return 2
     out: Path = args.out
-    if is_complete(out):
-        print(f"{out} is complete; nothing to do", file=sys.stderr)
-        return 0
+    # What this call would make: a complete --out is reused only when it was made from the same request.
+    request = {"data": str(Path(args.data).resolve()), "modalities": sorted(args.modalities or []) or None,
+               "config": config.model_dump(mode="json"), "report": not args.no_report}
     try:
         with FolderLock(out):
+            marker = out / "COMPLETE.json"
+            found = read_json(marker).get("request") if is_complete(out) else None
+            if reusable_output(out, request, found, what="tokenizers", remedy="choose another --out or remove it"):
+                print(f"{out} is complete with these data and settings; nothing to do", file=sys.stderr)
+                return 0
             started = time.perf_counter()
             info = train_all(args.data, out, config, args.modalities)
             if not args.no_report:
                 from pairless.tokenizers.report import write_report
 
                 write_report(out, args.data, "val", max_samples=config.report_samples)
-            atomic_write_json(out / "training.json", {"modalities": info,
-                                                     "total_seconds": time.perf_counter() - started})
-            mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info)})
+            atomic_write_json(out / "training.json", {"modalities": {
+                name: {key: value for key, value in record.items() if key != "train_seconds"}
+                for name, record in info.items()}})
+            # Wall-clock times live in timings.json, outside the content hash: the same request makes the same hash.
+            atomic_write_json(out / TIMINGS_FILE, {"total_seconds": time.perf_counter() - started,
+                                                   "modalities": {name: record.get("train_seconds")
+                                                                  for name, record in info.items()}})
+            mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info), "request": request})
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         # Bad data, a clashing earlier run or a held lock: the message names the file or field.
         print(f"pairless tokenizers: {error}", file=sys.stderr)

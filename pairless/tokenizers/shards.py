@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pairless.storage import FolderLock, hash_files, is_complete, read_json
+from pairless.storage import FolderLock, hash_files, is_complete, read_json, reusable_output
 from pairless.tokenizers import available_modalities, load_tokenizer
 from pairless.tokenizers.train import choose_threads, torch_threads
 
@@ -78,12 +78,29 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
     with torch_threads(choose_threads(threads)):
         for split, dataset in datasets.items():
             shard_splits[split] = _encode_split(split, dataset, tokenizers, batch_size)
-    marker = tokenizer_root / "COMPLETE.json"
-    tokenizers_hash = read_json(marker).get("content_hash") if marker.is_file() else hash_files(tokenizer_root)
-    info = {"tokenizers": str(tokenizer_root.resolve()), "tokenizers_hash": tokenizers_hash,
-            "data": str(data.resolve())}
+    info = shard_request(data, tokenizer_root, truncate_text)
     specs = {name: tokenizer.spec for name, tokenizer in tokenizers.items()}
     return write_shards(out, shard_splits, specs, info, overwrite=overwrite)
+
+
+def shard_request(data: Path, tokenizer_root: Path, truncate_text: bool) -> dict:
+    """What a shard folder is made from (stored in its manifest): the inputs' paths, the tokenizers' hash."""
+    marker = tokenizer_root / "COMPLETE.json"
+    tokenizers_hash = read_json(marker).get("content_hash") if marker.is_file() else hash_files(tokenizer_root)
+    return {"tokenizers": str(tokenizer_root.resolve()), "tokenizers_hash": tokenizers_hash,
+            "data": str(data.resolve()), "truncate_text": truncate_text}
+
+
+def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text: bool) -> bool:
+    """True when ``out`` holds complete shards of these data and tokenizers; FileExistsError naming what differs."""
+    if not is_complete(out):
+        return False
+    wanted = shard_request(Path(data), Path(tokenizer_root), truncate_text)
+    manifest = out / "manifest.json"
+    found = read_json(manifest) if manifest.is_file() else None
+    if isinstance(found, dict):
+        found = {key: found.get(key) for key in wanted}
+    return reusable_output(out, wanted, found, what="token shards")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if is_complete(args.out) and not args.overwrite:
-        print(f"{args.out} is complete; nothing to do (--overwrite to redo it)", file=sys.stderr)
-        return 0
     try:
         with FolderLock(args.out):
+            if not args.overwrite and already_tokenized(args.out, args.data, args.tokenizers, args.truncate_text):
+                print(f"{args.out} is complete with these data and tokenizers; nothing to do "
+                      "(--overwrite to redo it)", file=sys.stderr)
+                return 0
             tokenize_dataset(args.data, args.tokenizers, args.out, args.batch_size, overwrite=args.overwrite,
                              truncate_text=args.truncate_text)
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:

@@ -116,18 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def already_written(out: Path, record: dict) -> bool:
     """True when ``out`` is a complete dataset of the same config; FileExistsError naming the first difference."""
-    from pairless.storage import is_complete, read_json
+    from pairless.storage import is_complete, read_json, reusable_output
 
-    if not is_complete(out):
-        return False
     manifest_path = out / "manifest.json"
-    found = read_json(manifest_path).get("config") if manifest_path.is_file() else None
-    if not isinstance(found, dict):
-        raise FileExistsError(f"{out} holds a complete dataset not written by `pairless world`; "
-                              "choose another --out (or --overwrite to replace it)")
-    for key in sorted(set(found) | set(record)):
-        if found.get(key) != record.get(key):
-            raise FileExistsError(f"{out} holds a complete world written with world.{key}={found.get(key)!r}, "
-                                  f"this run asks world.{key}={record.get(key)!r}; "
-                                  "choose another --out or pass --overwrite to replace it")
-    return True
+    found = read_json(manifest_path).get("config") if is_complete(out) and manifest_path.is_file() else None
+    return reusable_output(out, record, found, what="a world", prefix="world.")
