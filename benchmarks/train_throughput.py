@@ -20,6 +20,8 @@ Embedding gathers, norms and softmax are not counted.
 Prints one line per configuration:
   <config> <dtype> tokens/s=<valid input+target tokens per second> mfu=<fraction of that dtype's peak>
 Run: .venv/bin/python benchmarks/train_throughput.py [--configs tiny,small,anchor] [--attention explicit,sdpa]
+     [--breakdown]   (adds, per configuration, the share of step time per kind of op: matmuls, copies and
+                      casts, GELU, softmax, layer norm, AdamW, other; and the MFU bound of the matmul share)
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 # Sleeping rather than spinning OpenMP workers: on this shared, oversubscribed 2-core machine spinning
 # made 2-thread steps ~6x slower than 1 thread (tiny bf16, load ~9). Must be set before torch loads.
@@ -42,6 +45,7 @@ import torch  # noqa: E402
 from pairless.batch import MaskedBatch, TokenSpec  # noqa: E402
 from pairless.masking import Masker, MaskingConfig  # noqa: E402
 from pairless.model import FourM, ModelConfig  # noqa: E402
+from pairless.train import build_optimizer  # noqa: E402
 
 
 def anchor_specs() -> dict[str, TokenSpec]:
@@ -49,6 +53,11 @@ def anchor_specs() -> dict[str, TokenSpec]:
     specs["caption"] = TokenSpec("caption", "sequence", 32, 3000, pad_id=0, bos_id=1, eos_id=2)
     specs["global"] = TokenSpec("global", "vector", 16, 1024)
     return specs
+
+
+def training_optimizer(model: FourM) -> torch.optim.AdamW:
+    """The optimizer ``pairless train`` builds (AdamW, betas 0.9/0.95, weight decay 0.05 on matrices)."""
+    return build_optimizer(model, SimpleNamespace(peak_lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05))
 
 
 def make_batches(specs, batch_size: int, count: int, seed: int = 0) -> tuple[list[MaskedBatch], float]:
@@ -107,7 +116,7 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
     """Median seconds per training step (wall, and CPU / threads), FLOPs and valid tokens per step."""
     torch.manual_seed(0)
     model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
+    optimizer = training_optimizer(model)
 
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
@@ -130,6 +139,50 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
                 tokens=statistics.median(tokens), params=model.num_parameters())
 
 
+MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::matmul", "aten::linear",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+GROUPS = {"matmul": MATMUL_OPS,
+          "copy/cast": {"aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous"},
+          "gelu": {"aten::gelu", "aten::gelu_backward"},
+          "softmax": {"aten::_softmax", "aten::_softmax_backward_data", "aten::_log_softmax",
+                      "aten::_log_softmax_backward_data"},
+          "layer norm": {"aten::native_layer_norm", "aten::native_layer_norm_backward"},
+          "adamw": {"aten::_fused_adamw_"}}
+
+
+def time_breakdown(preset: str, attention: str, dtype: str, batches, steps: int = 3) -> dict[str, float]:
+    """Share of a training step's CPU time per kind of op (self time, torch profiler), after warm-up.
+
+    The "matmul" share bounds the MFU this eager implementation can reach: were everything else free, MFU
+    would be ``mfu / matmul share`` at the efficiency the matmuls have at these shapes.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs())
+    optimizer = training_optimizer(model)
+
+    def step(batch) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext():
+            loss, _ = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for index in range(2):
+        step(batches[index % len(batches)])
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for index in range(steps):
+            step(batches[index % len(batches)])
+    totals = {name: 0.0 for name in GROUPS} | {"other": 0.0}
+    for event in profiler.key_averages():
+        group = next((name for name, ops in GROUPS.items() if event.key in ops), "other")
+        totals[group] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {name: value / whole for name, value in totals.items()}
+
+
 def peak_rss_child(batch_size: int, steps: int) -> None:
     """Train the small preset in bf16 for a few steps (run in a subprocess to read its peak RSS)."""
     batches, _ = make_batches(anchor_specs(), batch_size, 2)
@@ -146,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS of small at batch 64")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile each configuration: share of step time per kind of op")
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -170,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} mfu={r['flops'] / r['cpu'] / peaks[dtype][1]:.2f}  "
                       f"(step {r['wall'] * 1e3:.0f} ms wall, {r['params'] / 1e6:.1f}M params, "
                       f"{r['flops'] / 1e9:.0f} GFLOP/step, load {os.getloadavg()[0]:.1f})", flush=True)
+                if args.breakdown:
+                    shares = time_breakdown(preset, attention, dtype, batches)
+                    mfu = r["flops"] / r["wall"] / peaks[dtype][0]
+                    print("#   time shares: " + " ".join(f"{k}={v:.2f}" for k, v in shares.items())
+                          + f"; mfu if only matmuls took time: {mfu / max(shares['matmul'], 1e-9):.2f}", flush=True)
     if args.rss:
         subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)], check=True)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux

@@ -13,8 +13,9 @@ learned modality embedding.
   embedding (+ the previous token's embedding for sequence targets);
   self-attention only within the slot's own modality (causal by position
   for sequences), cross-attention to the encoder output.
-- Output: one flat projection whose rows are the concatenated vocabularies;
-  a slot's logits only cover its own modality's rows.
+- Output: one linear head per modality over its own vocabulary (separate
+  parameters, so that a step's gradient touches only the heads it used and
+  never allocates a zeroed gradient of all vocabularies per modality).
 
 Loss: cross-entropy per target modality (mean over its valid target tokens),
 averaged over the modalities present in the batch.
@@ -202,7 +203,8 @@ class FourM(nn.Module):
         self.decoder = nn.ModuleList([Block(config, cross=True) for _ in range(config.decoder_layers)])
         self.encoder_norm = nn.LayerNorm(dim, bias=config.bias)
         self.decoder_norm = nn.LayerNorm(dim, bias=config.bias)
-        self.output = nn.Linear(dim, int(vocab.sum()), bias=config.bias)
+        # heads[i]: modality i's output head (a list, not a dict: any user modality name is safe)
+        self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=config.bias) for spec in specs.values()])
         self.apply(self._init)
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
@@ -275,14 +277,9 @@ class FourM(nn.Module):
             x = block(x, self_mask, block.cross.memory_kv(memory), memory_mask)
         return self.decoder_norm(x)
 
-    def _head(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        start = int(self.vocab_offset[index])
-        rows = slice(start, start + self.vocab_sizes[index])
-        return self.output.weight[rows], (self.output.bias[rows] if self.output.bias is not None else None)
-
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
         """Logits over ``modality``'s own vocabulary for hidden states ``(..., D)``."""
-        return F.linear(hidden, *self._head(self.modalities.index(modality)))
+        return self.heads[self.modalities.index(modality)](hidden)
 
     def decode(self, memory: torch.Tensor, memory_valid: torch.Tensor, batch: MaskedBatch) -> torch.Tensor:
         """Logits ``(B, Nt, V_max)`` at every target slot; -inf beyond the slot's modality vocabulary."""
@@ -312,7 +309,7 @@ class FourM(nn.Module):
                 # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build
                 # (and cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
                 padded = F.pad(rows, (0, _bucket(count) - count))
-                logits = F.linear(hidden[padded], *self._head(index))[:count]
+                logits = self.heads[index](hidden[padded])[:count]
                 losses[name] = F.cross_entropy(logits.float(), targets[rows])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             return hidden.sum() * 0.0, {}
@@ -383,6 +380,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
         entry["grid"] = tuple(entry["grid"]) if entry.get("grid") is not None else None
         specs[entry["name"]] = TokenSpec(**entry)
     model = FourM(config, specs).to(device)
-    model.load_state_dict(tensors)
+    model.load_state_dict(_split_flat_head(tensors, model))
     return model
+
+
+def _split_flat_head(tensors: dict[str, torch.Tensor], model: FourM) -> dict[str, torch.Tensor]:
+    """Weights saved before the heads were per modality held one ``output`` projection over all
+    vocabularies (concatenated in modality order): split it into the per-modality heads."""
+    for kind in ("weight", "bias"):
+        flat = tensors.pop(f"output.{kind}", None)
+        if flat is not None:
+            for index, part in enumerate(torch.split(flat, model.vocab_sizes)):
+                tensors[f"heads.{index}.{kind}"] = part.contiguous()
+    return tensors
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
+import safetensors.torch
 import torch
 
 from pairless.batch import TokenSpec
@@ -108,6 +112,33 @@ def test_save_load_round_trip(tmp_path, model):
     (tmp_path / "bad.safetensors").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_weights_with_the_earlier_flat_output_head_still_load(tmp_path, model):
+    # Until 2026-11-23 the heads were one ``output`` projection over the concatenated vocabularies.
+    tensors = {name: tensor.clone() for name, tensor in model.state_dict().items() if not name.startswith("heads.")}
+    tensors["output.weight"] = torch.cat([head.weight.detach() for head in model.heads])
+    metadata = {"format": "pairless.FourM", "config": model.config.model_dump_json(),
+                "specs": json.dumps([dataclasses.asdict(spec) for spec in model.specs.values()])}
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
+    loaded = load_model(path).eval()
+    batch = masked_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(batch), model.eval().logits(batch))
+    assert [head.weight.shape[0] for head in loaded.heads] == loaded.vocab_sizes
+
+
+def test_a_step_touches_only_the_heads_it_predicts(model):
+    # Samples that expose rgb and caption only: the embed head gets no gradient at all (not a zero one).
+    masker = Masker(SPECS, MaskingConfig(input_budget=10, target_budget=10))
+    views = torch.tensor([[True, True, False]]).repeat(8, 1)
+    batch = masker(make_tokens(8), views, torch.Generator().manual_seed(0))
+    model.zero_grad(set_to_none=True)
+    loss, per_modality = model(batch)
+    loss.backward()
+    assert set(per_modality) == {"rgb", "caption"}
+    assert [head.weight.grad is not None for head in model.heads] == [True, True, False]
 
 
 def structured_tokens(batch: int, seed: int) -> dict[str, torch.Tensor]:
