@@ -123,3 +123,17 @@ def test_dry_run_lists_every_stage(tmp_path, capsys):
         config = get_recipe(recipe, "tiny")
         assert printed.count("train ") == 3 * len(config.runs)
         assert "estimated time" in printed
+
+
+@pytest.mark.parametrize("preset", ["micro", "tiny"])
+def test_recipes_share_the_runs_they_have_in_common(tmp_path, preset):
+    # visual-pairs, binding (its 5-binding set is the full universe) and caption train the same many-shot
+    # model; binding's 5-binding zero-shot model is visual-pairs' rgb+depth one; caption reuses the larger
+    # model. One folder each, whatever label the report gives them.
+    plans = {name: Plan(get_recipe(name, preset), tmp_path) for name in ("visual-pairs", "binding", "caption")}
+    assert plans["binding"].runs["many-shot"] == plans["visual-pairs"].runs["many-shot"] \
+        == plans["caption"].runs["many-shot"]
+    assert plans["binding"].runs["zs-rgb-depth"] == plans["visual-pairs"].runs["zs-rgb-depth"]
+    assert plans["caption"].runs["larger"] == plans["visual-pairs"].runs["larger"]
+    # ... while runs that differ in what they train do not collide.
+    assert len({plans["binding"].runs[f"zs-bind{c}"] for c in (0, 1, 3)}) == 3

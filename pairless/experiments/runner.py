@@ -43,11 +43,19 @@ class Plan:
         self.tokenizer_key = config_hash({"world": self.world_key, "tokenizers": config.tokenizers})
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
         self.shards = self.cache / f"shards-{self.tokenizer_key}"
-        self.runs = {
-            run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{config_hash({'shards': self.tokenizer_key, 'run': run})}"
-            for run in config.expanded_runs()
-        }
+        self.runs = {run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{self.run_key(run)}"
+                     for run in config.expanded_runs()}
         self.recipe_dir = out / config.recipe
+
+    def run_key(self, run) -> str:
+        """Cache key of a training run: the shards and what the run trains, not how the report groups it.
+
+        ``label`` only places a run in the report's tables (binding puts the shared many-shot model under
+        "5"); it is blanked here so that recipes sharing a run find one folder (it was not, and ``binding``
+        trained its own copies of visual-pairs' many-shot and rgb+depth zero-shot models). Runs whose label
+        was empty keep the keys they had.
+        """
+        return config_hash({"shards": self.tokenizer_key, "run": run.model_copy(update={"label": ""})})
 
     def eval_file(self, run_name: str) -> Path:
         """Cached CE results of one run (outside the run folder, whose content hash they would change)."""
