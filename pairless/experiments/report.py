@@ -56,6 +56,8 @@ def _ce(results: dict, run_names: list[str], direction: str, key: str = "ce") ->
 def _fmt(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
+    if not all(math.isfinite(value) for value in values):
+        return "n/a"  # a recovered fraction where many-shot is no better than no input (see the report's note)
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
@@ -150,6 +152,14 @@ def findings(results: dict) -> list[str]:
                          f"{mean(zero['unconditional']):.3f}).")
     recovered = {r["direction"]: mean(r["recovered"]) for r in rows if r["recovered"] and
                  all(math.isfinite(x) for x in r["recovered"])}
+    unlearned = [r for r in rows if r["direction"] == "rgb:caption" and r["recovered"]
+                 and not all(math.isfinite(x) for x in r["recovered"])]
+    if unlearned:
+        row = unlearned[0]
+        lines.append("rgb->caption is the hardest direction: **cannot be judged here**: the many-shot model is no "
+                     f"better than no input on it (CE {mean(row['many_shot']):.3f} vs {mean(row['unconditional']):.3f}"
+                     "), so no model learned this translation at this budget and its recovered fraction is "
+                     "undefined (n/a in the table).")
     if "rgb:caption" in recovered and len(recovered) > 1:
         hardest = min(recovered, key=recovered.get)
         detail = ", ".join(f"{d}: {v:.2f}" for d, v in sorted(recovered.items(), key=lambda kv: kv[1]))
