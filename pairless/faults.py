@@ -174,8 +174,10 @@ class StageReport:
 
 
 def _environment() -> dict[str, str]:
-    # Same hashing, no progress bars, the same thread count in every run (bit-identical CPU results).
-    return {**os.environ, "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1"}
+    # Same hashing, no progress bars, and one CPU thread in every run: stages choose their thread count from
+    # the machine's load, and a count that differs between the reference and a re-run changes the last bits
+    # of trained weights (and, with two threads, bf16 training differs between processes anyway).
+    return {**os.environ, "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _run(command: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess:
