@@ -224,8 +224,11 @@ class FourM(nn.Module):
                              "(build the Masker with the model's specs/modality order)")
 
     def _positions(self, modality: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        table = self.sincos + self.modality_embedding[self.slot_modality]  # (T, D) over all slots
-        return table[self.slot_offset[modality] + position]
+        # Gathers through F.embedding, not tensor indexing: the backward of indexing accumulates repeated
+        # rows in an order that varies between runs with 2+ CPU threads (training was not reproducible);
+        # the embedding backward is deterministic.
+        table = self.sincos + F.embedding(self.slot_modality, self.modality_embedding)  # (T, D) over all slots
+        return F.embedding(self.slot_offset[modality] + position, table)
 
     def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, what: str) -> torch.Tensor:
         out_of_range = valid & ((tokens < 0) | (tokens >= self.vocab_size[modality]))

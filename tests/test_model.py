@@ -199,3 +199,35 @@ def test_tiny_preset_size():
     body = sum(p.numel() for blocks in (model.encoder, model.decoder) for p in blocks.parameters())
     assert 3e6 < body < 5e6  # plus 2 x vocabulary x dim for the token table and the output rows
     assert set(PRESETS) >= {"tiny", "small", "anchor", "base", "large"}
+
+
+def test_gradients_are_bit_identical_run_to_run_with_two_threads():
+    # With two threads, the backward of tensor indexing accumulated repeated rows (the position/modality
+    # table) in a varying order, so training was not reproducible between processes; gathers now go through
+    # F.embedding. Two identical steps must give identical gradients, bit for bit.
+    specs = {f"image{i}": TokenSpec(f"image{i}", "image", 64, 256, grid=(8, 8)) for i in range(3)}
+    specs["caption"] = TokenSpec("caption", "sequence", 16, 300, pad_id=0, bos_id=1, eos_id=2)
+    generator = torch.Generator().manual_seed(0)
+    tokens = {name: torch.randint(3, spec.vocab_size, (32, spec.num_tokens), generator=generator)
+              for name, spec in specs.items()}
+    tokens["caption"][:, 12:] = 0
+    tokens["caption"][:, 11] = 2
+    masker = Masker(specs, MaskingConfig(input_budget=64, target_budget=64, empty_input_fraction=0.0))
+    batch = masker(tokens, torch.ones(32, len(specs), dtype=torch.bool), generator)
+    torch.manual_seed(0)
+    model = FourM(ModelConfig(dim=96, heads=2, encoder_layers=1, decoder_layers=1), specs)
+
+    def gradients():
+        model.zero_grad(set_to_none=True)
+        model(batch)[0].backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        reference = gradients()
+        for _ in range(5):
+            again = gradients()
+            assert [n for n in reference if not torch.equal(reference[n], again[n])] == []
+    finally:
+        torch.set_num_threads(before)
