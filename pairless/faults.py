@@ -44,25 +44,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pairless.storage import COMPLETE_MARKER, verify_complete
+from pairless.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete  # noqa: F401 (re-exported)
 
 
 def _never(relative: Path) -> bool:
     return False
-
-
-def canonical_safetensors(data: bytes) -> bytes:
-    """A safetensors file with its header's keys sorted.
-
-    The safetensors writer keeps metadata in a Rust HashMap, whose order
-    changes from process to process: two runs writing the very same tensors
-    and metadata give different bytes. Sorting the header compares what the
-    file holds (every tensor's dtype, shape, offsets and bytes, and the
-    metadata) and nothing else.
-    """
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + length])
-    return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
 def file_digests(

@@ -46,6 +46,7 @@ from pairless.storage import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
+    canonical_safetensors,
     config_hash,
     is_complete,
     read_json,
@@ -194,14 +195,12 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
 
 def _weights_stamp(run: Path) -> str:
     """A run's path plus a hash of its weights, so that retrained weights are not reused (and the same
-    weights give the same request, whenever they were written)."""
+    weights give the same request, whenever and by whichever process they were written)."""
     weights = run / "model.safetensors"
     if not weights.is_file():
         return str(run)
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    # Of the file with its header sorted: the writer orders the header differently in every process.
+    digest = hashlib.sha256(canonical_safetensors(weights.read_bytes()))
     return f"{run} (weights sha256 {digest.hexdigest()[:16]})"
 
 

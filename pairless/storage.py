@@ -104,6 +104,20 @@ def load_array(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
     return array
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """A safetensors file with its header's keys sorted.
+
+    The safetensors writer keeps metadata in a Rust HashMap, whose order
+    changes from process to process: two runs writing the very same tensors
+    and metadata give different bytes. Sorting the header compares what the
+    file holds (every tensor's dtype, shape, offsets and bytes, and the
+    metadata) and nothing else.
+    """
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
+
+
 def read_json(path: str | os.PathLike):
     """Read a JSON file, naming the file in the error if it is unreadable."""
     path = Path(path)
