@@ -5,7 +5,8 @@ wait for each other at every op were measured 3-60x slower than one
 (tokenizer training, evaluation, training steps; see the benchmarks), while
 on an idle machine two threads are faster. So, unless a count is requested,
 a stage takes the cores that other processes leave free: it samples the
-machine's busy CPU time for a moment (``/proc/stat``) and subtracts its own
+machine's busy CPU time for a moment (``/proc/stat``; one sample serves the calls
+of the next few seconds) and subtracts its own
 process's, so that a long ``pairless run`` is not misled by the load its own
 previous stage left in the load average (which it was, taking one thread
 for every other training run on an idle machine). Where ``/proc/stat`` is
@@ -53,12 +54,25 @@ def other_busy_cores(window: float = 0.3) -> float | None:
     return max(0.0, busy - own / elapsed)
 
 
+# One sample serves the calls of the next few seconds: evaluation and generation choose their threads per
+# call, and sampling (a 0.3 s sleep) each time made loops of short calls (the tests, many directions) slower.
+SAMPLE_REUSE_SECONDS = 5.0
+_last_sample: tuple[float, float | None] | None = None  # (time.monotonic() when taken, other busy cores)
+
+
+def _recent_other_busy_cores() -> float | None:
+    global _last_sample
+    if _last_sample is None or time.monotonic() - _last_sample[0] >= SAMPLE_REUSE_SECONDS:
+        _last_sample = (time.monotonic(), other_busy_cores())
+    return _last_sample[1]
+
+
 def choose_threads(requested: int | None = None) -> int:
     """``requested`` if given, else the cores other processes leave free (at least 1, at most torch's count)."""
     if requested is not None:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    others = other_busy_cores()
+    others = _recent_other_busy_cores()
     if others is None:
         return 1 if os.getloadavg()[0] > cores else torch.get_num_threads()
     free = int(cores - others + 0.5)  # a core counts as free when others use less than half of it

@@ -14,6 +14,7 @@ from pairless import threads
 @pytest.mark.parametrize(("others", "cores", "expected"), [(0.0, 2, 2), (0.3, 2, 2), (0.6, 2, 1), (1.0, 2, 1),
                                                            (1.9, 2, 1), (5.0, 2, 1), (1.2, 8, 2)])
 def test_the_count_is_the_free_cores_capped_by_torchs(monkeypatch, others, cores, expected):
+    monkeypatch.setattr(threads, "_last_sample", None)
     monkeypatch.setattr(threads, "other_busy_cores", lambda: others)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     with threads.torch_threads(2):
@@ -22,6 +23,7 @@ def test_the_count_is_the_free_cores_capped_by_torchs(monkeypatch, others, cores
 
 
 def test_without_proc_stat_the_load_average_decides(monkeypatch):
+    monkeypatch.setattr(threads, "_last_sample", None)
     monkeypatch.setattr(threads, "other_busy_cores", lambda: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     with threads.torch_threads(2):
@@ -54,3 +56,15 @@ def test_this_processs_own_cpu_time_is_left_out(monkeypatch):
     monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert threads.other_busy_cores(window=1.0) == pytest.approx(0.5)
+
+
+def test_one_sample_serves_the_next_few_seconds(monkeypatch):
+    calls = []
+    monkeypatch.setattr(threads, "_last_sample", None)
+    monkeypatch.setattr(threads, "other_busy_cores", lambda: calls.append(1) or 0.0)
+    for _ in range(5):
+        threads.choose_threads()
+    assert len(calls) == 1
+    monkeypatch.setattr(threads, "_last_sample", (threads.time.monotonic() - threads.SAMPLE_REUSE_SECONDS, 0.0))
+    threads.choose_threads()
+    assert len(calls) == 2
