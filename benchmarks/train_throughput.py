@@ -9,16 +9,25 @@ alpha 0.5 over all modalities, batch 32. The fp32 and bf16 matmul peaks are
 measured in the same run (square matmuls), so MFU is relative to what this
 machine delivers right now (it is shared: read ratios within one run).
 
-FLOPs per step (counted on valid tokens only):
-  6 x (matmul weights each token passes through) per token
-    encoder tokens (inputs + null token): encoder blocks + the decoder's cross-attention key/value projections;
-    decoder tokens: decoder blocks except those key/value projections, plus the output rows of its modality;
-  + attention: 3 x 4 x Nq x Nk x dim per layer (QK^T and AV, forward + backward), Nq/Nk the valid
-    lengths (encoder self, decoder self over all target slots, decoder cross), dense as computed.
-Embedding gathers, norms and softmax are not counted.
+Two FLOP counts, both on valid tokens only (padding is neither computed nor counted):
+  model FLOPs, the usual MFU convention (Kaplan et al., PaLM, nanoGPT): 6 x N per token, N = all
+    parameters (31.0M at the anchor shape). This is the convention that reproduces the reference
+    implementation's "~62% MFU" quoted in issue 4 from its own numbers: 6,430 tokens/s (padding
+    included) x 6 x 31.0M = 1.20 TFLOP/s, 0.61 of the ~1.95 TFLOP/s bf16 peak measured here.
+    For an encoder-decoder it overcounts: no token passes through every parameter.
+  executed FLOPs, what a step actually computes:
+    6 x (matmul weights each token passes through) per token
+      encoder tokens (inputs + null token): encoder blocks + the decoder's cross-attention key/value
+        projections; decoder tokens: decoder blocks except those key/value projections, plus the output
+        rows of its modality;
+    + attention: 3 x 4 x Nq x Nk x dim per layer (QK^T and AV, forward + backward), Nq/Nk the valid
+      lengths (encoder self, decoder self over all target slots, decoder cross), dense as computed.
+    Embedding gathers, norms and softmax are not counted. At the anchor shape this is ~81 MFLOP per
+    token against 6N = 186: by this count the reference's 6,430 tokens/s are ~0.27 of the peak.
 
 Prints one line per configuration:
-  <config> <dtype> tokens/s=<valid input+target tokens per second> mfu=<fraction of that dtype's peak>
+  <config> <dtype> tokens/s=<valid input+target tokens per second> mfu=<model FLOP/s / that dtype's peak>
+      mfu_executed=<executed FLOP/s / peak> ...
 Run: .venv/bin/python benchmarks/train_throughput.py [--configs tiny,small,anchor] [--attention explicit,sdpa]
      [--breakdown]   (adds, per configuration, the share of step time per kind of op: matmuls, copies and
                       casts, GELU, softmax, layer norm, AdamW, other; and the MFU bound of the matmul share)
@@ -36,16 +45,17 @@ import sys
 import time
 from types import SimpleNamespace
 
-# Sleeping rather than spinning OpenMP workers: on this shared, oversubscribed 2-core machine spinning
-# made 2-thread steps ~6x slower than 1 thread (tiny bf16, load ~9). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is read when torch loads, so it is the caller's: unset (libgomp's default, spin a
+# little then sleep) is what `pairless train` runs with. OMP_WAIT_POLICY=PASSIVE (sleep at once) costs
+# 15-25% at 2 threads on an idle machine (anchor bf16: ~7,100 against ~8,300 tokens/s, 2026-11-23); on a
+# machine whose cores are busy, spinning threads can make 2-thread steps several times slower than 1,
+# which is why `pairless` then trains on 1 thread (pairless/threads.py).
+import torch
 
-import torch  # noqa: E402
-
-from pairless.batch import MaskedBatch, TokenSpec  # noqa: E402
-from pairless.masking import Masker, MaskingConfig  # noqa: E402
-from pairless.model import FourM, ModelConfig  # noqa: E402
-from pairless.train import build_optimizer  # noqa: E402
+from pairless.batch import MaskedBatch, TokenSpec
+from pairless.masking import Masker, MaskingConfig
+from pairless.model import FourM, ModelConfig
+from pairless.train import build_optimizer
 
 
 def anchor_specs() -> dict[str, TokenSpec]:
@@ -80,8 +90,13 @@ def make_batches(specs, batch_size: int, count: int, seed: int = 0) -> tuple[lis
     return batches, 1e3 * statistics.median(times)
 
 
+def model_flops(model: FourM, batch: MaskedBatch) -> float:
+    """Model FLOPs of one training step on ``batch``: 6 x parameters x valid tokens (module docstring)."""
+    return 6.0 * model.num_parameters() * batch.num_valid_tokens()
+
+
 def step_flops(model: FourM, batch: MaskedBatch) -> float:
-    """Training FLOPs of one step on ``batch`` (see the module docstring for what is counted)."""
+    """Executed training FLOPs of one step on ``batch`` (see the module docstring for what is counted)."""
     dim = model.config.dim
     encoder_weights = sum(m.weight.numel() for block in model.encoder for m in block.modules()
                           if isinstance(m, torch.nn.Linear))
@@ -121,7 +136,7 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
-    walls, cpus, flops, tokens = [], [], [], []
+    walls, cpus, flops, model_fl, tokens = [], [], [], [], []
     for index in range(warmup + steps):
         batch = batches[index % len(batches)]
         wall, cpu = time.perf_counter(), time.process_time()
@@ -134,9 +149,10 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
             walls.append(time.perf_counter() - wall)
             cpus.append((time.process_time() - cpu) / torch.get_num_threads())
             flops.append(step_flops(model, batch))
+            model_fl.append(model_flops(model, batch))
             tokens.append(batch.num_valid_tokens())
     return dict(wall=statistics.median(walls), cpu=statistics.median(cpus), flops=statistics.median(flops),
-                tokens=statistics.median(tokens), params=model.num_parameters())
+                model_flops=statistics.median(model_fl), tokens=statistics.median(tokens), params=model.num_parameters())
 
 
 MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::matmul", "aten::linear",
@@ -154,8 +170,8 @@ GROUPS = {"matmul": MATMUL_OPS,
 def time_breakdown(preset: str, attention: str, dtype: str, batches, steps: int = 3) -> dict[str, float]:
     """Share of a training step's CPU time per kind of op (self time, torch profiler), after warm-up.
 
-    The "matmul" share bounds the MFU this eager implementation can reach: were everything else free, MFU
-    would be ``mfu / matmul share`` at the efficiency the matmuls have at these shapes.
+    The "matmul" share bounds the executed-FLOP MFU this eager implementation can reach: were everything
+    else free, it would be ``mfu_executed / matmul share`` at the efficiency the matmuls have at these shapes.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -207,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         peak_rss_child(args.rss_child, 3)
         return 0
-    print(f"# threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
+    print(f"# threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
           f"load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
     print("# wall = per wall-clock second; cpu = per (process CPU second / threads), which a loaded machine"
           " distorts less (spinning threads count as busy, so it errs low)")
@@ -220,16 +236,20 @@ def main(argv: list[str] | None = None) -> int:
         for dtype in args.dtypes.split(","):
             for attention in args.attention.split(","):
                 r = time_training(preset, attention, dtype, batches, args.warmup, args.steps)
+                wall_peak, cpu_peak = peaks[dtype]
+                executed = r["flops"] / r["wall"] / wall_peak
                 print(f"{preset}/{attention} {dtype} tokens/s={r['tokens'] / r['wall']:.0f} "
-                      f"mfu={r['flops'] / r['wall'] / peaks[dtype][0]:.2f}  "
-                      f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} mfu={r['flops'] / r['cpu'] / peaks[dtype][1]:.2f}  "
+                      f"mfu={r['model_flops'] / r['wall'] / wall_peak:.2f} mfu_executed={executed:.2f}  "
+                      f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} mfu={r['model_flops'] / r['cpu'] / cpu_peak:.2f} "
+                      f"mfu_executed={r['flops'] / r['cpu'] / cpu_peak:.2f}  "
                       f"(step {r['wall'] * 1e3:.0f} ms wall, {r['params'] / 1e6:.1f}M params, "
-                      f"{r['flops'] / 1e9:.0f} GFLOP/step, load {os.getloadavg()[0]:.1f})", flush=True)
+                      f"{r['model_flops'] / 1e9:.0f} model / {r['flops'] / 1e9:.0f} executed GFLOP/step, "
+                      f"load {os.getloadavg()[0]:.1f})", flush=True)
                 if args.breakdown:
                     shares = time_breakdown(preset, attention, dtype, batches)
-                    mfu = r["flops"] / r["wall"] / peaks[dtype][0]
                     print("#   time shares: " + " ".join(f"{k}={v:.2f}" for k, v in shares.items())
-                          + f"; mfu if only matmuls took time: {mfu / max(shares['matmul'], 1e-9):.2f}", flush=True)
+                          + f"; mfu_executed if only matmuls took time: {executed / max(shares['matmul'], 1e-9):.2f}",
+                          flush=True)
     if args.rss:
         subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)], check=True)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
