@@ -67,3 +67,22 @@ def test_caption_finding_cannot_be_judged_when_many_shot_learned_nothing(tmp_pat
     (folder / "results.json").write_text(json.dumps(results))
     report = write_report(folder).read_text()
     assert "| n/a |" in report and "| nan |" not in report
+
+
+def test_binding_steps_are_judged_against_the_seed_spread():
+    config = get_recipe("binding", "micro").model_copy(update={"seeds": 2})
+    # seed 0 / seed 1 zero-shot rgb->depth CE per binding set: 0->1 falls far beyond the spread, 1->3 and
+    # 3->5 change less than the seeds disagree
+    ce = {"zs-bind0": 9.0, "zs-bind0@s1": 9.1, "zs-bind1": 7.0, "zs-bind1@s1": 7.4,
+          "zs-bind3": 7.1, "zs-bind3@s1": 7.2, "zs-rgb-depth": 7.0, "zs-rgb-depth@s1": 7.3}
+    runs = {r.name: {"role": r.role, "label": r.label, "withheld": [list(p) for p in r.withheld],
+                     "universe": r.universe, "tokens_per_modality": {}} for r in config.expanded_runs()}
+    evals = {name: {d: {"ce": ce.get(name, 5.0), "ce_unconditional": 9.0} for d in config.directions}
+             for name in runs}
+    lines = findings({"config": config.model_dump(mode="json"), "runs": runs, "evals": evals})
+    steps = next(line for line in lines if line.startswith("Step by step over 2 seeds"))
+    assert "0->1: -1.850 (spread 0.292, beyond the seed spread)" in steps
+    assert "1->3: -0.050 (spread 0.292, within the seed spread)" in steps
+    assert "3->5: +0.000" in steps and steps.count("within the seed spread") == 2
+    # seed 0 rises at 1->3 (7.0 -> 7.1), seed 1 at 3->5 (7.2 -> 7.3)
+    assert steps.endswith("It falls at every step in 0 of 2 seeds.")
