@@ -11,7 +11,7 @@ import math
 import pytest
 
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import findings, recovered_fraction, write_report
+from pairless.experiments.report import findings, recovered_fraction, translation_rows, write_report
 
 
 def test_recovered_fraction():
@@ -86,3 +86,15 @@ def test_binding_steps_are_judged_against_the_seed_spread():
     assert "3->5: +0.000" in steps and steps.count("within the seed spread") == 2
     # seed 0 rises at 1->3 (7.0 -> 7.1), seed 1 at 3->5 (7.2 -> 7.3)
     assert steps.endswith("It falls at every step in 0 of 2 seeds.")
+
+
+def test_table_one_compares_the_full_universe_runs_of_the_binding_recipe():
+    # binding's zs-bind0 (rgb and depth alone) also withholds rgb-depth, and comes first in the recipe: the
+    # Table I row must still use zs-rgb-depth, which sees every modality like the many-shot model it meets
+    ce = {"zs-bind0": 9.0, "zs-bind1": 7.0, "zs-bind3": 6.0, "zs-rgb-depth": 5.5, "ms-bind0": 4.0,
+          "ms-bind1": 4.5, "ms-bind3": 4.8, "many-shot": 5.0}
+    results = _results("binding", lambda name, d: ce[name])
+    assert list(results["runs"]).index("zs-bind0") < list(results["runs"]).index("zs-rgb-depth")
+    rows = {row["direction"]: row for row in translation_rows(results)}
+    assert rows["rgb:depth"]["zero_shot_run"] == "zs-rgb-depth"
+    assert rows["rgb:depth"]["zero_shot"] == [5.5] and rows["rgb:depth"]["many_shot"] == [5.0]
