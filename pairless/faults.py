@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pairless.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete  # noqa: F401 (re-exported)
+from pairless.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete
 
 
 def _never(relative: Path) -> bool:

@@ -15,8 +15,7 @@ from train_helpers import make_shards, tiny_config_data
 from pairless import model as model_module
 from pairless.checkpoint import latest_checkpoint
 from pairless.config import validate
-from pairless.faults import canonical_safetensors
-from pairless.storage import is_complete
+from pairless.storage import canonical_safetensors, is_complete
 from pairless.train import TrainConfig, TrainingDiverged, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
