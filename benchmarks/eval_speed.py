@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pairless.batch import TokenSpec
-from pairless.evaluate import parse_direction, translation_ce
+from pairless.inference.evaluate import parse_direction, translation_ce
 from pairless.model import FourM, ModelConfig
 
 

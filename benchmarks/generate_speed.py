@@ -18,7 +18,7 @@ import time
 import torch
 from eval_speed import load, synthetic_shards, tiny_world_specs
 
-from pairless.generate import GenerationSchedule, generate, schedule_preset
+from pairless.inference.generate import GenerationSchedule, generate, schedule_preset
 from pairless.model import FourM, ModelConfig
 
 

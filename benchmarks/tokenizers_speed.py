@@ -63,15 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: by load)")
     args = parser.parse_args(argv)
     from pairless.config import apply_overrides
-    from pairless.storage import read_json
-    from pairless.tokenizers.cli import train_all
+    from pairless.tokenizers.build import train_all
     from pairless.tokenizers.shards import tokenize_dataset
     from pairless.tokenizers.train import choose_threads, preset_config
+    from pairless.utils.storage import read_json
 
     scratch = Path(tempfile.mkdtemp(prefix="tokenizers-speed-"))
     data = args.data
     if data is None:
-        from pairless.world.cli import main as world_main
+        from pairless.world.dataset import main as world_main
 
         data = scratch / "world"
         world_main(["--out", str(data), "--num-scenes", str(args.scenes), "--size", "32"])

@@ -53,9 +53,9 @@ from types import SimpleNamespace
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
-from pairless.masking import Masker, MaskingConfig
 from pairless.model import FourM, ModelConfig
-from pairless.train import build_optimizer
+from pairless.training.masking import Masker, MaskingConfig
+from pairless.training.train import build_optimizer
 
 
 def anchor_specs() -> dict[str, TokenSpec]:

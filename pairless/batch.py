@@ -4,7 +4,7 @@
 (read from the token-shard manifest).
 
 ``MaskedBatch``: the packed, fixed-size model input produced by
-:mod:`pairless.masking` (training) or built directly by evaluation and
+:mod:`pairless.training.masking` (training) or built directly by evaluation and
 generation. Every sample has ``Ni`` encoder slots and ``Nt`` decoder slots;
 each slot names a modality (index into ``modalities``), a position inside
 that modality, and a token id in that modality's own vocabulary. Slots that

@@ -1,8 +1,8 @@
 """The ``pairless`` command: one verb per stage, plus ``run`` and ``report``.
 
-Each verb lives in the module that owns its stage and exposes
-``main(argv) -> int``; this file only dispatches, importing the module
-lazily so that ``pairless --help`` stays fast.
+Each verb is a module of :mod:`pairless.commands` exposing ``main(argv) -> int``
+(argument parsing and printing; the work is a library call); this file only
+dispatches, importing the module lazily so that ``pairless --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import sys
 
 # verb -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "world": ("pairless.world.cli", "render the built-in synthetic world to a dataset folder"),
-    "preview": ("pairless.data.preview", "draw a grid of samples, one column per modality"),
-    "tokenizers": ("pairless.tokenizers.cli", "train the tokenizers of every modality ('tokenizers train')"),
-    "tokenize": ("pairless.tokenizers.shards", "turn a dataset into token shards with trained tokenizers"),
-    "audit": ("pairless.fragment", "print the modality co-occurrence of the fragmented training views"),
-    "train": ("pairless.train", "train a 4M-style model on token shards"),
-    "eval": ("pairless.evaluate", "translation cross-entropy per direction"),
-    "generate": ("pairless.generate_cli", "generate, decode and draw translations"),
-    "run": ("pairless.experiments.runner", "run a recipe end to end (cached, resumable)"),
-    "report": ("pairless.experiments.report", "write the report of a recipe's results"),
+    "world": ("pairless.commands.world", "render the built-in synthetic world to a dataset folder"),
+    "preview": ("pairless.commands.preview", "draw a grid of samples, one column per modality"),
+    "tokenizers": ("pairless.commands.tokenizers", "train the tokenizers of every modality ('tokenizers train')"),
+    "tokenize": ("pairless.commands.tokenize", "turn a dataset into token shards with trained tokenizers"),
+    "audit": ("pairless.commands.audit", "print the modality co-occurrence of the fragmented training views"),
+    "train": ("pairless.commands.train", "train a 4M-style model on token shards"),
+    "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
+    "generate": ("pairless.commands.generate", "generate, decode and draw translations"),
+    "run": ("pairless.commands.run", "run a recipe end to end (cached, resumable)"),
+    "report": ("pairless.commands.report", "write the report of a recipe's results"),
 }
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[verb][0])
     from pairless.config import ConfigError
     from pairless.data.validate import DataError
-    from pairless.storage import OutputBusyError
+    from pairless.utils.storage import OutputBusyError
 
     try:
         return int(module.main(rest) or 0)

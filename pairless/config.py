@@ -2,7 +2,7 @@
 
 Every stage's config derives from :class:`Config`: unknown keys and wrong
 types are refused at validation with an error naming the dotted field.
-``apply_overrides(config, ["train.lr=3e-4", "model.preset=small"])`` returns
+``apply_overrides(config, ["base_lr=3e-4", "model.dim=256"])`` returns
 a new validated config; values are parsed as JSON when they parse
 (numbers, booleans, lists) and as plain strings otherwise.
 """

@@ -112,6 +112,41 @@ def check_names(requested, *, field_name: str = "modalities") -> list[str]:
     return out
 
 
+
+def parse_chain(text: str) -> list[list[str]]:
+    """``"rgb+normal:semseg:depth"`` -> [["rgb", "normal"], ["semseg"], ["depth"]]: the one parser of
+    pairs (``a:b``), directions (``a+b:c``) and chains (``a:b:c``); every link after the first is one name."""
+    links = [[name.strip() for name in link.split("+") if name.strip()] for link in text.split(":")]
+    if len(links) < 2 or any(not link for link in links) or any(len(link) > 1 for link in links[1:]):
+        raise ValueError(f"chain {text!r}: expected src[+src...]:dst[:dst...], e.g. rgb:normal:depth")
+    return links
+
+
+def parse_direction(text: str) -> tuple[list[str], str]:
+    """``"rgb+normal:depth"`` -> (["rgb", "normal"], "depth")."""
+    try:
+        links = parse_chain(text)
+    except ValueError:
+        links = []
+    if len(links) != 2:
+        raise ValueError(f"direction {text!r}: expected src[+src...]:dst, e.g. rgb:depth or rgb+normal:depth")
+    sources, destination = links[0], links[1][0]
+    if destination in sources:
+        raise ValueError(f"direction {text!r}: the destination {destination!r} is also a source")
+    return sources, destination
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """``"rgb:depth"`` -> ("rgb", "depth"): a pair of modalities (e.g. one never seen together)."""
+    try:
+        sources, destination = parse_direction(text)
+    except ValueError:
+        sources, destination = [], ""
+    if len(sources) != 1:
+        raise ValueError(f"pair {text!r}: expected A:B, e.g. rgb:depth")
+    return sources[0], destination
+
+
 # The study's seven modalities, in its order.
 WORLD_MODALITIES: tuple[str, ...] = ("rgb", "depth", "normal", "semseg", "det", "caption", "embed")
 

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/fault_injection.py --kills 20 [--stages world train ...] [--work DIR]
 
 Builds the small inputs once (world, tokenizers, shards, a trained run, a
-micro recipe's results), then for each stage runs ``pairless.faults.check_stage``
+micro recipe's results), then for each stage runs ``fault_harness.check_stage``
 and prints the summary table (kills, resumes, mismatches; mismatches must be
 0) and the details of any mismatch. Exit status 1 when there is a mismatch.
 The bounded CI form of the same checks is ``tests/test_faults.py``.
@@ -19,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pairless.fault_cases import STAGES, build_inputs, stage_cases
-from pairless.faults import check_stage, summary_table
-from pairless.storage import atomic_write_json
+from fault_cases import STAGES, build_inputs, stage_cases
+from fault_harness import check_stage, summary_table
+
+from pairless.utils.storage import atomic_write_json
 
 
 def _run_input(command: list[str], cwd: Path) -> None:

@@ -109,7 +109,7 @@ def crafted(request, tmp_path):
 
 
 def test_training_state_refuses_a_pickle(tmp_path, crafted):
-    from pairless.checkpoint import read_state
+    from pairless.training.checkpoint import read_state
 
     write, sentinel = crafted
     write(tmp_path / "state.safetensors")
@@ -129,9 +129,9 @@ def test_model_weights_refuse_a_pickle(tmp_path, crafted):
 
 
 def test_tokenizer_weights_refuse_a_pickle(tmp_path, crafted):
-    from pairless.storage import staged_dir
     from pairless.tokenizers import load_tokenizer
     from pairless.tokenizers.train import build_vector, preset_config
+    from pairless.utils.storage import staged_dir
 
     write, sentinel = crafted
     vectors = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)

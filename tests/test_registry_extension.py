@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from pairless import modalities
+from pairless.commands.preview import main as preview_main
 from pairless.data import DataError, open_dataset
-from pairless.data.preview import main as preview_main
 
 
 @pytest.fixture

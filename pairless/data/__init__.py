@@ -3,7 +3,7 @@
 - :func:`write_dataset` / :func:`open_dataset` and :class:`SplitData` /
   :class:`Dataset`: natural-form samples (see ``docs/interfaces.md``);
 - :mod:`pairless.data.shards`: token shards written by ``pairless tokenize``;
-- :mod:`pairless.data.preview`: the ``pairless preview`` grid and ``draw_value``.
+- :mod:`pairless.inference.figures`: the ``pairless preview`` grid and ``draw_value``.
 """
 
 from pairless.data.dataset import Dataset, list_splits, open_dataset

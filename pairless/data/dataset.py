@@ -19,7 +19,7 @@ import numpy as np
 
 from pairless import modalities as registry
 from pairless.data.validate import DataError
-from pairless.storage import read_json
+from pairless.utils.storage import read_json
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 from pairless import modalities as registry
 from pairless.data.dataset import Dataset
 from pairless.data.validate import DataError, Problem, check_array_column, check_text_column
-from pairless.storage import load_array, read_json
+from pairless.utils.storage import load_array, read_json
 
 
 def _load(path: Path, mmap: bool = True) -> np.ndarray:

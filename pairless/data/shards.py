@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.data.validate import DataError
-from pairless.storage import (
+from pairless.utils.storage import (
     atomic_save_npy,
     atomic_write_json,
     is_complete,

@@ -1,6 +1,6 @@
 """Write a dataset (splits of natural-form samples) in the folder or the packed form.
 
-Both forms are built in a staging folder (:func:`pairless.storage.staged_dir`)
+Both forms are built in a staging folder (:func:`pairless.utils.storage.staged_dir`)
 and published with ``COMPLETE.json`` only when every file is written, so a
 killed write never leaves a folder that looks complete. The layouts are
 described in ``docs/interfaces.md`` ("Dataset on disk").
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pairless import modalities as registry
 from pairless.data import codecs
 from pairless.data.validate import DataError, Problem, check_array_column, check_text_column, infer_size
-from pairless.storage import atomic_save_npy, atomic_write_json, is_complete, staged_dir
+from pairless.utils.storage import atomic_save_npy, atomic_write_json, is_complete, staged_dir
 
 SCHEMA_VERSION = 1
 SCENE_FOLDER = "_scene"

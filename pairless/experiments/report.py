@@ -1,4 +1,4 @@
-"""``pairless report RESULTS/RECIPE``: tables, findings and figures from ``results.json``.
+"""The report of a recipe (``pairless report RESULTS/RECIPE``): tables, findings and figures from ``results.json``.
 
 The report is a measurement, not an advertisement: each of the study's
 findings is checked against our numbers and stated as holding or not, with
@@ -9,14 +9,19 @@ only orderings and trends are comparable, not magnitudes).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.storage import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from pairless.utils.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    flatten,
+    read_json,
+)
 
 # The study's Table I (cross-entropy, nats): direction -> (0-shot, many-shot, 4M-L).
 PAPER_TABLE_I = {
@@ -266,7 +271,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
     ceiling = results.get("tokenizer_ceiling") or {}
     if ceiling:
         parts += ["## Tokenizer ceiling (encode → decode on the val split)", "",
-                  _table(["metric", "value"], [[k, _num(v)] for k, v in sorted(_flatten(ceiling).items())]), ""]
+                  _table(["metric", "value"], [[k, _num(v)] for k, v in sorted(flatten(ceiling).items())
+                                                  if isinstance(v, int | float)]), ""]
     if figures:
         parts += ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""]
     timings = results.get("timings_seconds", {})
@@ -285,17 +291,6 @@ def _num(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        elif isinstance(value, int | float):
-            flat[name] = value
-    return flat
 
 
 def plot_binding(results: dict, out: Path) -> bool:
@@ -358,13 +353,3 @@ def write_report(recipe_dir: Path) -> Path:
     atomic_write_text(report, render_markdown(results, figures))
     return report
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless report", description="write report.md for a recipe's results")
-    parser.add_argument("recipe_dir", type=Path, help="e.g. results/binding (holds results.json)")
-    args = parser.parse_args(argv)
-    if not (args.recipe_dir / "results.json").is_file():
-        parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")
-    with FolderLock(args.recipe_dir):  # the same lock `pairless run` holds while it writes this folder
-        print(write_report(args.recipe_dir))
-    return 0

@@ -1,4 +1,4 @@
-"""``pairless run RECIPE``: every stage a recipe needs, cached by config hash and resumable.
+"""The cached runner (``pairless run RECIPE``): every stage a recipe needs, cached by config hash and resumable.
 
 Stage outputs live under ``OUT/cache/`` in folders named by a hash of the
 config that produced them (and of the hashes of their inputs), so
@@ -16,16 +16,14 @@ The recipe's own folder ``OUT/<recipe>/`` receives ``results.json``,
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pairless.config import ConfigError, apply_overrides
 from pairless.experiments import stages
-from pairless.experiments.recipes import RECIPES, ExperimentConfig, get_recipe
-from pairless.storage import FolderLock, atomic_write_json, config_hash, is_complete, read_json
+from pairless.experiments.recipes import ExperimentConfig
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
 _ESTIMATED_TOKENS_PER_SECOND = {"tiny": 25_000, "small": 10_000, "base": 1_000, "large": 250}
@@ -147,34 +145,3 @@ def _cpu_count() -> int:
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
-    parser.add_argument("--preset", default="tiny", help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (cache shared by recipes)")
-    parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (mean and spread reported)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
-    args = parser.parse_args(argv)
-    try:
-        config = get_recipe(args.recipe, args.preset)
-        if args.seeds is not None:
-            config = apply_overrides(config, [f"seeds={args.seeds}"])
-        config = apply_overrides(config, args.overrides)
-    except ConfigError as error:
-        parser.error(str(error))
-    if args.config_out:
-        atomic_write_json(args.config_out, config.model_dump(mode="json"))
-        return 0
-    if args.dry_run:
-        print(Plan(config, args.out).summary())
-        return 0
-    run_experiment(config, args.out)
-    return 0
-
-
-def load_results(recipe_dir: Path) -> dict:
-    return read_json(Path(recipe_dir) / "results.json")

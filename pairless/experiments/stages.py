@@ -1,83 +1,75 @@
-"""The runner's stages: thin calls into each stage's own entry point, skipped when cached.
+"""The runner's stages: typed configs built from a recipe and passed to each stage's library function.
 
-Each function takes the stage's config and its output folder; when the folder
+Each function takes the stage's recipe config and its output folder; when the folder
 is complete (its ``COMPLETE.json`` marker exists) the stage is skipped, and
 when it exists but is incomplete (a killed run) the stage resumes or redoes it.
+Errors are the library's own exceptions, with their tracebacks. Thread counts are
+chosen here by the machine's load (:func:`~pairless.utils.threads.choose_threads`),
+outside every config hash: they change only the last bits of results.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pairless.config import apply_overrides, validate
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
-from pairless.storage import atomic_write_json, is_complete, read_json
-from pairless.threads import choose_threads
-
-
-class StageError(RuntimeError):
-    """A stage's own entry point reported failure."""
-
-
-def _call(module_main, argv: list[str], stage: str) -> None:
-    code = module_main(argv)
-    if code:
-        raise StageError(f"stage {stage} failed (exit code {code}); arguments: {' '.join(argv)}")
+from pairless.inference.evaluate import evaluate_directions
+from pairless.inference.translations import generate_and_score
+from pairless.modalities import parse_direction
+from pairless.tokenizers.build import build_tokenizers
+from pairless.tokenizers.shards import write_token_shards
+from pairless.tokenizers.train import preset_config
+from pairless.training.train import TrainConfig, train
+from pairless.utils.storage import atomic_write_json, is_complete, read_json
+from pairless.utils.threads import choose_threads
+from pairless.world.dataset import WorldConfig, write_world
 
 
 def build_world(config: WorldStage, out: Path) -> None:
     if is_complete(out):
         return
-    from pairless.world.cli import main as world_main
-
-    _call(world_main, ["--out", str(out), "--num-scenes", str(config.num_scenes), "--size", str(config.size),
-                       "--seed", str(config.seed), "--val-fraction", str(config.val_fraction)], "world")
+    write_world(WorldConfig(num_scenes=config.num_scenes, size=config.size, seed=config.seed,
+                            val_fraction=config.val_fraction), out)
 
 
 def train_tokenizers(config: TokenizerStage, data: Path, out: Path) -> None:
     if is_complete(out):
         return
-    from pairless.tokenizers.cli import main as tokenizers_main
-
-    argv = ["train", "--data", str(data), "--out", str(out), "--preset", config.preset, "--seed", str(config.seed)]
-    if config.modalities:
-        argv += ["--modalities", *config.modalities]
-    for override in config.overrides:
-        argv += ["--set", override]
-    _call(tokenizers_main, argv, "tokenizers")
+    settings = apply_overrides(preset_config(config.preset, seed=config.seed), config.overrides)
+    build_tokenizers(data, out, settings, config.modalities or None, threads=choose_threads(settings.threads))
 
 
 def tokenize(data: Path, tokenizers: Path, out: Path) -> None:
     if is_complete(out):
         return
-    from pairless.tokenizers.shards import main as tokenize_main
+    write_token_shards(data, tokenizers, out, threads=choose_threads())
 
-    _call(tokenize_main, ["--data", str(data), "--tokenizers", str(tokenizers), "--out", str(out)], "tokenize")
+
+def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
+    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build)."""
+    fragment: dict = {}
+    if run.withheld:
+        fragment["withheld"] = [list(pair) for pair in run.withheld]
+    if run.universe:
+        fragment["universe"] = list(run.universe)
+    data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens, "batch_size": run.batch_size,
+            "model": {"preset": run.model_preset}, "fragment": fragment}
+    overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
+                 f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]
+    return apply_overrides(validate(TrainConfig, data), overrides)
 
 
 def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
     if not is_complete(out):
-        from pairless.train import main as train_main
-
-        argv = ["--shards", str(shards), "--out", str(out), "--preset", run.model_preset,
-                "--total-tokens", str(run.total_tokens), "--batch-size", str(run.batch_size),
-                "--set", f"masking.input_budget={run.input_budget}",
-                "--set", f"masking.target_budget={run.target_budget}",
-                "--set", f"seed={run.seed}", "--set", f"fragment.seed={run.seed}"]
-        for a, b in run.withheld:
-            argv += ["--withhold", f"{a}:{b}"]
-        if run.universe:
-            argv += ["--universe", ",".join(run.universe)]
-        for override in run.overrides:
-            argv += ["--set", override]
-        # Threads are chosen by load, outside the run's config hash: they change only the last bits. A resumed
-        # run keeps the count its checkpoint recorded (``pairless train`` does that when none is given), so
-        # that it continues bit-identically whatever the load is now.
-        if out.exists():
-            argv.append("--resume")
-        else:
-            argv += ["--set", f"num_threads={choose_threads()}"]
-        _call(train_main, argv, f"train {run.name}")
+        config = train_config(run, shards, out)
+        # A resumed run keeps the thread count its checkpoint recorded (``train`` does that when none is
+        # given), so that it continues bit-identically whatever the load is now.
+        resume = out.exists()
+        if not resume:
+            config = apply_overrides(config, [f"num_threads={choose_threads()}"])
+        train(config, resume=resume)
     summary = read_json(out / "COMPLETE.json")
     return {"role": run.role, "label": run.label, "withheld": [list(p) for p in run.withheld],
             "universe": run.universe, "model_preset": run.model_preset, "seed": run.seed, "path": str(out),
@@ -92,8 +84,8 @@ def _directions_for(run: TrainingRun, directions: list[str]) -> list[str]:
     allowed = set(run.universe)
     out = []
     for direction in directions:
-        src, dst = direction.split(":")
-        if set(src.split("+")) | {dst} <= allowed:
+        sources, destination = parse_direction(direction)
+        if {*sources, destination} <= allowed:
             out.append(direction)
     return out
 
@@ -103,10 +95,8 @@ def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cach
     cached = read_json(cache_file) if cache_file.is_file() else {}
     wanted = [d for d in _directions_for(run, config.directions) if d not in cached]
     if wanted:
-        from pairless.evaluate import evaluate_directions
-
         results = evaluate_directions(run_dir, wanted, num_samples=config.eval_samples,
-                                      batch_size=config.eval_batch_size)
+                                      batch_size=config.eval_batch_size, threads=choose_threads())
         cached.update(results)
         atomic_write_json(cache_file, cached)
     return {d: cached[d] for d in _directions_for(run, config.directions) if d in cached}
@@ -114,8 +104,6 @@ def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cach
 
 def make_figures(config: ExperimentConfig, plan) -> dict:
     """Generation grids and decoded metrics for every figure of the recipe."""
-    from pairless.generate_cli import generate_and_score
-
     figures, metrics = {}, {}
     for figure in config.figures:
         runs = {name: plan.runs[name] for name in figure.runs if name in plan.runs}
@@ -125,7 +113,7 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
         out = plan.recipe_dir / "figures" / f"{figure.src}-to-{figure.dst}"
         result = generate_and_score(runs=runs, src=figure.src, dst=figure.dst, schedule=figure.schedule,
                                     num=max(figure.num, config.decoded_samples), tokenizers=plan.tokenizers,
-                                    shards=plan.shards, out=out, figure_rows=figure.num)
+                                    shards=plan.shards, out=out, figure_rows=figure.num, threads=choose_threads())
         if result.get("figure"):
             figures[f"{figure.src} → {figure.dst} ({figure.schedule})"] = str(result["figure"])
         metrics[direction] = result.get("metrics", {})

@@ -9,20 +9,20 @@ depth       abs_rel, rmse, delta_1.25 (fraction of pixels with max(p/t, t/p) < 1
 normal      angular_error (mean degrees), within_11.25 (fraction of pixels)
 semseg      miou, pixel_accuracy
 rgb         psnr (dB, mean over images), ssim (torchmetrics)
-det         map_50 (mean average precision at IoU 0.5, :func:`average_precision`)
+det         map_50 (mean average precision at IoU 0.5, COCO rule, :func:`average_precision`)
 caption     bleu4 (torchmetrics, corpus level); fact_accuracy when scenes are given
 embed       cosine
 ==========  ===================================================================
 
 Generated boxes carry no confidence, so every predicted box scores 1 and
-boxes are ranked in the order they were generated. torchmetrics'
-MeanAveragePrecision needs pycocotools or faster-coco-eval, which are not
-installed, so mAP@0.5 is computed here (all-point interpolated AP per class,
-the VOC 2010+ rule; mean over the classes present in the ground truth).
+boxes are ranked in the order they were generated. mAP@0.5 is the COCO
+evaluation of pycocotools, mean over the classes present in the ground truth.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +33,7 @@ from torchmetrics.functional.text import bleu_score
 from pairless import metrics
 from pairless import modalities as registry
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (continuous corners)
 
 # Box text is dequantized at this size: IoU does not depend on scale, and a
 # large size keeps the integer rounding of the parser negligible.
@@ -78,64 +78,50 @@ def rgb_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {"psnr": float(psnr), "ssim": float(ssim)}
 
 
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes given as continuous corner coordinates."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    intersection = max(width, 0.0) * max(height, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
-def _class_ap(predictions: list[tuple[float, int, Box]], truths: dict[int, list[Box]], threshold: float) -> float:
-    """All-point interpolated AP of one class; predictions are (score, image, box)."""
-    num_truths = sum(len(boxes) for boxes in truths.values())
-    order = sorted(range(len(predictions)), key=lambda i: -predictions[i][0])  # stable: ties keep their order
-    matched = {image: [False] * len(boxes) for image, boxes in truths.items()}
-    hits = []
-    for index in order:
-        _, image, box = predictions[index]
-        candidates = truths.get(image, [])
-        overlaps = [box_iou(box, truth) for truth in candidates]
-        best = int(np.argmax(overlaps)) if overlaps else -1
-        hit = best >= 0 and overlaps[best] >= threshold and not matched[image][best]
-        if hit:
-            matched[image][best] = True
-        hits.append(hit)
-    true_positives = np.cumsum(hits)
-    recall = true_positives / num_truths
-    precision = true_positives / np.arange(1, len(hits) + 1)
-    # the precision envelope, then the area under the stepwise PR curve
-    recall = np.concatenate([[0.0], recall])
-    precision = np.concatenate([[0.0], precision])
-    for i in range(len(precision) - 2, -1, -1):
-        precision[i] = max(precision[i], precision[i + 1])
-    steps = np.flatnonzero(recall[1:] != recall[:-1])
-    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
-
-
 def average_precision(predictions: Sequence[Sequence[tuple[str, Box] | tuple[str, Box, float]]],
                       targets: Sequence[Sequence[tuple[str, Box]]], iou_threshold: float = 0.5) -> dict:
     """Mean AP at one IoU threshold over images; ``{"map": float or nan, "per_class": {name: ap}}``.
 
-    ``predictions[i]`` lists image i's predicted ``(class, box[, score])``
-    (score 1 when omitted), ``targets[i]`` its true ``(class, box)``. A
-    prediction is a hit when its best-overlapping true box of the same class
-    has IoU >= the threshold and was not already taken by a higher-ranked prediction.
+    The COCO evaluation (pycocotools' COCOeval, what torchmetrics' MeanAveragePrecision runs; that class
+    itself needs torchvision, whose wheels do not load with the CPU torch build pinned here): 101-point
+    interpolated precision, each prediction matched to the best still unmatched true box of its class.
+    ``predictions[i]`` lists image i's predicted ``(class, box[, score])`` (score 1 when omitted; ties keep
+    their order), ``targets[i]`` its true ``(class, box)``; the mean is over the classes with a true box.
     """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     if len(predictions) != len(targets):
         raise ValueError(f"average_precision: {len(predictions)} predicted images for {len(targets)} targets")
     classes = sorted({name for boxes in targets for name, _ in boxes})
-    per_class = {}
-    for name in classes:
-        truths: dict[int, list[Box]] = {}
-        for image, boxes in enumerate(targets):
-            truths.setdefault(image, []).extend(box for label, box in boxes if label == name)
-        found = [(float(entry[2]) if len(entry) > 2 else 1.0, image, entry[1])
-                 for image, boxes in enumerate(predictions) for entry in boxes if entry[0] == name]
-        per_class[name] = _class_ap(found, truths, iou_threshold) if found else 0.0
-    value = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return {"map": value, "per_class": per_class}
+    if not classes:
+        return {"map": float("nan"), "per_class": {}}
+    category = {name: number for number, name in enumerate(classes, start=1)}
+
+    def xywh(box: Box) -> list[float]:
+        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
+
+    truths = [{"id": number, "image_id": image, "category_id": category[name], "bbox": xywh(box),
+               "area": xywh(box)[2] * xywh(box)[3], "iscrowd": 0}
+              for number, (image, name, box) in enumerate(((image, name, box) for image, boxes in enumerate(targets)
+                                                           for name, box in boxes), start=1)]
+    found = [{"image_id": image, "category_id": category[entry[0]], "bbox": xywh(entry[1]),
+              "score": float(entry[2]) if len(entry) > 2 else 1.0}
+             for image, boxes in enumerate(predictions) for entry in boxes if entry[0] in category]
+    if not found:
+        return {"map": 0.0, "per_class": dict.fromkeys(classes, 0.0)}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        ground_truth = COCO()
+        ground_truth.dataset = {"images": [{"id": image} for image in range(len(targets))], "annotations": truths,
+                                "categories": [{"id": number, "name": name} for name, number in category.items()]}
+        ground_truth.createIndex()
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(found), "bbox")
+        evaluation.params.iouThrs = np.array([iou_threshold])
+        evaluation.evaluate()
+        evaluation.accumulate()
+    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # (recall points, classes): all areas, 100 boxes
+    per_class = {name: float(precision[:, number - 1].clip(min=0).mean()) for name, number in category.items()}
+    return {"map": float(np.mean(list(per_class.values()))), "per_class": per_class}
 
 
 def det_metrics(prediction: list[str], target: list[str]) -> dict[str, float]:

@@ -9,37 +9,27 @@ every target token of every sample. The same with an empty encoder input
 gives ``ce_unconditional``: what the model knows about B with no input at
 all, the floor a translation has to beat.
 
-``pairless eval RUN --directions rgb:depth,depth:rgb,rgb+normal:depth``
-writes ``RUN/eval.json`` (merged with directions evaluated before) and
-prints a table.
+``evaluate_directions(RUN, ["rgb:depth", "rgb+normal:depth"])`` is what
+``pairless eval RUN --directions rgb:depth,rgb+normal:depth`` runs (it also
+merges the results into ``RUN/eval.json`` and prints :func:`format_table`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from pairless.generate import cpu_threads, model_device, precision
-from pairless.storage import FolderLock, atomic_write_json, read_json
-from pairless.translation_batch import content_mask, translation_batch
-
-
-def parse_direction(text: str) -> tuple[list[str], str]:
-    """``"rgb+normal:depth"`` -> (["rgb", "normal"], "depth")."""
-    parts = text.split(":")
-    sources = [name.strip() for name in parts[0].split("+") if name.strip()] if len(parts) == 2 else []
-    if len(parts) != 2 or not sources or not parts[1].strip():
-        raise ValueError(f"direction {text!r}: expected src[+src...]:dst, e.g. rgb:depth or rgb+normal:depth")
-    destination = parts[1].strip()
-    if destination in sources:
-        raise ValueError(f"direction {text!r}: the destination {destination!r} is also a source")
-    return sources, destination
+from pairless.data.shards import open_shards
+from pairless.inference.generate import model_device, precision
+from pairless.inference.translation_batch import content_mask, translation_batch
+from pairless.modalities import parse_direction
+from pairless.model import FourM, load_model
+from pairless.utils.storage import FolderLock, atomic_write_json, read_json
+from pairless.utils.threads import torch_threads
 
 
 def direction_name(src: list[str], dst: str) -> str:
@@ -78,7 +68,7 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     says how many were used). ``num_tokens`` counts the scored target tokens.
     ``unconditional_cache`` (a dict kept by the caller, for one model) lets
     directions with the same destination and samples share the no-input pass.
-    ``threads``: CPU threads (default: ``pairless.generate.cpu_threads``' choice).
+    ``threads``: torch threads (None: the current count).
     """
     specs = shards.specs
     modalities = model_modalities(model, specs, [*src, dst])
@@ -93,7 +83,7 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     try:
         # one autocast region for the whole loop: the bf16 copies of the weights are made once, not per batch
         device = model_device(model)
-        with torch.inference_mode(), precision(device), cpu_threads(device, threads):
+        with torch.inference_mode(), precision(device), torch_threads(threads):
             chunks = range(0, len(indices), batch_size)
             for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]
@@ -130,19 +120,30 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
 
 
 def evaluate_directions(run: Path, directions: list[str], num_samples: int = 2500, batch_size: int = 64,
-                        split: str = "val", shards_path: Path | None = None) -> dict[str, dict]:
-    """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}."""
-    from pairless.data.shards import open_shards
+                        split: str = "val", shards_path: Path | None = None,
+                        threads: int | None = None) -> dict[str, dict]:
+    """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}.
 
+    ``threads``: torch threads (None: the current count).
+    """
     run = Path(run)
     parsed = [parse_direction(text) for text in directions]
     shards = open_shards(shards_path or run_shards_path(run), split)
     model = load_run_model(run)
     results, unconditional = {}, {}
     for src, dst in parsed:
-        row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional)
+        row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
         results[direction_name(src, dst)] = {**row, "split": split}
     return results
+
+
+def record_results(run: Path, results: dict[str, dict]) -> Path:
+    """Merge ``results`` into ``RUN/eval.json`` (directions evaluated before are kept); returns its path."""
+    output = Path(run) / "eval.json"
+    with FolderLock(Path(run) / "eval"):
+        previous = read_json(output) if output.is_file() else {}
+        atomic_write_json(output, {**previous, **results})
+    return output
 
 
 def run_shards_path(run: Path) -> Path:
@@ -168,10 +169,8 @@ def _find_key(node, key: str):
     return None
 
 
-def load_run_model(run: Path):
+def load_run_model(run: Path) -> FourM:
     """``RUN/model.safetensors`` through ``pairless.model.load_model`` (the error names a missing file)."""
-    from pairless.model import load_model
-
     weights = run / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no final weights (has `pairless train` finished for this run?)")
@@ -185,27 +184,3 @@ def format_table(results: dict[str, dict]) -> str:
                      f"{row['num_samples']:>8d} {row['num_tokens']:>9d}")
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="training run folder (holds config.json and model.safetensors)")
-    parser.add_argument("--directions", required=True, help="comma-separated src[+src]:dst, e.g. rgb:depth,depth:rgb")
-    parser.add_argument("--num-samples", type=int, default=2500)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
-    args = parser.parse_args(argv)
-    directions = [text.strip() for text in args.directions.split(",") if text.strip()]
-    try:
-        results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
-                                      args.shards)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"pairless eval: {error}", file=sys.stderr)
-        return 2
-    output = args.run / "eval.json"
-    with FolderLock(args.run / "eval"):
-        previous = read_json(output) if output.is_file() else {}
-        atomic_write_json(output, {**previous, **results})
-    print(format_table(results))
-    print(f"wrote {output}")
-    return 0

@@ -1,6 +1,8 @@
-"""``pairless preview``: a grid of samples, one row per sample, one column per modality.
+"""Figures: the preview grid of samples (``pairless preview``), the generation grid, and the drawing
+of one value of any modality.
 
-Also the per-modality drawing used by evaluation figures:
+:func:`write_preview` draws one row per sample, one column per modality;
+:func:`draw_grid` the generation figure (samples x runs); both use
 :func:`draw_value` (``draw_value(ax, modality, value, size)``) draws one
 natural value on a matplotlib axes according to the registry's ``viz`` kind:
 
@@ -21,9 +23,7 @@ HEADER_PIXELS`` high.
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
 import textwrap
 from pathlib import Path
 
@@ -33,9 +33,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from pairless import modalities as registry
-from pairless.data.dataset import Dataset, open_dataset
-from pairless.data.validate import DataError
-from pairless.storage import atomic_write_bytes
+from pairless.data.dataset import Dataset
+from pairless.utils.storage import atomic_write_bytes
+from pairless.world.det import parse_det_text
 
 CELL_PIXELS = 128
 HEADER_PIXELS = 20
@@ -69,10 +69,6 @@ def _draw_text(ax, text: str, width: int = 24) -> None:
 
 def _draw_boxes(ax, text: str, size: int, background: np.ndarray | None) -> bool:
     """Draw det boxes on ``background``; False when the text cannot be parsed into boxes."""
-    try:
-        from pairless.world.det import parse_det_text
-    except ImportError:
-        return False
     try:
         boxes = parse_det_text(text, size)
     except (ValueError, IndexError):
@@ -176,25 +172,23 @@ def write_preview(dataset: Dataset, out: str | Path, num: int = 8, start: int = 
     return round(figure.get_figwidth() * DPI), round(figure.get_figheight() * DPI)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless preview", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dataset", help="dataset folder (packed or folder form)")
-    parser.add_argument("--split", default="val", help="split to draw (default: val)")
-    parser.add_argument("--out", required=True, help="output PNG path")
-    parser.add_argument("--num", type=int, default=8, help="number of samples (rows), default 8")
-    parser.add_argument("--start", type=int, default=0, help="index of the first sample")
-    parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
-                        help="what to do with unreadable or invalid files (default: error)")
-    args = parser.parse_args(argv)
-    try:
-        dataset = open_dataset(args.dataset, args.split, on_bad_sample=args.on_bad_sample)
-        width, height = write_preview(dataset, args.out, num=args.num, start=args.start)
-    except (DataError, ValueError, KeyError) as error:
-        print(f"pairless preview: {error}", file=sys.stderr)
-        return 1
-    if dataset.bad_samples:
-        print(f"skipped {len(dataset.bad_samples)} bad value(s), e.g. {dataset.bad_samples[0][0]}: "
-              f"{dataset.bad_samples[0][1]}", file=sys.stderr)
-    print(f"wrote {args.out} ({width}x{height} px, {min(args.num, len(dataset) - args.start)} samples, "
-          f"modalities: {', '.join(dataset.modalities)})")
-    return 0
+def draw_grid(path: Path, columns: list[tuple[str, str, object]], rows: int, title: str) -> None:
+    """A grid figure: ``columns`` are (header, modality, values); rows are samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(rows, len(columns), figsize=(2.0 * len(columns), 2.0 * rows), squeeze=False)
+    for column, (header, modality, values) in enumerate(columns):
+        axes[0, column].set_title(header, fontsize=8)
+        for row in range(rows):
+            value = values[row]
+            size = int(np.asarray(value).shape[0]) if not isinstance(value, str) else 32
+            draw_value(axes[row, column], modality, value, size)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -36,8 +36,8 @@ from pydantic import Field
 
 from pairless.batch import TokenSpec
 from pairless.config import Config, ConfigError
-from pairless.threads import cpu_threads  # noqa: F401 (re-exported)
-from pairless.translation_batch import pack_batch
+from pairless.inference.translation_batch import pack_batch
+from pairless.utils.threads import torch_threads
 
 
 class GenerationSchedule(Config):
@@ -323,25 +323,17 @@ def generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str,
 
     Runs under inference mode and bf16 autocast (the samplers themselves
     leave precision to their caller). ``use_cache`` applies to ``ar``;
-    ``threads``: CPU threads (default: :func:`cpu_threads`' choice).
+    ``threads``: torch threads (None: the current count).
     """
     missing = [name for name in src if name not in source]
     if missing:
         raise ValueError(f"generate: source tokens missing for {missing}; given {sorted(source)}")
     # one autocast region for the whole generation: the bf16 copies of the weights are made once
     device = model_device(model)
-    with torch.inference_mode(), precision(device), cpu_threads(device, threads):
+    with torch.inference_mode(), precision(device), torch_threads(threads):
         if schedule.scheme == "ar":
             return ar_generate(model, source, src, dst, specs, modalities, schedule, generator, use_cache=use_cache)
         return parallel_generate(model, source, src, dst, specs, modalities, schedule, generator)
-
-
-def parse_chain(text: str) -> list[list[str]]:
-    """``"rgb+normal:semseg:depth"`` -> [["rgb", "normal"], ["semseg"], ["depth"]] (validated names)."""
-    links = [[name.strip() for name in link.split("+") if name.strip()] for link in text.split(":")]
-    if len(links) < 2 or any(not link for link in links) or any(len(link) > 1 for link in links[1:]):
-        raise ValueError(f"chain {text!r}: expected src[+src...]:dst[:dst...], e.g. rgb:normal:depth")
-    return links
 
 
 def generate_chain(model, source: dict[str, torch.Tensor], chain: list[list[str]],

@@ -1,6 +1,6 @@
 """Packing whole modalities into a :class:`~pairless.batch.MaskedBatch` for evaluation and generation.
 
-Training batches come from :mod:`pairless.masking` (random token subsets);
+Training batches come from :mod:`pairless.training.masking` (random token subsets);
 evaluation and generation instead need *chosen* token sets: all tokens of the
 source modalities as inputs, and all (or the not yet generated) tokens of the
 destination modality as targets, plus, while generating, the already

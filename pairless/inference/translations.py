@@ -1,10 +1,10 @@
-"""``pairless generate``: generate with one or more trained runs, decode, score, and draw the study's grid.
+"""Generate with one or more trained runs, decode, score, and draw the study's grid (``pairless generate``).
 
 For the first ``num`` held-out samples that have the source and destination
 modalities, each run generates the destination from the source tokens with
 one schedule; generations and the tokenized ground truth are decoded by the
 tokenizers and scored with the destination's natural metrics
-(:mod:`pairless.decoded_metrics`, against the *decoded tokenized* ground
+(:mod:`pairless.inference.decoded_metrics`, against the *decoded tokenized* ground
 truth, so that tokenizer error is not charged to the model). The figure is
 laid out as the study's Figures 4-9: rows are samples, columns are the
 decoded tokenized input | one prediction per run | the decoded ground truth.
@@ -22,25 +22,25 @@ request reuses it)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from pairless.decoded_metrics import score
-from pairless.evaluate import eligible_samples, load_run_model, model_modalities, run_shards_path
-from pairless.generate import (
+from pairless.data.shards import open_shards
+from pairless.inference.decoded_metrics import score
+from pairless.inference.evaluate import eligible_samples, load_run_model, model_modalities
+from pairless.inference.figures import draw_grid
+from pairless.inference.generate import (
     GenerationSchedule,
     default_schedule,
     generate_chain,
-    parse_chain,
     schedule_preset,
 )
-from pairless.storage import (
+from pairless.modalities import parse_chain
+from pairless.utils.storage import (
     FolderLock,
     atomic_save_npy,
     atomic_write_bytes,
@@ -52,6 +52,7 @@ from pairless.storage import (
     read_json,
     staged_dir,
 )
+from pairless.utils.threads import torch_threads
 
 
 def _schedule_for(kind: str, schedule: GenerationSchedule) -> GenerationSchedule:
@@ -61,7 +62,7 @@ def _schedule_for(kind: str, schedule: GenerationSchedule) -> GenerationSchedule
 
 
 def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedule: GenerationSchedule,
-                  seed: int, batch_size: int, label: str) -> dict[str, np.ndarray]:
+                  seed: int, batch_size: int, label: str, threads: int | None) -> dict[str, np.ndarray]:
     """Token ids of every generated link (numpy, [num, L]) for the selected shard rows."""
     specs = {name: model.specs[name] for name in model.specs}
     model_modalities(model, shards.specs, [name for link in chain for name in link])  # same tokenizers?
@@ -69,12 +70,13 @@ def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], sched
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {link[0]: [] for link in chain[1:]}
     model.eval()
-    for start in tqdm(range(0, len(rows), batch_size), desc=f"generate {label}", disable=None, leave=False):
-        chunk = rows[start : start + batch_size]
-        source = {name: torch.from_numpy(np.asarray(shards.tokens[name][chunk])).long() for name in chain[0]}
-        generated = generate_chain(model, source, chain, specs, model.modalities, schedules, generator)
-        for name, ids in generated.items():
-            parts[name].append(ids)
+    with torch_threads(threads):
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"generate {label}", disable=None, leave=False):
+            chunk = rows[start : start + batch_size]
+            source = {name: torch.from_numpy(np.asarray(shards.tokens[name][chunk])).long() for name in chain[0]}
+            generated = generate_chain(model, source, chain, specs, model.modalities, schedules, generator)
+            for name, ids in generated.items():
+                parts[name].append(ids)
     return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
 
 
@@ -109,42 +111,16 @@ def _decoder(tokenizers: Path):
     return decode
 
 
-def draw_grid(path: Path, columns: list[tuple[str, str, object]], rows: int, title: str) -> None:
-    """A grid figure: ``columns`` are (header, modality, values); rows are samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pairless.data.preview import draw_value
-
-    figure, axes = plt.subplots(rows, len(columns), figsize=(2.0 * len(columns), 2.0 * rows), squeeze=False)
-    for column, (header, modality, values) in enumerate(columns):
-        axes[0, column].set_title(header, fontsize=8)
-        for row in range(rows):
-            value = values[row]
-            size = int(np.asarray(value).shape[0]) if not isinstance(value, str) else 32
-            draw_value(axes[row, column], modality, value, size)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    from io import BytesIO
-
-    buffer = BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
                        shards: Path, out: Path, figure_rows: int | None = None, split: str = "val",
-                       seed: int = 0, batch_size: int = 64) -> dict:
+                       seed: int = 0, batch_size: int = 64, threads: int | None = None) -> dict:
     """Generate ``dst`` from ``src`` with every run, decode, score, draw; returns what the report needs.
 
     ``src``: a modality, ``"a+b"`` or a list; ``dst`` may be a chain
     ``"normal:depth"`` (generate normal, then depth; metrics and figure are
     for the last link). ``schedule``: a preset name or a GenerationSchedule;
     links whose kind it does not fit (e.g. text in a chain of images) use the
-    study's default for their kind. Returns ``{"out", "figure", "metrics":
+    study's default for their kind. ``threads``: torch threads (None: the current count). Returns ``{"out", "figure", "metrics":
     {run: {metric: value}}, "num_samples"}``.
     """
     sources = src.split("+") if isinstance(src, str) else list(src)
@@ -160,8 +136,6 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     if is_complete(out) and read_json(out / "request.json").get("hash") == request["hash"]:
         return {"out": out, "figure": out / "figure.png", "metrics": read_json(out / "metrics.json"),
                 "num_samples": read_json(out / "metrics.json").get("_num_samples")}
-    from pairless.data.shards import open_shards
-
     data = open_shards(shards, split)
     rows = eligible_samples(data, [*sources, final], num)
     decode = _decoder(Path(tokenizers))
@@ -171,7 +145,7 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     predictions, results = {}, {}
     for name, path in runs.items():
         model = load_run_model(path)
-        generated = _generate_run(model, data, rows, chain, schedule, seed, batch_size, name)
+        generated = _generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
         results[name] = score(final, predictions[name][final][1], truth, scenes)
     metrics = {**results, "_num_samples": len(rows)}
@@ -209,59 +183,7 @@ def _label(schedule: GenerationSchedule) -> str:
     return f"{schedule.scheme.upper()}{steps}, T={schedule.temperature:g}, CFG {schedule.guidance_scale:g}"
 
 
-def _parse_runs(first: Path, extra: str | None) -> dict[str, Path]:
-    if not extra:
-        return {first.name: first}
-    runs = {}
-    for item in extra.split(","):
-        if "=" not in item:
-            raise ValueError(f"--runs {item!r}: expected name=RUN, e.g. zs=runs/zs,ms=runs/ms")
-        name, path = item.split("=", 1)
-        runs[name.strip()] = Path(path.strip())
-    return runs
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="a training run folder (its shards are used by default)")
-    parser.add_argument("--from", dest="src", required=True, help="source modality, or a+b")
-    parser.add_argument("--to", dest="dst", required=True, help="destination modality, or a chain normal:depth")
-    parser.add_argument("--num", type=int, default=8, help="samples to generate and score")
-    parser.add_argument("--schedule", default=None, help="a preset name (default: the study's for the kind)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        help="schedule override, e.g. --set temperature=0.5")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--runs", default=None, help="several runs side by side: name=RUN,name=RUN")
-    parser.add_argument("--tokenizers", type=Path, default=None, help="tokenizer folder (default: the shards')")
-    parser.add_argument("--shards", type=Path, default=None)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--figure-rows", type=int, default=None)
-    args = parser.parse_args(argv)
-    from pairless.config import ConfigError, apply_overrides
-    from pairless.modalities import get
-
-    try:
-        runs = _parse_runs(args.run, args.runs)
-        shards = args.shards or run_shards_path(args.run)
-        tokenizers = args.tokenizers or _tokenizers_of(shards)
-        final = args.dst.split(":")[-1]
-        schedule = schedule_preset(args.schedule) if args.schedule else default_schedule(get(final).kind)
-        schedule = apply_overrides(schedule, args.overrides)
-        result = generate_and_score(runs, args.src, args.dst, schedule, args.num, tokenizers, shards,
-                                    args.out, args.figure_rows, args.split, args.seed, args.batch_size)
-    except (ValueError, FileNotFoundError, KeyError, ConfigError) as error:
-        print(f"pairless generate: {error}", file=sys.stderr)
-        return 2
-    for name, values in result["metrics"].items():
-        if not name.startswith("_"):
-            print(f"{name:<16} " + "  ".join(f"{key}={value:.4f}" for key, value in values.items()))
-    print(f"wrote {result['out']} (figure: {result['figure']})")
-    return 0
-
-
-def _tokenizers_of(shards: Path) -> Path:
+def tokenizers_of(shards: Path) -> Path:
     """The tokenizer folder the shards were made with (their manifest records it)."""
     manifest = read_json(Path(shards) / "manifest.json")
     for key in ("tokenizers", "tokenizer_root", "tokenizer_dir"):

@@ -1,4 +1,4 @@
-"""The 4M-style encoder-decoder (``FourM``), its presets, and safetensors save/load.
+"""The 4M-style encoder-decoder (``FourM``) and its presets.
 
 Every modality is a list of discrete tokens. Embedding a packed
 :class:`~pairless.batch.MaskedBatch` is two gathers: one flat token table
@@ -23,21 +23,16 @@ averaged over the modalities present in the batch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from pairless.attention import AttentionKind, attend, prepare_mask
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config
-from pairless.storage import atomic_write_bytes
+from pairless.model.attention import AttentionKind, attend, prepare_mask
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(dim=192, encoder_layers=4, decoder_layers=4, heads=3),  # ~4-5M parameters: CPU tests, demos
@@ -49,7 +44,7 @@ PRESETS: dict[str, dict] = {
 
 
 class ModelConfig(Config):
-    """Transformer shape; defaults are the ``tiny`` preset."""
+    """Transformer shape; defaults are the ``tiny`` preset. A ``preset`` fills the fields not given."""
 
     preset: str = "tiny"
     dim: int = Field(192, ge=8)
@@ -60,6 +55,16 @@ class ModelConfig(Config):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
     bias: bool = False  # biases in linear layers and layer norms
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        """The named preset gives every shape field the data leaves out: ``{"preset": "small"}`` is small."""
+        if isinstance(data, dict) and "preset" in data:
+            if data["preset"] not in PRESETS:
+                raise ValueError(f"model.preset: unknown preset {data['preset']!r}; allowed: {', '.join(PRESETS)}")
+            data = {**PRESETS[data["preset"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -353,47 +358,4 @@ class FourM(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())
-
-
-def save_model(path: str | Path, model: FourM) -> None:
-    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata."""
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    metadata = {
-        "format": "pairless.FourM",
-        "config": model.config.model_dump_json(),
-        "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
-    }
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
-    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise ValueError(f"{path}: cannot read model weights ({error})") from error
-    if metadata.get("format") != "pairless.FourM":
-        raise ValueError(f"{path}: not a pairless model file (metadata format={metadata.get('format')!r})")
-    config = ModelConfig.model_validate_json(metadata["config"])
-    specs = {}
-    for entry in json.loads(metadata["specs"]):
-        entry["grid"] = tuple(entry["grid"]) if entry.get("grid") is not None else None
-        specs[entry["name"]] = TokenSpec(**entry)
-    model = FourM(config, specs).to(device)
-    model.load_state_dict(_split_flat_head(tensors, model))
-    return model
-
-
-def _split_flat_head(tensors: dict[str, torch.Tensor], model: FourM) -> dict[str, torch.Tensor]:
-    """Weights saved before the heads were per modality held one ``output`` projection over all
-    vocabularies (concatenated in modality order): split it into the per-modality heads."""
-    for kind in ("weight", "bias"):
-        flat = tensors.pop(f"output.{kind}", None)
-        if flat is not None:
-            for index, part in enumerate(torch.split(flat, model.vocab_sizes)):
-                tensors[f"heads.{index}.{kind}"] = part.contiguous()
-    return tensors
 

@@ -17,10 +17,10 @@ import json
 from pathlib import Path
 
 from pairless.config import validate
-from pairless.storage import is_complete
 from pairless.tokenizers.spatial import SpatialTokenizer
 from pairless.tokenizers.text import TextConfig, TextTokenizer, load_text_tokenizer
 from pairless.tokenizers.vector import VectorTokenizer
+from pairless.utils.storage import is_complete
 
 TOKENIZER_TYPES = {"spatial": SpatialTokenizer, "vector": VectorTokenizer, "text": TextTokenizer}
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from pairless.batch import TokenSpec
 from pairless.config import validate
-from pairless.storage import atomic_write_bytes, atomic_write_json
+from pairless.utils.storage import atomic_write_bytes, atomic_write_json
 
 ENCODE_CHUNK = 128
 WEIGHTS_FILE = "weights.safetensors"

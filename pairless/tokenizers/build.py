@@ -1,4 +1,6 @@
-"""``pairless tokenizers train``: train the tokenizer of every modality in a dataset, then report.
+"""A tokenizer folder ``TOKDIR``: train the tokenizer of every modality in a dataset, then report.
+
+:func:`build_tokenizers` is what ``pairless tokenizers train`` runs.
 
 Each modality is trained on the training samples that have it (fragmented
 data is normal) and published on its own as ``TOKDIR/<modality>/`` through a
@@ -11,7 +13,6 @@ itself is marked complete.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from pairless import modalities as registry
-from pairless.config import ConfigError, apply_overrides
-from pairless.storage import (
+from pairless.tokenizers import text as text_tokenizers
+from pairless.tokenizers.train import (
+    TokenizerTrainConfig,
+    build_spatial,
+    build_vector,
+    train_neural,
+)
+from pairless.utils.storage import (
     TIMINGS_FILE,
     FolderLock,
     atomic_write_json,
@@ -30,14 +37,6 @@ from pairless.storage import (
     read_json,
     reusable_output,
     staged_dir,
-)
-from pairless.tokenizers import text as text_tokenizers
-from pairless.tokenizers.train import (
-    TokenizerTrainConfig,
-    build_spatial,
-    build_vector,
-    preset_config,
-    train_neural,
 )
 
 
@@ -72,8 +71,12 @@ def _already_done(folder: Path, expected_hash: str) -> bool:
     return True
 
 
-def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None) -> dict:
-    """Train every requested modality's tokenizer (skipping complete ones); returns per-modality info."""
+def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
+              threads: int | None = None) -> dict:
+    """Train every requested modality's tokenizer (skipping complete ones); returns per-modality info.
+
+    ``threads``: torch threads (None: ``config.threads``, else the current count).
+    """
     from pairless.data import open_dataset
 
     dataset = open_dataset(data, "train")
@@ -115,7 +118,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
                 settings = config.vector
             steps = config.steps_for(modality, settings)
             result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed, bf16=config.bf16,
-                                  description=f"tokenizer {modality}", threads=config.threads)
+                                  description=f"tokenizer {modality}",
+                                  threads=config.threads if threads is None else threads)
             record.update(train_seconds=time.perf_counter() - started, steps=steps, threads=result["threads"],
                           first_loss=float(np.mean(result["losses"][:10])),
                           final_loss=float(np.mean(result["losses"][-10:])))
@@ -145,59 +149,35 @@ def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_mod
     return Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless tokenizers", description=__doc__.splitlines()[0])
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset")
-    train.add_argument("--data", required=True, type=Path, help="dataset folder (with train/ and val/ splits)")
-    train.add_argument("--out", required=True, type=Path, help="tokenizer folder TOKDIR")
-    train.add_argument("--preset", default="tiny", help="micro | demo | tiny | base")
-    train.add_argument("--modalities", nargs="+", default=None, help="only these (default: all in the data)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="config override, e.g. spatial.steps=500 or steps=20 (repeatable)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-report", action="store_true", help="skip the reconstruction report")
-    return parser
+def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
+                     report: bool = True, threads: int | None = None) -> dict | None:
+    """Train every modality's tokenizer into ``out``, write the reconstruction report, mark ``out`` complete.
 
+    Returns the per-modality training info, or None when ``out`` is already complete with this very request
+    (made from other data or settings, it raises FileExistsError naming the first difference).
+    ``threads``: torch threads (None: ``config.threads``, else the current count).
+    """
+    out = Path(out)
+    # What this call would make: a complete out is reused only when it was made from the same request.
+    request = {"data": str(Path(data).resolve()), "modalities": sorted(modalities or []) or None,
+               "config": config.model_dump(mode="json"), "report": report}
+    with FolderLock(out):
+        found = read_json(out / "COMPLETE.json").get("request") if is_complete(out) else None
+        if reusable_output(out, request, found, what="tokenizers", remedy="choose another --out or remove it"):
+            return None
+        started = time.perf_counter()
+        info = train_all(data, out, config, modalities, threads)
+        if report:
+            from pairless.tokenizers.report import write_report
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = apply_overrides(preset_config(args.preset, seed=args.seed), args.overrides)
-    except ConfigError as error:
-        print(f"pairless tokenizers: {error}", file=sys.stderr)
-        return 2
-    out: Path = args.out
-    # What this call would make: a complete --out is reused only when it was made from the same request.
-    request = {"data": str(Path(args.data).resolve()), "modalities": sorted(args.modalities or []) or None,
-               "config": config.model_dump(mode="json"), "report": not args.no_report}
-    try:
-        with FolderLock(out):
-            marker = out / "COMPLETE.json"
-            found = read_json(marker).get("request") if is_complete(out) else None
-            if reusable_output(out, request, found, what="tokenizers", remedy="choose another --out or remove it"):
-                print(f"{out} is complete with these data and settings; nothing to do", file=sys.stderr)
-                return 0
-            started = time.perf_counter()
-            info = train_all(args.data, out, config, args.modalities)
-            if not args.no_report:
-                from pairless.tokenizers.report import write_report
-
-                write_report(out, args.data, "val", max_samples=config.report_samples)
-            atomic_write_json(out / "training.json", {"modalities": {
-                name: {key: value for key, value in record.items() if key != "train_seconds"}
-                for name, record in info.items()}})
-            # Wall-clock times live in timings.json, outside the content hash: the same request makes the same hash.
-            atomic_write_json(out / TIMINGS_FILE, {"total_seconds": time.perf_counter() - started,
-                                                   "modalities": {name: record.get("train_seconds")
-                                                                  for name, record in info.items()}})
-            mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info), "request": request})
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
-        # Bad data, a clashing earlier run or a held lock: the message names the file or field.
-        print(f"pairless tokenizers: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            write_report(out, data, "val", max_samples=config.report_samples,
+                         threads=config.threads if threads is None else threads)
+        atomic_write_json(out / "training.json", {"modalities": {
+            name: {key: value for key, value in record.items() if key != "train_seconds"}
+            for name, record in info.items()}})
+        # Wall-clock times live in timings.json, outside the content hash: the same request makes the same hash.
+        atomic_write_json(out / TIMINGS_FILE, {"total_seconds": time.perf_counter() - started,
+                                               "modalities": {name: record.get("train_seconds")
+                                                              for name, record in info.items()}})
+        mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info), "request": request})
+    return info

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from pairless import metrics
-from pairless.storage import atomic_write_json, atomic_write_text
 from pairless.tokenizers import available_modalities, load_tokenizer
-from pairless.tokenizers.train import choose_threads, torch_threads
+from pairless.utils.storage import atomic_write_json, atomic_write_text
+from pairless.utils.threads import torch_threads
 
 
 def score(tokenizer, original, reconstruction) -> dict[str, float]:
@@ -48,12 +48,15 @@ def score(tokenizer, original, reconstruction) -> dict[str, float]:
 
 
 def reconstruction_metrics(tokenizer_root: str | Path, data: str | Path, split: str = "val",
-                           max_samples: int | None = None) -> dict[str, dict]:
-    """``{modality: {metric: value, "num_samples": n}}`` for every trained modality present in ``split``."""
+                           max_samples: int | None = None, threads: int | None = None) -> dict[str, dict]:
+    """``{modality: {metric: value, "num_samples": n}}`` for every trained modality present in ``split``.
+
+    ``threads``: torch threads (None: the current count).
+    """
     from pairless.data import open_dataset
 
     dataset = open_dataset(data, split)
-    with torch_threads(choose_threads(None)):
+    with torch_threads(threads):
         return _score_all(tokenizer_root, dataset, max_samples)
 
 
@@ -91,14 +94,14 @@ def render_markdown(results: dict[str, dict], split: str) -> str:
 
 
 def write_report(tokenizer_root: str | Path, data: str | Path, split: str = "val",
-                 max_samples: int | None = None) -> dict[str, dict]:
+                 max_samples: int | None = None, threads: int | None = None) -> dict[str, dict]:
     """Score every tokenizer on ``split`` (skipped when the data has no such split); write report.json/.md."""
     from pairless.data import list_splits
 
     tokenizer_root = Path(tokenizer_root)
     if split not in list_splits(data):
         return {}
-    results = reconstruction_metrics(tokenizer_root, data, split, max_samples)
+    results = reconstruction_metrics(tokenizer_root, data, split, max_samples, threads)
     atomic_write_json(tokenizer_root / "report.json", results)
     atomic_write_text(tokenizer_root / "report.md", render_markdown(results, split))
     return results

@@ -1,4 +1,4 @@
-"""``pairless tokenize``: turn every split of a dataset into token shards with trained tokenizers.
+"""Token shards: every split of a dataset encoded with trained tokenizers (what ``pairless tokenize`` runs).
 
 Each modality is encoded for the samples that have it, in batches; the ids
 do not depend on the batch size (see :mod:`pairless.tokenizers.base`).
@@ -9,16 +9,15 @@ by :func:`pairless.data.shards.write_shards` (staged, with ``COMPLETE.json``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pairless.storage import FolderLock, hash_files, is_complete, read_json, reusable_output
 from pairless.tokenizers import available_modalities, load_tokenizer
-from pairless.tokenizers.train import choose_threads, torch_threads
+from pairless.utils.storage import FolderLock, hash_files, is_complete, read_json, reusable_output
+from pairless.utils.threads import torch_threads
 
 
 def encode_column(tokenizer, values, present: np.ndarray, batch_size: int, description: str = "") -> np.ndarray:
@@ -50,7 +49,10 @@ def _encode_split(split: str, dataset, tokenizers: dict, batch_size: int):
 
 def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
                      overwrite: bool = False, truncate_text: bool = False, threads: int | None = None) -> Path:
-    """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``."""
+    """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``.
+
+    ``threads``: torch threads (None: the current count).
+    """
     from pairless.data import list_splits, open_dataset
     from pairless.data.shards import write_shards
 
@@ -75,7 +77,7 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
     if truncate_text:
         tokenizers = {name: tok.truncating() if tok.kind == "text" else tok for name, tok in tokenizers.items()}
     shard_splits = {}
-    with torch_threads(choose_threads(threads)):
+    with torch_threads(threads):
         for split, dataset in datasets.items():
             shard_splits[split] = _encode_split(split, dataset, tokenizers, batch_size)
     info = shard_request(data, tokenizer_root, truncate_text)
@@ -103,33 +105,13 @@ def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text
     return reusable_output(out, wanted, found, what="token shards")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless tokenize", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder (splits train/, val/, ...)")
-    parser.add_argument("--tokenizers", required=True, type=Path, help="trained tokenizer folder TOKDIR")
-    parser.add_argument("--out", required=True, type=Path, help="token shard folder SHARDS")
-    parser.add_argument("--batch-size", type=int, default=1024, help="samples encoded at once (ids do not depend on it)")
-    parser.add_argument("--truncate-text", action="store_true",
-                        help="cut texts longer than their tokenizer's padded length instead of stopping")
-    parser.add_argument("--overwrite", action="store_true", help="replace complete shards at --out")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        with FolderLock(args.out):
-            if not args.overwrite and already_tokenized(args.out, args.data, args.tokenizers, args.truncate_text):
-                print(f"{args.out} is complete with these data and tokenizers; nothing to do "
-                      "(--overwrite to redo it)", file=sys.stderr)
-                return 0
-            tokenize_dataset(args.data, args.tokenizers, args.out, args.batch_size, overwrite=args.overwrite,
-                             truncate_text=args.truncate_text)
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
-        print(f"pairless tokenize: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_token_shards(data: Path, tokenizer_root: Path, out: Path, batch_size: int = 1024,
+                       overwrite: bool = False, truncate_text: bool = False, threads: int | None = None) -> bool:
+    """:func:`tokenize_dataset` under a lock on ``out``; False (nothing done) when ``out`` already holds these
+    shards, FileExistsError naming what differs when it holds others (unless ``overwrite``)."""
+    with FolderLock(out):
+        if not overwrite and already_tokenized(out, data, tokenizer_root, truncate_text):
+            return False
+        tokenize_dataset(data, tokenizer_root, out, batch_size, overwrite=overwrite, truncate_text=truncate_text,
+                         threads=threads)
+    return True

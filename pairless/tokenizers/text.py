@@ -31,7 +31,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from pairless.batch import TokenSpec
 from pairless.config import Config
-from pairless.storage import atomic_write_json, atomic_write_text
+from pairless.utils.storage import atomic_write_json, atomic_write_text
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", *(f"[S_{i}]" for i in range(16)))
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from pairless import modalities as registry
 from pairless.config import Config, ConfigError
-from pairless.threads import choose_threads, torch_threads  # noqa: F401 (re-exported)
 from pairless.tokenizers import normalize
 from pairless.tokenizers.base import NeuralTokenizer
 from pairless.tokenizers.spatial import SpatialConfig, SpatialTokenizer
 from pairless.tokenizers.vector import VectorConfig, VectorTokenizer, fit_statistics
+from pairless.utils.threads import torch_threads
 
 
 class OptimizerSettings(Config):
@@ -62,7 +62,7 @@ class TokenizerTrainConfig(Config):
     seed: int = 0
     steps: int | None = Field(None, ge=1)  # when set, overrides the steps of every neural tokenizer
     bf16: bool = True
-    # torch threads while training; None = auto: 1 when the machine is oversubscribed (load average above
+    # torch threads while training; None = chosen by load in the command or runner: 1 when the machine is oversubscribed (load average above
     # the core count: there, 2 OpenMP threads were measured 3-60x slower than 1), else torch's default.
     threads: int | None = Field(None, ge=1)
     max_train_samples: int | None = Field(None, ge=1)  # cap per modality (None: all samples that have it)
@@ -149,9 +149,9 @@ def train_neural(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optim
                  seed: int, bf16: bool = True, description: str = "", threads: int | None = None) -> dict:
     """Fit ``tokenizer`` on natural ``values`` [N, ...]; returns {losses, seconds, samples_per_second, threads}.
 
-    ``threads``: torch threads for the loop (None: :func:`choose_threads` decides).
+    ``threads``: torch threads for the loop (None: the current count).
     """
-    threads = choose_threads(threads)
+    threads = torch.get_num_threads() if threads is None else threads
     with torch_threads(threads):
         result = _train_loop(tokenizer, values, settings, steps, seed, bf16, description)
     return {**result, "threads": threads}

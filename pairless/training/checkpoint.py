@@ -3,7 +3,7 @@
 A checkpoint is a folder ``RUN/checkpoints/step-00001234/`` holding
 ``model.safetensors`` (written by :func:`pairless.model.save_model`),
 ``state.safetensors`` (this module) and ``COMPLETE.json``. It is built under
-a temporary name and published only when complete (``pairless.storage.staged_dir``),
+a temporary name and published only when complete (``pairless.utils.storage.staged_dir``),
 so a process killed while writing leaves the previous checkpoint intact.
 
 The training-state file is a safetensors file: tensors (AdamW moments, RNG
@@ -26,7 +26,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from pairless.storage import atomic_write_bytes, is_complete, staged_dir
+from pairless.utils.storage import atomic_write_bytes, is_complete, staged_dir
 
 STATE_FORMAT = "pairless-training-state"
 STATE_VERSION = 1

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pairless import fragment
 from pairless.batch import MaskedBatch, TokenSpec
+from pairless.training import fragment
 
 # Independent random streams derived from the one training seed.
 EPOCH_ORDER_STREAM = 1

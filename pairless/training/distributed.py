@@ -1,6 +1,6 @@
 """Multi-process training helpers: the torchrun environment, process groups, collectives.
 
-``torchrun --nproc-per-node N -m pairless.train ...`` sets ``RANK``,
+``torchrun --nproc-per-node N -m pairless train ...`` sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`setup` reads them, joins the process group (gloo on CPU, NCCL on
 GPU) and picks the device. With no such environment it returns a
@@ -95,19 +95,6 @@ def all_reduce_sum(tensor: torch.Tensor, context: ProcessContext) -> torch.Tenso
     return tensor
 
 
-def all_reduce_max(tensor: torch.Tensor, context: ProcessContext) -> torch.Tensor:
-    """Element-wise maximum over all processes, in place; a no-op on one process."""
-    if context.is_distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
-
-
-def barrier(context: ProcessContext) -> None:
-    """Wait for every process; a no-op on one process."""
-    if context.is_distributed:
-        dist.barrier()
-
-
 def broadcast_int(value: int, context: ProcessContext) -> int:
     """Rank 0's ``value`` on every process (so that all ranks agree on, e.g., which checkpoint to load)."""
     if not context.is_distributed:
@@ -127,8 +114,3 @@ def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Modu
         return model
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

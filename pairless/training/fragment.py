@@ -17,15 +17,13 @@ nothing it has is dropped needlessly), and the hash picks among them.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from pairless.config import Config, ConfigError
-from pairless.storage import load_array, read_json
+from pairless.data.shards import open_shards
 
 
 class FragmentConfig(Config):
@@ -171,51 +169,20 @@ def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[st
     return "\n".join(lines)
 
 
-def _parse_pair(text: str) -> tuple[str, str]:
-    parts = text.split(":")
-    if len(parts) != 2 or not all(parts):
-        raise argparse.ArgumentTypeError(f"--withhold {text!r}: expected a:b, e.g. rgb:depth")
-    return parts[0], parts[1]
-
-
 def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.ndarray]:
-    """Sample ids, modalities and presence ``[N, M]`` of a token-shard folder (see docs/interfaces.md)."""
-    manifest = read_json(shards / "manifest.json")
-    modalities = list(manifest.get("modalities", {}))
-    if not modalities:
-        raise ValueError(f"{shards / 'manifest.json'}: no modalities listed")
-    ids = [str(sample_id) for sample_id in read_json(shards / split / "ids.json")]
-    columns = []
-    for name in modalities:
-        path = shards / split / f"{name}.present.npy"
-        try:
-            column = load_array(path)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: cannot read presence ({error})") from error
-        if column.shape != (len(ids),):
-            raise ValueError(f"{path}: expected shape ({len(ids)},), got {column.shape}")
-        columns.append(column.astype(bool))
-    return ids, modalities, np.stack(columns, axis=1)
+    """Sample ids, modalities and presence ``[N, M]`` of a complete token-shard folder.
+
+    Through :func:`~pairless.data.shards.open_shards`, which refuses an incomplete or damaged folder.
+    """
+    data = open_shards(shards, split)
+    modalities = list(data.specs)
+    present = np.stack([np.asarray(data.present[name], dtype=bool) for name in modalities], axis=1)
+    return list(data.ids), modalities, present
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless audit", description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", required=True, type=Path, help="token-shard folder")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--withhold", action="append", type=_parse_pair, default=[], metavar="A:B",
-                        help="a pair that must never co-occur (repeatable)")
-    parser.add_argument("--universe", default=None, help="comma-separated modalities used in training")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    try:
-        config = FragmentConfig(
-            universe=args.universe.split(",") if args.universe else None, withheld=args.withhold, seed=args.seed
-        )
-        ids, modalities, present = read_presence(args.shards, args.split)
-        views = assign_views(ids, present, modalities, config)
-        check_no_withheld(views, modalities, config.withheld)
-    except (ValueError, OSError) as error:
-        print(f"pairless audit: {error}", file=sys.stderr)
-        return 2
-    print(audit_text(views, modalities, config.withheld))
-    return 0
+def audit(shards: Path, split: str, config: FragmentConfig) -> str:
+    """The printable audit (:func:`audit_text`) of the views ``config`` gives the samples of a shard split."""
+    ids, modalities, present = read_presence(shards, split)
+    views = assign_views(ids, present, modalities, config)
+    check_no_withheld(views, modalities, config.withheld)
+    return audit_text(views, modalities, config.withheld)

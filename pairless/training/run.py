@@ -17,29 +17,19 @@ import json
 import shutil
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pairless import distributed
-from pairless.checkpoint import latest_checkpoint
-from pairless.storage import atomic_write_json, atomic_write_text, read_json
+from pairless.training import distributed
+from pairless.training.checkpoint import latest_checkpoint
+from pairless.utils.storage import atomic_write_json, atomic_write_text, first_difference, read_json
 
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                               "device", "num_workers", "num_threads", "micro_batch_size"})
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS) -> None:
@@ -48,14 +38,11 @@ def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS
     if not saved_path.is_file():
         raise ValueError(f"{run}: has no config.json, so it cannot be checked against this config; "
                          f"choose another --out")
-    saved = _flatten(read_json(saved_path))
-    current = _flatten(json.loads(config.model_dump_json()))
-    for key in sorted(set(saved) | set(current)):
-        if key.split(".")[0] in allowed:
-            continue
-        if saved.get(key) != current.get(key):
-            raise ValueError(f"{run}: was trained with {key}={saved.get(key)!r}, this config has "
-                             f"{key}={current.get(key)!r}; choose another --out for a different run")
+    difference = first_difference(read_json(saved_path), json.loads(config.model_dump_json()), allowed)
+    if difference is not None:
+        key, saved, current = difference
+        raise ValueError(f"{run}: was trained with {key}={saved!r}, this config has {key}={current!r}; "
+                         f"choose another --out for a different run")
 
 
 def write_config(run: Path, config) -> None:
@@ -166,22 +153,48 @@ class TrainingDiverged(RuntimeError):
     """A loss or gradient norm became NaN/inf; names the step, the batch and the modality."""
 
 
-def step_statistics(loss: torch.Tensor, losses: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tensor:
-    """[loss, loss not finite, per-modality loss sums (M), counts (M), not-finite flags (M), stop] of a micro-batch.
+@dataclass
+class StepStatistics:
+    """The losses of one optimizer step, summed over its micro-batches (and, after :meth:`all_reduce`, over
+    processes), in float64."""
 
-    The last entry is the stop request, set by the loop: summed over processes with the rest, so that every
-    process stops after the same step.
-    """
-    count = len(modalities)
-    stats = torch.zeros(3 + 3 * count, dtype=torch.float64, device=loss.device)
-    stats[0] = loss.detach().double()
-    stats[1] = (~torch.isfinite(loss.detach())).double()
-    for name, value in losses.items():
-        index = modalities.index(name)
-        stats[2 + index] = value.detach().double()
-        stats[2 + count + index] = 1.0
-        stats[2 + 2 * count + index] = (~torch.isfinite(value.detach())).double()
-    return stats
+    loss: torch.Tensor  # () the micro-batches' losses
+    loss_not_finite: torch.Tensor  # () micro-batches whose loss is NaN/inf
+    modality_sums: torch.Tensor  # (M,) per-modality losses
+    modality_counts: torch.Tensor  # (M,) micro-batches that had each modality as a target
+    modality_not_finite: torch.Tensor  # (M,) micro-batches whose modality loss is NaN/inf
+    stop: torch.Tensor  # () a stop request's signal number, summed with the rest so every process stops together
+
+    @classmethod
+    def zeros(cls, count: int, device: torch.device) -> StepStatistics:
+        def zero(*shape):
+            return torch.zeros(shape, dtype=torch.float64, device=device)
+
+        return cls(zero(), zero(), zero(count), zero(count), zero(count), zero())
+
+    def add(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], modalities: list[str]) -> None:
+        """Add one micro-batch's total loss and per-modality losses."""
+        self.loss += loss.detach().double()
+        self.loss_not_finite += (~torch.isfinite(loss.detach())).double()
+        for name, value in losses.items():
+            index = modalities.index(name)
+            self.modality_sums[index] += value.detach().double()
+            self.modality_counts[index] += 1.0
+            self.modality_not_finite[index] += (~torch.isfinite(value.detach())).double()
+
+    def all_reduce(self, context: distributed.ProcessContext) -> StepStatistics:
+        """The sums over all processes, on the CPU (one collective; the statistics themselves on one process)."""
+        parts = [self.loss[None], self.loss_not_finite[None], self.modality_sums, self.modality_counts,
+                 self.modality_not_finite, self.stop[None]]
+        packed = distributed.all_reduce_sum(torch.cat(parts), context).cpu()
+        count = len(self.modality_sums)
+        sums, counts, not_finite = packed[2:2 + 3 * count].split(count)
+        return StepStatistics(packed[0], packed[1], sums, counts, not_finite, packed[-1])
+
+    def modality_means(self, modalities: list[str]) -> dict[str, float]:
+        """Mean loss of each modality that was a target in the step."""
+        return {name: float(self.modality_sums[i] / self.modality_counts[i])
+                for i, name in enumerate(modalities) if self.modality_counts[i] > 0}
 
 
 def last_good_checkpoint(run: Path) -> str:
@@ -190,12 +203,11 @@ def last_good_checkpoint(run: Path) -> str:
     return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
 
 
-def check_finite(stats: torch.Tensor, step: int, indices: np.ndarray, ids: list[str],
-                  modalities: list[str], run: Path) -> None:
+def check_finite(stats: StepStatistics, step: int, indices: np.ndarray, ids: list[str],
+                 modalities: list[str], run: Path) -> None:
     """Raise TrainingDiverged naming the step, the batch and the modality whose loss is NaN/inf."""
-    count = len(modalities)
-    flags = stats[2 + 2 * count:2 + 3 * count]
-    if stats[1] == 0 and not bool(flags.any()) and bool(torch.isfinite(stats[0])):
+    flags = stats.modality_not_finite
+    if stats.loss_not_finite == 0 and not bool(flags.any()) and bool(torch.isfinite(stats.loss)):
         return
     bad = [name for i, name in enumerate(modalities) if flags[i] > 0] or ["(the total; no single modality)"]
     shown = ", ".join(ids[i] for i in indices[:8]) + (" ..." if len(indices) > 8 else "")

@@ -13,17 +13,19 @@ of ``fragment`` never co-occurring in any sample. The run folder ``RUN``::
 The budget is counted in tokens seen (valid inputs + targets), like 4M; the
 learning rate follows it: linear warmup, then cosine down to a floor. The
 peak rate scales with the batch like 4M: ``lr = base_lr * batch_size / 256``.
-Multi-process: ``torchrun --nproc-per-node 2 -m pairless.train ...``.
+Multi-process: ``torchrun --nproc-per-node 2 -m pairless train ...``. The loop is
+:func:`train`, read top to bottom: ``_start`` (data, model, optimizer),
+``_restore`` (a checkpoint), then ``_step`` / ``_log`` / ``_save`` per step, and ``_finish``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,27 +34,27 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
-from pairless import distributed, masking
 from pairless import model as model_module
-from pairless.checkpoint import MODEL_FILE, STATE_FILE, TrainingState, read_state, save_checkpoint
-from pairless.config import Config, ConfigError, apply_overrides, validate
-from pairless.fragment import FragmentConfig
-from pairless.masking import MaskingConfig
+from pairless.config import Config, ConfigError
 from pairless.model import ModelConfig
-from pairless.storage import FolderLock, config_hash, is_complete, mark_complete, read_json
-from pairless.train_data import (
+from pairless.training import distributed, masking
+from pairless.training.checkpoint import MODEL_FILE, STATE_FILE, TrainingState, read_state, save_checkpoint
+from pairless.training.data import (
     DROPOUT_STREAM,
     INIT_STREAM,
     BatchSource,
     SampleOrder,
+    TrainingData,
     derive_seed,
     load_training_data,
     slice_batch,
     tokens_per_modality,
 )
-from pairless.train_run import (
-    RESUMABLE_FIELDS,
+from pairless.training.fragment import FragmentConfig
+from pairless.training.masking import MaskingConfig
+from pairless.training.run import (
     RunLog,
+    StepStatistics,
     StopRequest,
     TrainingDiverged,
     TrainingInterrupted,
@@ -60,9 +62,9 @@ from pairless.train_run import (
     check_same_run,
     find_resume_checkpoint,
     last_good_checkpoint,
-    step_statistics,
     write_config,
 )
+from pairless.utils.storage import FolderLock, config_hash, is_complete, mark_complete
 
 
 class TrainConfig(Config):
@@ -173,7 +175,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     try:
         run = Path(config.out)
         if is_complete(run):
-            check_same_run(run, config, RESUMABLE_FIELDS)
+            check_same_run(run, config)
             if context.is_main:
                 print(f"pairless train: {run} is already complete (COMPLETE.json); nothing to do")
             return run
@@ -187,201 +189,205 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         distributed.teardown(context)
 
 
+@dataclass
+class Session:
+    """What one training session works with (built by :func:`_start`)."""
+
+    config: TrainConfig
+    context: distributed.ProcessContext
+    run: Path
+    data: TrainingData
+    order: SampleOrder
+    batches: BatchSource
+    model: model_module.FourM
+    optimizer: torch.optim.AdamW
+    slices: list[tuple[int, int]]  # this process's micro-batches of the global batch
+    started: float  # time.perf_counter() when the session began
+
+
+@dataclass
+class Progress:
+    """Where the run stands: what a checkpoint stores and a resumed session starts from."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0  # wall seconds of the earlier sessions
+    loss: float = float("nan")  # the last step's mean loss
+    modality_tokens: np.ndarray | None = None  # int64 [M]: valid input + target tokens seen per modality
+
+
 def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
            stop_request: StopRequest) -> Path:
-    started = time.perf_counter()
-    data = load_training_data(config.shards, config.split, config.fragment)
-    modalities = data.modalities
-    order = SampleOrder(len(data), config.batch_size, config.seed)
-    slices = micro_batches(config, context)
-    masking.check_budget(config.masking, data.specs, modalities)
-    batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, modalities),
-                          config.seed, config.num_workers)
-    torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
-    model = model_module.FourM(config.model, data.specs).to(context.device)
-    optimizer = build_optimizer(model, config)
-    step, tokens_seen, elapsed_before, loss_value = 0, 0, 0.0, float("nan")
-    modality_tokens = np.zeros(len(modalities), dtype=np.int64)
-    checkpoint = find_resume_checkpoint(run, config, resume, context)
-    if checkpoint is not None:  # continue exactly: weights, AdamW moments, step, tokens, RNG
-        state = read_state(checkpoint / STATE_FILE)
-        model.load_state_dict(model_module.load_model(checkpoint / MODEL_FILE).state_dict())
-        optimizer.load_state_dict(state.optimizer)
-        torch.set_rng_state(state.rng["torch_cpu"])
-        step, tokens_seen = state.step, state.tokens_seen
-        elapsed_before = float(state.info.get("wall_seconds", 0.0))
-        loss_value = float(state.info.get("loss", float("nan")))
-        modality_tokens = np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64)
-        threads = state.info.get("threads")
-        if threads is not None and config.num_threads is None and context.device.type == "cpu":
-            # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
-            # whatever the machine's load is now (``train`` restores the caller's count afterwards).
-            torch.set_num_threads(int(threads))
-        if context.is_main and threads not in (None, torch.get_num_threads()):
-            print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used {threads}; "
-                  f"the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)
-        if state.info.get("batches_per_epoch") != order.batches_per_epoch:
-            raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per epoch, "
-                             f"now {order.batches_per_epoch} (different shards or batch_size)")
-    network = distributed.wrap_model(model, context)
-    log = RunLog(run, config, step, context.is_main)
+    session = _start(config, context, run)
+    progress = _restore(session, find_resume_checkpoint(run, config, resume, context))
+    network = distributed.wrap_model(session.model, context)
+    log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
         write_config(run, config)
-    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
-    micro_steps = len(slices) * context.world_size  # micro-batches per optimizer step, all processes
-
-    def save(reason: str) -> Path | None:
-        if not context.is_main:
-            return None
-        info = {"wall_seconds": elapsed_before + time.perf_counter() - started, "reason": reason, "loss": loss_value,
-                "batches_per_epoch": order.batches_per_epoch, "data_position": list(order.position(step)),
-                "tokens_per_modality": dict(zip(modalities, modality_tokens.tolist(), strict=True)),
-                "world_size": context.world_size, "threads": torch.get_num_threads(),
-                "config_hash": config_hash(config)}
-        state = TrainingState(step, tokens_seen, optimizer.state_dict(), {"torch_cpu": torch.get_rng_state()}, info)
-        return save_checkpoint(run / "checkpoints", state, lambda path: model_module.save_model(path, model),
-                               keep=config.keep_checkpoints)
-
-    bar = tqdm(total=config.total_tokens, initial=tokens_seen, unit="tok", unit_scale=True,
+    bar = tqdm(total=config.total_tokens, initial=progress.tokens_seen, unit="tok", unit_scale=True,
                disable=None if context.is_main else True, desc=f"train {run.name}")
-    steps_this_session, last_saved, stopped_by = 0, step, 0
+    steps_this_session, last_saved, stopped_by = 0, progress.step, 0
     window_tokens, window_start = 0, time.perf_counter()
     try:
-        while tokens_seen < config.total_tokens:
+        while progress.tokens_seen < config.total_tokens:
             if config.stop_after_steps is not None and steps_this_session >= config.stop_after_steps:
                 break
-            indices, batch = batches.get(step)  # the global batch; this process trains on `slices` of it
-            lr = learning_rate(config, tokens_seen)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, step, context.rank))
-            stats = torch.zeros(3 + 3 * len(modalities), dtype=torch.float64, device=context.device)
-            for number, (start, stop) in enumerate(slices):
-                micro = slice_batch(batch, start, stop).to(context.device)
-                # Gradients are all-reduced once per step, on the last micro-batch.
-                sync = contextlib.nullcontext() if number == len(slices) - 1 or not context.is_distributed \
-                    else network.no_sync()
-                with sync:
-                    with autocast:
-                        loss, losses = network(micro)
-                    stats += step_statistics(loss, losses, modalities)
-                    # DDP averages gradients over processes; accumulation averages over micro-batches.
-                    (loss / len(slices)).backward()
-            stats[-1] = float(stop_request.signal_number)
-            stats = distributed.all_reduce_sum(stats, context).cpu()
-            check_finite(stats, step, indices, data.ids, modalities, run)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
-            if not torch.isfinite(grad_norm):
-                raise TrainingDiverged(f"step {step}: gradient norm is {float(grad_norm)} (losses were finite); "
-                                       f"batch sample indices {indices.tolist()}; {last_good_checkpoint(run)}")
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_tokens = batch.num_valid_tokens()
-            step, steps_this_session = step + 1, steps_this_session + 1
-            tokens_seen += step_tokens
-            modality_tokens += tokens_per_modality(batch)
+            stats, grad_norm, lr, step_tokens = _step(session, network, progress, stop_request)
+            steps_this_session += 1
             window_tokens += step_tokens
-            loss_value = float(stats[0]) / micro_steps
             bar.update(step_tokens)
-            if step % config.log_every == 0 or tokens_seen >= config.total_tokens:
-                count = len(modalities)
-                sums, seen = stats[2:2 + count], stats[2 + count:2 + 2 * count]
-                per_modality = {name: float(sums[i] / seen[i]) for i, name in enumerate(modalities) if seen[i] > 0}
+            if progress.step % config.log_every == 0 or progress.tokens_seen >= config.total_tokens:
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                log.write(step=step, tokens=tokens_seen, loss=loss_value, losses=per_modality, lr=lr,
-                          grad_norm=float(grad_norm), tokens_per_second=speed)
-                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:,.0f}")
+                log.write(step=progress.step, tokens=progress.tokens_seen, loss=progress.loss,
+                          losses=stats.modality_means(session.data.modalities), lr=lr, grad_norm=grad_norm,
+                          tokens_per_second=speed)
+                bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
-            if step % config.checkpoint_every == 0:
-                save("periodic")
-                last_saved = step
-            if stats[-1] > 0:
-                stopped_by = stop_request.signal_number or signal.SIGTERM  # the signal may have reached another process
+            if progress.step % config.checkpoint_every == 0:
+                _save(session, progress, "periodic")
+                last_saved = progress.step
+            if stats.stop > 0:
+                # the signal may have reached another process only
+                stopped_by = stop_request.signal_number or signal.SIGTERM
                 break
     finally:
         bar.close()
-        batches.close()
+        session.batches.close()
         log.close()  # before COMPLETE.json, whose content hash covers the TensorBoard files
-    finished = tokens_seen >= config.total_tokens
-    if step != last_saved:
-        save("final" if finished else "stopped")
+    return _finish(session, progress, last_saved, stopped_by, steps_this_session)
+
+
+def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) -> Session:
+    """The data, its order and masking, the initial model (the same on every process) and its optimizer."""
+    started = time.perf_counter()
+    data = load_training_data(config.shards, config.split, config.fragment)
+    order = SampleOrder(len(data), config.batch_size, config.seed)
+    slices = micro_batches(config, context)
+    masking.check_budget(config.masking, data.specs, data.modalities)
+    batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, data.modalities),
+                          config.seed, config.num_workers)
+    torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
+    model = model_module.FourM(config.model, data.specs).to(context.device)
+    return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
+                   started)
+
+
+def _restore(session: Session, checkpoint: Path | None) -> Progress:
+    """Continue exactly where ``checkpoint`` stopped: weights, AdamW moments, step, tokens, RNG (None: fresh)."""
+    modalities, context = session.data.modalities, session.context
+    if checkpoint is None:
+        return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
+    state = read_state(checkpoint / STATE_FILE)
+    session.model.load_state_dict(model_module.load_model(checkpoint / MODEL_FILE).state_dict())
+    session.optimizer.load_state_dict(state.optimizer)
+    torch.set_rng_state(state.rng["torch_cpu"])
+    progress = Progress(
+        step=state.step, tokens_seen=state.tokens_seen,
+        elapsed_before=float(state.info.get("wall_seconds", 0.0)),
+        loss=float(state.info.get("loss", float("nan"))),
+        modality_tokens=np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64))
+    threads = state.info.get("threads")
+    if threads is not None and session.config.num_threads is None and context.device.type == "cpu":
+        # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
+        # whatever the machine's load is now (``train`` restores the caller's count afterwards).
+        torch.set_num_threads(int(threads))
+    if context.is_main and threads not in (None, torch.get_num_threads()):
+        print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
+              f"{threads}; the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)
+    if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
+        raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per epoch, "
+                         f"now {session.order.batches_per_epoch} (different shards or batch_size)")
+    return progress
+
+
+def _step(session: Session, network: torch.nn.Module, progress: Progress,
+          stop_request: StopRequest) -> tuple[StepStatistics, float, float, int]:
+    """One optimizer step on the global batch of ``progress.step``; advances ``progress``.
+
+    Returns the step's statistics (summed over processes), the gradient norm, the learning rate and the
+    valid tokens of the global batch.
+    """
+    config, context, modalities = session.config, session.context, session.data.modalities
+    indices, batch = session.batches.get(progress.step)  # the global batch; this process trains on its slices
+    lr = learning_rate(config, progress.tokens_seen)
+    for group in session.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, progress.step, context.rank))
+    autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    stats = StepStatistics.zeros(len(modalities), context.device)
+    for number, (start, stop) in enumerate(session.slices):
+        micro = slice_batch(batch, start, stop).to(context.device)
+        # Gradients are all-reduced once per step, on the last micro-batch.
+        last = number == len(session.slices) - 1
+        sync = contextlib.nullcontext() if last or not context.is_distributed else network.no_sync()
+        with sync:
+            with autocast:
+                loss, losses = network(micro)
+            stats.add(loss, losses, modalities)
+            # DDP averages gradients over processes; accumulation averages over micro-batches.
+            (loss / len(session.slices)).backward()
+    stats.stop += float(stop_request.signal_number)
+    stats = stats.all_reduce(context)
+    check_finite(stats, progress.step, indices, session.data.ids, modalities, session.run)
+    grad_norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), config.grad_clip or float("inf"))
+    if not torch.isfinite(grad_norm):
+        raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were finite); "
+                               f"batch sample indices {indices.tolist()}; {last_good_checkpoint(session.run)}")
+    session.optimizer.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    step_tokens = batch.num_valid_tokens()
+    progress.step += 1
+    progress.tokens_seen += step_tokens
+    progress.modality_tokens += tokens_per_modality(batch)
+    micro_steps = len(session.slices) * context.world_size  # micro-batches per optimizer step, all processes
+    progress.loss = float(stats.loss) / micro_steps
+    return stats, float(grad_norm), lr, step_tokens
+
+
+def _wall_seconds(session: Session, progress: Progress) -> float:
+    return progress.elapsed_before + time.perf_counter() - session.started
+
+
+def _save(session: Session, progress: Progress, reason: str) -> Path | None:
+    """A checkpoint of the run as it stands (rank 0 writes it; the others return None)."""
+    if not session.context.is_main:
+        return None
+    modalities, model = session.data.modalities, session.model
+    info = {"wall_seconds": _wall_seconds(session, progress), "reason": reason, "loss": progress.loss,
+            "batches_per_epoch": session.order.batches_per_epoch,
+            "data_position": list(session.order.position(progress.step)),
+            "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
+            "world_size": session.context.world_size, "threads": torch.get_num_threads(),
+            "config_hash": config_hash(session.config)}
+    state = TrainingState(progress.step, progress.tokens_seen, session.optimizer.state_dict(),
+                          {"torch_cpu": torch.get_rng_state()}, info)
+    return save_checkpoint(session.run / "checkpoints", state, lambda path: model_module.save_model(path, model),
+                           keep=session.config.keep_checkpoints)
+
+
+def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: int, steps_this_session: int) -> Path:
+    """The last checkpoint; then, when the budget is spent, the final weights and ``COMPLETE.json``."""
+    config, context, run = session.config, session.context, session.run
+    finished = progress.tokens_seen >= config.total_tokens
+    if progress.step != last_saved:
+        _save(session, progress, "final" if finished else "stopped")
     if stopped_by and not finished:
-        raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {step} "
-                                  f"({tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint written; "
-                                  f"continue with --resume", stopped_by)
+        raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {progress.step} "
+                                  f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint "
+                                  f"written; continue with --resume", stopped_by)
     if not context.is_main:
         return run
     if not finished:
-        print(f"pairless train: stopped after {steps_this_session} steps at step {step} "
-              f"({tokens_seen:,} of {config.total_tokens:,} tokens); continue with --resume")
+        print(f"pairless train: stopped after {steps_this_session} steps at step {progress.step} "
+              f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens); continue with --resume")
         return run
-    model_module.save_model(run / MODEL_FILE, model)  # atomic (pairless.storage)
-    wall = elapsed_before + time.perf_counter() - started
-    mark_complete(run, {"steps": step, "tokens": tokens_seen, "final_loss": loss_value, "wall_seconds": wall,
-                        "tokens_per_modality": dict(zip(modalities, modality_tokens.tolist(), strict=True)),
-                        "world_size": context.world_size, "config_hash": config_hash(config)})
-    print(f"pairless train: done, {step} steps, {tokens_seen:,} tokens, final loss {loss_value:.4f}, "
-          f"{wall:.0f} s -> {run}")
+    model_module.save_model(run / MODEL_FILE, session.model)  # atomic (pairless.utils.storage)
+    wall = _wall_seconds(session, progress)
+    modalities = session.data.modalities
+    mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
+                        "wall_seconds": wall, "world_size": context.world_size, "config_hash": config_hash(config),
+                        "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
+                                                        strict=True))})
+    print(f"pairless train: done, {progress.step} steps, {progress.tokens_seen:,} tokens, "
+          f"final loss {progress.loss:.4f}, {wall:.0f} s -> {run}")
     return run
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, help="a TrainConfig as JSON (flags and --set apply on top)")
-    parser.add_argument("--shards", type=Path, help="token shards folder")
-    parser.add_argument("--out", type=Path, help="run folder")
-    parser.add_argument("--preset", help=f"model preset: {', '.join(model_module.PRESETS)}")
-    parser.add_argument("--withhold", action="append", default=[], metavar="A:B",
-                        help="a modality pair that never co-occurs in training (repeatable)")
-    parser.add_argument("--universe", help="comma-separated modalities used in training (default: all)")
-    parser.add_argument("--total-tokens", type=int, help="token budget (valid inputs + targets)")
-    parser.add_argument("--batch-size", type=int, help="global batch size")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config field, e.g. --set masking.input_budget=32")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Config file, then flags, then ``--set`` overrides; validated with errors naming the field."""
-    data = read_json(args.config) if args.config else {}
-    for key, value in (("shards", args.shards), ("out", args.out), ("total_tokens", args.total_tokens),
-                       ("batch_size", args.batch_size)):
-        if value is not None:
-            data[key] = str(value) if isinstance(value, Path) else value
-    if args.preset:
-        data["model"] = ModelConfig.from_preset(args.preset).model_dump(mode="json")
-    fragment = data.setdefault("fragment", {})
-    if args.withhold:
-        pairs = []
-        for text in args.withhold:
-            parts = text.split(":")
-            if len(parts) != 2 or not all(parts):
-                raise ConfigError(f"--withhold: expected A:B (e.g. rgb:depth), got {text!r}")
-            pairs.append(parts)
-        fragment["withheld"] = pairs
-    if args.universe:
-        fragment["universe"] = [name.strip() for name in args.universe.split(",") if name.strip()]
-    return apply_overrides(validate(TrainConfig, data), args.set)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except (ConfigError, ValueError) as error:
-        print(f"pairless train: {error}", file=sys.stderr)
-        return 2
-    try:
-        train(config, resume=args.resume)
-    except TrainingInterrupted as error:
-        print(f"pairless train: {error}", file=sys.stderr)
-        return 128 + error.signal_number
-    except (TrainingDiverged, ConfigError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as error:
-        print(f"pairless train: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

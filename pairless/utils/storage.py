@@ -148,14 +148,25 @@ def is_complete(folder: str | os.PathLike) -> bool:
     return (Path(folder) / COMPLETE_MARKER).is_file()
 
 
-def _flatten(record: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts as one dict with dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict is a value)."""
     flat = {}
-    for key, value in record.items():
+    for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def first_difference(found: dict, wanted: dict, ignore: frozenset[str] = frozenset()):
+    """``(dotted key, found value, wanted value)`` of the first key (sorted) where two nested records differ,
+    or None; keys whose first part is in ``ignore`` are not compared. A key missing on one side is None there."""
+    have, want = flatten(found), flatten(wanted)
+    for key in sorted(set(have) | set(want)):
+        if key.split(".")[0] not in ignore and have.get(key) != want.get(key):
+            return key, have.get(key), want.get(key)
+    return None
 
 
 def reusable_output(folder: str | os.PathLike, wanted: dict, found: dict | None, *, what: str,
@@ -174,11 +185,11 @@ def reusable_output(folder: str | os.PathLike, wanted: dict, found: dict | None,
     if not isinstance(found, dict):
         raise FileExistsError(f"{folder} holds a complete output that does not record what made it (not {what}?); "
                               f"{remedy}")
-    have, want = _flatten(found), _flatten(wanted)
-    for key in sorted(set(have) | set(want)):
-        if have.get(key) != want.get(key):
-            raise FileExistsError(f"{folder} holds {what} made with {prefix}{key}={have.get(key)!r}, this run asks "
-                                  f"{prefix}{key}={want.get(key)!r}; {remedy}")
+    difference = first_difference(found, wanted)
+    if difference is not None:
+        key, have, want = difference
+        raise FileExistsError(f"{folder} holds {what} made with {prefix}{key}={have!r}, this run asks "
+                              f"{prefix}{key}={want!r}; {remedy}")
     return True
 
 

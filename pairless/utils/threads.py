@@ -1,5 +1,9 @@
 """CPU thread counts for torch, chosen once for every stage.
 
+The library takes thread counts from its caller (None: the current count);
+:func:`choose_threads` is called only by the commands and the experiment
+runner, so that a library call's result does not depend on the machine's load.
+
 On a machine whose cores are busy with other work, two OpenMP threads that
 wait for each other at every op were measured 3-60x slower than one
 (tokenizer training, evaluation, training steps; see the benchmarks), while
@@ -54,8 +58,8 @@ def other_busy_cores(window: float = 0.3) -> float | None:
     return max(0.0, busy - own / elapsed)
 
 
-# One sample serves the calls of the next few seconds: evaluation and generation choose their threads per
-# call, and sampling (a 0.3 s sleep) each time made loops of short calls (the tests, many directions) slower.
+# One sample serves the calls of the next few seconds: sampling (a 0.3 s sleep) for each of many short
+# commands (the tests, many directions) made them slower.
 SAMPLE_REUSE_SECONDS = 5.0
 _last_sample: tuple[float, float | None] | None = None  # (time.monotonic() when taken, other busy cores)
 
@@ -80,18 +84,13 @@ def choose_threads(requested: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[int]:
-    """Run a block with ``count`` torch threads, restoring the previous count afterwards."""
+def torch_threads(count: int | None) -> Iterator[int]:
+    """Run a block with ``count`` torch threads (None: the current count), restoring the count afterwards."""
     previous = torch.get_num_threads()
+    count = previous if count is None else count
     torch.set_num_threads(count)
     try:
         yield count
     finally:
         torch.set_num_threads(previous)
 
-
-def cpu_threads(device: torch.device, requested: int | None = None) -> contextlib.AbstractContextManager[int]:
-    """:func:`torch_threads` with :func:`choose_threads`' count on CPU; the current count on GPUs."""
-    if device.type != "cpu" and requested is None:
-        return torch_threads(torch.get_num_threads())
-    return torch_threads(choose_threads(requested))

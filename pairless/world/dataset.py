@@ -1,8 +1,6 @@
-"""``pairless world``: render the built-in world and write it as a dataset (packed or folder form).
+"""The built-in world as a dataset: render it and write it (packed or folder form).
 
-    pairless world --out data/world --num-scenes 2000 --size 32 --seed 0 --val-fraction 0.1
-
-A second run with the same config into a complete folder is a no-op (exit
+``write_world(WorldConfig(num_scenes=2000, size=32), out)`` is what ``pairless world`` runs. A second run with the same config into a complete folder is a no-op (exit
 0); a different config there is refused unless ``--overwrite``. A lock on
 the folder keeps two processes from writing it at once; a run killed midway
 leaves no partial dataset (the writer stages and publishes atomically).
@@ -14,16 +12,16 @@ scenes. The resolved config is recorded in the dataset's manifest.
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from pairless.config import Config, ConfigError, validate
+from pairless.config import Config
+from pairless.data import SplitData, write_dataset
+from pairless.utils.storage import FolderLock, is_complete, read_json, reusable_output
+from pairless.world.samples import render_world
 
 SPLIT_STREAM = 0x5B11  # a second random stream of the seed, so the split does not shift the scenes
 
@@ -53,9 +51,6 @@ def split_indices(num_scenes: int, val_fraction: float, seed: int) -> dict[str, 
 
 def build_splits(config: WorldConfig, progress: bool | None = None) -> dict:
     """Render the world of ``config`` and cut it into ``pairless.data.SplitData`` per split."""
-    from pairless.data import SplitData
-    from pairless.world.samples import render_world
-
     columns, scenes = render_world(config.num_scenes, config.size, config.seed, config.batch_size, progress)
     width = max(6, len(str(config.num_scenes - 1)))
     splits = {}
@@ -69,55 +64,21 @@ def build_splits(config: WorldConfig, progress: bool | None = None) -> dict:
     return splits
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pairless world", description=__doc__.split("\n")[0])
-    defaults = WorldConfig()
-    parser.add_argument("--out", required=True, help="dataset folder to write")
-    parser.add_argument("--num-scenes", type=int, default=defaults.num_scenes)
-    parser.add_argument("--size", type=int, default=defaults.size, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    parser.add_argument("--format", default=defaults.format, help="packed (default, fast) or folder")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="scenes rendered at once")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        config = validate(WorldConfig, {"num_scenes": args.num_scenes, "size": args.size, "seed": args.seed,
-                                        "val_fraction": args.val_fraction, "format": args.format,
-                                        "batch_size": args.batch_size}, prefix="world")
-    except ConfigError as error:
-        print(f"pairless world: {error}", file=sys.stderr)
-        return 2
-    from pairless.data import write_dataset
-    from pairless.storage import FolderLock
-
+def write_world(config: WorldConfig, out: Path, overwrite: bool = False) -> dict | None:
+    """Render the world of ``config`` into the dataset folder ``out``; its splits, or None when ``out``
+    already holds this very world (a different one there raises FileExistsError naming the field)."""
     record = {"generator": "pairless world", **config.model_dump(mode="json")}
-    out = Path(args.out)
-    try:
-        with FolderLock(out):
-            if not args.overwrite and already_written(out, record):
-                print(f"{out} is complete with this config; nothing to do (--overwrite to write it again)")
-                return 0
-            started = time.perf_counter()
-            splits = build_splits(config)
-            root = write_dataset(out, splits, form=config.format, config=record, overwrite=args.overwrite)
-    except (FileExistsError, RuntimeError) as error:
-        print(f"pairless world: {error}", file=sys.stderr)
-        return 1
-    counts = ", ".join(f"{name} {len(split.ids)}" for name, split in splits.items())
-    print(f"wrote {root} ({config.format}; {counts} scenes at {config.size}x{config.size}) "
-          f"in {time.perf_counter() - started:.1f} s")
-    return 0
+    out = Path(out)
+    with FolderLock(out):
+        if not overwrite and already_written(out, record):
+            return None
+        splits = build_splits(config)
+        write_dataset(out, splits, form=config.format, config=record, overwrite=overwrite)
+    return splits
 
 
 def already_written(out: Path, record: dict) -> bool:
     """True when ``out`` is a complete dataset of the same config; FileExistsError naming the first difference."""
-    from pairless.storage import is_complete, read_json, reusable_output
-
     manifest_path = out / "manifest.json"
     found = read_json(manifest_path).get("config") if is_complete(out) and manifest_path.is_file() else None
     return reusable_output(out, record, found, what="a world", prefix="world.")

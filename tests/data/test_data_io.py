@@ -9,7 +9,7 @@ import pytest
 from data_helpers import make_split
 
 from pairless.data import DataError, open_dataset, write_dataset
-from pairless.storage import is_complete
+from pairless.utils.storage import is_complete
 
 
 def assert_matches(dataset, split):
@@ -138,7 +138,7 @@ def test_write_validates_values(tmp_path):
 
 
 def test_manifest_content_hash_is_form_independent(tmp_path):
-    from pairless.storage import read_json
+    from pairless.utils.storage import read_json
 
     split = make_split(4)
     hashes = {form: read_json(write_dataset(tmp_path / form, {"train": split}, form=form) / "manifest.json")

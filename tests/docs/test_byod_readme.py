@@ -12,7 +12,7 @@ import numpy as np
 
 from pairless.data import open_dataset
 from pairless.data.shards import open_shards
-from pairless.storage import is_complete, read_json
+from pairless.utils.storage import is_complete, read_json
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from pairless.commands.run import main
 from pairless.experiments.recipes import RECIPES, get_recipe
-from pairless.experiments.runner import Plan, main, run_experiment
-from pairless.storage import is_complete
+from pairless.experiments.runner import Plan, run_experiment
+from pairless.utils.storage import is_complete
 
 
 def _micro(recipe: str):

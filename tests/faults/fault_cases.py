@@ -3,7 +3,7 @@
 ``build_inputs(folder, stages)`` makes, once, the small inputs later stages
 read (a world, tokenizers, token shards, a trained run, a recipe's results)
 by running the real ``pairless`` commands; ``stage_cases(folder)`` returns a
-:class:`pairless.faults.StageCase` per stage whose commands read those inputs
+:class:`fault_harness.StageCase` per stage whose commands read those inputs
 through symlinks (or copies, where the stage writes beside its input, like
 ``pairless eval`` into the run folder). Settings are micro-sized so that one
 uninterrupted run takes seconds; they are the same in CI and in the full
@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pairless.faults import StageCase, pairless_command
+from fault_harness import StageCase, pairless_command
 
 # Stage order: each needs the inputs of the ones before it.
 STAGES = ("world", "preview", "tokenizers", "tokenizers-image", "tokenize", "train", "eval", "generate", "run", "report")

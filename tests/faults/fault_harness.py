@@ -2,7 +2,7 @@
 
 Used by ``tests/test_faults.py`` (a few kills per stage, in CI) and by
 ``scripts/fault_injection.py`` (the full harness, >= 20 kill points per
-stage). For each stage (a :class:`StageCase`, see ``pairless.fault_cases``):
+stage). For each stage (a :class:`StageCase`, see ``fault_cases``):
 
 1. run it once uninterrupted in its work folder, time it, and fingerprint
    its outputs (the reference);
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pairless.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete
+from pairless.utils.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete
 
 
 def _never(relative: Path) -> bool:

@@ -14,10 +14,10 @@ import textwrap
 import time
 
 import pytest
+from fault_cases import build_inputs, stage_cases
+from fault_harness import StageCase, check_markers, check_stage, fingerprint, run_reference, summary_table
 
-from pairless.fault_cases import build_inputs, stage_cases
-from pairless.faults import StageCase, check_markers, check_stage, fingerprint, run_reference, summary_table
-from pairless.storage import mark_complete, staged_dir
+from pairless.utils.storage import mark_complete, staged_dir
 
 # A stage that writes its output in place, line by line, and skips it when it exists: not crash-safe.
 UNSAFE_STAGE = textwrap.dedent("""
@@ -81,7 +81,7 @@ def test_staged_dir_refuses_a_live_second_writer_and_clears_a_dead_one(tmp_path)
     final = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from pairless.storage import staged_dir
+        from pairless.utils.storage import staged_dir
         with staged_dir({str(final)!r}) as staging:
             (staging / "ready").write_text("1")
             time.sleep(30)

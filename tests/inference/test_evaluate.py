@@ -1,4 +1,4 @@
-"""Tests of translation cross-entropy (pairless.evaluate) against hand computations."""
+"""Tests of translation cross-entropy (pairless.inference.evaluate) against hand computations."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 from toy_translator import FixedLogits, ToyTranslator, toy_specs
+from translation_oracle import full_translation_batch
 
-from pairless.evaluate import format_table, parse_direction, translation_ce
+from pairless.inference.evaluate import format_table, translation_ce
+from pairless.modalities import parse_direction
+from pairless.model import FourM, ModelConfig
 
 SPECS = toy_specs()
 NAMES = tuple(SPECS)
@@ -85,11 +88,7 @@ def test_untrained_model_unconditional_ce_is_close_to_log_vocab():
 
 
 def test_untrained_fourm_unconditional_ce_is_close_to_log_vocab():
-    model_module = pytest.importorskip("pairless.model")
-    if not hasattr(model_module, "FourM"):
-        pytest.skip("pairless.model.FourM has not landed yet")
-    config = model_module.ModelConfig(dim=32, encoder_layers=1, decoder_layers=1, heads=2)
-    model = model_module.FourM(config, SPECS)
+    model = FourM(ModelConfig(dim=32, encoder_layers=1, decoder_layers=1, heads=2), SPECS)
     result = translation_ce(model, fake_shards(16), ["rgb"], "caption", num_samples=16, batch_size=8)
     assert result["ce_unconditional"] == pytest.approx(math.log(SPECS["caption"].vocab_size), abs=0.1)
     assert result["ce"] == pytest.approx(math.log(SPECS["caption"].vocab_size), abs=0.1)
@@ -113,9 +112,7 @@ def test_table_lists_every_direction():
 
 
 def test_translation_batch_agrees_with_the_masking_module():
-    from pairless.masking import full_translation_batch
-    from pairless.model import FourM, ModelConfig
-    from pairless.translation_batch import translation_batch
+    from pairless.inference.translation_batch import translation_batch
 
     torch.manual_seed(0)
     model = FourM(ModelConfig(dim=32, encoder_layers=1, decoder_layers=1, heads=2), SPECS).eval()

@@ -1,4 +1,4 @@
-"""Tests of the samplers in pairless.generate on a tiny stand-in model."""
+"""Tests of the samplers in pairless.inference.generate on a tiny stand-in model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from toy_translator import ToyTranslator, toy_specs
 
 from pairless.config import ConfigError
-from pairless.generate import (
+from pairless.inference.generate import (
     PRESETS,
     GenerationSchedule,
     filter_logits,
@@ -17,13 +17,13 @@ from pairless.generate import (
     generate_chain,
     guidance_scales,
     guided_logits,
-    parse_chain,
     sample_tokens,
     schedule_preset,
     step_values,
     token_counts,
 )
-from pairless.translation_batch import translation_batch
+from pairless.inference.translation_batch import translation_batch
+from pairless.modalities import parse_chain
 
 SPECS = toy_specs()
 MODALITIES = tuple(SPECS)
@@ -173,7 +173,7 @@ def check_sequence(ids, spec):
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
 def test_ar_with_cache_equals_without_cache_greedy(model, guidance):
-    from pairless.generate import ar_generate
+    from pairless.inference.generate import ar_generate
 
     tokens = random_tokens(6)
     schedule = GenerationSchedule(scheme="ar", temperature=0.0, guidance_scale=guidance)
@@ -243,7 +243,7 @@ def test_parse_chain_errors():
 
 
 def test_ar_cache_equals_no_cache_with_the_real_model():
-    from pairless.generate import ar_generate
+    from pairless.inference.generate import ar_generate
     from pairless.model import FourM, ModelConfig
 
     torch.manual_seed(0)
@@ -274,13 +274,18 @@ def test_roar_with_the_real_model_returns_valid_ids():
         assert out.shape == (3, 16) and 0 <= out.min() and out.max() < SPECS["depth"].vocab_size
 
 
-def test_cpu_threads_is_restored_and_honours_a_request():
-    from pairless.generate import cpu_threads
+def test_generation_runs_with_the_callers_thread_count_and_restores_it(monkeypatch):
+    from pairless.utils import threads
 
+    monkeypatch.setattr(threads, "choose_threads", lambda *args: pytest.fail("the library chose by load"))
+    seen = []
+    model = ToyTranslator(SPECS, seed=0)
+    original = model.logits
+    model.logits = lambda batch: seen.append(torch.get_num_threads()) or original(batch)
     before = torch.get_num_threads()
-    with cpu_threads(torch.device("cpu"), 1) as count:
-        assert count == 1 and torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with cpu_threads(torch.device("cpu")) as count:
-        assert count in (1, before)
-    assert torch.get_num_threads() == before
+    generate(model, random_tokens(2), ["rgb"], "depth", SPECS, MODALITIES, schedule_preset("greedy"), gen(),
+             threads=1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    seen.clear()
+    generate(model, random_tokens(2), ["rgb"], "depth", SPECS, MODALITIES, schedule_preset("greedy"), gen())
+    assert set(seen) == {before}  # no count given: the caller's own

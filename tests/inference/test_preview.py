@@ -7,8 +7,9 @@ from data_helpers import make_split
 from matplotlib.figure import Figure
 from PIL import Image
 
+from pairless.commands.preview import main
 from pairless.data import write_dataset
-from pairless.data.preview import CELL_PIXELS, HEADER_PIXELS, draw_value, main
+from pairless.inference.figures import CELL_PIXELS, HEADER_PIXELS, draw_value
 
 
 def test_preview_png_size(tmp_path, capsys):

@@ -8,11 +8,12 @@ import json
 import pytest
 import safetensors.torch
 import torch
+from translation_oracle import full_translation_batch
 
 from pairless.batch import TokenSpec
 from pairless.config import ConfigError, validate
-from pairless.masking import Masker, MaskingConfig, full_translation_batch
 from pairless.model import PRESETS, FourM, ModelConfig, load_model, save_model
+from pairless.training.masking import Masker, MaskingConfig
 
 SPECS = {
     "rgb": TokenSpec("rgb", "image", 16, 50, grid=(4, 4)),
@@ -114,19 +115,16 @@ def test_save_load_round_trip(tmp_path, model):
         load_model(tmp_path / "bad.safetensors")
 
 
-def test_weights_with_the_earlier_flat_output_head_still_load(tmp_path, model):
-    # Until 2026-11-23 the heads were one ``output`` projection over the concatenated vocabularies.
+def test_weights_with_the_removed_flat_output_head_are_refused_naming_the_file(tmp_path, model):
+    # Early files held one ``output`` projection over the concatenated vocabularies; that loader is gone.
     tensors = {name: tensor.clone() for name, tensor in model.state_dict().items() if not name.startswith("heads.")}
     tensors["output.weight"] = torch.cat([head.weight.detach() for head in model.heads])
     metadata = {"format": "pairless.FourM", "config": model.config.model_dump_json(),
                 "specs": json.dumps([dataclasses.asdict(spec) for spec in model.specs.values()])}
     path = tmp_path / "old.safetensors"
     path.write_bytes(safetensors.torch.save(tensors, metadata=metadata))
-    loaded = load_model(path).eval()
-    batch = masked_batch()
-    with torch.no_grad():
-        assert torch.equal(loaded.logits(batch), model.eval().logits(batch))
-    assert [head.weight.shape[0] for head in loaded.heads] == loaded.vocab_sizes
+    with pytest.raises(ValueError, match=r"(?s)old\.safetensors: the weights do not fit.*output\.weight"):
+        load_model(path)
 
 
 def test_a_step_touches_only_the_heads_it_predicts(model):

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from pairless import metrics
-from pairless.storage import staged_dir
 from pairless.tokenizers import load_tokenizer, text
 from pairless.tokenizers.base import ENCODE_CHUNK
 from pairless.tokenizers.train import build_spatial, build_vector, preset_config, torch_threads, train_neural
+from pairless.utils.storage import staged_dir
 
 SIZE = 16
 

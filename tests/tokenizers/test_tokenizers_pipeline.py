@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from pairless.commands import tokenize as shards
+from pairless.commands import tokenizers as cli
 from pairless.data import SplitData, open_dataset, write_dataset
 from pairless.data.shards import open_shards
-from pairless.storage import hash_files, is_complete, read_json
-from pairless.tokenizers import cli, load_tokenizer, shards
+from pairless.tokenizers import load_tokenizer
+from pairless.utils.storage import hash_files, is_complete, read_json
 from pairless.world.samples import render_world
 
 SIZE = 16

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from pairless.checkpoint import (
+from pairless.training.checkpoint import (
     STATE_FILE,
     TrainingState,
     latest_checkpoint,
@@ -17,7 +17,7 @@ from pairless.checkpoint import (
     save_checkpoint,
     write_state,
 )
-from pairless.storage import atomic_write_bytes
+from pairless.utils.storage import atomic_write_bytes
 
 
 def trained_optimizer(steps: int = 3) -> tuple[torch.nn.Module, torch.optim.AdamW]:

@@ -1,4 +1,4 @@
-"""Tests for pairless.fragment: deterministic views, no withheld pair, maximal views, the audit verb."""
+"""Tests for pairless.training.fragment: deterministic views, no withheld pair, maximal views, the audit verb."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from train_helpers import make_shards
 
+from pairless.commands.audit import main
 from pairless.config import ConfigError
-from pairless.fragment import (
+from pairless.training.fragment import (
     FragmentConfig,
     assign_views,
     check_no_withheld,
     cooccurrence,
-    main,
     maximal_views,
 )
+from pairless.utils.storage import COMPLETE_MARKER
 
 MODALITIES = ["rgb", "depth", "normal", "semseg", "det", "caption", "embed"]
 
@@ -117,15 +119,17 @@ def test_no_withheld_pair_cooccurs_and_views_are_maximal(size, pair_bits, seed, 
 
 
 def test_audit_command_prints_cooccurrence(tmp_path, capsys):
-    ids = _ids(50)
-    (tmp_path / "train").mkdir()
-    (tmp_path / "manifest.json").write_text(json.dumps({"modalities": {name: {} for name in MODALITIES[:3]}}))
-    (tmp_path / "train" / "ids.json").write_text(json.dumps(ids))
-    for name in MODALITIES[:3]:
-        np.save(tmp_path / "train" / f"{name}.present.npy", np.ones(50, dtype=bool))
-    assert main(["--shards", str(tmp_path), "--withhold", "rgb:depth"]) == 0
+    shards = make_shards(tmp_path / "shards", count=50)
+    assert main(["--shards", str(shards), "--withhold", "rgb:depth"]) == 0
     out = capsys.readouterr().out
     assert "withheld rgb:depth: co-occur in 0 samples" in out
     assert "normal=50" in out
-    assert main(["--shards", str(tmp_path), "--withhold", "rgb:sonar"]) == 2
+    assert main(["--shards", str(shards), "--withhold", "rgb:sonar"]) == 2
     assert "fragment.withheld" in capsys.readouterr().err
+
+
+def test_audit_refuses_an_incomplete_shards_folder(tmp_path, capsys):
+    shards = make_shards(tmp_path / "shards", count=20)
+    (shards / COMPLETE_MARKER).unlink()  # a tokenize killed before it published the folder
+    assert main(["--shards", str(shards)]) == 2
+    assert "incomplete" in capsys.readouterr().err

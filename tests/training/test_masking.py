@@ -1,13 +1,14 @@
-"""Tests for pairless.masking: budgets, caps, disjointness, sequence prefixes, empty inputs, evaluation batches."""
+"""Tests for pairless.training.masking: budgets, caps, disjointness, sequence prefixes, empty inputs, evaluation batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from translation_oracle import full_translation_batch
 
 from pairless.batch import TokenSpec
 from pairless.config import ConfigError
-from pairless.masking import Masker, MaskingConfig, allocate, full_translation_batch, sample_gamma
+from pairless.training.masking import Masker, MaskingConfig, allocate, sample_gamma
 
 SPECS = {
     "rgb": TokenSpec("rgb", "image", 16, 50, grid=(4, 4)),

@@ -13,10 +13,10 @@ import pytest
 from train_helpers import make_shards, tiny_config_data
 
 from pairless import model as model_module
-from pairless.checkpoint import latest_checkpoint
 from pairless.config import validate
-from pairless.storage import canonical_safetensors, is_complete
-from pairless.train import TrainConfig, TrainingDiverged, train
+from pairless.training.checkpoint import latest_checkpoint
+from pairless.training.train import TrainConfig, TrainingDiverged, train
+from pairless.utils.storage import canonical_safetensors, is_complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,7 +76,7 @@ def test_infinite_gradient_stops_naming_the_step_and_keeps_the_last_good_checkpo
 
 
 def test_command_line_exit_names_the_step(shards, tmp_path, monkeypatch, capsys):
-    from pairless.train import main
+    from pairless.commands.train import main
 
     _poison_gradient_at(monkeypatch, call=3)
     data = tiny_config_data(shards, tmp_path / "run")

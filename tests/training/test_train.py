@@ -12,10 +12,23 @@ import torch
 from train_helpers import make_shards, tiny_config_data
 
 from pairless import model as model_module
-from pairless.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_checkpoints, read_state
+from pairless.commands.train import main
 from pairless.config import ConfigError, validate
-from pairless.storage import FolderLock, is_complete, read_json
-from pairless.train import TrainConfig, TrainingDiverged, TrainingInterrupted, learning_rate, main, train
+from pairless.training.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    latest_checkpoint,
+    list_checkpoints,
+    read_state,
+)
+from pairless.training.train import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    learning_rate,
+    train,
+)
+from pairless.utils.storage import FolderLock, is_complete, read_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -187,7 +200,7 @@ def test_errors_found_at_start_name_the_field(shards, tmp_path, capsys):
     with pytest.raises(ValueError, match="fragment.universe: unknown modality 'embed'"):
         train(config(shards, tmp_path / "b", fragment={"universe": ["rgb", "embed"]}))
     assert main(["--shards", str(shards), "--out", str(tmp_path / "c"), "--withhold", "rgb"]) == 2
-    assert "--withhold: expected A:B" in capsys.readouterr().err
+    assert "--withhold: pair 'rgb': expected A:B" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "c")]) == 2
     assert "shards: Field required" in capsys.readouterr().err
     assert main(["--shards", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 1

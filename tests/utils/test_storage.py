@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pairless.storage import (
+from pairless.utils.storage import (
     FolderLock,
     atomic_save_npy,
     atomic_write_json,

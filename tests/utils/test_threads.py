@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pairless import threads
+from pairless.utils import threads
 
 
 @pytest.mark.parametrize(("others", "cores", "expected"), [(0.0, 2, 2), (0.3, 2, 2), (0.6, 2, 1), (1.0, 2, 1),

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from pairless.storage import atomic_write_json, is_complete
+from pairless.utils.storage import atomic_write_json, is_complete
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
+    from pairless.commands.tokenize import main as tokenize_main
+    from pairless.commands.tokenizers import main as tokenizers_main
+    from pairless.commands.world import main as world_main
     from pairless.data.shards import open_shards
     from pairless.model import FourM, ModelConfig, save_model
-    from pairless.tokenizers.cli import main as tokenizers_main
-    from pairless.tokenizers.shards import main as tokenize_main
-    from pairless.world.cli import main as world_main
 
     root = tmp_path_factory.mktemp("pipeline")
     assert world_main(["--out", str(root / "data"), "--num-scenes", "24", "--size", "32", "--val-fraction", "0.5"]) == 0
@@ -45,7 +45,7 @@ def pipeline(tmp_path_factory):
 
 
 def test_generate_and_score_writes_outputs_metrics_and_figure(pipeline):
-    from pairless.generate_cli import generate_and_score
+    from pairless.inference.translations import generate_and_score
 
     root, runs = pipeline
     out = root / "figures" / "rgb-to-depth"
@@ -74,7 +74,7 @@ def test_generate_and_score_writes_outputs_metrics_and_figure(pipeline):
 
 
 def test_generate_cli_caption(pipeline, capsys):
-    from pairless.generate_cli import main
+    from pairless.commands.generate import main
 
     root, runs = pipeline
     code = main([str(runs["zs"]), "--from", "rgb", "--to", "caption", "--num", "2", "--schedule", "ar-caption",
@@ -88,7 +88,7 @@ def test_generate_cli_caption(pipeline, capsys):
 
 
 def test_generate_cli_reports_bad_requests(pipeline, capsys):
-    from pairless.generate_cli import main
+    from pairless.commands.generate import main
 
     root, runs = pipeline
     assert main([str(runs["zs"]), "--from", "rgb", "--to", "depth", "--schedule", "roar99",
@@ -97,7 +97,7 @@ def test_generate_cli_reports_bad_requests(pipeline, capsys):
 
 
 def test_eval_cli_writes_eval_json(pipeline, capsys):
-    from pairless.evaluate import main
+    from pairless.commands.eval import main
 
     root, runs = pipeline
     assert main([str(runs["zs"]), "--directions", "rgb:depth,rgb+caption:depth", "--num-samples", "5"]) == 0
@@ -112,7 +112,7 @@ def test_eval_cli_writes_eval_json(pipeline, capsys):
 
 
 def test_chained_generation_saves_every_link(pipeline):
-    from pairless.generate_cli import generate_and_score
+    from pairless.inference.translations import generate_and_score
 
     root, runs = pipeline
     out = root / "chain"

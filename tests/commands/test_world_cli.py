@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pairless.commands.world import main
 from pairless.data import open_dataset
 from pairless.world import render_world
-from pairless.world.cli import main, split_indices
+from pairless.world.dataset import split_indices
 
 
 @pytest.mark.parametrize("form", ["packed", "folder"])
@@ -60,7 +61,7 @@ def test_bad_arguments_name_the_field(tmp_path, capsys):
 
 
 def test_a_second_writer_is_refused_by_the_lock(tmp_path, capsys):
-    from pairless.storage import FolderLock
+    from pairless.utils.storage import FolderLock
 
     out = tmp_path / "world"
     with FolderLock(out):

@@ -1,0 +1,1 @@
+"""One module per ``pairless`` verb: argument parsing, the library call, printing; ``main(argv) -> int``."""

@@ -1,0 +1,25 @@
+"""``pairless report RESULTS/RECIPE``: write report.md (tables, findings, figures) from a recipe's results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pairless.experiments.report import write_report
+from pairless.utils.storage import FolderLock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pairless report", description="write report.md for a recipe's results")
+    parser.add_argument("recipe_dir", type=Path, help="e.g. results/binding (holds results.json)")
+    args = parser.parse_args(argv)
+    if not (args.recipe_dir / "results.json").is_file():
+        parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")
+    with FolderLock(args.recipe_dir):  # the same lock `pairless run` holds while it writes this folder
+        print(write_report(args.recipe_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

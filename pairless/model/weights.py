@@ -1,0 +1,55 @@
+"""Saving and loading a :class:`~pairless.model.transformer.FourM` as safetensors (no pickle).
+
+The file holds the weights plus, as JSON metadata, the model config and the
+token specs, so that :func:`load_model` rebuilds the model from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from pairless.batch import TokenSpec
+from pairless.model.transformer import FourM, ModelConfig
+from pairless.utils.storage import atomic_write_bytes
+
+
+def save_model(path: str | Path, model: FourM) -> None:
+    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata."""
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    metadata = {
+        "format": "pairless.FourM",
+        "config": model.config.model_dump_json(),
+        "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
+    }
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
+    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise ValueError(f"{path}: cannot read model weights ({error})") from error
+    if metadata.get("format") != "pairless.FourM":
+        raise ValueError(f"{path}: not a pairless model file (metadata format={metadata.get('format')!r})")
+    config = ModelConfig.model_validate_json(metadata["config"])
+    specs = {}
+    for entry in json.loads(metadata["specs"]):
+        entry["grid"] = tuple(entry["grid"]) if entry.get("grid") is not None else None
+        specs[entry["name"]] = TokenSpec(**entry)
+    model = FourM(config, specs).to(device)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as error:
+        # e.g. the single flat output head of early versions, which is no longer read: retrain that run
+        raise ValueError(f"{path}: the weights do not fit the model they describe ({error})") from error
+    return model
