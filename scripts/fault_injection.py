@@ -3,10 +3,10 @@
     .venv/bin/python scripts/fault_injection.py --kills 20 [--stages world train ...] [--work DIR]
 
 Builds the small inputs once (world, tokenizers, shards, a trained run, a
-micro recipe's results), then for each stage runs ``fault_harness.check_stage``
+micro recipe's results), then for each stage runs ``check_stage`` of ``tests/faults/fault_harness.py``
 and prints the summary table (kills, resumes, mismatches; mismatches must be
 0) and the details of any mismatch. Exit status 1 when there is a mismatch.
-The bounded CI form of the same checks is ``tests/test_faults.py``.
+The bounded CI form of the same checks is ``tests/faults/test_faults.py``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from fault_cases import STAGES, build_inputs, stage_cases
-from fault_harness import check_stage, summary_table
-
 from pairless.utils.storage import atomic_write_json
+
+# The harness lives with the tests (tests/faults/), not in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "faults"))
+from fault_cases import STAGES, build_inputs, stage_cases  # noqa: E402
+from fault_harness import check_stage, summary_table  # noqa: E402
 
 
 def _run_input(command: list[str], cwd: Path) -> None:

@@ -14,7 +14,7 @@ from pairless.data import open_dataset
 from pairless.data.shards import open_shards
 from pairless.utils.storage import is_complete, read_json
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def byod_blocks() -> tuple[str, str]:

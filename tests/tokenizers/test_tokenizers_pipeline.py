@@ -14,6 +14,9 @@ from pairless.commands import tokenizers as cli
 from pairless.data import SplitData, open_dataset, write_dataset
 from pairless.data.shards import open_shards
 from pairless.tokenizers import load_tokenizer
+from pairless.tokenizers.build import train_all
+from pairless.tokenizers.shards import tokenize_dataset
+from pairless.tokenizers.train import preset_config
 from pairless.utils.storage import hash_files, is_complete, read_json
 from pairless.world.samples import render_world
 
@@ -73,14 +76,14 @@ def test_rerun_does_not_retrain(trained, fragmented_world, tmp_path):
                      "--set", "text.length_margin=24"]) == 0
     assert (trained / "rgb" / "weights.safetensors").stat().st_mtime_ns == before
     with pytest.raises(FileExistsError, match="complete tokenizer folder"):
-        cli.train_all(fragmented_world, trained, cli.preset_config("micro"), ["rgb"])
+        train_all(fragmented_world, trained, preset_config("micro"), ["rgb"])
     # An unfinished folder with a modality trained otherwise: refused, and nothing in it rewritten.
     partial = tmp_path / "partial"
     shutil.copytree(trained, partial)
     (partial / "COMPLETE.json").unlink()
     config_before = (partial / "config.json").read_bytes()
     with pytest.raises(FileExistsError, match="different config"):
-        cli.train_all(fragmented_world, partial, cli.preset_config("micro"), ["rgb"])
+        train_all(fragmented_world, partial, preset_config("micro"), ["rgb"])
     assert (partial / "config.json").read_bytes() == config_before
 
 
@@ -132,7 +135,7 @@ def test_tokenize_matches_direct_encoding_and_keeps_missing_missing(trained, fra
     out_large = tmp_path / "shards_large"
     assert shards.main(["--data", str(fragmented_world), "--tokenizers", str(trained), "--out", str(out_small),
                         "--batch-size", "5"]) == 0
-    shards.tokenize_dataset(fragmented_world, trained, out_large, batch_size=1000)
+    tokenize_dataset(fragmented_world, trained, out_large, batch_size=1000)
     for split in ("train", "val"):
         small, large = open_shards(out_small, split), open_shards(out_large, split)
         dataset = open_dataset(fragmented_world, split)

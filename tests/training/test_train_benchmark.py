@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pairless.model import FourM, ModelConfig
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "train_throughput.py"
 
 
 @pytest.fixture(scope="module")
