@@ -91,3 +91,22 @@ def test_world_and_audit_name_the_field(tmp_path, shards, capsys):
     assert not (tmp_path / "w").exists()
     assert main(["audit", "--shards", str(shards), "--withhold", "rgb:depth", "--universe", "rgb,normal"]) != 0
     assert "fragment.withheld" in capsys.readouterr().err
+
+
+def test_train_preset_does_not_silently_replace_a_config_files_model(shards, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(f'{{"shards": "{shards}", "out": "{tmp_path / "run"}", "model": {{"dim": 64, "heads": 2}}}}')
+    _refused(capsys, ["train", "--config", str(config), "--preset", "small"], "--preset small", "model section")
+    _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--set", "model.preset=small"],
+             "--set model.preset", "--preset NAME")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_section_naming_a_preset_gets_its_shape():
+    from pairless.model import PRESETS, ModelConfig
+
+    for name in PRESETS:
+        assert ModelConfig.model_validate({"preset": name}) == ModelConfig.from_preset(name)
+    assert ModelConfig.model_validate({"preset": "small", "dim": 128}).dim == 128  # a given field wins
+    with pytest.raises(ValueError, match="model.preset: unknown preset 'huge'"):
+        ModelConfig.model_validate({"preset": "huge"})

@@ -138,3 +138,27 @@ def test_recipes_share_the_runs_they_have_in_common(tmp_path, preset):
     assert plans["caption"].runs["larger"] == plans["visual-pairs"].runs["larger"]
     # ... while runs that differ in what they train do not collide.
     assert len({plans["binding"].runs[f"zs-bind{c}"] for c in (0, 1, 3)}) == 3
+
+
+@pytest.mark.parametrize("recipe", ["binding", "caption"])
+def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe):
+    # The runner used to call `pairless train` with these arguments; run folders it trained must still be
+    # found and resumed (train compares RUN/config.json field by field), so the config must be the same.
+    from pairless.commands.train import build_parser, config_from_args
+    from pairless.experiments import stages
+
+    for run in get_recipe(recipe, "micro").expanded_runs():
+        shards, out = tmp_path / "shards", tmp_path / run.name
+        argv = ["--shards", str(shards), "--out", str(out), "--preset", run.model_preset,
+                "--total-tokens", str(run.total_tokens), "--batch-size", str(run.batch_size),
+                "--set", f"masking.input_budget={run.input_budget}",
+                "--set", f"masking.target_budget={run.target_budget}",
+                "--set", f"seed={run.seed}", "--set", f"fragment.seed={run.seed}"]
+        for a, b in run.withheld:
+            argv += ["--withhold", f"{a}:{b}"]
+        if run.universe:
+            argv += ["--universe", ",".join(run.universe)]
+        for override in run.overrides:
+            argv += ["--set", override]
+        expected = config_from_args(build_parser().parse_args(argv))
+        assert stages.train_config(run, shards, out).model_dump() == expected.model_dump()
