@@ -33,7 +33,8 @@ def load() -> str:
 
 
 def tiny_world_specs() -> dict[str, TokenSpec]:
-    image = {name: TokenSpec(name, "image", 64, 1000, grid=(8, 8)) for name in ("rgb", "depth", "normal", "semseg")}
+    image = {name: TokenSpec(name, "image", 64, 1000, grid=(8, 8))
+             for name in ("rgb", "depth", "normal", "semseg")}
     text = {name: TokenSpec(name, "sequence", length, 2000, pad_id=0, bos_id=2, eos_id=3)
             for name, length in (("det", 40), ("caption", 56))}
     return {**image, **text, "embed": TokenSpec("embed", "vector", 16, 1000)}

@@ -34,7 +34,8 @@ def bf16_ratio(data: Path, repeats: int = 3, steps: int = 5) -> None:
 
     values = np.asarray(open_dataset(data, "train").column("rgb")[0][:2048])
     config = preset_config("tiny")
-    timings: dict[str, list[float]] = {"train bf16": [], "train fp32": [], "encode bf16": [], "encode fp32": []}
+    timings: dict[str, list[float]] = {"train bf16": [], "train fp32": [], "encode bf16": [],
+                                       "encode fp32": []}
     for _ in range(repeats):
         for bf16 in (True, False):
             name = "bf16" if bf16 else "fp32"
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizers = args.tokenizers
     if tokenizers is None:
         tokenizers = scratch / "tokenizers"
-        config = apply_overrides(preset_config(args.preset), [*args.overrides, f"threads={torch.get_num_threads()}"])
+        config = apply_overrides(preset_config(args.preset),
+                                 [*args.overrides, f"threads={torch.get_num_threads()}"])
         started = time.perf_counter()
         info = train_all(data, tokenizers, config)
         total = time.perf_counter() - started

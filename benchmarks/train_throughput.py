@@ -110,7 +110,8 @@ def step_flops(model: FourM, batch: MaskedBatch) -> float:
     linear = 6.0 * (float(encoder_tokens.sum()) * (encoder_weights + cross_kv)
                     + float(decoder_tokens.sum()) * decoder_weights + head)
     per_sample = (len(model.encoder) * encoder_tokens.double() ** 2
-                  + len(model.decoder) * (decoder_tokens.double() ** 2 + decoder_tokens.double() * encoder_tokens))
+                  + len(model.decoder) * (decoder_tokens.double() ** 2
+                                          + decoder_tokens.double() * encoder_tokens))
     return linear + 12.0 * dim * float(per_sample.sum())
 
 
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                           + f"; mfu_executed if only matmuls took time: {executed / max(shares['matmul'], 1e-9):.2f}",
                           flush=True)
     if args.rss:
-        subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)], check=True)
+        subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)],
+                       check=True)
         peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
         print(f"# peak RSS training small bf16 at batch 64: {peak_kib / 2**20:.2f} GiB")
     return 0

@@ -41,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     count = args.num_scenes
 
     for size in args.sizes:
-        total = _median_seconds(lambda size=size: render_world(count, size, seed=0, progress=False), args.repeats)
+        total = _median_seconds(lambda size=size: render_world(count, size, seed=0, progress=False),
+                                args.repeats)
         print(f"render_world {count} scenes at {size}x{size}: {count / total:8.0f} scenes/s "
               f"(median {total:.2f} s over {args.repeats})")
 
     scenes = sample_scenes(count, seed=0)
     sampling = _median_seconds(lambda: sample_scenes(count, seed=0), args.repeats)
-    casting = _median_seconds(lambda: [render_batch(scenes.slice(s, s + 256), 32) for s in range(0, count, 256)],
+    casting = _median_seconds(lambda: [render_batch(scenes.slice(s, s + 256), 32)
+                                       for s in range(0, count, 256)],
                               args.repeats)
     rendered = render_batch(scenes.slice(0, 256), 32)
     describing = _median_seconds(lambda: scene_dicts(scenes.slice(0, 256), rendered, 32), args.repeats)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
           f"ray casting {1000 * casting / count:.3f} s, scene dicts {1000 * describing / 256:.3f} s")
 
     with tempfile.TemporaryDirectory() as folder:
-        command = [str(Path(sys.executable).parent / "pairless"), "world", "--num-scenes", str(count), "--size", "32"]
+        command = [str(Path(sys.executable).parent / "pairless"), "world", "--num-scenes", str(count),
+                   "--size", "32"]
 
         def run_command() -> None:
             out = Path(folder) / f"world-{time.monotonic_ns()}"

@@ -14,7 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "world": ("pairless.commands.world", "render the built-in synthetic world to a dataset folder"),
     "preview": ("pairless.commands.preview", "draw a grid of samples, one column per modality"),
-    "tokenizers": ("pairless.commands.tokenizers", "train the tokenizers of every modality ('tokenizers train')"),
+    "tokenizers": ("pairless.commands.tokenizers",
+                   "train the tokenizers of every modality ('tokenizers train')"),
     "tokenize": ("pairless.commands.tokenize", "turn a dataset into token shards with trained tokenizers"),
     "audit": ("pairless.commands.audit", "print the modality co-occurrence of the fragmented training views"),
     "train": ("pairless.commands.train", "train a 4M-style model on token shards"),
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(module.main(rest) or 0)
-    except (OutputBusyError, ConfigError, DataError) as error:  # the user's to fix: a message, not a traceback
+    # the user's to fix: a message, not a traceback
+    except (OutputBusyError, ConfigError, DataError) as error:
         print(f"pairless {verb}: {error}", file=sys.stderr)
         return 1
 

@@ -56,7 +56,8 @@ def angular_error_degrees(prediction: np.ndarray, target: np.ndarray, min_norm: 
     if not valid.any():
         raise ValueError("angular_error_degrees: no target pixel has a normal (all vectors are ~0)")
     unit_target = target[valid] / target_norm[valid, None]
-    unit_prediction = prediction[valid] / np.maximum(np.linalg.norm(prediction[valid], axis=-1, keepdims=True), 1e-12)
+    unit_prediction = prediction[valid] / np.maximum(np.linalg.norm(prediction[valid], axis=-1,
+                                                                    keepdims=True), 1e-12)
     cosine = np.clip(np.sum(unit_target * unit_prediction, axis=-1), -1.0, 1.0)
     return float(np.degrees(np.arccos(cosine)).mean())
 
@@ -70,7 +71,8 @@ def confusion_matrix(prediction: np.ndarray, target: np.ndarray, num_classes: in
     for name, labels in (("prediction", prediction), ("target", target)):
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"confusion_matrix: {name} has class ids outside [0, {num_classes})")
-    return np.bincount(target * num_classes + prediction, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return np.bincount(target * num_classes + prediction, minlength=num_classes**2).reshape(num_classes,
+        num_classes)
 
 
 def miou(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> float:

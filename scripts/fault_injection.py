@@ -37,7 +37,8 @@ def _run_input(command: list[str], cwd: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=20, help="kill trials per stage (every other one kills twice)")
+    parser.add_argument("--kills", type=int, default=20,
+                        help="kill trials per stage (every other one kills twice)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.stages:
         report = check_stage(cases[name], work / name, args.kills, seed=args.seed)
         reports.append(report)
-        print(f"{name}: {report.kills} kills, {report.resumes} resumes, {report.mismatches} mismatches", flush=True)
+        print(f"{name}: {report.kills} kills, {report.resumes} resumes, {report.mismatches} mismatches",
+              flush=True)
         for line in report.details:
             print(f"  {line}", flush=True)
     print()

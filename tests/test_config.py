@@ -17,7 +17,8 @@ class Outer(Config):
 
 
 def test_override_nested_and_listed_values():
-    config = apply_overrides(Outer(), ["steps=20", "inner.rate=3e-4", 'inner.names=["a","b"]', "items.1.rate=0.5"])
+    config = apply_overrides(Outer(),
+                             ["steps=20", "inner.rate=3e-4", 'inner.names=["a","b"]', "items.1.rate=0.5"])
     assert config.steps == 20
     assert config.inner.rate == pytest.approx(3e-4)
     assert config.inner.names == ["a", "b"]

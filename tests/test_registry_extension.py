@@ -14,7 +14,8 @@ from pairless.data import DataError, open_dataset
 @pytest.fixture
 def histology():
     entry = modalities.register(modalities.Modality(
-        name="histology", kind="image", channels=1, dtype="uint8", extensions=(".png",), codec="png", viz="gray"))
+        name="histology", kind="image", channels=1, dtype="uint8", extensions=(".png",
+                                                                               ), codec="png", viz="gray"))
     yield entry
     modalities.unregister("histology")
 
@@ -24,14 +25,17 @@ def make_folder(root, names=("a", "b", "c")):
     for index, name in enumerate(names):
         (root / "val" / "histology").mkdir(parents=True, exist_ok=True)
         (root / "val" / "rgb").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(root / "val" / "histology" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16),
+                                     dtype=np.uint8)).save(root / "val" / "histology" / f"{name}.png")
         if index != 1:
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "val" / "rgb" / f"{name}.png")
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3),
+                                         dtype=np.uint8)).save(root / "val" / "rgb" / f"{name}.png")
 
 
 def test_unregistered_folder_is_refused(tmp_path):
     make_folder(tmp_path)
-    with pytest.raises(DataError, match=r"'histology' is not a registered modality.*pairless\.modalities\.register"):
+    with pytest.raises(DataError,
+                       match=r"'histology' is not a registered modality.*pairless\.modalities\.register"):
         open_dataset(tmp_path, "val")
 
 
@@ -56,7 +60,8 @@ def test_packed_dataset_needs_its_modalities_registered(tmp_path, histology):
     from pairless.data import SplitData, write_dataset
 
     images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
-    root = write_dataset(tmp_path / "packed", {"val": SplitData(ids=["a", "b"], columns={"histology": images})})
+    root = write_dataset(tmp_path / "packed",
+                         {"val": SplitData(ids=["a", "b"], columns={"histology": images})})
     np.testing.assert_array_equal(open_dataset(root, "val")[1]["histology"], images[1])
     modalities.unregister("histology")
     with pytest.raises(DataError, match=r"histology\.npy: modality 'histology' is not registered.*register"):

@@ -20,7 +20,8 @@ def toy_specs() -> dict[str, TokenSpec]:
     return {
         "rgb": TokenSpec("rgb", "image", num_tokens=16, vocab_size=32, grid=(4, 4)),
         "depth": TokenSpec("depth", "image", num_tokens=16, vocab_size=24, grid=(4, 4)),
-        "caption": TokenSpec("caption", "sequence", num_tokens=10, vocab_size=40, pad_id=0, bos_id=1, eos_id=2),
+        "caption": TokenSpec("caption", "sequence", num_tokens=10, vocab_size=40, pad_id=0, bos_id=1,
+                             eos_id=2),
     }
 
 
@@ -76,7 +77,8 @@ class ToyTranslator(nn.Module):
         sees = ((modality[:, :, None] == modality[:, None, :])
                 & (batch.dec_positions[:, None, :] <= batch.dec_positions[:, :, None])
                 & batch.dec_valid[:, None, :] & is_sequence[:, :, None])
-        history = torch.einsum("bqk,bkd->bqd", sees.to(previous.dtype), previous) / sees.sum(-1, keepdim=True).clamp(min=1)
+        history = torch.einsum("bqk,bkd->bqd", sees.to(previous.dtype), previous) / sees.sum(-1,
+            keepdim=True).clamp(min=1)
         return self._read(query + history, memory, memory_valid, modality)
 
     def logits(self, batch: MaskedBatch):

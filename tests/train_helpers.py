@@ -35,7 +35,8 @@ def _split(count: int, seed: int) -> ShardSplit:
 
 def make_shards(root: Path, count: int = 96) -> Path:
     """Write train/val token shards with the layout of `pairless tokenize`."""
-    return write_shards(root, {"train": _split(count, 0), "val": _split(16, 1)}, SPECS, {"note": "test shards"})
+    return write_shards(root, {"train": _split(count, 0), "val": _split(16, 1)}, SPECS,
+                        {"note": "test shards"})
 
 
 def tiny_config_data(shards: Path, out: Path, **changes) -> dict:

@@ -39,7 +39,8 @@ def full_translation_batch(tokens: dict[str, torch.Tensor], present: dict[str, t
         is_target.append(real if name == dst else torch.zeros_like(real))
         values.append(token)
         if spec.kind == "sequence":
-            previous.append(torch.cat([torch.full((batch, 1), spec.bos_id, dtype=torch.long), token[:, :-1]], 1))
+            previous.append(torch.cat([torch.full((batch, 1), spec.bos_id, dtype=torch.long), token[:, :-1]],
+                                      1))
         else:
             previous.append(torch.zeros_like(token))
         slot_modality.append(torch.full((spec.num_tokens,), index, dtype=torch.long))

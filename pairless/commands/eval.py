@@ -15,7 +15,8 @@ from pairless.utils.threads import choose_threads
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pairless eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="training run folder (holds config.json and model.safetensors)")
+    parser.add_argument("run", type=Path,
+                        help="training run folder (holds config.json and model.safetensors)")
     parser.add_argument("--directions", required=True,
                         help="comma-separated src[+src]:dst, e.g. rgb:depth,depth:rgb")
     parser.add_argument("--num-samples", type=int, default=2500)

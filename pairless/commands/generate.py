@@ -34,14 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pairless generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a training run folder (its shards are used by default)")
     parser.add_argument("--from", dest="src", required=True, help="source modality, or a+b")
-    parser.add_argument("--to", dest="dst", required=True, help="destination modality, or a chain normal:depth")
+    parser.add_argument("--to", dest="dst", required=True,
+                        help="destination modality, or a chain normal:depth")
     parser.add_argument("--num", type=int, default=8, help="samples to generate and score")
     parser.add_argument("--schedule", default=None, help="a preset name (default: the study's for the kind)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="schedule override, e.g. --set temperature=0.5")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--runs", default=None, help="several runs side by side: name=RUN,name=RUN")
-    parser.add_argument("--tokenizers", type=Path, default=None, help="tokenizer folder (default: the shards')")
+    parser.add_argument("--tokenizers", type=Path, default=None,
+                        help="tokenizer folder (default: the shards')")
     parser.add_argument("--shards", type=Path, default=None)
     parser.add_argument("--split", default="val")
     parser.add_argument("--seed", type=int, default=0)

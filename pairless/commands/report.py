@@ -11,7 +11,8 @@ from pairless.utils.storage import FolderLock
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pairless report", description="write report.md for a recipe's results")
+    parser = argparse.ArgumentParser(prog="pairless report",
+                                     description="write report.md for a recipe's results")
     parser.add_argument("recipe_dir", type=Path, help="e.g. results/binding (holds results.json)")
     args = parser.parse_args(argv)
     if not (args.recipe_dir / "results.json").is_file():

@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
     parser.add_argument("--preset", default="tiny",
                         help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="results root (cache shared by recipes)")
-    parser.add_argument("--seeds", type=int, default=None, help="training seeds per run (mean and spread reported)")
+    parser.add_argument("--out", type=Path, default=Path("results"),
+                        help="results root (cache shared by recipes)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="training seeds per run (mean and spread reported)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")

@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless tokenizers", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
     train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset")
-    train.add_argument("--data", required=True, type=Path, help="dataset folder (with train/ and val/ splits)")
+    train.add_argument("--data", required=True, type=Path,
+                       help="dataset folder (with train/ and val/ splits)")
     train.add_argument("--out", required=True, type=Path, help="tokenizer folder TOKDIR")
     train.add_argument("--preset", default="tiny", help="micro | demo | tiny | base")
     train.add_argument("--modalities", nargs="+", default=None, help="only these (default: all in the data)")

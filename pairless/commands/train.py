@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as error:
         print(f"pairless train: {error}", file=sys.stderr)
         return 128 + error.signal_number
-    except (TrainingDiverged, ConfigError, ValueError, FileExistsError, FileNotFoundError, RuntimeError) as error:
+    except (TrainingDiverged, ConfigError, ValueError, FileExistsError, FileNotFoundError,
+            RuntimeError) as error:
         print(f"pairless train: {error}", file=sys.stderr)
         return 1
     return 0

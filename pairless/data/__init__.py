@@ -10,4 +10,5 @@ from pairless.data.dataset import Dataset, list_splits, open_dataset
 from pairless.data.validate import MAX_TEXT_LENGTH, DataError
 from pairless.data.writer import SplitData, write_dataset
 
-__all__ = ["MAX_TEXT_LENGTH", "DataError", "Dataset", "SplitData", "list_splits", "open_dataset", "write_dataset"]
+__all__ = ["MAX_TEXT_LENGTH", "DataError", "Dataset", "SplitData", "list_splits", "open_dataset",
+           "write_dataset"]

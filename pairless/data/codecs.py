@@ -45,7 +45,8 @@ def _decode_image(modality: Modality, data: bytes) -> np.ndarray:
             return np.asarray(image).copy()
     except Problem:
         raise
-    except Exception as error:  # noqa: BLE001 - decoders of damaged bytes raise many kinds (struct.error, ...)
+    # noqa: BLE001 - decoders of damaged bytes raise many kinds (struct.error, ...)
+    except Exception as error:
         raise Problem(f"unreadable, truncated or corrupt image ({type(error).__name__}: {error})") from None
 
 

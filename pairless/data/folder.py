@@ -115,7 +115,8 @@ def _read_column(name: str, files: dict[str, Path], ids: list[str], reader: _Rea
                 if modality.kind == "image" and reader.size is None:
                     reader.size, reader.size_source = infer_size(modality, value.shape), path
                 try:
-                    checked, problems = check_array_column(modality, value[None], np.ones(1, bool), reader.size)
+                    checked, problems = check_array_column(modality, value[None], np.ones(1, bool),
+                                                           reader.size)
                 except Problem as problem:
                     if modality.kind == "image" and reader.size_source not in (None, path):
                         raise Problem(f"{problem}; the size comes from {reader.size_source}") from None

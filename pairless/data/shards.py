@@ -191,8 +191,10 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
         raise DataError(f"{root / 'manifest.json'}: no split {split!r}; splits: {', '.join(sorted(splits))}")
     # JSON sorts the keys; give the specs back in registry order (unregistered names last).
     order = {name: index for index, name in enumerate(registry.names())}
-    stored = sorted(manifest.get("modalities", {}).items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
-    specs = {name: spec_from_dict(data, f"{root / 'manifest.json'} modality {name!r}") for name, data in stored}
+    stored = sorted(manifest.get("modalities", {}).items(),
+                    key=lambda item: (order.get(item[0], len(order)), item[0]))
+    specs = {name: spec_from_dict(data, f"{root / 'manifest.json'} modality {name!r}")
+             for name, data in stored}
     folder = root / split
     ids = read_json(folder / "ids.json") if (folder / "ids.json").is_file() else None
     if not isinstance(ids, list) or len(ids) != splits[split]:
@@ -207,7 +209,8 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
         try:
             tokens[name] = load_array(token_path, mmap=True)
             present[name] = load_array(present_path)
-        except Exception as error:  # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
+        # noqa: BLE001 - a damaged header raises SyntaxError, tokenize.TokenError, ...
+        except Exception as error:
             raise DataError(f"{folder}/{name}: unreadable .npy ({type(error).__name__}: {error})") from None
         if present[name].dtype != bool or present[name].shape != (len(ids),):
             raise DataError(f"{present_path}: expected bool [{len(ids)}], "

@@ -136,7 +136,8 @@ def content_hash(splits: dict[str, SplitData], validated: dict) -> str:
             digest.update(modality_name.encode() + b"\0" + np.packbits(mask).tobytes())
             values = columns[modality_name]
             if isinstance(values, list):
-                digest.update(json.dumps([text for text, keep in zip(values, mask, strict=True) if keep]).encode())
+                digest.update(json.dumps([text for text, keep in zip(values, mask, strict=True)
+                                          if keep]).encode())
             else:
                 digest.update(str(values.dtype).encode() + np.ascontiguousarray(values[mask]).tobytes())
         digest.update(json.dumps(split.scenes, sort_keys=True, default=str).encode())

@@ -93,7 +93,8 @@ class ExperimentConfig(Config):
                 if seed == 0:
                     out.append(run)
                 else:
-                    out.append(run.model_copy(update={"name": f"{run.name}@s{seed}", "seed": run.seed + seed}))
+                    out.append(run.model_copy(update={"name": f"{run.name}@s{seed}", "seed": run.seed
+                                                      + seed}))
         return out
 
 
@@ -171,9 +172,13 @@ def visual_pairs(preset: str = "tiny") -> ExperimentConfig:
     runs = [_run(preset, f"zs-rgb-{other}", "zero-shot", withheld=[("rgb", other)], label=other)
             for other in ("normal", "depth", "semseg")]
     runs += [_run(preset, "many-shot", "many-shot"), _run(preset, "larger", "larger")]
-    directions = [f"rgb:{o}" for o in ("normal", "depth", "semseg")] + [f"{o}:rgb" for o in ("normal", "depth", "semseg")]
-    figures = [_figure(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"]) for d in directions]
-    return ExperimentConfig(**_base("visual-pairs", preset), runs=runs, directions=directions, figures=figures)
+    directions = [f"rgb:{o}" for o in ("normal", "depth", "semseg")] + [f"{o}:rgb"
+                                                                        for o in ("normal", "depth",
+                                                                                  "semseg")]
+    figures = [_figure(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"])
+               for d in directions]
+    return ExperimentConfig(**_base("visual-pairs", preset), runs=runs, directions=directions,
+                            figures=figures)
 
 
 def binding(preset: str = "tiny") -> ExperimentConfig:

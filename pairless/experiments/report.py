@@ -62,7 +62,8 @@ def _fmt(values: list[float], digits: int = 3) -> str:
     if not values:
         return "–"
     if not all(math.isfinite(value) for value in values):
-        return "n/a"  # a recovered fraction where many-shot is no better than no input (see the report's note)
+        # a recovered fraction where many-shot is no better than no input (see the report's note)
+        return "n/a"
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
@@ -120,7 +121,8 @@ def binding_rows(results: dict) -> list[dict]:
     """Per binding set (label = number of binding modalities): zero-shot vs matched many-shot."""
     groups = _runs_by_base(results)
     rows = []
-    labels = sorted({info.get("label") for info in results["runs"].values() if info.get("label", "").isdigit()},
+    labels = sorted({info.get("label") for info in results["runs"].values()
+                     if info.get("label", "").isdigit()},
                     key=int)
     for label in labels:
         zero, matched = _role_run(results, "zero-shot", label), _role_run(results, "many-shot", label)
@@ -133,7 +135,8 @@ def binding_rows(results: dict) -> list[dict]:
             seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
             rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
                              unconditional=un,
-                             recovered=[recovered_fraction(u, z, m) for u, z, m in zip(un, zs, ms, strict=False)],
+                             recovered=[recovered_fraction(u, z, m)
+                                        for u, z, m in zip(un, zs, ms, strict=False)],
                              rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
     return rows
 
@@ -143,9 +146,11 @@ def findings(results: dict) -> list[str]:
     lines = []
     rows = translation_rows(results)
     if rows and any(row["many_shot"] for row in rows):
-        worse = [r for r in rows if r["zero_shot"] and r["many_shot"] and mean(r["zero_shot"]) > mean(r["many_shot"])]
+        worse = [r for r in rows if r["zero_shot"] and r["many_shot"]
+                 and mean(r["zero_shot"]) > mean(r["many_shot"])]
         verdict = "holds" if len(worse) == len(rows) else f"holds in {len(worse)} of {len(rows)} directions"
-        detail = "; ".join(f"{r['direction']}: {_fmt(r['zero_shot'])} vs {_fmt(r['many_shot'])}" for r in rows)
+        detail = "; ".join(f"{r['direction']}: {_fmt(r['zero_shot'])} vs {_fmt(r['many_shot'])}"
+                           for r in rows)
         lines.append(f"Zero-shot CE is worse than many-shot in every direction: **{verdict}** ({detail}).")
         per_seed = _seed_ordering(rows)
         if per_seed:
@@ -277,7 +282,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         parts += ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""]
     timings = results.get("timings_seconds", {})
     if timings:
-        parts += ["## Time per stage", "", _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()]), ""]
+        parts += ["## Time per stage", "",
+                  _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in timings.items()]), ""]
     return "\n".join(parts)
 
 
@@ -305,7 +311,8 @@ def plot_binding(results: dict, out: Path) -> bool:
 
     counts = [r["binding"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    for key, label, style in (("zero_shot", "zero-shot", "o-"), ("matched_many_shot", "matched many-shot", "s--"),
+    for key, label, style in (("zero_shot", "zero-shot", "o-"),
+                              ("matched_many_shot", "matched many-shot", "s--"),
                               ("unconditional", "no input", "x:")):
         means = [mean(r[key]) if r[key] else float("nan") for r in rows]
         errors = [stdev(r[key]) if len(r[key]) > 1 else 0.0 for r in rows]
@@ -326,7 +333,8 @@ def plot_binding(results: dict, out: Path) -> bool:
 def write_csv(results: dict, out: Path) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["run", "role", "label", "direction", "ce", "ce_unconditional", "num_samples", "num_tokens"])
+    writer.writerow(["run", "role", "label", "direction", "ce", "ce_unconditional", "num_samples",
+                     "num_tokens"])
     for name, per_direction in results["evals"].items():
         info = results["runs"][name]
         for direction, entry in per_direction.items():

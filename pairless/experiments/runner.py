@@ -74,7 +74,8 @@ class Plan:
 
         scenes = self.config.world.num_scenes
         line("world", self.world, scenes / 400)
-        line("tokenizers", self.tokenizers, {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
+        line("tokenizers", self.tokenizers,
+             {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
         line("shards", self.shards, scenes / 400)
         for run in self.config.expanded_runs():
             rate = _ESTIMATED_TOKENS_PER_SECOND.get(run.model_preset, 5_000)
@@ -130,7 +131,8 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "evals": evals,
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
-            "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers), "shards": str(plan.shards)},
+            "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),
+                      "shards": str(plan.shards)},
         }
         atomic_write_json(plan.recipe_dir / "results.json", results)
         from pairless.experiments.report import write_report

@@ -53,7 +53,8 @@ def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
         fragment["withheld"] = [list(pair) for pair in run.withheld]
     if run.universe:
         fragment["universe"] = list(run.universe)
-    data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens, "batch_size": run.batch_size,
+    data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
+            "batch_size": run.batch_size,
             "model": {"preset": run.model_preset}, "fragment": fragment}
     overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
                  f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]

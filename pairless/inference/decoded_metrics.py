@@ -44,7 +44,8 @@ def depth_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float
     valid = np.asarray(target) > 0
     ratio = np.maximum(prediction[valid] / np.maximum(target[valid], 1e-12),
                        target[valid] / np.maximum(prediction[valid], 1e-12))
-    return {"abs_rel": metrics.abs_rel(prediction, target, valid), "rmse": metrics.rmse(prediction, target, valid),
+    return {"abs_rel": metrics.abs_rel(prediction, target, valid),
+            "rmse": metrics.rmse(prediction, target, valid),
             "delta_1.25": float(np.mean(ratio < 1.25))}
 
 
@@ -71,7 +72,8 @@ def rgb_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
         return torch.as_tensor(np.asarray(images), dtype=torch.float64).permute(0, 3, 1, 2)
 
     predicted, true = as_tensor(prediction), as_tensor(target)
-    psnr = peak_signal_noise_ratio(predicted, true, data_range=255.0, dim=(1, 2, 3), reduction="elementwise_mean")
+    psnr = peak_signal_noise_ratio(predicted, true, data_range=255.0, dim=(1, 2, 3),
+                                   reduction="elementwise_mean")
     # small images: an 11-pixel window would not fit a 8x8 image, so shrink it (odd, >= 3)
     kernel = max(3, min(11, (min(true.shape[-2:]) // 2) * 2 - 1))
     ssim = structural_similarity_index_measure(predicted, true, data_range=255.0, kernel_size=kernel)
@@ -103,7 +105,8 @@ def average_precision(predictions: Sequence[Sequence[tuple[str, Box] | tuple[str
 
     truths = [{"id": number, "image_id": image, "category_id": category[name], "bbox": xywh(box),
                "area": xywh(box)[2] * xywh(box)[3], "iscrowd": 0}
-              for number, (image, name, box) in enumerate(((image, name, box) for image, boxes in enumerate(targets)
+              for number, (image, name, box) in enumerate(((image, name, box)
+                                                           for image, boxes in enumerate(targets)
                                                            for name, box in boxes), start=1)]
     found = [{"image_id": image, "category_id": category[entry[0]], "bbox": xywh(entry[1]),
               "score": float(entry[2]) if len(entry) > 2 else 1.0}
@@ -112,15 +115,18 @@ def average_precision(predictions: Sequence[Sequence[tuple[str, Box] | tuple[str
         return {"map": 0.0, "per_class": dict.fromkeys(classes, 0.0)}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         ground_truth = COCO()
-        ground_truth.dataset = {"images": [{"id": image} for image in range(len(targets))], "annotations": truths,
-                                "categories": [{"id": number, "name": name} for name, number in category.items()]}
+        ground_truth.dataset = {"images": [{"id": image} for image in range(len(targets))],
+                                "annotations": truths,
+                                "categories": [{"id": number, "name": name}
+                                               for name, number in category.items()]}
         ground_truth.createIndex()
         evaluation = COCOeval(ground_truth, ground_truth.loadRes(found), "bbox")
         evaluation.params.iouThrs = np.array([iou_threshold])
         evaluation.evaluate()
         evaluation.accumulate()
     precision = evaluation.eval["precision"][0, :, :, 0, -1]  # (recall points, classes): all areas, 100 boxes
-    per_class = {name: float(precision[:, number - 1].clip(min=0).mean()) for name, number in category.items()}
+    per_class = {name: float(precision[:, number - 1].clip(min=0).mean())
+                 for name, number in category.items()}
     return {"map": float(np.mean(list(per_class.values()))), "per_class": per_class}
 
 
@@ -133,7 +139,8 @@ def det_metrics(prediction: list[str], target: list[str]) -> dict[str, float]:
             "parsed_boxes_per_sample": float(np.mean([len(boxes) for boxes in predicted]))}
 
 
-def caption_metrics(prediction: list[str], target: list[str], scenes: Sequence[dict | None] | None = None) -> dict:
+def caption_metrics(prediction: list[str], target: list[str],
+                    scenes: Sequence[dict | None] | None = None) -> dict:
     out = {"bleu4": float(bleu_score(list(prediction), [[text] for text in target], n_gram=4))}
     if scenes is not None and any(scene is not None for scene in scenes):
         from pairless.world.captions import fact_accuracy
@@ -143,7 +150,8 @@ def caption_metrics(prediction: list[str], target: list[str], scenes: Sequence[d
     return out
 
 
-def score(modality: str, predictions, targets, scenes: Sequence[dict | None] | None = None) -> dict[str, float]:
+def score(modality: str, predictions, targets, scenes: Sequence[dict | None] | None = None) -> dict[str,
+    float]:
     """The natural metrics of one modality for a batch of decoded predictions against targets."""
     if len(predictions) != len(targets):
         raise ValueError(f"score({modality!r}): {len(predictions)} predictions for {len(targets)} targets")
@@ -152,7 +160,8 @@ def score(modality: str, predictions, targets, scenes: Sequence[dict | None] | N
     if modality == "normal":
         return normal_metrics(np.asarray(predictions), np.asarray(targets))
     if modality == "semseg":
-        return semseg_metrics(np.asarray(predictions), np.asarray(targets), registry.get("semseg").num_classes)
+        return semseg_metrics(np.asarray(predictions), np.asarray(targets),
+                              registry.get("semseg").num_classes)
     if modality == "rgb":
         return rgb_metrics(np.asarray(predictions), np.asarray(targets))
     if modality == "det":

@@ -87,7 +87,8 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
             chunks = range(0, len(indices), batch_size)
             for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]
-                tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long() for name in [*src, dst]}
+                tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long()
+                          for name in [*src, dst]}
                 totals["ce"] += _summed_ce(model, tokens, src, dst, specs, modalities)
                 if cached is None:
                     totals["ce_unconditional"] += _summed_ce(model, tokens, [], dst, specs, modalities)

@@ -91,7 +91,8 @@ def _rectangle(x0, y0, x1, y1, colour) -> Rectangle:
     return Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.0)
 
 
-def visualize(modality: str, value, ax, *, size: int | None = None, background: np.ndarray | None = None) -> None:
+def visualize(modality: str, value, ax, *, size: int | None = None,
+              background: np.ndarray | None = None) -> None:
     """Draw one natural value of ``modality`` on ``ax`` by its registry ``viz`` kind."""
     entry = registry.get(modality)
     _bare(ax)
@@ -125,7 +126,8 @@ def visualize(modality: str, value, ax, *, size: int | None = None, background: 
         _draw_text(ax, f"{modality}: array {array.shape} {array.dtype}")
 
 
-def draw_value(ax, modality: str, value, size: int | None = None, background: np.ndarray | None = None) -> None:
+def draw_value(ax, modality: str, value, size: int | None = None,
+               background: np.ndarray | None = None) -> None:
     """Draw one value on ``ax`` (the name evaluation and generation figures use)."""
     visualize(modality, value, ax, size=size, background=background)
 

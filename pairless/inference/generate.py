@@ -124,11 +124,13 @@ def step_values(start: float, end: float, num_steps: int, kind: str) -> list[flo
 
 
 def temperatures(schedule: GenerationSchedule, num_steps: int) -> list[float]:
-    return step_values(schedule.temperature, schedule.temperature_final, num_steps, schedule.temperature_schedule)
+    return step_values(schedule.temperature, schedule.temperature_final, num_steps,
+                       schedule.temperature_schedule)
 
 
 def guidance_scales(schedule: GenerationSchedule, num_steps: int) -> list[float]:
-    return step_values(schedule.guidance_scale, schedule.guidance_scale_final, num_steps, schedule.guidance_schedule)
+    return step_values(schedule.guidance_scale, schedule.guidance_scale_final, num_steps,
+                       schedule.guidance_schedule)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -243,7 +245,8 @@ def parallel_generate(model, source: dict[str, torch.Tensor], src: list[str], ds
             query = (rank >= start) & (rank < start + count)
         else:
             query = ~known
-        logits = _parallel_logits(model, source, src, dst, current, known, query, specs, modalities, scales[step])
+        logits = _parallel_logits(model, source, src, dst, current, known, query, specs, modalities,
+                                  scales[step])
         ids, confidence = sample_tokens(logits, temps[step], schedule.top_k, schedule.top_p, generator)
         if schedule.scheme == "maskgit":
             confidence = confidence.masked_fill(~query, -1.0)
@@ -284,7 +287,8 @@ def ar_generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str
     # a non-pad placeholder stands for not-yet-generated tokens so that every prefix slot is valid
     work = torch.full((rows, length), spec.eos_id if spec.eos_id is not None else 0, dtype=torch.long)
     device = model_device(model)
-    encoder_batch = pack_batch(inputs, {dst: (work[:, :1], torch.ones(rows, 1, dtype=torch.bool))}, specs, modalities)
+    encoder_batch = pack_batch(inputs, {dst: (work[:, :1], torch.ones(rows, 1, dtype=torch.bool))}, specs,
+                               modalities)
     memory, memory_valid = model.encode(encoder_batch.to(device))
     cache = model.start_cache(memory, memory_valid) if use_cache else None
     output = torch.full((batch_size, length), spec.pad_id, dtype=torch.long)
@@ -332,13 +336,15 @@ def generate(model, source: dict[str, torch.Tensor], src: list[str], dst: str,
     device = model_device(model)
     with torch.inference_mode(), precision(device), torch_threads(threads):
         if schedule.scheme == "ar":
-            return ar_generate(model, source, src, dst, specs, modalities, schedule, generator, use_cache=use_cache)
+            return ar_generate(model, source, src, dst, specs, modalities, schedule, generator,
+                               use_cache=use_cache)
         return parallel_generate(model, source, src, dst, specs, modalities, schedule, generator)
 
 
 def generate_chain(model, source: dict[str, torch.Tensor], chain: list[list[str]],
                    specs: dict[str, TokenSpec], modalities: tuple[str, ...],
-                   schedules: dict[str, GenerationSchedule], generator: torch.Generator) -> dict[str, torch.Tensor]:
+                   schedules: dict[str, GenerationSchedule], generator: torch.Generator) -> dict[str,
+                       torch.Tensor]:
     """Generate each link of a chain in turn; returns the generated ids of every link after the first.
 
     With ``chain_condition="all"`` a link is conditioned on the sources and

@@ -39,7 +39,8 @@ def previous_tokens(tokens: torch.Tensor, spec: TokenSpec) -> torch.Tensor:
     return torch.cat([bos, tokens[:, :-1]], dim=1)
 
 
-def _compact(columns: dict[str, torch.Tensor], valid: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _compact(columns: dict[str, torch.Tensor], valid: torch.Tensor) -> tuple[dict[str, torch.Tensor],
+                                                                             torch.Tensor]:
     """Move the valid slots of every row to the front and drop the columns no row uses (keeps >= 1)."""
     order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)  # valid first, in their order
     width = max(int(valid.sum(dim=1).max()) if valid.numel() else 0, 1)

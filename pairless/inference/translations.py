@@ -71,9 +71,11 @@ def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], sched
     parts: dict[str, list[torch.Tensor]] = {link[0]: [] for link in chain[1:]}
     model.eval()
     with torch_threads(threads):
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"generate {label}", disable=None, leave=False):
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"generate {label}", disable=None,
+                          leave=False):
             chunk = rows[start : start + batch_size]
-            source = {name: torch.from_numpy(np.asarray(shards.tokens[name][chunk])).long() for name in chain[0]}
+            source = {name: torch.from_numpy(np.asarray(shards.tokens[name][chunk])).long()
+                      for name in chain[0]}
             generated = generate_chain(model, source, chain, specs, model.modalities, schedules, generator)
             for name, ids in generated.items():
                 parts[name].append(ids)
@@ -82,7 +84,8 @@ def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], sched
 
 def _save_values(folder: Path, modality: str, values) -> None:
     if isinstance(values, list):
-        atomic_write_text(folder / f"{modality}.txt", "".join(text.replace("\n", " ") + "\n" for text in values))
+        atomic_write_text(folder / f"{modality}.txt",
+                          "".join(text.replace("\n", " ") + "\n" for text in values))
         return
     values = np.asarray(values)
     atomic_save_npy(folder / f"{modality}.npy", values)
@@ -129,7 +132,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
     runs = {name: Path(path) for name, path in runs.items()}
     out = Path(out)
-    request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain, "split": split,
+    request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain,
+               "split": split,
                "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
                "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows}
     request["hash"] = config_hash(request)

@@ -31,7 +31,8 @@ def compute_dtype(reference: torch.Tensor) -> torch.dtype:
     return reference.dtype
 
 
-def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKind, heads: int) -> torch.Tensor:
+def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKind,
+                 heads: int) -> torch.Tensor:
     """Additive mask (0 where allowed, -inf elsewhere) in the compute dtype of ``reference``.
 
     Every query row must allow at least one key, or its softmax is NaN.
@@ -44,7 +45,8 @@ def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKin
     return bias.expand(batch, heads, queries, keys).reshape(batch * heads, queries, keys)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, kind: AttentionKind) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+           kind: AttentionKind) -> torch.Tensor:
     """Attention output ``(B, H, Nq, hd)`` for q ``(B, H, Nq, hd)``, k/v ``(B, H, Nk, hd)``."""
     if kind == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -133,7 +133,8 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).view(batch, length, 2, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
         q = self.q(x).view(batch, length, self.heads, dim // self.heads).transpose(1, 2)
         out = attend(q, *memory_kv, mask, self.kind)
@@ -198,7 +199,8 @@ class FourM(nn.Module):
                              persistent=False)
         self.register_buffer("sincos", torch.cat([position_table(spec, dim) for spec in specs.values()]),
                              persistent=False)
-        self.register_buffer("is_sequence", torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
+        self.register_buffer("is_sequence",
+                             torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
                              persistent=False)
         self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
         self.modality_embedding = nn.Parameter(torch.zeros(len(specs), dim))
@@ -209,7 +211,8 @@ class FourM(nn.Module):
         self.encoder_norm = nn.LayerNorm(dim, bias=config.bias)
         self.decoder_norm = nn.LayerNorm(dim, bias=config.bias)
         # heads[i]: modality i's output head (a list, not a dict: any user modality name is safe)
-        self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=config.bias) for spec in specs.values()])
+        self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=config.bias)
+                                    for spec in specs.values()])
         self.apply(self._init)
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
@@ -232,10 +235,12 @@ class FourM(nn.Module):
         # Gathers through F.embedding, not tensor indexing: the backward of indexing accumulates repeated
         # rows in an order that varies between runs with 2+ CPU threads (training was not reproducible);
         # the embedding backward is deterministic.
-        table = self.sincos + F.embedding(self.slot_modality, self.modality_embedding)  # (T, D) over all slots
+        # (T, D) over all slots
+        table = self.sincos + F.embedding(self.slot_modality, self.modality_embedding)
         return F.embedding(self.slot_offset[modality] + position, table)
 
-    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, what: str) -> torch.Tensor:
+    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                what: str) -> torch.Tensor:
         out_of_range = valid & ((tokens < 0) | (tokens >= self.vocab_size[modality]))
         if bool(out_of_range.any()):
             index = out_of_range.nonzero()[0]
@@ -265,12 +270,15 @@ class FourM(nn.Module):
         causal = ~self.is_sequence[modality].unsqueeze(2) | (key_position.unsqueeze(1) <= position.unsqueeze(2))
         return (same & causal & key_valid.unsqueeze(1)).unsqueeze(1)
 
-    def _queries(self, modality: torch.Tensor, position: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    def _queries(self, modality: torch.Tensor, position: torch.Tensor,
+                 previous: torch.Tensor) -> torch.Tensor:
         is_sequence = self.is_sequence[modality]
         x = self.mask_token + self._positions(modality, position)
-        return x + self._tokens(modality, previous, is_sequence, "dec_input_tokens") * is_sequence.unsqueeze(-1)
+        return x + self._tokens(modality, previous, is_sequence,
+                                "dec_input_tokens") * is_sequence.unsqueeze(-1)
 
-    def decode_hidden(self, memory: torch.Tensor, memory_valid: torch.Tensor, batch: MaskedBatch) -> torch.Tensor:
+    def decode_hidden(self, memory: torch.Tensor, memory_valid: torch.Tensor,
+                      batch: MaskedBatch) -> torch.Tensor:
         """Final decoder states ``(B, Nt, D)`` at every target slot."""
         self._check(batch)
         x = self._queries(batch.dec_modality, batch.dec_positions, batch.dec_input_tokens)
@@ -280,7 +288,8 @@ class FourM(nn.Module):
         # Invalid slots still attend to themselves, so that no softmax row is empty.
         self_mask = self_mask | torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
         self_mask = prepare_mask(self_mask, x, self.config.attention, self.config.heads)
-        memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
+        memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
+                                   self.config.heads)
         for block in self.decoder:
             x = block(x, self_mask, block.cross.memory_kv(memory), memory_mask)
         return self.decoder_norm(x)
@@ -296,7 +305,8 @@ class FourM(nn.Module):
         for index, name in enumerate(self.modalities):
             selected = batch.dec_modality == index
             if bool(selected.any()):
-                logits[..., : self.vocab_sizes[index]][selected] = self.head_logits(hidden[selected], name).float()
+                logits[..., : self.vocab_sizes[index]][selected] = self.head_logits(hidden[selected],
+                                                                                    name).float()
         return logits
 
     def logits(self, batch: MaskedBatch) -> torch.Tensor:
@@ -343,13 +353,15 @@ class FourM(nn.Module):
         batch = tokens_in.shape[0]
         step_modality = torch.full_like(position, index)
         x = self._queries(step_modality, position, tokens_in)  # (B, 1, D)
-        cache.modality = step_modality if cache.modality is None else torch.cat([cache.modality, step_modality], 1)
+        cache.modality = step_modality if cache.modality is None else torch.cat([cache.modality,
+                                                                                 step_modality], 1)
         cache.position = position if cache.position is None else torch.cat([cache.position, position], 1)
         key_valid = torch.ones_like(cache.modality, dtype=torch.bool)
         self_mask = prepare_mask(self._decoder_mask(step_modality, position, key_valid[:, :1], cache.modality,
                                                     cache.position, key_valid), x, self.config.attention,
                                  self.config.heads)
-        memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
+        memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention,
+                                   self.config.heads)
         for block, memory_kv, layer in zip(self.decoder, cache.memory_kv, cache.layers, strict=True):
             x = block(x, self_mask, memory_kv, memory_mask, cache=layer)
         return self.head_logits(self.decoder_norm(x), modality).float().view(batch, 1, -1)

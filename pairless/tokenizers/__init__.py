@@ -54,5 +54,6 @@ def load_tokenizer(tokenizer_root: str | Path, modality: str):
                          f"allowed: {', '.join(TOKENIZER_TYPES)}")
     if kind == "text":
         raw.pop("type")
-        return load_text_tokenizer(tokenizer_root, validate(TextConfig, raw, prefix=str(folder / "config.json")))
+        return load_text_tokenizer(tokenizer_root,
+                                   validate(TextConfig, raw, prefix=str(folder / "config.json")))
     return TOKENIZER_TYPES[kind].load(folder)

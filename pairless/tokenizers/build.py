@@ -57,7 +57,8 @@ def _modality_hash(config: TokenizerTrainConfig, modality: str, data: Path) -> s
     sections = {"image": ["spatial", "normalization"], "vector": ["vector"], "sequence": ["text"]}[kind]
     dumped = config.model_dump(mode="json")
     relevant = {key: dumped[key] for key in sections + ["seed", "bf16", "max_train_samples"]}
-    relevant["steps"] = config.steps_for(modality, getattr(config, sections[0])) if kind != "sequence" else None
+    relevant["steps"] = config.steps_for(modality,
+                                         getattr(config, sections[0])) if kind != "sequence" else None
     return config_hash({"modality": modality, "config": relevant, "data": str(Path(data).resolve())})
 
 
@@ -105,7 +106,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
             vocabulary = _train_vocabulary(dataset, out, config, text_modalities, data)
             length = text_tokenizers.padded_length(vocabulary, values, config.text.length_margin)
             tokenizer = text_tokenizers.TextTokenizer(
-                text_tokenizers.TextConfig(modality=modality, num_tokens=length, truncate=config.text.truncate),
+                text_tokenizers.TextConfig(modality=modality, num_tokens=length,
+                                           truncate=config.text.truncate),
                 vocabulary)
             with staged_dir(folder, {**record, "train_seconds": time.perf_counter() - started}) as staging:
                 tokenizer.save(staging)
@@ -117,7 +119,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
                 tokenizer = build_vector(modality, values, config)
                 settings = config.vector
             steps = config.steps_for(modality, settings)
-            result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed, bf16=config.bf16,
+            result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed,
+                                  bf16=config.bf16,
                                   description=f"tokenizer {modality}",
                                   threads=config.threads if threads is None else threads)
             record.update(train_seconds=time.perf_counter() - started, steps=steps, threads=result["threads"],
@@ -132,7 +135,8 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
     return info
 
 
-def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_modalities: list[str], data: Path):
+def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_modalities: list[str],
+                      data: Path):
     """Train (once) the WordPiece vocabulary shared by all sequence modalities present in the data."""
     folder = out / text_tokenizers.VOCABULARY_FOLDER
     expected_hash = config_hash({"text": config.text.model_dump(mode="json"), "modalities": text_modalities,
@@ -163,7 +167,8 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
                "config": config.model_dump(mode="json"), "report": report}
     with FolderLock(out):
         found = read_json(out / "COMPLETE.json").get("request") if is_complete(out) else None
-        if reusable_output(out, request, found, what="tokenizers", remedy="choose another --out or remove it"):
+        if reusable_output(out, request, found, what="tokenizers",
+                           remedy="choose another --out or remove it"):
             return None
         started = time.perf_counter()
         info = train_all(data, out, config, modalities, threads)
@@ -175,7 +180,8 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
         atomic_write_json(out / "training.json", {"modalities": {
             name: {key: value for key, value in record.items() if key != "train_seconds"}
             for name, record in info.items()}})
-        # Wall-clock times live in timings.json, outside the content hash: the same request makes the same hash.
+        # Wall-clock times live in timings.json, outside the content hash: the same request makes the same
+        # hash.
         atomic_write_json(out / TIMINGS_FILE, {"total_seconds": time.perf_counter() - started,
                                                "modalities": {name: record.get("train_seconds")
                                                               for name, record in info.items()}})

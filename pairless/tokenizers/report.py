@@ -38,7 +38,8 @@ def score(tokenizer, original, reconstruction) -> dict[str, float]:
     if norm.kind == "unit_range":
         return {"psnr": metrics.psnr(reconstruction, original)}
     if norm.kind == "log_standard":
-        return {"abs_rel": metrics.abs_rel(reconstruction, original), "rmse": metrics.rmse(reconstruction, original)}
+        return {"abs_rel": metrics.abs_rel(reconstruction, original),
+                "rmse": metrics.rmse(reconstruction, original)}
     if norm.kind == "unit_vector":
         return {"angular_error_degrees": metrics.angular_error_degrees(reconstruction, original)}
     if norm.kind == "labels":

@@ -20,7 +20,8 @@ from pairless.utils.storage import FolderLock, hash_files, is_complete, read_jso
 from pairless.utils.threads import torch_threads
 
 
-def encode_column(tokenizer, values, present: np.ndarray, batch_size: int, description: str = "") -> np.ndarray:
+def encode_column(tokenizer, values, present: np.ndarray, batch_size: int,
+                  description: str = "") -> np.ndarray:
     """Tokens ``int32 [N, L]`` of one modality column; rows without the modality are 0."""
     spec = tokenizer.spec
     tokens = np.zeros((len(present), spec.num_tokens), dtype=np.int32)
@@ -75,7 +76,8 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
                          f"modality of {data} ({', '.join(sorted(in_data)) or 'none'})")
     tokenizers = {name: load_tokenizer(tokenizer_root, name) for name in modalities}
     if truncate_text:
-        tokenizers = {name: tok.truncating() if tok.kind == "text" else tok for name, tok in tokenizers.items()}
+        tokenizers = {name: tok.truncating() if tok.kind == "text" else tok
+                      for name, tok in tokenizers.items()}
     shard_splits = {}
     with torch_threads(threads):
         for split, dataset in datasets.items():
@@ -112,6 +114,7 @@ def write_token_shards(data: Path, tokenizer_root: Path, out: Path, batch_size: 
     with FolderLock(out):
         if not overwrite and already_tokenized(out, data, tokenizer_root, truncate_text):
             return False
-        tokenize_dataset(data, tokenizer_root, out, batch_size, overwrite=overwrite, truncate_text=truncate_text,
+        tokenize_dataset(data, tokenizer_root, out, batch_size, overwrite=overwrite,
+                         truncate_text=truncate_text,
                          threads=threads)
     return True

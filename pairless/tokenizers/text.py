@@ -50,7 +50,8 @@ class TextConfig(Config):
 
 def build_empty_tokenizer(vocabulary: dict[str, int] | None = None) -> Tokenizer:
     """A WordPiece tokenizer configured for an exact round trip (see the module docstring)."""
-    model = models.WordPiece(vocab=vocabulary, unk_token="[UNK]", max_input_chars_per_word=100) if vocabulary \
+    model = models.WordPiece(vocab=vocabulary, unk_token="[UNK]",
+                             max_input_chars_per_word=100) if vocabulary \
         else models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100)
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -58,7 +59,8 @@ def build_empty_tokenizer(vocabulary: dict[str, int] | None = None) -> Tokenizer
         pre_tokenizers.Punctuation(behavior="isolated"),
     ])
     tokenizer.decoder = decoders.Sequence([
-        decoders.Replace("##", ""), decoders.Fuse(), decoders.Replace(WORD_START, " "), decoders.Strip(" ", 1, 0),
+        decoders.Replace("##", ""), decoders.Fuse(), decoders.Replace(WORD_START, " "), decoders.Strip(" ", 1,
+            0),
     ])
     return tokenizer
 

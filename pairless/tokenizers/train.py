@@ -52,7 +52,8 @@ class VectorSettings(OptimizerSettings):
 class TextSettings(Config):
     vocab_size: int = Field(2000, ge=64)
     truncate: bool = False  # cut texts longer than the padded length instead of raising
-    length_margin: int = Field(0, ge=0)  # extra tokens beyond the longest training text (before rounding to 4)
+    # extra tokens beyond the longest training text (before rounding to 4)
+    length_margin: int = Field(0, ge=0)
 
 
 class TokenizerTrainConfig(Config):
@@ -62,7 +63,8 @@ class TokenizerTrainConfig(Config):
     seed: int = 0
     steps: int | None = Field(None, ge=1)  # when set, overrides the steps of every neural tokenizer
     bf16: bool = True
-    # torch threads while training; None = chosen by load in the command or runner: 1 when the machine is oversubscribed (load average above
+    # torch threads while training; None = chosen by load in the command or runner: 1 when the machine is
+    # oversubscribed (load average above
     # the core count: there, 2 OpenMP threads were measured 3-60x slower than 1), else torch's default.
     threads: int | None = Field(None, ge=1)
     max_train_samples: int | None = Field(None, ge=1)  # cap per modality (None: all samples that have it)
@@ -118,7 +120,8 @@ def build_spatial(modality: str, values: np.ndarray, config: TokenizerTrainConfi
         raise ValueError(f"{modality}: spatial tokenizers need square images [N, S, S(, C)], got {list(values.shape)}")
     norm = normalize.fit_normalization(entry, values, config.normalization.get(modality))
     settings = config.spatial
-    spatial_config = SpatialConfig(modality=modality, image_size=values.shape[1], downsample=settings.downsample,
+    spatial_config = SpatialConfig(modality=modality, image_size=values.shape[1],
+                                   downsample=settings.downsample,
                                    width=settings.width, num_blocks=settings.num_blocks, levels=settings.levels,
                                    normalization=norm)
     with seeded_init(config.seed):
@@ -170,7 +173,8 @@ def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optimi
     losses = []
     tokenizer.train()
     started = time.perf_counter()
-    progress = tqdm(range(steps), desc=description or f"tokenizer {tokenizer.modality}", disable=None, leave=False)
+    progress = tqdm(range(steps), desc=description or f"tokenizer {tokenizer.modality}", disable=None,
+                    leave=False)
     for step in progress:
         if cursor + batch_size > len(order):
             order, cursor = rng.permutation(len(values)), 0
@@ -191,4 +195,5 @@ def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optimi
             progress.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     seconds = time.perf_counter() - started
     tokenizer.eval()
-    return {"losses": losses, "seconds": seconds, "samples_per_second": steps * batch_size / max(seconds, 1e-9)}
+    return {"losses": losses, "seconds": seconds,
+            "samples_per_second": steps * batch_size / max(seconds, 1e-9)}

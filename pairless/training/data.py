@@ -137,7 +137,8 @@ class BatchSource:
             return indices, self._make(step, indices)
         for upcoming in range(step, step + self.ahead + 1):
             if upcoming not in self.pending:
-                self.pending[upcoming] = self.pool.submit(self._make, upcoming, self.order.indices(upcoming).copy())
+                self.pending[upcoming] = self.pool.submit(self._make, upcoming,
+                                                          self.order.indices(upcoming).copy())
         return indices, self.pending.pop(step).result()
 
     def close(self) -> None:

@@ -113,4 +113,5 @@ def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Modu
     if not context.is_distributed:
         return model
     device_ids = [context.device.index] if context.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                     find_unused_parameters=True)

@@ -100,7 +100,8 @@ def stable_hash(seed: int, sample_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{sample_id}".encode(), digest_size=8).digest(), "little")
 
 
-def assign_views(ids: list[str], present: np.ndarray, modalities: list[str], config: FragmentConfig) -> np.ndarray:
+def assign_views(ids: list[str], present: np.ndarray, modalities: list[str],
+                 config: FragmentConfig) -> np.ndarray:
     """The view of each sample: bool ``[N, M]`` over ``modalities`` (columns of ``present``).
 
     Fixed by ``(config.seed, id)``; modalities outside the universe are never
@@ -157,7 +158,8 @@ def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[st
     lines.append(" " * width + "".join(f"{name:>{width}}" for name in modalities))
     for row, name in enumerate(modalities):
         lines.append(f"{name:<{width}}" + "".join(f"{int(value):>{width}}" for value in counts[row]))
-    lines.append("samples per modality: " + ", ".join(f"{name}={int(counts[i, i])}" for i, name in enumerate(modalities)))
+    lines.append("samples per modality: "
+                 + ", ".join(f"{name}={int(counts[i, i])}" for i, name in enumerate(modalities)))
     patterns, pattern_counts = np.unique(views, axis=0, return_counts=True)
     lines.append("distinct views:")
     for pattern, count in sorted(zip(patterns, pattern_counts, strict=True), key=lambda item: -item[1]):
@@ -165,7 +167,8 @@ def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[st
         lines.append(f"  {int(count):>{width}}  {' '.join(members)}")
     for first, second in withheld:
         together = int(counts[modalities.index(first), modalities.index(second)])
-        lines.append(f"withheld {first}:{second}: co-occur in {together} samples" + ("" if together else " (ok)"))
+        lines.append(f"withheld {first}:{second}: co-occur in {together} samples"
+                     + ("" if together else " (ok)"))
     return "\n".join(lines)
 
 

@@ -41,7 +41,8 @@ class MaskingConfig(Config):
     empty_input_fraction: float = Field(0.05, ge=0.0, le=1.0)  # samples trained with no input at all
 
 
-def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec], universe: list[str] | tuple[str, ...]) -> None:
+def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec],
+                 universe: list[str] | tuple[str, ...]) -> None:
     """Raise ConfigError if the budgets exceed the tokens the universe can hold at most."""
     for alpha in config.alphas:
         if not alpha > 0:
@@ -121,7 +122,8 @@ def _ranks(noise: torch.Tensor) -> torch.Tensor:
     return noise.argsort(dim=1).argsort(dim=1)
 
 
-def _pack(selected: torch.Tensor, values: dict[str, torch.Tensor], size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _pack(selected: torch.Tensor, values: dict[str, torch.Tensor],
+          size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Move the selected entries of each row (in their order) to the first slots of ``size`` slots."""
     batch = selected.shape[0]
     slot = selected.long().cumsum(1) - 1
@@ -212,7 +214,8 @@ class Masker:
                 columns.append(torch.full((views.shape[0],), spec.num_tokens, dtype=torch.long))
         return torch.where(views, torch.stack(columns, 1), 0)
 
-    def _assemble(self, is_input, is_target, values, previous, input_size: int, target_size: int) -> MaskedBatch:
+    def _assemble(self, is_input, is_target, values, previous, input_size: int,
+                  target_size: int) -> MaskedBatch:
         return assemble(self.modalities, self.slot_modality, self.slot_position, is_input, is_target, values,
                         previous, input_size, target_size)
 

@@ -50,7 +50,8 @@ def write_config(run: Path, config) -> None:
     atomic_write_json(run / "config.json", json.loads(config.model_dump_json()))
 
 
-def find_resume_checkpoint(run: Path, config, resume: bool, context: distributed.ProcessContext) -> Path | None:
+def find_resume_checkpoint(run: Path, config, resume: bool,
+                           context: distributed.ProcessContext) -> Path | None:
     """The checkpoint to continue from (None: start fresh); every process gets rank 0's answer."""
     latest = latest_checkpoint(run / "checkpoints")
     if not resume and (latest is not None or (run / "log.jsonl").exists()):
@@ -163,7 +164,8 @@ class StepStatistics:
     modality_sums: torch.Tensor  # (M,) per-modality losses
     modality_counts: torch.Tensor  # (M,) micro-batches that had each modality as a target
     modality_not_finite: torch.Tensor  # (M,) micro-batches whose modality loss is NaN/inf
-    stop: torch.Tensor  # () a stop request's signal number, summed with the rest so every process stops together
+    # () a stop request's signal number, summed with the rest so every process stops together
+    stop: torch.Tensor
 
     @classmethod
     def zeros(cls, count: int, device: torch.device) -> StepStatistics:

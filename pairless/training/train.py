@@ -145,7 +145,8 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     """AdamW with weight decay on matrices only (not on biases, norms, or 1-D embeddings)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel: one pass over each tensor; ~3x faster than the multi-tensor path on CPU (measured in
     # benchmarks/train_throughput.py, which trains with this function), same update up to rounding.
     fused = all(p.device.type in ("cpu", "cuda") for p in decay + no_decay)
@@ -361,11 +362,13 @@ def _save(session: Session, progress: Progress, reason: str) -> Path | None:
             "config_hash": config_hash(session.config)}
     state = TrainingState(progress.step, progress.tokens_seen, session.optimizer.state_dict(),
                           {"torch_cpu": torch.get_rng_state()}, info)
-    return save_checkpoint(session.run / "checkpoints", state, lambda path: model_module.save_model(path, model),
+    return save_checkpoint(session.run / "checkpoints", state,
+                           lambda path: model_module.save_model(path, model),
                            keep=session.config.keep_checkpoints)
 
 
-def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: int, steps_this_session: int) -> Path:
+def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: int,
+            steps_this_session: int) -> Path:
     """The last checkpoint; then, when the budget is spent, the final weights and ``COMPLETE.json``."""
     config, context, run = session.config, session.context, session.run
     finished = progress.tokens_seen >= config.total_tokens

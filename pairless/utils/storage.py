@@ -211,7 +211,8 @@ def mark_complete(folder: str | os.PathLike, info: dict | None = None) -> str:
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | os.PathLike, info: dict | None = None, *, overwrite: bool = False) -> Iterator[Path]:
+def staged_dir(final: str | os.PathLike, info: dict | None = None, *,
+               overwrite: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name; publish it at ``final`` only when the block succeeds.
 
     A previous complete ``final`` is kept unless ``overwrite``; stale staging

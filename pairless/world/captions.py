@@ -78,7 +78,8 @@ class Fact:
             return len(objects) == self.count
         if self.kind == "object":
             return sum(self.subject.matches(obj) for obj in objects) >= self.count
-        return any(self.subject.matches(a) and self.other.matches(b) and _related(a, b, self.relation, 0.0, 0.0)
+        return any(self.subject.matches(a) and self.other.matches(b)
+                   and _related(a, b, self.relation, 0.0, 0.0)
                    for i, a in enumerate(objects) for j, b in enumerate(objects) if i != j)
 
 
@@ -141,7 +142,8 @@ def make_caption(scene: dict, seed: int) -> str:
 
     margin = LEFT_RIGHT_MARGIN * scene["image_size"]
     candidates = [(i, j, relation) for i in range(total) for j in range(total) if i != j
-                  for relation in RELATIONS if _related(objects[i], objects[j], relation, margin, DEPTH_MARGIN)]
+                  for relation in RELATIONS if _related(objects[i], objects[j], relation, margin,
+                                                        DEPTH_MARGIN)]
     for index in rng.permutation(len(candidates))[: int(rng.integers(0, 3))]:
         i, j, relation = candidates[index]
         first, second = _reference(rng, objects[i], objects), _reference(rng, objects[j], objects)

@@ -58,7 +58,8 @@ def det_to_text(objects, size: int, num_bins: int = DET_BINS) -> str:
     return " ".join(words)
 
 
-def parse_det_text(text: str, size: int, num_bins: int = DET_BINS) -> list[tuple[str, tuple[int, int, int, int]]]:
+def parse_det_text(text: str, size: int,
+                   num_bins: int = DET_BINS) -> list[tuple[str, tuple[int, int, int, int]]]:
     """Det text -> ``[(class name, (x0, y0, x1, y1) in pixels)]``.
 
     Tolerant, for scoring generated text: malformed objects (a missing or

@@ -35,7 +35,8 @@ def projection() -> np.ndarray:
     return (rng.standard_normal((NUM_ATTRIBUTES, EMBED_DIM)) / np.sqrt(NUM_ATTRIBUTES)).astype(np.float32)
 
 
-def attribute_histogram(shape: np.ndarray, colour: np.ndarray, size: np.ndarray, visible: np.ndarray) -> np.ndarray:
+def attribute_histogram(shape: np.ndarray, colour: np.ndarray, size: np.ndarray,
+                        visible: np.ndarray) -> np.ndarray:
     """(N, K) shape/colour/size indices and visibility -> (N, NUM_ATTRIBUTES) float32 histogram."""
     count = len(shape)
     num_shapes, num_colours, num_sizes = len(SHAPES), len(COLOUR_NAMES), len(SIZES)

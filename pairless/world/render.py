@@ -180,7 +180,8 @@ def render_batch(scenes: SceneBatch, size: int) -> RenderedBatch:
 
         view_depth = t * _dot(directions, camera.forward)
         depth = np.where(hit, view_depth, SKY_DEPTH).astype(np.float32)
-        camera_normal = np.stack([np.where(hit, component, 0) for component in camera.to_camera(normal)], axis=-1)
+        camera_normal = np.stack([np.where(hit, component, 0) for component in camera.to_camera(normal)],
+                                 axis=-1)
         shape_class = np.take_along_axis(scenes.shape, slot_index, axis=1) + SHAPE_CLASS_OFFSET
         semseg = np.where(is_object, shape_class, np.where(hit, FLOOR_CLASS, SKY_CLASS)).astype(np.uint8)
 

@@ -100,7 +100,8 @@ def render_world(num_scenes: int, size: int = 32, seed: int = 0, batch_size: int
     visible = np.zeros(all_scenes.valid.shape, dtype=bool)
     dicts: list[dict] = []
     starts = range(0, num_scenes, batch_size)
-    for start in tqdm(starts, desc="render world", unit="batch", disable=None if progress is None else not progress):
+    for start in tqdm(starts, desc="render world", unit="batch", disable=None if progress is None
+                      else not progress):
         stop = min(start + batch_size, num_scenes)
         batch = all_scenes.slice(start, stop)
         rendered = render_batch(batch, size)

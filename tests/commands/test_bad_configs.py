@@ -32,7 +32,8 @@ def _refused(capsys, argv, *expected, code=2):
     (["model.dim=wide"], ["model.dim"]),
     (["batch_size=-3"], ["batch_size"]),
     (["masking.input_budget=1000"], ["masking.input_budget + masking.target_budget", "exceeds"]),
-    (["fragment.universe=[\"rgb\",\"caption\"]"], ["fragment.withheld", "outside fragment.universe", "'depth'"]),
+    (["fragment.universe=[\"rgb\",\"caption\"]"],
+     ["fragment.withheld", "outside fragment.universe", "'depth'"]),
     (["nosuch.section=1"], ["no config section 'nosuch'"]),
 ])
 def test_train_command_names_the_bad_field(shards, tmp_path, capsys, overrides, expected):
@@ -48,7 +49,8 @@ def test_train_command_names_the_bad_field(shards, tmp_path, capsys, overrides, 
 
 
 def test_train_refuses_a_withheld_modality_missing_from_the_shards(shards, tmp_path, capsys):
-    _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--withhold", "rgb:embed",
+    _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--withhold",
+                      "rgb:embed",
                       "--total-tokens", "100"], "embed", code=1)
 
 
@@ -89,15 +91,18 @@ def test_world_and_audit_name_the_field(tmp_path, shards, capsys):
     _refused(capsys, ["world", "--out", str(tmp_path / "w"), "--val-fraction", "1.5"], "world.val_fraction")
     _refused(capsys, ["world", "--out", str(tmp_path / "w"), "--num-scenes", "0"], "world.num_scenes")
     assert not (tmp_path / "w").exists()
-    assert main(["audit", "--shards", str(shards), "--withhold", "rgb:depth", "--universe", "rgb,normal"]) != 0
+    assert main(["audit", "--shards", str(shards), "--withhold", "rgb:depth", "--universe",
+                 "rgb,normal"]) != 0
     assert "fragment.withheld" in capsys.readouterr().err
 
 
 def test_train_preset_does_not_silently_replace_a_config_files_model(shards, tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(f'{{"shards": "{shards}", "out": "{tmp_path / "run"}", "model": {{"dim": 64, "heads": 2}}}}')
-    _refused(capsys, ["train", "--config", str(config), "--preset", "small"], "--preset small", "model section")
-    _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--set", "model.preset=small"],
+    _refused(capsys, ["train", "--config", str(config), "--preset", "small"], "--preset small",
+             "model section")
+    _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--set",
+                      "model.preset=small"],
              "--set model.preset", "--preset NAME")
     assert not (tmp_path / "run").exists()
 

@@ -26,8 +26,10 @@ def pipeline(tmp_path_factory):
     from pairless.model import FourM, ModelConfig, save_model
 
     root = tmp_path_factory.mktemp("pipeline")
-    assert world_main(["--out", str(root / "data"), "--num-scenes", "24", "--size", "32", "--val-fraction", "0.5"]) == 0
-    assert tokenizers_main(["train", "--data", str(root / "data"), "--out", str(root / "tok"), "--preset", "micro",
+    assert world_main(["--out", str(root / "data"), "--num-scenes", "24", "--size", "32", "--val-fraction",
+                       "0.5"]) == 0
+    assert tokenizers_main(["train", "--data", str(root / "data"), "--out", str(root / "tok"), "--preset",
+                            "micro",
                             "--modalities", "rgb", "depth", "caption", "--set", "steps=2", "--set", "text.length_margin=32", "--no-report"]) == 0
     assert tokenize_main(["--data", str(root / "data"), "--tokenizers", str(root / "tok"),
                           "--out", str(root / "shards")]) == 0
@@ -77,7 +79,8 @@ def test_generate_cli_caption(pipeline, capsys):
     from pairless.commands.generate import main
 
     root, runs = pipeline
-    code = main([str(runs["zs"]), "--from", "rgb", "--to", "caption", "--num", "2", "--schedule", "ar-caption",
+    code = main([str(runs["zs"]), "--from", "rgb", "--to", "caption", "--num", "2", "--schedule",
+                 "ar-caption",
                  "--set", "top_k=5", "--out", str(root / "caption"), "--tokenizers", str(root / "tok")])
     assert code == 0
     assert len((root / "caption" / "zs" / "caption.txt").read_text().splitlines()) == 2
@@ -107,7 +110,8 @@ def test_eval_cli_writes_eval_json(pipeline, capsys):
         assert row["num_samples"] == 5 and row["num_tokens"] == 5 * 64
         assert np.log(1000) - 1 < row["ce_unconditional"] < np.log(1000) + 1  # untrained: near uniform
     assert main([str(runs["zs"]), "--directions", "rgb:caption", "--num-samples", "5"]) == 0
-    assert set(json.loads((runs["zs"] / "eval.json").read_text())) == {"rgb:depth", "rgb+caption:depth", "rgb:caption"}
+    assert set(json.loads((runs["zs"] / "eval.json").read_text())) == {"rgb:depth", "rgb+caption:depth",
+                                                                       "rgb:caption"}
     assert "rgb:caption" in capsys.readouterr().out
 
 

@@ -38,7 +38,8 @@ def test_world_command_writes_the_rendered_scenes(tmp_path, capsys, form):
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     assert main(["--out", str(out), "--num-scenes", "20", "--size", "16", "--format", form]) == 1
     assert "world.seed=4" in capsys.readouterr().err
-    assert main(["--out", str(out), "--num-scenes", "8", "--size", "16", "--format", form, "--overwrite"]) == 0
+    assert main(["--out", str(out), "--num-scenes", "8", "--size", "16", "--format", form,
+                 "--overwrite"]) == 0
     assert len(open_dataset(out, "train")) + len(open_dataset(out, "val")) == 8
 
 

@@ -20,7 +20,8 @@ EXTENSIONS = [".png", ".jpg", ".npy", ".txt", ".json", ".bin", ""]
 
 
 def random_npy(data) -> bytes:
-    dtype = data.draw(st.sampled_from(["uint8", "int64", "float16", "float32", "float64", "bool", "complex64"]))
+    dtype = data.draw(st.sampled_from(["uint8", "int64", "float16", "float32", "float64", "bool",
+                                       "complex64"]))
     shape = tuple(data.draw(st.lists(st.integers(0, 9), min_size=0, max_size=4)))
     array = np.random.default_rng(data.draw(st.integers(0, 100))).normal(size=shape).astype(dtype)
     if data.draw(st.booleans()) and array.size and array.dtype.kind == "f":
@@ -62,7 +63,8 @@ def damage(split: Path, data) -> None:
         target.write_bytes(data.draw(st.binary(max_size=40)))
     elif kind == "new_file" and folders:
         folder = data.draw(st.sampled_from(folders))
-        name = data.draw(st.sampled_from(["s001", "new", "sub/new", "x.y"])) + data.draw(st.sampled_from(EXTENSIONS))
+        name = data.draw(st.sampled_from(["s001", "new", "sub/new",
+                                          "x.y"])) + data.draw(st.sampled_from(EXTENSIONS))
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data.draw(st.binary(max_size=30)))
     elif kind == "folder":

@@ -146,7 +146,8 @@ def test_manifest_content_hash_is_form_independent(tmp_path):
     assert hashes["folder"] == hashes["packed"]
     original = split.columns["depth"][0, 0, 0]
     split.columns["depth"][0, 0, 0] += 1.0
-    changed = read_json(write_dataset(tmp_path / "changed", {"train": split}) / "manifest.json")["content_hash"]
+    changed = read_json(write_dataset(tmp_path / "changed",
+                                      {"train": split}) / "manifest.json")["content_hash"]
     assert changed != hashes["packed"]
     split.columns["depth"][0, 0, 0] = original
     split.columns["depth"][1, 0, 0] += 1.0  # row 1 is absent: its placeholder does not count

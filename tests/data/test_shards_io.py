@@ -17,7 +17,8 @@ SPECS = {
 
 def make_shard_split(count: int = 5, seed: int = 0) -> ShardSplit:
     rng = np.random.default_rng(seed)
-    tokens = {name: rng.integers(0, spec.vocab_size, (count, spec.num_tokens)) for name, spec in SPECS.items()}
+    tokens = {name: rng.integers(0, spec.vocab_size, (count, spec.num_tokens))
+              for name, spec in SPECS.items()}
     present = {name: np.ones(count, dtype=bool) for name in SPECS}
     present["caption"][1] = False
     return ShardSplit(ids=[f"id{index}" for index in range(count)], tokens=tokens, present=present,
@@ -28,7 +29,8 @@ def test_round_trip(tmp_path):
     train, val = make_shard_split(5, 0), make_shard_split(3, 1)
     root = write_shards(tmp_path / "shards", {"train": train, "val": val}, SPECS, {"tokenizer_hash": "abc"})
     shards = open_shards(root, "train")
-    assert shards.specs == SPECS and list(shards.specs) == ["rgb", "caption"] and shards.ids == train.ids and len(shards) == 5
+    assert shards.specs == SPECS and list(shards.specs) == ["rgb",
+                                                            "caption"] and shards.ids == train.ids and len(shards) == 5
     assert shards.scenes == train.scenes and shards.info == {"tokenizer_hash": "abc"}
     assert isinstance(shards.tokens["rgb"], np.memmap) and shards.tokens["rgb"].dtype == np.int32
     np.testing.assert_array_equal(shards.tokens["rgb"], train.tokens["rgb"])

@@ -80,7 +80,8 @@ def test_second_run_trains_nothing(results_root, capsys):
 
 def test_changed_setting_recomputes_only_dependants(results_root):
     base = _micro("demo")
-    changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}), base.runs[1]]})
+    changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}),
+                                               base.runs[1]]})
     before, after = Plan(base, results_root), Plan(changed, results_root)
     assert before.world == after.world and before.shards == after.shards
     assert before.runs["many-shot"] == after.runs["many-shot"]
@@ -89,7 +90,8 @@ def test_changed_setting_recomputes_only_dependants(results_root):
 
 def test_interrupted_run_continues(tmp_path):
     """SIGKILL `pairless run` mid-way, run it again: it finishes, reusing what was complete."""
-    command = [sys.executable, "-c", "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c",
+               "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))",
                "run", "demo", "--preset", "micro", "--out", str(tmp_path)]
     env = {**os.environ, "TQDM_DISABLE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -131,7 +133,8 @@ def test_recipes_share_the_runs_they_have_in_common(tmp_path, preset):
     # visual-pairs, binding (its 5-binding set is the full universe) and caption train the same many-shot
     # model; binding's 5-binding zero-shot model is visual-pairs' rgb+depth one; caption reuses the larger
     # model. One folder each, whatever label the report gives them.
-    plans = {name: Plan(get_recipe(name, preset), tmp_path) for name in ("visual-pairs", "binding", "caption")}
+    plans = {name: Plan(get_recipe(name, preset), tmp_path)
+             for name in ("visual-pairs", "binding", "caption")}
     assert plans["binding"].runs["many-shot"] == plans["visual-pairs"].runs["many-shot"] \
         == plans["caption"].runs["many-shot"]
     assert plans["binding"].runs["zs-rgb-depth"] == plans["visual-pairs"].runs["zs-rgb-depth"]

@@ -59,7 +59,8 @@ def test_report_files_and_tables(tmp_path):
 def test_caption_finding_cannot_be_judged_when_many_shot_learned_nothing(tmp_path):
     # Many-shot no better than no input (9.0) on rgb->caption: the recovered fraction is undefined, the table
     # says n/a and the finding says it cannot be judged (instead of silently leaving it out).
-    results = _results("caption", lambda name, d: 9.5 if d == "rgb:caption" else (6.0 if name.startswith("zs") else 5.0))
+    results = _results("caption", lambda name, d: 9.5 if d == "rgb:caption"
+                       else (6.0 if name.startswith("zs") else 5.0))
     lines = findings(results)
     assert any("hardest direction" in line and "cannot be judged" in line for line in lines)
     folder = tmp_path / "caption"

@@ -19,7 +19,8 @@ from pathlib import Path
 from fault_harness import StageCase, pairless_command
 
 # Stage order: each needs the inputs of the ones before it.
-STAGES = ("world", "preview", "tokenizers", "tokenizers-image", "tokenize", "train", "eval", "generate", "run", "report")
+STAGES = ("world", "preview", "tokenizers", "tokenizers-image", "tokenize", "train", "eval", "generate",
+          "run", "report")
 
 MICRO_MODEL = ["--preset", "tiny", "--set", "model.dim=32", "--set", "model.heads=2",
                "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1"]
@@ -92,7 +93,8 @@ def input_commands() -> dict[str, list[str]]:
 
 
 # Which inputs each stage's case reads.
-NEEDS = {"world": (), "preview": ("data",), "tokenizers": ("data",), "tokenizers-image": ("data",), "tokenize": ("data", "tok"),
+NEEDS = {"world": (), "preview": ("data",), "tokenizers": ("data",), "tokenizers-image": ("data",),
+         "tokenize": ("data", "tok"),
          "train": ("data", "tok", "shards"), "eval": ("data", "tok", "shards", "run"),
          "generate": ("data", "tok", "shards", "run"), "run": (), "report": ("results",)}
 
@@ -101,7 +103,8 @@ def stage_cases(inputs: Path) -> dict[str, StageCase]:
     """One case per stage, reading the inputs under ``inputs`` (see :func:`build_inputs`)."""
     command = pairless_command
     return {
-        "world": StageCase("world", command("world", "--out", "world", "--num-scenes", "3000", "--size", "16"),
+        "world": StageCase("world",
+                           command("world", "--out", "world", "--num-scenes", "3000", "--size", "16"),
                            ("world",)),
         "preview": StageCase("preview", command("preview", "data", "--out", "grid.png", "--num", "6"),
                              ("grid.png",), prepare=_link(inputs, "data")),
@@ -121,7 +124,8 @@ def stage_cases(inputs: Path) -> dict[str, StageCase]:
         "eval": StageCase("eval", command("eval", "run", "--directions", "rgb:depth,depth:rgb,caption:rgb",
                                           "--num-samples", "8", "--batch-size", "4"),
                           ("run/eval.json",), prepare=_copy_run_link_rest(inputs, ("run",), ("shards",))),
-        "generate": StageCase("generate", command("generate", "run", "--from", "rgb", "--to", "depth", "--num", "3",
+        "generate": StageCase("generate",
+                              command("generate", "run", "--from", "rgb", "--to", "depth", "--num", "3",
                                                   "--batch-size", "3", "--out", "gen"),
                               ("gen",), prepare=_link(inputs, "run", "shards"), ignore=_is_time_dependent),
         # The runner writes eval-<key>.json into finished run folders, after their COMPLETE.json.

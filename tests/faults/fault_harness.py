@@ -167,7 +167,8 @@ def _environment() -> dict[str, str]:
 
 
 def _run(command: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=work, env=_environment(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=work, env=_environment(), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def _snapshot(work: Path) -> dict[str, int]:
@@ -192,7 +193,8 @@ def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, 
     before = _snapshot(work)
     with tempfile.TemporaryFile("w+") as errors:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL, stderr=errors)
+        process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL,
+                                   stderr=errors)
         first_write = None
         while process.poll() is None:
             elapsed = time.perf_counter() - started
@@ -229,7 +231,8 @@ def _fresh(case: StageCase, work: Path) -> None:
         case.prepare(work)
 
 
-def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress: bool | None = None) -> StageReport:
+def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0,
+                progress: bool | None = None) -> StageReport:
     """Run ``kills`` kill-and-resume trials of ``case`` in ``work``; count kills, resumes and mismatches."""
     report = StageReport(case.name)
     _fresh(case, work)
@@ -273,7 +276,8 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
         problems = check_markers(work, case.outputs, case.stale_markers)
         differing = differing_files(reference, file_digests(work, case.outputs, case.ignore, case.normalize))
         if differing:
-            shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4 else "")
+            shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4
+                                                else "")
             problems.append(f"outputs differ from the uninterrupted run: {shown}")
         if problems:
             report.mismatches += 1
@@ -283,7 +287,8 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0, progress
 
 def pairless_command(*args: str) -> list[str]:
     """``pairless ARGS`` with this interpreter (the first three items are the interpreter prologue)."""
-    return [sys.executable, "-c", "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+    return [sys.executable, "-c", "import sys; from pairless.cli import main; sys.exit(main(sys.argv[1:]))",
+            *args]
 
 
 def summary_table(reports: list[StageReport]) -> str:

@@ -76,8 +76,10 @@ def test_average_precision_by_hand():
 
 def test_average_precision_without_scores_ranks_in_order():
     targets = [[("sphere", (0, 0, 4, 4))]]
-    assert average_precision([[("sphere", (9, 9, 12, 12)), ("sphere", (0, 0, 4, 4))]], targets)["map"] == pytest.approx(0.5)
-    assert average_precision([[("sphere", (0, 0, 4, 4)), ("sphere", (9, 9, 12, 12))]], targets)["map"] == pytest.approx(1.0)
+    assert average_precision([[("sphere", (9, 9, 12, 12)), ("sphere", (0, 0, 4, 4))]],
+                             targets)["map"] == pytest.approx(0.5)
+    assert average_precision([[("sphere", (0, 0, 4, 4)), ("sphere", (9, 9, 12, 12))]],
+                             targets)["map"] == pytest.approx(1.0)
 
 
 def test_det_text_scoring():
@@ -93,8 +95,10 @@ def test_caption_bleu_and_fact_accuracy():
     result = score("caption", texts, texts)
     assert result["bleu4"] == pytest.approx(1.0)
     assert score("caption", ["one two"], ["three four"])["bleu4"] == 0.0
-    objects = [{"size": "large", "colour": "red", "shape": "sphere", "screen_center": [8, 8], "center_depth": 3.0},
-               {"size": "small", "colour": "blue", "shape": "cube", "screen_center": [20, 8], "center_depth": 4.0}]
+    objects = [{"size": "large", "colour": "red", "shape": "sphere", "screen_center": [8, 8],
+                "center_depth": 3.0},
+               {"size": "small", "colour": "blue", "shape": "cube", "screen_center": [20, 8],
+                "center_depth": 4.0}]
     scene = {"objects": objects, "image_size": 32}
     scored = score("caption", ["there are two objects.", "there are three objects."], texts, [scene, scene])
     assert scored["fact_accuracy"] == pytest.approx(0.5)

@@ -34,7 +34,8 @@ def fake_shards(num: int, seed: int = 0) -> SimpleNamespace:
 def fixed_model(seed: int = 0) -> FixedLogits:
     generator = torch.Generator().manual_seed(seed)
     shape = (len(SPECS), max(s.num_tokens for s in SPECS.values()), max(s.vocab_size for s in SPECS.values()))
-    return FixedLogits(torch.randn(shape, generator=generator) * 2, torch.randn(shape, generator=generator), NAMES)
+    return FixedLogits(torch.randn(shape, generator=generator) * 2, torch.randn(shape, generator=generator),
+                       NAMES)
 
 
 def hand_ce(table: torch.Tensor, shards, dst: str, rows: np.ndarray) -> tuple[float, int]:
@@ -107,7 +108,8 @@ def test_errors_name_the_problem():
 
 
 def test_table_lists_every_direction():
-    table = format_table({"rgb:depth": {"ce": 1.5, "ce_unconditional": 2.0, "num_samples": 3, "num_tokens": 48}})
+    table = format_table({"rgb:depth": {"ce": 1.5, "ce_unconditional": 2.0, "num_samples": 3,
+                                        "num_tokens": 48}})
     assert "rgb:depth" in table and "1.5000" in table and "48" in table
 
 

@@ -139,7 +139,8 @@ def test_one_step_near_zero_temperature_is_the_argmax_prediction(model):
     tokens = random_tokens(6)
     expected = argmax_prediction(model, tokens, ["rgb"], "depth")
     schedule = GenerationSchedule(scheme="roar", num_steps=1, temperature=1e-6)
-    assert torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, schedule, gen()), expected)
+    assert torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, schedule, gen()),
+                       expected)
 
 
 def test_guidance_scale_one_equals_no_guidance_and_other_scales_change_the_result(model):
@@ -148,9 +149,11 @@ def test_guidance_scale_one_equals_no_guidance_and_other_scales_change_the_resul
     unguided = generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, base, gen(7))
     scale_one = base.model_copy(update={"guidance_scale": 1.0, "guidance_schedule": "linear",
                                         "guidance_scale_final": 1.0})
-    assert torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, scale_one, gen(7)), unguided)
+    assert torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, scale_one, gen(7)),
+                       unguided)
     strong = base.model_copy(update={"guidance_scale": 5.0})
-    assert not torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, strong, gen(7)), unguided)
+    assert not torch.equal(generate(model, tokens, ["rgb"], "depth", SPECS, MODALITIES, strong, gen(7)),
+                           unguided)
 
 
 def test_same_generator_seed_same_result(model):
@@ -178,7 +181,8 @@ def test_ar_with_cache_equals_without_cache_greedy(model, guidance):
     tokens = random_tokens(6)
     schedule = GenerationSchedule(scheme="ar", temperature=0.0, guidance_scale=guidance)
     with torch.no_grad():
-        cached = ar_generate(model, tokens, ["rgb"], "caption", SPECS, MODALITIES, schedule, gen(), use_cache=True)
+        cached = ar_generate(model, tokens, ["rgb"], "caption", SPECS, MODALITIES, schedule, gen(),
+                             use_cache=True)
         uncached = ar_generate(model, tokens, ["rgb"], "caption", SPECS, MODALITIES, schedule, gen(),
                                use_cache=False)
     assert torch.equal(cached, uncached)
@@ -208,7 +212,8 @@ def argmax_prediction_sequence(model, tokens, generated):
 
 
 def test_ar_sampling_returns_valid_sequences(model):
-    out = generate(model, random_tokens(8), ["rgb"], "caption", SPECS, MODALITIES, schedule_preset("ar-caption"),
+    out = generate(model, random_tokens(8), ["rgb"], "caption", SPECS, MODALITIES,
+                   schedule_preset("ar-caption"),
                    gen(5))
     assert out.shape == (8, SPECS["caption"].num_tokens)
     check_sequence(out, SPECS["caption"])
@@ -216,9 +221,11 @@ def test_ar_sampling_returns_valid_sequences(model):
 
 def test_schemes_refuse_the_wrong_kind(model):
     with pytest.raises(ValueError, match="sequence"):
-        generate(model, random_tokens(2), ["rgb"], "caption", SPECS, MODALITIES, schedule_preset("roar1"), gen())
+        generate(model, random_tokens(2), ["rgb"], "caption", SPECS, MODALITIES, schedule_preset("roar1"),
+                 gen())
     with pytest.raises(ValueError, match="'depth' is a image"):
-        generate(model, random_tokens(2), ["rgb"], "depth", SPECS, MODALITIES, schedule_preset("greedy-ar"), gen())
+        generate(model, random_tokens(2), ["rgb"], "depth", SPECS, MODALITIES, schedule_preset("greedy-ar"),
+                 gen())
 
 
 @pytest.mark.parametrize("condition", ["all", "last"])

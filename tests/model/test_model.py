@@ -117,7 +117,8 @@ def test_save_load_round_trip(tmp_path, model):
 
 def test_weights_with_the_removed_flat_output_head_are_refused_naming_the_file(tmp_path, model):
     # Early files held one ``output`` projection over the concatenated vocabularies; that loader is gone.
-    tensors = {name: tensor.clone() for name, tensor in model.state_dict().items() if not name.startswith("heads.")}
+    tensors = {name: tensor.clone() for name, tensor in model.state_dict().items()
+               if not name.startswith("heads.")}
     tensors["output.weight"] = torch.cat([head.weight.detach() for head in model.heads])
     metadata = {"format": "pairless.FourM", "config": model.config.model_dump_json(),
                 "specs": json.dumps([dataclasses.asdict(spec) for spec in model.specs.values()])}

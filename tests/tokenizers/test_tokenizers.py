@@ -102,7 +102,8 @@ def test_vector_round_trip_shapes():
 
 
 def test_text_round_trip_is_exact_and_padded(vocabulary):
-    tokenizer = text.TextTokenizer(text.TextConfig(modality="caption", num_tokens=text.padded_length(vocabulary, TEXTS)),
+    tokenizer = text.TextTokenizer(text.TextConfig(modality="caption",
+                                                   num_tokens=text.padded_length(vocabulary, TEXTS)),
                                    vocabulary)
     assert tokenizer.spec.num_tokens % 4 == 0
     ids = tokenizer.encode(TEXTS)
@@ -111,7 +112,8 @@ def test_text_round_trip_is_exact_and_padded(vocabulary):
         length = len(vocabulary.encode(sentence).ids)
         assert row[length] == text.EOS_ID and all(token == text.PAD_ID for token in row[length + 1:])
         assert text.PAD_ID not in row[:length] and text.EOS_ID not in row[:length]
-    assert [vocabulary.token_to_id(token) for token in ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[S_0]", "[S_15]")] \
+    assert [vocabulary.token_to_id(token)
+            for token in ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[S_0]", "[S_15]")] \
         == [0, 1, 2, 3, 4, 19]
     # Unseen recombinations of known words still round-trip exactly.
     novel = ["a blue cube, a red cone.", "sphere 30 12"]

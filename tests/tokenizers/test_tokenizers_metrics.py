@@ -43,6 +43,7 @@ def test_miou_and_pixel_accuracy():
 
 
 def test_cosine_and_exact_match():
-    assert metrics.cosine_similarity(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, -1.0]])) \
+    assert metrics.cosine_similarity(np.array([[1.0, 0.0], [1.0, 1.0]]),
+                                     np.array([[2.0, 0.0], [-1.0, -1.0]])) \
         == pytest.approx(0.0)
     assert metrics.exact_match_rate(["a b", "c"], ["a b", "c."]) == 0.5

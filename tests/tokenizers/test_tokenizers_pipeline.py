@@ -33,7 +33,8 @@ def fragmented_world(tmp_path_factory):
     columns, scenes = render_world(72, size=SIZE, seed=0, progress=False)
     splits = {}
     for name, indices in (("train", np.arange(0, 56)), ("val", np.arange(56, 72))):
-        split_columns = {m: [v[i] for i in indices] if isinstance(v, list) else v[indices] for m, v in columns.items()}
+        split_columns = {m: [v[i] for i in indices] if isinstance(v, list) else v[indices]
+                         for m, v in columns.items()}
         present = {"depth": indices % 3 != 0, "caption": indices % 4 != 0}
         splits[name] = SplitData(ids=[f"{i:04d}" for i in indices], columns=split_columns, present=present,
                                  scenes=[scenes[i] for i in indices])
@@ -106,7 +107,8 @@ def test_a_complete_output_is_reused_only_for_the_same_request(trained, fragment
     out = tmp_path / "shards"
     base = ["--data", str(fragmented_world), "--out", str(out)]
     assert shards.main([*base, "--tokenizers", str(trained)]) == 0
-    assert shards.main([*base, "--tokenizers", str(trained)]) == 0 and "nothing to do" in capsys.readouterr().err
+    assert shards.main([*base, "--tokenizers",
+                        str(trained)]) == 0 and "nothing to do" in capsys.readouterr().err
     copy = tmp_path / "tok-copy"
     shutil.copytree(trained, copy)
     assert shards.main([*base, "--tokenizers", str(copy)]) == 1
@@ -133,7 +135,8 @@ def test_the_tokenizer_hash_leaves_out_wall_clock_times(trained, tmp_path):
 def test_tokenize_matches_direct_encoding_and_keeps_missing_missing(trained, fragmented_world, tmp_path):
     out_small = tmp_path / "shards_small"
     out_large = tmp_path / "shards_large"
-    assert shards.main(["--data", str(fragmented_world), "--tokenizers", str(trained), "--out", str(out_small),
+    assert shards.main(["--data", str(fragmented_world), "--tokenizers", str(trained), "--out",
+                        str(out_small),
                         "--batch-size", "5"]) == 0
     tokenize_dataset(fragmented_world, trained, out_large, batch_size=1000)
     for split in ("train", "val"):

@@ -53,7 +53,8 @@ def test_views_do_not_depend_on_order_or_rank_sharding():
     assert np.array_equal(shuffled, full[order])
     for rank in range(2):  # two ranks each see every other sample
         rows = np.arange(rank, 300, 2)
-        assert np.array_equal(assign_views([ids[i] for i in rows], present[rows], MODALITIES, config), full[rows])
+        assert np.array_equal(assign_views([ids[i] for i in rows], present[rows], MODALITIES, config),
+                              full[rows])
 
 
 def test_universe_and_presence_restrict_views():

@@ -102,7 +102,8 @@ def test_dirichlet_concentration_controls_the_spread(alpha, low, high):
     tokens = make_tokens(batch_size, seed=3)
     views = torch.zeros(batch_size, 4, dtype=torch.bool)
     views[:, :2] = True  # rgb and depth: 16 tokens each, no caps at this budget
-    masker = Masker(SPECS, MaskingConfig(input_budget=8, target_budget=8, alphas=[alpha], empty_input_fraction=0))
+    masker = Masker(SPECS, MaskingConfig(input_budget=8, target_budget=8, alphas=[alpha],
+                                         empty_input_fraction=0))
     batch = masker(tokens, views, torch.Generator().manual_seed(6))
     rgb_inputs = ((batch.enc_modality == 0) & batch.enc_valid).sum(1)
     # Beta(alpha, alpha) * 8 rounded: P(0 or 8) = (4/pi) asin(1/4) ~ 0.32 at alpha 0.5, ~0 at 50.

@@ -51,10 +51,12 @@ def _poison_gradient_at(monkeypatch, call: int) -> None:
     monkeypatch.setattr(model_module.FourM, "forward", poisoned)
 
 
-def test_infinite_gradient_stops_naming_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch):
+def test_infinite_gradient_stops_naming_the_step_and_keeps_the_last_good_checkpoint(shards, tmp_path,
+                                                                                    monkeypatch):
     run = tmp_path / "run"
     _poison_gradient_at(monkeypatch, call=6)
-    with pytest.raises(TrainingDiverged, match=r"step 5: gradient norm is (inf|nan) \(losses were finite\)") as caught:
+    with pytest.raises(TrainingDiverged,
+                       match=r"step 5: gradient norm is (inf|nan) \(losses were finite\)") as caught:
         train(_config(shards, run))
     assert "batch sample indices [" in str(caught.value)
     assert "the last good checkpoint is" in str(caught.value) and "step-00000004" in str(caught.value)

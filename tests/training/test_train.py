@@ -48,7 +48,8 @@ def losses(run) -> list[float]:
 
 def test_loss_falls_and_run_folder_is_complete(shards, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["--shards", str(shards), "--out", str(run), "--withhold", "rgb:depth", "--total-tokens", "11520",
+    code = main(["--shards", str(shards), "--out", str(run), "--withhold", "rgb:depth", "--total-tokens",
+                 "11520",
                  "--batch-size", "16", "--set", "model.dim=32", "--set", "model.heads=2",
                  "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1",
                  "--set", "masking.input_budget=12", "--set", "masking.target_budget=12", "--set", "base_lr=0.05",
@@ -94,7 +95,8 @@ def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path, precision
     with pytest.raises(FileExistsError, match="--resume"):
         train(config(shards, interrupted_run, checkpoint_every=4, precision=precision))
     # Batches prepared ahead in background threads (num_workers) are the same batches.
-    train(config(shards, interrupted_run, checkpoint_every=4, precision=precision, num_workers=2), resume=True)
+    train(config(shards, interrupted_run, checkpoint_every=4, precision=precision, num_workers=2),
+          resume=True)
     assert is_complete(interrupted_run)
     assert len(losses(reference)) >= 12
     assert losses(interrupted_run) == losses(reference)  # bit for bit
@@ -150,7 +152,8 @@ def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shard
     last = latest_checkpoint(run / "checkpoints")
     assert last.name == "step-00000004"
     state = read_state(last / STATE_FILE)
-    assert state.step == 4 and all(torch.isfinite(p).all() for p in model_module.load_model(last / MODEL_FILE).parameters())
+    assert state.step == 4 and all(torch.isfinite(p).all()
+                                   for p in model_module.load_model(last / MODEL_FILE).parameters())
     assert max(json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()) == 5
 
 
@@ -214,7 +217,8 @@ def test_a_locked_run_folder_is_refused(shards, tmp_path):
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
-    schedule = validate(TrainConfig, tiny_config_data(tmp_path, tmp_path, total_tokens=1000, warmup_tokens=100,
+    schedule = validate(TrainConfig,
+                        tiny_config_data(tmp_path, tmp_path, total_tokens=1000, warmup_tokens=100,
                                                       base_lr=2.56, batch_size=100, min_lr_fraction=0.1))
     peak = 2.56 * 100 / 256
     rates = [learning_rate(schedule, tokens) for tokens in range(0, 1001, 10)]

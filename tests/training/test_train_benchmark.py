@@ -42,9 +42,11 @@ def test_executed_flops_match_torchs_own_count_of_a_training_step(bench, preset)
 
 
 def test_prints_one_line_per_configuration_in_the_issues_format(bench, capsys):
-    code = bench.main(["--configs", "tiny", "--dtypes", "bf16", "--attention", "explicit", "--batch-size", "4",
+    code = bench.main(["--configs", "tiny", "--dtypes", "bf16", "--attention", "explicit", "--batch-size",
+                       "4",
                        "--warmup", "1", "--steps", "1", "--threads", "1"])
     assert code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert len(lines) == 1
-    assert re.match(r"^tiny/explicit bf16 tokens/s=\d+ mfu=\d+\.\d\d mfu_executed=\d+\.\d\d ", lines[0]), lines[0]
+    assert re.match(r"^tiny/explicit bf16 tokens/s=\d+ mfu=\d+\.\d\d mfu_executed=\d+\.\d\d ",
+                    lines[0]), lines[0]

@@ -65,6 +65,7 @@ def test_one_sample_serves_the_next_few_seconds(monkeypatch):
     for _ in range(5):
         threads.choose_threads()
     assert len(calls) == 1
-    monkeypatch.setattr(threads, "_last_sample", (threads.time.monotonic() - threads.SAMPLE_REUSE_SECONDS, 0.0))
+    monkeypatch.setattr(threads, "_last_sample",
+                        (threads.time.monotonic() - threads.SAMPLE_REUSE_SECONDS, 0.0))
     threads.choose_threads()
     assert len(calls) == 2

@@ -40,7 +40,8 @@ def test_same_seed_is_byte_identical_whatever_the_batch_size_or_count(world):
     assert prefix["rgb"].tobytes() == columns["rgb"][:10].tobytes()
     assert prefix["caption"] == columns["caption"][:10] and prefix_scenes == scenes[:10]
     big, small = sample_scenes(1100, seed=7), sample_scenes(30, seed=7)
-    assert np.array_equal(big.position[:30], small.position) and np.array_equal(big.text_seed[:30], small.text_seed)
+    assert np.array_equal(big.position[:30], small.position) and np.array_equal(big.text_seed[:30],
+                                                                                small.text_seed)
     other, _ = render_world(48, SIZE, seed=8, batch_size=16, progress=False)
     assert other["rgb"].tobytes() != columns["rgb"].tobytes()
     assert other["caption"] != columns["caption"]
@@ -52,7 +53,8 @@ def test_every_modality_has_its_natural_form(world):
     for name in WORLD_MODALITIES:
         modality = get_modality(name)
         if modality.is_text:
-            assert len(columns[name]) == count and all(isinstance(text, str) and text for text in columns[name])
+            assert len(columns[name]) == count and all(isinstance(text, str) and text
+                                                       for text in columns[name])
         else:
             assert columns[name].shape == (count, *modality.natural_shape(SIZE)), name
             assert columns[name].dtype == np.dtype(modality.dtype), name
@@ -132,7 +134,8 @@ def test_object_normals_agree_with_depth_gradients():
             inside = _interior(rendered.instance[index] == slot + 1)
             if scenes.valid[index, slot] and inside.any():
                 cosine = np.sum(derived * stored, axis=-1)[inside]
-                per_shape[SHAPES[scenes.shape[index, slot]]].append(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
+                per_shape[SHAPES[scenes.shape[index,
+                                              slot]]].append(np.degrees(np.arccos(np.clip(cosine, -1, 1))))
     for shape, angles in per_shape.items():
         assert angles, f"no {shape} in the sample"
         assert np.median(np.concatenate(angles)) < 4.0, shape

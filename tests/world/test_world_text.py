@@ -28,7 +28,8 @@ def test_det_text_round_trips_to_the_scene_boxes(world):
         expected = sorted((obj["shape"], tuple(obj["box"])) for obj in scene["objects"])
         assert sorted(parse_det_text(text, SIZE)) == expected
         assert det_to_text(parse_det_text(text, SIZE), SIZE) == text
-        assert re.fullmatch(r"(v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)( v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)*", text)
+        assert re.fullmatch(r"(v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)( v0 \d+ v1 \d+ v2 \d+ v3 \d+ [a-z]+)*",
+                            text)
 
 
 @settings(max_examples=60, deadline=None)
@@ -37,7 +38,8 @@ def test_any_pixel_boxes_round_trip_through_det_text(size, data):
     """For sizes up to 63 the 64 bins are finer than a pixel, so integer boxes come back exactly."""
     coordinate = st.integers(0, size)
     boxes = data.draw(st.lists(st.tuples(st.sampled_from(["sphere", "cube", "cylinder", "cone"]),
-                                         st.tuples(coordinate, coordinate, coordinate, coordinate)), max_size=5))
+                                         st.tuples(coordinate, coordinate, coordinate,
+                                                   coordinate)), max_size=5))
     parsed = parse_det_text(det_to_text(boxes, size), size)
     assert sorted(parsed) == sorted(boxes)
 
@@ -119,7 +121,8 @@ def test_embed_carries_colour_ignores_slot_order_and_describes_visible_objects()
     assert np.linalg.norm(base - changed, axis=1).min() > 0.05
     # The same objects listed in another slot order give the same vector.
     order = np.array([3, 2, 1, 0])
-    permuted = embed_scenes(scenes.shape[:, order], scenes.colour[:, order], scenes.size[:, order], visible[:, order])
+    permuted = embed_scenes(scenes.shape[:, order], scenes.colour[:, order], scenes.size[:, order],
+                            visible[:, order])
     np.testing.assert_allclose(permuted, base, atol=1e-6)
     # Rendered: the embed is the expert applied to exactly the objects that are visible.
     columns, dicts = render_world(8, SIZE, seed=2, progress=False)
@@ -140,8 +143,10 @@ def _visible_in(dicts: list[dict], scenes) -> np.ndarray:
 
 def test_fact_accuracy_is_the_fraction_of_true_claims():
     scene = {"image_size": 32, "objects": [
-        {"shape": "sphere", "colour": "red", "size": "large", "screen_center": [8.0, 16.0], "center_depth": 6.0},
-        {"shape": "cube", "colour": "blue", "size": "small", "screen_center": [24.0, 16.0], "center_depth": 7.5},
+        {"shape": "sphere", "colour": "red", "size": "large", "screen_center": [8.0, 16.0],
+         "center_depth": 6.0},
+        {"shape": "cube", "colour": "blue", "size": "small", "screen_center": [24.0, 16.0],
+         "center_depth": 7.5},
     ]}
     true = "there are two objects. a large red ball and a little blue block. the red sphere is left of the blue cube."
     assert [fact.kind for fact in parse_caption(true)] == ["count", "object", "object", "relation"]
