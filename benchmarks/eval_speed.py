@@ -88,8 +88,10 @@ def main() -> None:
                 seconds[threads].append(time.perf_counter() - start)
         for threads, runs in seconds.items():
             median = statistics.median(runs)
-            print(f"  batch {batch_size:>4}, threads {threads or 'auto'}: median {median:6.1f} s over {args.repeats} "
-                  f"(runs {', '.join(f'{s:.1f}' for s in runs)}); {result['num_samples'] / median:,.0f} samples/s; "
+            print(f"  batch {batch_size:>4}, threads {threads or 'auto'}: median {median:6.1f} s over "
+                  f"{args.repeats} "
+                  f"(runs {', '.join(f'{s:.1f}' for s in runs)}); {result['num_samples'] / median:,.0f} "
+                  "samples/s; "
                   f"conditional + unconditional passes, {result['num_tokens']:,} target tokens {load()}")
     print("target: 2,500 samples in <= 60 s")
 

@@ -73,8 +73,8 @@ def main() -> None:
             results.setdefault(use_cache, []).append(tokens / elapsed)
     for use_cache, rates in results.items():
         print(f"  AR rgb->caption, {args.num_captions} captions x {specs['caption'].num_tokens} positions, "
-              f"{'with' if use_cache else 'without'} KV cache: median {statistics.median(rates):,.0f} tokens/s "
-              f"(runs {', '.join(f'{r:,.0f}' for r in rates)})")
+              f"{'with' if use_cache else 'without'} KV cache: median {statistics.median(rates):,.0f} "
+              f"tokens/s (runs {', '.join(f'{r:,.0f}' for r in rates)})")
     ratio = statistics.median([a / b for a, b in zip(results[True], results[False], strict=True)])
     print(f"  KV cache speed-up (median of per-repeat ratios): {ratio:.1f}x {load()}")
 

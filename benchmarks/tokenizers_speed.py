@@ -47,9 +47,12 @@ def bf16_ratio(data: Path, repeats: int = 3, steps: int = 5) -> None:
             tokenizer.encode(values, autocast=bf16)
             timings[f"encode {name}"].append(time.perf_counter() - started)
     medians = {key: statistics.median(value) for key, value in timings.items()}
-    print(f"rgb tokenizer, batch {config.spatial.batch_size}: train step bf16 {medians['train bf16'] * 1e3:.0f} ms, "
-          f"fp32 {medians['train fp32'] * 1e3:.0f} ms (x{medians['train fp32'] / medians['train bf16']:.2f}); "
-          f"encode {len(values)} images bf16 {medians['encode bf16']:.2f} s, fp32 {medians['encode fp32']:.2f} s "
+    print(f"rgb tokenizer, batch {config.spatial.batch_size}: train step bf16 "
+          f"{medians['train bf16'] * 1e3:.0f} ms, "
+          f"fp32 {medians['train fp32'] * 1e3:.0f} ms "
+          f"(x{medians['train fp32'] / medians['train bf16']:.2f}); "
+          f"encode {len(values)} images bf16 {medians['encode bf16']:.2f} s, fp32 "
+          f"{medians['encode fp32']:.2f} s "
           f"(x{medians['encode fp32'] / medians['encode bf16']:.2f}) {load()}")
 
 
@@ -89,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         info = train_all(data, tokenizers, config)
         total = time.perf_counter() - started
         for modality, record in info.items():
-            print(f"train {modality:8s} {record['train_seconds']:7.1f} s  ({record['num_train_samples']} samples) "
-                  f"{load()}")
+            print(f"train {modality:8s} {record['train_seconds']:7.1f} s  ({record['num_train_samples']} "
+                  f"samples) {load()}")
         print(f"train total    {total:7.1f} s  preset {args.preset}")
         from pairless.tokenizers.report import write_report
 
@@ -99,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         for marker in sorted(tokenizers.glob("*/COMPLETE.json")):
             record = read_json(marker)
             if "train_seconds" in record:
-                print(f"train {marker.parent.name:8s} {record['train_seconds']:7.1f} s, {record.get('threads')} "
-                      f"thread(s) (recorded in {marker})")
+                print(f"train {marker.parent.name:8s} {record['train_seconds']:7.1f} s, "
+                      f"{record.get('threads')} thread(s) (recorded in {marker})")
     from pairless.data import list_splits, open_dataset
 
     num_scenes = sum(len(open_dataset(data, split)) for split in list_splits(data))

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                 executed = r["flops"] / r["wall"] / wall_peak
                 print(f"{preset}/{attention} {dtype} tokens/s={r['tokens'] / r['wall']:.0f} "
                       f"mfu={r['model_flops'] / r['wall'] / wall_peak:.2f} mfu_executed={executed:.2f}  "
-                      f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} mfu={r['model_flops'] / r['cpu'] / cpu_peak:.2f} "
+                      f"cpu: tokens/s={r['tokens'] / r['cpu']:.0f} "
+                      f"mfu={r['model_flops'] / r['cpu'] / cpu_peak:.2f} "
                       f"mfu_executed={r['flops'] / r['cpu'] / cpu_peak:.2f}  "
                       f"(step {r['wall'] * 1e3:.0f} ms wall, {r['params'] / 1e6:.1f}M params, "
                       f"{r['model_flops'] / 1e9:.0f} model / {r['flops'] / 1e9:.0f} executed GFLOP/step, "
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.breakdown:
                     shares = time_breakdown(preset, attention, dtype, batches)
                     print("#   time shares: " + " ".join(f"{k}={v:.2f}" for k, v in shares.items())
-                          + f"; mfu_executed if only matmuls took time: {executed / max(shares['matmul'], 1e-9):.2f}",
+                          + "; mfu_executed if only matmuls took time: "
+                            f"{executed / max(shares['matmul'], 1e-9):.2f}",
                           flush=True)
     if args.rss:
         subprocess.run([sys.executable, __file__, "--rss-child", "64", "--threads", str(args.threads)],

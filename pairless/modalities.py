@@ -75,9 +75,11 @@ _REGISTRY: dict[str, Modality] = {}
 def register(modality: Modality, *, replace: bool = False) -> Modality:
     """Add a modality to the registry; refuses to silently overwrite one."""
     if modality.kind not in ("image", "sequence", "vector"):
-        raise ValueError(f"modality {modality.name!r}: kind must be image|sequence|vector, got {modality.kind!r}")
+        raise ValueError(f"modality {modality.name!r}: kind must be image|sequence|vector, got "
+                         f"{modality.kind!r}")
     if modality.name in _REGISTRY and not replace:
-        raise ValueError(f"modality {modality.name!r} is already registered (pass replace=True to redefine it)")
+        raise ValueError(f"modality {modality.name!r} is already registered (pass replace=True to redefine "
+                         "it)")
     _REGISTRY[modality.name] = modality
     return modality
 

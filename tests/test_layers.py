@@ -78,6 +78,7 @@ def test_no_module_imports_from_a_folder_above_it():
 
 def test_the_check_sees_an_upward_import(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("from pairless.commands import train\nfrom pairless import model\nfrom . import storage\n")
+    probe.write_text("from pairless.commands import train\nfrom pairless import model\nfrom . import "
+                     "storage\n")
     assert _imports(probe, "pairless.utils.probe") == ["pairless.commands", "pairless.model",
                                                        "pairless.utils"]

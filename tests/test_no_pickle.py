@@ -74,7 +74,8 @@ def test_no_pickle_eval_or_exec_in_the_package():
                 if pattern.search(line):
                     found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {why}: {line.strip()}")
             if TORCH_LOAD.search(line) and "weights_only=True" not in line:
-                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: torch.load without weights_only=True")
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: torch.load without "
+                             "weights_only=True")
     assert not found, "\n".join(found)
 
 

@@ -89,12 +89,13 @@ def spec_from_dict(data: dict, where: str = "") -> TokenSpec:
 def _check_tokens(tokens: np.ndarray, present: np.ndarray, spec: TokenSpec, count: int, where: str) -> None:
     """Shape, dtype and id-range checks shared by the writer and the reader."""
     if tokens.ndim != 2 or tokens.shape != (count, spec.num_tokens):
-        raise DataError(f"{where}: tokens of shape {list(tokens.shape)}, expected [{count}, {spec.num_tokens}] "
-                        f"({count} ids, num_tokens of {spec.name!r})")
+        raise DataError(f"{where}: tokens of shape {list(tokens.shape)}, expected [{count}, "
+                        f"{spec.num_tokens}] ({count} ids, num_tokens of {spec.name!r})")
     if tokens.dtype.kind not in "iu":
         raise DataError(f"{where}: tokens of dtype {tokens.dtype}, expected integers (int32)")
     if present.dtype != bool or present.shape != (count,):
-        raise DataError(f"{where}: present mask must be bool [{count}], got {present.dtype} {list(present.shape)}")
+        raise DataError(f"{where}: present mask must be bool [{count}], got {present.dtype} "
+                        f"{list(present.shape)}")
     rows = np.flatnonzero(present)
     if rows.size:
         # Chunked so that a memory-mapped column is never copied whole.
@@ -136,8 +137,8 @@ def write_shards(
         unknown = sorted(set(split.tokens) - set(specs))
         missing = sorted(set(specs) - set(split.tokens))
         if unknown or missing or set(split.present) != set(split.tokens):
-            raise DataError(f"shard split {split_name!r}: modalities {sorted(split.tokens)} with present masks "
-                            f"for {sorted(split.present)} do not match the specs {sorted(specs)}")
+            raise DataError(f"shard split {split_name!r}: modalities {sorted(split.tokens)} with present "
+                            f"masks for {sorted(split.present)} do not match the specs {sorted(specs)}")
         prepared[split_name] = {}
         for name, spec in specs.items():
             tokens, present = np.asarray(split.tokens[name]), np.asarray(split.present[name])
@@ -178,7 +179,8 @@ def read_manifest(root: str | os.PathLike) -> dict:
     if isinstance(manifest, dict) and manifest.get("format") in ("packed", "folder"):
         raise DataError(f"{root}: this is a dataset, not token shards; make shards with 'pairless tokenize'")
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"{root / 'manifest.json'}: not a token-shard manifest of schema_version {SCHEMA_VERSION}")
+        raise DataError(f"{root / 'manifest.json'}: not a token-shard manifest of schema_version "
+                        f"{SCHEMA_VERSION}")
     return manifest
 
 

@@ -168,8 +168,8 @@ def findings(results: dict) -> list[str]:
         zero = next((r for r in brows if r["binding"] == 0), None)
         if zero and zero["recovered"]:
             fraction = mean(zero["recovered"])
-            lines.append(f"With 0 binding modalities zero-shot is no better than no input (recovered fraction "
-                         f"<= 0.1): **{'holds' if fraction <= 0.1 else 'does not hold'}** "
+            lines.append("With 0 binding modalities zero-shot is no better than no input (recovered "
+                         f"fraction <= 0.1): **{'holds' if fraction <= 0.1 else 'does not hold'}** "
                          f"(recovered {fraction:.3f}; CE {mean(zero['zero_shot']):.3f} vs no input "
                          f"{mean(zero['unconditional']):.3f}).")
     recovered = {r["direction"]: mean(r["recovered"]) for r in rows if r["recovered"] and
@@ -178,8 +178,9 @@ def findings(results: dict) -> list[str]:
                  and not all(math.isfinite(x) for x in r["recovered"])]
     if unlearned:
         row = unlearned[0]
-        lines.append("rgb->caption is the hardest direction: **cannot be judged here**: the many-shot model is no "
-                     f"better than no input on it (CE {mean(row['many_shot']):.3f} vs {mean(row['unconditional']):.3f}"
+        lines.append("rgb->caption is the hardest direction: **cannot be judged here**: the many-shot model "
+                     f"is no better than no input on it (CE {mean(row['many_shot']):.3f} vs "
+                     f"{mean(row['unconditional']):.3f}"
                      "), so no model learned this translation at this budget and its recovered fraction is "
                      "undefined (n/a in the table).")
     if "rgb:caption" in recovered and len(recovered) > 1:
@@ -231,7 +232,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def render_markdown(results: dict, figures: dict[str, str]) -> str:
     config = results["config"]
     parts = [f"# pairless report: {results['recipe']} (preset {results['preset']})", "",
-             f"Run on {results.get('date', '?')}, {results.get('machine', '?')}. Seeds: {config.get('seeds', 1)}. "
+             f"Run on {results.get('date', '?')}, {results.get('machine', '?')}. Seeds: "
+             f"{config.get('seeds', 1)}. "
              f"Cross-entropies are mean nats per target token over {config['eval_samples']} held-out samples "
              "(fewer if the split is smaller); ± is the standard deviation over seeds.", ""]
     rows = translation_rows(results)

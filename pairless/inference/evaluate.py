@@ -40,7 +40,8 @@ def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndar
     """Indices (in shard order) of the first ``num_samples`` samples that have every one of ``modalities``."""
     for name in modalities:
         if name not in shards.specs:
-            raise ValueError(f"modality {name!r} is not in the token shards; they hold {', '.join(shards.specs)}")
+            raise ValueError(f"modality {name!r} is not in the token shards; they hold "
+                             f"{', '.join(shards.specs)}")
     has_all = np.logical_and.reduce([np.asarray(shards.present[name], dtype=bool) for name in modalities])
     indices = np.flatnonzero(has_all)[:num_samples]
     if len(indices) == 0:
@@ -113,10 +114,11 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
         return tuple(specs)
     for name in used:
         if name not in model_specs:
-            raise ValueError(f"modality {name!r}: the model was not built for it; it knows {', '.join(model_specs)}")
+            raise ValueError(f"modality {name!r}: the model was not built for it; it knows "
+                             f"{', '.join(model_specs)}")
         if name in specs and model_specs[name] != specs[name]:
-            raise ValueError(f"modality {name!r}: the shards' TokenSpec {specs[name]} differs from the model's "
-                             f"{model_specs[name]} (tokenized with other tokenizers?)")
+            raise ValueError(f"modality {name!r}: the shards' TokenSpec {specs[name]} differs from the "
+                             f"model's {model_specs[name]} (tokenized with other tokenizers?)")
     return tuple(getattr(model, "modalities", model_specs))
 
 

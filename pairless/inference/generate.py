@@ -228,7 +228,8 @@ def parallel_generate(model, source: dict[str, torch.Tensor], src: list[str], ds
     """ROAR or MaskGIT generation of an image/vector modality; returns ids (B, L)."""
     spec = specs[dst]
     if spec.kind == "sequence":
-        raise ValueError(f"schedule.scheme={schedule.scheme!r} cannot generate the sequence modality {dst!r}; use 'ar'")
+        raise ValueError(f"schedule.scheme={schedule.scheme!r} cannot generate the sequence modality "
+                         f"{dst!r}; use 'ar'")
     batch_size = next(iter(source.values())).shape[0] if source else 1
     length = spec.num_tokens
     counts = token_counts(length, schedule.num_steps, schedule.token_schedule)

@@ -62,7 +62,8 @@ class ModelConfig(Config):
         """The named preset gives every shape field the data leaves out: ``{"preset": "small"}`` is small."""
         if isinstance(data, dict) and "preset" in data:
             if data["preset"] not in PRESETS:
-                raise ValueError(f"model.preset: unknown preset {data['preset']!r}; allowed: {', '.join(PRESETS)}")
+                raise ValueError(f"model.preset: unknown preset {data['preset']!r}; allowed: "
+                                 f"{', '.join(PRESETS)}")
             data = {**PRESETS[data["preset"]], **data}
         return data
 
@@ -314,7 +315,8 @@ class FourM(nn.Module):
         return self.decode(*self.encode(batch), batch)
 
     def forward(self, batch: MaskedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality losses."""
+        """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality
+        losses."""
         hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
         modality = batch.dec_modality.flatten()
         valid = batch.dec_valid.flatten()

@@ -86,14 +86,16 @@ class NeuralTokenizer(nn.Module):
         expected_shape = self.natural_shape()
         expected_dtype = np.dtype(self.natural_dtype())
         if not isinstance(values, np.ndarray):
-            raise TypeError(f"{self.modality}: expected a numpy array of shape [N, {', '.join(map(str, expected_shape))}] "
+            raise TypeError(f"{self.modality}: expected a numpy array of shape [N, "
+                            f"{', '.join(map(str, expected_shape))}] "
                             f"and dtype {expected_dtype}, got {type(values).__name__}")
         if values.ndim != len(expected_shape) + 1 or values.shape[1:] != expected_shape:
             raise ValueError(f"{self.modality}: expected shape [N, {', '.join(map(str, expected_shape))}], "
                              f"got {list(values.shape)}")
         if values.dtype != expected_dtype:
             raise TypeError(f"{self.modality}: expected dtype {expected_dtype}, got {values.dtype} "
-                            f"(convert with values.astype(np.{expected_dtype}) if that is lossless for your data)")
+                            f"(convert with values.astype(np.{expected_dtype}) if that is lossless for your "
+                            "data)")
         return values
 
     def check_ids(self, ids) -> torch.Tensor:
@@ -102,7 +104,8 @@ class NeuralTokenizer(nn.Module):
         if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise TypeError(f"{self.modality}: token ids must be integers, got {ids.dtype}")
         if ids.ndim != 2 or ids.shape[1] != spec.num_tokens:
-            raise ValueError(f"{self.modality}: expected token ids of shape [N, {spec.num_tokens}], got {list(ids.shape)}")
+            raise ValueError(f"{self.modality}: expected token ids of shape [N, {spec.num_tokens}], got "
+                             f"{list(ids.shape)}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= spec.vocab_size):
             raise ValueError(f"{self.modality}: token ids must lie in [0, {spec.vocab_size}), "
                              f"got [{int(ids.min())}, {int(ids.max())}]")

@@ -67,8 +67,10 @@ def _already_done(folder: Path, expected_hash: str) -> bool:
         return False
     found = read_json(folder / "COMPLETE.json").get("config_hash")
     if found != expected_hash:
-        raise FileExistsError(f"{folder}: a tokenizer trained with a different config or data is already here "
-                              f"(config hash {found}, this run {expected_hash}); use another --out or delete it")
+        raise FileExistsError(f"{folder}: a tokenizer trained with a different config or data is already "
+                              "here "
+                              f"(config hash {found}, this run {expected_hash}); use another --out or delete "
+                              "it")
     return True
 
 

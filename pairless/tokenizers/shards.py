@@ -72,8 +72,8 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
               "these modalities are left out of the shards", file=sys.stderr)
     modalities = [name for name in trained if name in in_data]
     if not modalities:
-        raise ValueError(f"{tokenizer_root}: none of its tokenizers ({', '.join(trained) or 'none'}) matches a "
-                         f"modality of {data} ({', '.join(sorted(in_data)) or 'none'})")
+        raise ValueError(f"{tokenizer_root}: none of its tokenizers ({', '.join(trained) or 'none'}) matches "
+                         f"a modality of {data} ({', '.join(sorted(in_data)) or 'none'})")
     tokenizers = {name: load_tokenizer(tokenizer_root, name) for name in modalities}
     if truncate_text:
         tokenizers = {name: tok.truncating() if tok.kind == "text" else tok
@@ -96,7 +96,8 @@ def shard_request(data: Path, tokenizer_root: Path, truncate_text: bool) -> dict
 
 
 def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text: bool) -> bool:
-    """True when ``out`` holds complete shards of these data and tokenizers; FileExistsError naming what differs."""
+    """True when ``out`` holds complete shards of these data and tokenizers; FileExistsError naming what
+    differs."""
     if not is_complete(out):
         return False
     wanted = shard_request(Path(data), Path(tokenizer_root), truncate_text)

@@ -120,7 +120,8 @@ class TextTokenizer:
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"{self.modality}: expected a list of str, item {index} is {type(text).__name__}")
+                raise TypeError(f"{self.modality}: expected a list of str, item {index} is "
+                                f"{type(text).__name__}")
         return texts
 
     def truncating(self) -> TextTokenizer:
@@ -136,9 +137,10 @@ class TextTokenizer:
             ids = encoding.ids
             if len(ids) + 1 > length:
                 if not self.config.truncate:
-                    raise ValueError(f"{self.modality}: text {row} has {len(ids)} wordpieces + [EOS] = {len(ids) + 1} "
-                                     f"tokens, more than num_tokens={length} (retrain the tokenizers on data that "
-                                     f"includes such texts, or set truncate=True): {texts[row][:80]!r}")
+                    raise ValueError(f"{self.modality}: text {row} has {len(ids)} wordpieces + [EOS] = "
+                                     f"{len(ids) + 1} "
+                                     f"tokens, more than num_tokens={length} (retrain the tokenizers on data "
+                                     f"that includes such texts, or set truncate=True): {texts[row][:80]!r}")
                 ids = ids[:length - 1]
             out[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
             out[row, len(ids)] = EOS_ID
@@ -158,7 +160,8 @@ class TextTokenizer:
         return self.tokenizer.decode_batch(rows, skip_special_tokens=True)
 
     def save(self, folder: str | Path) -> None:
-        """Write ``folder/config.json`` (TOKDIR/<modality>; the vocabulary is saved by :func:`save_vocabulary`)."""
+        """Write ``folder/config.json`` (TOKDIR/<modality>; the vocabulary is saved by
+        :func:`save_vocabulary`)."""
         atomic_write_json(Path(folder) / "config.json",
                           {"type": self.kind, **self.config.model_dump(mode="json")})
 

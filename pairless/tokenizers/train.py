@@ -117,7 +117,8 @@ def build_spatial(modality: str, values: np.ndarray, config: TokenizerTrainConfi
     """A fresh spatial tokenizer whose normalisation statistics are fitted on ``values`` [N, H, W(, C)]."""
     entry = registry.get(modality)
     if values.ndim not in (3, 4) or values.shape[1] != values.shape[2]:
-        raise ValueError(f"{modality}: spatial tokenizers need square images [N, S, S(, C)], got {list(values.shape)}")
+        raise ValueError(f"{modality}: spatial tokenizers need square images [N, S, S(, C)], got "
+                         f"{list(values.shape)}")
     norm = normalize.fit_normalization(entry, values, config.normalization.get(modality))
     settings = config.spatial
     spatial_config = SpatialConfig(modality=modality, image_size=values.shape[1],

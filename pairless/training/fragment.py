@@ -53,7 +53,8 @@ def resolve_universe(modalities: list[str], config: FragmentConfig) -> list[str]
         for name in pair:
             if name not in known:
                 raise ConfigError(
-                    f"fragment.withheld: unknown modality {name!r} in pair {first}:{second}; allowed: {', '.join(known)}"
+                    f"fragment.withheld: unknown modality {name!r} in pair {first}:{second}; allowed: "
+                    f"{', '.join(known)}"
                 )
             if name not in universe:
                 raise ConfigError(

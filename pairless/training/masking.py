@@ -162,8 +162,8 @@ class Masker:
         views = torch.as_tensor(views, dtype=torch.bool)
         batch, num_modalities = views.shape
         if num_modalities != len(self.modalities):
-            raise ValueError(f"views: expected {len(self.modalities)} columns ({', '.join(self.modalities)}), "
-                             f"got {num_modalities}")
+            raise ValueError(f"views: expected {len(self.modalities)} columns "
+                             f"({', '.join(self.modalities)}), got {num_modalities}")
         lengths = self._available(tokens, views)  # (B, M)
         alpha = self.alphas[torch.randint(len(self.alphas), (batch,), generator=generator)].unsqueeze(1)
         concentration = torch.where(views, alpha, 1.0)

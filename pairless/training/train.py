@@ -296,8 +296,8 @@ def _restore(session: Session, checkpoint: Path | None) -> Progress:
         print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
               f"{threads}; the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)
     if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
-        raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per epoch, "
-                         f"now {session.order.batches_per_epoch} (different shards or batch_size)")
+        raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per "
+                         f"epoch, now {session.order.batches_per_epoch} (different shards or batch_size)")
     return progress
 
 
@@ -332,7 +332,8 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     check_finite(stats, progress.step, indices, session.data.ids, modalities, session.run)
     grad_norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), config.grad_clip or float("inf"))
     if not torch.isfinite(grad_norm):
-        raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were finite); "
+        raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were "
+                               "finite); "
                                f"batch sample indices {indices.tolist()}; {last_good_checkpoint(session.run)}")
     session.optimizer.step()
     session.optimizer.zero_grad(set_to_none=True)

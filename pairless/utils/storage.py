@@ -149,7 +149,8 @@ def is_complete(folder: str | os.PathLike) -> bool:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested dicts as one dict with dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict is a value)."""
+    """Nested dicts as one dict with dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict is a
+    value)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
@@ -183,8 +184,8 @@ def reusable_output(folder: str | os.PathLike, wanted: dict, found: dict | None,
     if not is_complete(folder):
         return False
     if not isinstance(found, dict):
-        raise FileExistsError(f"{folder} holds a complete output that does not record what made it (not {what}?); "
-                              f"{remedy}")
+        raise FileExistsError(f"{folder} holds a complete output that does not record what made it (not "
+                              f"{what}?); {remedy}")
     difference = first_difference(found, wanted)
     if difference is not None:
         key, have, want = difference
@@ -230,7 +231,8 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *,
     for stale in final.parent.glob(f".{final.name}.staging-*"):
         with _locked_dir(stale, wait=False) as held:
             if not held:
-                raise OutputBusyError(f"{final}: another pairless process is writing it now ({stale.name}); wait for it")
+                raise OutputBusyError(f"{final}: another pairless process is writing it now ({stale.name}); "
+                                      "wait for it")
             shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
     with _locked_dir(staging, wait=True):

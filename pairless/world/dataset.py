@@ -78,7 +78,8 @@ def write_world(config: WorldConfig, out: Path, overwrite: bool = False) -> dict
 
 
 def already_written(out: Path, record: dict) -> bool:
-    """True when ``out`` is a complete dataset of the same config; FileExistsError naming the first difference."""
+    """True when ``out`` is a complete dataset of the same config; FileExistsError naming the first
+    difference."""
     manifest_path = out / "manifest.json"
     found = read_json(manifest_path).get("config") if is_complete(out) and manifest_path.is_file() else None
     return reusable_output(out, record, found, what="a world", prefix="world.")

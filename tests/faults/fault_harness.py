@@ -212,7 +212,8 @@ def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, 
 
 
 def kill_at(command: list[str], work: Path, delay: float) -> bool:
-    """Start ``command`` in ``work``; SIGKILL its process group after ``delay`` s. True if it was still running."""
+    """Start ``command`` in ``work``; SIGKILL its process group after ``delay`` s. True if it was still
+    running."""
     process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -239,7 +240,8 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0,
     code, errors, duration, first_write = run_reference(case.command, work, case.timeout)
     report.reference_seconds, report.first_write_seconds = duration, first_write
     if code != 0:
-        raise RuntimeError(f"{case.name}: the uninterrupted run failed ({' '.join(case.command[3:])}):\n{errors}")
+        raise RuntimeError(f"{case.name}: the uninterrupted run failed "
+                           f"({' '.join(case.command[3:])}):\n{errors}")
     reference = file_digests(work, case.outputs, case.ignore, case.normalize)
     problems = check_markers(work, case.outputs, case.stale_markers)
     if problems:
@@ -298,7 +300,8 @@ def summary_table(reports: list[StageReport]) -> str:
     lines = [header]
     for r in reports:
         lines.append(f"{r.name:<12} {r.trials:>6} {r.kills:>6} {r.resumes:>8} {r.mismatches:>11} "
-                     f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f} {r.first_write_seconds:>13.1f}")
+                     f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f} "
+                     f"{r.first_write_seconds:>13.1f}")
     totals = [sum(getattr(r, key) for r in reports)
               for key in ("trials", "kills", "resumes", "mismatches", "finished_before_kill")]
     lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} {totals[4]:>12}")

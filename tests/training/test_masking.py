@@ -1,4 +1,5 @@
-"""Tests for pairless.training.masking: budgets, caps, disjointness, sequence prefixes, empty inputs, evaluation batches."""
+"""Tests for pairless.training.masking: budgets, caps, disjointness, sequence prefixes, empty inputs,
+evaluation batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The training loop: the loss falls, resume is exact, NaN stops cleanly, configs fail by field, runs are one-shot."""
+"""The training loop: the loss falls, resume is exact, NaN stops cleanly, configs fail by field, runs are one-
+shot."""
 
 from __future__ import annotations
 
