@@ -20,10 +20,11 @@ demo: $(STAMP)
 	$(BIN)/pairless run demo --out results
 
 test: $(STAMP)
+	$(BIN)/ruff check pairless tests benchmarks scripts
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check pairless tests benchmarks
+	$(BIN)/ruff check pairless tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV)

@@ -1,8 +1,9 @@
-"""Translation cross-entropy speed: seconds for N held-out samples of one direction (target: 2,500 in <= 60 s).
+"""Translation cross-entropy speed: seconds for N held-out samples of one direction
+(target: 2,500 in <= 60 s).
 
     python benchmarks/eval_speed.py                          # tiny preset, rgb:depth, 2,500 samples
     python benchmarks/eval_speed.py --batch-sizes 64 128 256 --repeats 3 --threads 1 2
-    python benchmarks/eval_speed.py --shards SHARDS          # real token specs (and tokens) instead of synthetic
+    python benchmarks/eval_speed.py --shards SHARDS   # real token specs (and tokens), not synthetic
 
 An untrained model of the preset is timed (speed does not depend on the
 weights). Without ``--shards`` the token layout mirrors the tiny world

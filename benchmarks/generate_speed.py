@@ -1,4 +1,5 @@
-"""Generation speed: ROAR 8 steps for 64 images (target <= 10 s) and AR caption tokens/s with and without the KV cache.
+"""Generation speed: ROAR 8 steps for 64 images (target <= 10 s) and AR caption tokens/s with and
+without the KV cache.
 
     python benchmarks/generate_speed.py                      # tiny preset, rgb -> depth and rgb -> caption
     python benchmarks/generate_speed.py --repeats 3 --num-images 64 --num-captions 16

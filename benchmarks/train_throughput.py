@@ -116,7 +116,8 @@ def step_flops(model: FourM, batch: MaskedBatch) -> float:
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> tuple[float, float]:
-    """Median FLOP/s of a square ``size`` matmul in ``dtype``: per wall second and per CPU second / threads."""
+    """Median FLOP/s of a square ``size`` matmul in ``dtype``: per wall second and per CPU second / threads.
+    """
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     torch.matmul(a, b)
     walls, cpus = [], []
@@ -153,7 +154,8 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
             model_fl.append(model_flops(model, batch))
             tokens.append(batch.num_valid_tokens())
     return dict(wall=statistics.median(walls), cpu=statistics.median(cpus), flops=statistics.median(flops),
-                model_flops=statistics.median(model_fl), tokens=statistics.median(tokens), params=model.num_parameters())
+                model_flops=statistics.median(model_fl), tokens=statistics.median(tokens),
+                params=model.num_parameters())
 
 
 MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::matmul", "aten::linear",

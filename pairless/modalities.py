@@ -94,7 +94,8 @@ def get(name: str) -> Modality:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown modality {name!r}; known modalities: {', '.join(sorted(_REGISTRY))}") from None
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown modality {name!r}; known modalities: {known}") from None
 
 
 def names() -> list[str]:

@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = FragmentConfig(
-            universe=args.universe.split(",") if args.universe else None, withheld=args.withhold, seed=args.seed
+            universe=args.universe.split(",") if args.universe else None, withheld=args.withhold,
+            seed=args.seed,
         )
         text = audit(args.shards, args.split, config)
     except (ValueError, OSError, ConfigError, DataError) as error:

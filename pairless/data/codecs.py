@@ -39,7 +39,8 @@ def _decode_image(modality: Modality, data: bytes) -> np.ndarray:
             if have is None:
                 raise Problem(f"unsupported image mode {mode!r}")
             if have != wanted:
-                raise Problem(f"image has {have} channel(s) (mode {mode}), {modality.name!r} expects {wanted}")
+                raise Problem(f"image has {have} channel(s) (mode {mode}), "
+                              f"{modality.name!r} expects {wanted}")
             if mode in ("YCbCr", "CMYK", "1"):
                 image = image.convert("RGB" if wanted == 3 else "L")
             return np.asarray(image).copy()

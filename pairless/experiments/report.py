@@ -1,4 +1,4 @@
-"""The report of a recipe (``pairless report RESULTS/RECIPE``): tables, findings and figures from ``results.json``.
+"""A recipe's report (``pairless report RESULTS/RECIPE``): tables, findings and figures from results.json.
 
 The report is a measurement, not an advertisement: each of the study's
 findings is checked against our numbers and stated as holding or not, with
@@ -219,7 +219,8 @@ def _seed_ordering(rows: list[dict]) -> str:
             if not z > m:
                 broken.append(f"{row['direction']} seed {index}")
     if not broken:
-        return f"The ordering zero-shot > many-shot holds in every one of the {seeds} seeds, in every direction."
+        return (f"The ordering zero-shot > many-shot holds in every one of the {seeds} seeds, "
+                "in every direction.")
     return f"The ordering zero-shot > many-shot does not hold in: {', '.join(broken)}."
 
 
@@ -258,7 +259,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         table = [[str(r["binding"]), r["direction"].replace(":", " → "), _fmt(r["zero_shot"]),
                   _fmt(r["matched_many_shot"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
                   _tokens(r["rgb_tokens"]), _tokens(r["depth_tokens"]),
-                  f"{PAPER_TABLE_II[r['binding']]:.2f}" if r["direction"] == "rgb:depth" and r["binding"] in PAPER_TABLE_II else "–"]
+                  f"{PAPER_TABLE_II[r['binding']]:.2f}"
+                  if r["direction"] == "rgb:depth" and r["binding"] in PAPER_TABLE_II else "–"]
                  for r in brows]
         parts += [_table(["# binding", "Task", "0-shot", "Matched many-shot", "No input", "Recovered",
                           "rgb tokens seen", "depth tokens seen", "Study 0-shot"], table), ""]
@@ -341,7 +343,8 @@ def write_csv(results: dict, out: Path) -> None:
         info = results["runs"][name]
         for direction, entry in per_direction.items():
             writer.writerow([name, info["role"], info.get("label", ""), direction, entry.get("ce"),
-                             entry.get("ce_unconditional"), entry.get("num_samples"), entry.get("num_tokens")])
+                             entry.get("ce_unconditional"), entry.get("num_samples"),
+                             entry.get("num_tokens")])
     atomic_write_text(out, buffer.getvalue())
 
 
@@ -352,7 +355,8 @@ def write_report(recipe_dir: Path) -> Path:
     figures = {}
     for name, path in (results.get("generation", {}).get("figures") or {}).items():
         target = Path(path)
-        figures[name] = str(target.relative_to(recipe_dir)) if target.is_relative_to(recipe_dir) else str(target)
+        inside = target.is_relative_to(recipe_dir)
+        figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
     write_csv(results, recipe_dir / "results.csv")

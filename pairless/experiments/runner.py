@@ -1,4 +1,5 @@
-"""The cached runner (``pairless run RECIPE``): every stage a recipe needs, cached by config hash and resumable.
+"""The cached runner (``pairless run RECIPE``): every stage a recipe needs, cached by config hash,
+resumable.
 
 Stage outputs live under ``OUT/cache/`` in folders named by a hash of the
 config that produced them (and of the hashes of their inputs), so

@@ -114,7 +114,8 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
         out = plan.recipe_dir / "figures" / f"{figure.src}-to-{figure.dst}"
         result = generate_and_score(runs=runs, src=figure.src, dst=figure.dst, schedule=figure.schedule,
                                     num=max(figure.num, config.decoded_samples), tokenizers=plan.tokenizers,
-                                    shards=plan.shards, out=out, figure_rows=figure.num, threads=choose_threads())
+                                    shards=plan.shards, out=out, figure_rows=figure.num,
+                                    threads=choose_threads())
         if result.get("figure"):
             figures[f"{figure.src} → {figure.dst} ({figure.schedule})"] = str(result["figure"])
         metrics[direction] = result.get("metrics", {})

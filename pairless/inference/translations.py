@@ -123,7 +123,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     ``"normal:depth"`` (generate normal, then depth; metrics and figure are
     for the last link). ``schedule``: a preset name or a GenerationSchedule;
     links whose kind it does not fit (e.g. text in a chain of images) use the
-    study's default for their kind. ``threads``: torch threads (None: the current count). Returns ``{"out", "figure", "metrics":
+    study's default for their kind. ``threads``: torch threads (None: the current count).
+    Returns ``{"out", "figure", "metrics":
     {run: {metric: value}}, "num_samples"}``.
     """
     sources = src.split("+") if isinstance(src, str) else list(src)
@@ -183,7 +184,8 @@ def _weights_stamp(run: Path) -> str:
 
 
 def _label(schedule: GenerationSchedule) -> str:
-    steps = "" if schedule.scheme == "ar" else f" {schedule.num_steps} step{'s' if schedule.num_steps > 1 else ''}"
+    plural = "s" if schedule.num_steps > 1 else ""
+    steps = "" if schedule.scheme == "ar" else f" {schedule.num_steps} step{plural}"
     return f"{schedule.scheme.upper()}{steps}, T={schedule.temperature:g}, CFG {schedule.guidance_scale:g}"
 
 

@@ -268,7 +268,8 @@ class FourM(nn.Module):
     def _decoder_mask(self, modality, position, valid, key_modality, key_position, key_valid) -> torch.Tensor:
         """Bool ``(B, 1, Nq, Nk)``: same modality, causal for sequences, valid keys (and always itself)."""
         same = modality.unsqueeze(2) == key_modality.unsqueeze(1)
-        causal = ~self.is_sequence[modality].unsqueeze(2) | (key_position.unsqueeze(1) <= position.unsqueeze(2))
+        causal = (~self.is_sequence[modality].unsqueeze(2)
+                  | (key_position.unsqueeze(1) <= position.unsqueeze(2)))
         return (same & causal & key_valid.unsqueeze(1)).unsqueeze(1)
 
     def _queries(self, modality: torch.Tensor, position: torch.Tensor,

@@ -62,7 +62,7 @@ def default_kind(modality: Modality) -> NormalizationKind:
 
 def fit_normalization(modality: Modality, values: np.ndarray, kind: NormalizationKind | None = None,
                       num_classes: int | None = None) -> ImageNormalization:
-    """Choose the normalisation of ``modality`` and fit its statistics on training ``values`` [N, H, W(, C)]."""
+    """Choose the normalisation of ``modality``; fit its statistics on training ``values`` [N, H, W(, C)]."""
     kind = kind or default_kind(modality)
     channels = values.shape[3] if values.ndim == 4 else 0
     if kind == "labels":

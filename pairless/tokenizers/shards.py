@@ -49,7 +49,8 @@ def _encode_split(split: str, dataset, tokenizers: dict, batch_size: int):
 
 
 def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
-                     overwrite: bool = False, truncate_text: bool = False, threads: int | None = None) -> Path:
+                     overwrite: bool = False, truncate_text: bool = False,
+                     threads: int | None = None) -> Path:
     """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``.
 
     ``threads``: torch threads (None: the current count).
@@ -90,7 +91,8 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
 def shard_request(data: Path, tokenizer_root: Path, truncate_text: bool) -> dict:
     """What a shard folder is made from (stored in its manifest): the inputs' paths, the tokenizers' hash."""
     marker = tokenizer_root / "COMPLETE.json"
-    tokenizers_hash = read_json(marker).get("content_hash") if marker.is_file() else hash_files(tokenizer_root)
+    tokenizers_hash = (read_json(marker).get("content_hash") if marker.is_file()
+                       else hash_files(tokenizer_root))
     return {"tokenizers": str(tokenizer_root.resolve()), "tokenizers_hash": tokenizers_hash,
             "data": str(data.resolve()), "truncate_text": truncate_text}
 
@@ -109,7 +111,8 @@ def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text
 
 
 def write_token_shards(data: Path, tokenizer_root: Path, out: Path, batch_size: int = 1024,
-                       overwrite: bool = False, truncate_text: bool = False, threads: int | None = None) -> bool:
+                       overwrite: bool = False, truncate_text: bool = False,
+                       threads: int | None = None) -> bool:
     """:func:`tokenize_dataset` under a lock on ``out``; False (nothing done) when ``out`` already holds these
     shards, FileExistsError naming what differs when it holds others (unless ``overwrite``)."""
     with FolderLock(out):

@@ -112,7 +112,8 @@ class TextTokenizer:
     @property
     def spec(self) -> TokenSpec:
         return TokenSpec(name=self.modality, kind="sequence", num_tokens=self.config.num_tokens,
-                         vocab_size=self.tokenizer.get_vocab_size(), pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)
+                         vocab_size=self.tokenizer.get_vocab_size(), pad_id=PAD_ID, bos_id=BOS_ID,
+                         eos_id=EOS_ID)
 
     def check_texts(self, texts) -> list[str]:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple, np.ndarray)):

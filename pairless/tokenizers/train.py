@@ -123,7 +123,8 @@ def build_spatial(modality: str, values: np.ndarray, config: TokenizerTrainConfi
     settings = config.spatial
     spatial_config = SpatialConfig(modality=modality, image_size=values.shape[1],
                                    downsample=settings.downsample,
-                                   width=settings.width, num_blocks=settings.num_blocks, levels=settings.levels,
+                                   width=settings.width, num_blocks=settings.num_blocks,
+                                   levels=settings.levels,
                                    normalization=norm)
     with seeded_init(config.seed):
         return SpatialTokenizer(spatial_config)
@@ -151,7 +152,7 @@ def learning_rate(step: int, steps: int, peak: float, warmup_fraction: float) ->
 
 def train_neural(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, *, steps: int,
                  seed: int, bf16: bool = True, description: str = "", threads: int | None = None) -> dict:
-    """Fit ``tokenizer`` on natural ``values`` [N, ...]; returns {losses, seconds, samples_per_second, threads}.
+    """Fit ``tokenizer`` on natural ``values`` [N, ...]; {losses, seconds, samples_per_second, threads}.
 
     ``threads``: torch threads for the loop (None: the current count).
     """

@@ -85,7 +85,8 @@ def read_state(path: str | Path) -> TrainingState:
         raise ValueError(f"{path}: not a pairless training-state file (safetensors expected; "
                          f"refusing to load it: {error})") from None
     if metadata.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {STATE_FORMAT!r}")
+        raise ValueError(f"{path}: metadata 'format' is {metadata.get('format')!r}, "
+                         f"expected {STATE_FORMAT!r}")
     if metadata.get("version") != str(STATE_VERSION):
         raise ValueError(f"{path}: training-state version {metadata.get('version')!r}; "
                          f"this pairless reads version {STATE_VERSION}")

@@ -46,7 +46,8 @@ def resolve_universe(modalities: list[str], config: FragmentConfig) -> list[str]
     else:
         for name in config.universe:
             if name not in known:
-                raise ConfigError(f"fragment.universe: unknown modality {name!r}; allowed: {', '.join(known)}")
+                raise ConfigError(f"fragment.universe: unknown modality {name!r}; "
+                                  f"allowed: {', '.join(known)}")
         universe = [name for name in known if name in config.universe]
     for pair in config.withheld:
         first, second = pair

@@ -65,8 +65,8 @@ def find_resume_checkpoint(run: Path, config, resume: bool,
         return None
     folder = run / "checkpoints" / f"step-{step:08d}"
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: rank {context.rank} cannot see the checkpoint rank 0 resumes from "
-                                f"(the run folder must be on a shared file system)")
+        raise FileNotFoundError(f"{folder}: rank {context.rank} cannot see the checkpoint rank 0 resumes "
+                                "from (the run folder must be on a shared file system)")
     return folder
 
 
@@ -185,7 +185,7 @@ class StepStatistics:
             self.modality_not_finite[index] += (~torch.isfinite(value.detach())).double()
 
     def all_reduce(self, context: distributed.ProcessContext) -> StepStatistics:
-        """The sums over all processes, on the CPU (one collective; the statistics themselves on one process)."""
+        """The sums over all processes, on the CPU (one collective; themselves on one process)."""
         parts = [self.loss[None], self.loss_not_finite[None], self.modality_sums, self.modality_counts,
                  self.modality_not_finite, self.stop[None]]
         packed = distributed.all_reduce_sum(torch.cat(parts), context).cpu()

@@ -116,8 +116,8 @@ class TrainConfig(Config):
         for pair in self.fragment.withheld:
             for name in pair:
                 if universe is not None and name not in universe:
-                    raise ValueError(f"fragment.withheld: pair {pair[0]}:{pair[1]} is outside fragment.universe "
-                                     f"({name!r} not in {', '.join(universe)})")
+                    raise ValueError(f"fragment.withheld: pair {pair[0]}:{pair[1]} is outside "
+                                     f"fragment.universe ({name!r} not in {', '.join(universe)})")
             if pair[0] == pair[1]:
                 raise ValueError(f"fragment.withheld: pair {pair[0]}:{pair[1]} names one modality twice")
         return self
@@ -129,7 +129,9 @@ class TrainConfig(Config):
     @property
     def warmup(self) -> int:
         """Warmup length in tokens."""
-        return self.warmup_tokens if self.warmup_tokens is not None else int(self.warmup_fraction * self.total_tokens)
+        if self.warmup_tokens is not None:
+            return self.warmup_tokens
+        return int(self.warmup_fraction * self.total_tokens)
 
 
 def learning_rate(config: TrainConfig, tokens_seen: int) -> float:
@@ -156,7 +158,8 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> list[tuple[int, int]]:
     """(start, stop) of this process's micro-batches inside the global batch."""
     if config.batch_size % context.world_size:
-        raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {context.world_size} processes")
+        raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {context.world_size} "
+                          "processes")
     share = config.batch_size // context.world_size
     size = config.micro_batch_size or share
     if share % size:
@@ -274,7 +277,10 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
 
 
 def _restore(session: Session, checkpoint: Path | None) -> Progress:
-    """Continue exactly where ``checkpoint`` stopped: weights, AdamW moments, step, tokens, RNG (None: fresh)."""
+    """Continue exactly where ``checkpoint`` stopped: weights, AdamW moments, step, tokens, RNG.
+
+    No checkpoint (None): a fresh start.
+    """
     modalities, context = session.data.modalities, session.context
     if checkpoint is None:
         return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
@@ -294,7 +300,8 @@ def _restore(session: Session, checkpoint: Path | None) -> Progress:
         torch.set_num_threads(int(threads))
     if context.is_main and threads not in (None, torch.get_num_threads()):
         print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
-              f"{threads}; the losses will differ from an uninterrupted run in the last bits", file=sys.stderr)
+              f"{threads}; the losses will differ from an uninterrupted run in the last bits",
+              file=sys.stderr)
     if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
         raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per "
                          f"epoch, now {session.order.batches_per_epoch} (different shards or batch_size)")
@@ -334,7 +341,8 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     if not torch.isfinite(grad_norm):
         raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were "
                                "finite); "
-                               f"batch sample indices {indices.tolist()}; {last_good_checkpoint(session.run)}")
+                               f"batch sample indices {indices.tolist()}; "
+                               f"{last_good_checkpoint(session.run)}")
     session.optimizer.step()
     session.optimizer.zero_grad(set_to_none=True)
     step_tokens = batch.num_valid_tokens()
@@ -389,7 +397,8 @@ def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: i
     wall = _wall_seconds(session, progress)
     modalities = session.data.modalities
     mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
-                        "wall_seconds": wall, "world_size": context.world_size, "config_hash": config_hash(config),
+                        "wall_seconds": wall, "world_size": context.world_size,
+                        "config_hash": config_hash(config),
                         "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
                                                         strict=True))})
     print(f"pairless train: done, {progress.step} steps, {progress.tokens_seen:,} tokens, "

@@ -1,1 +1,1 @@
-"""Helpers every layer may use: crash-safe storage (:mod:`.storage`) and CPU thread counts (:mod:`.threads`)."""
+"""Helpers every layer may use: crash-safe storage (:mod:`.storage`), thread counts (:mod:`.threads`)."""

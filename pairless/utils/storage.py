@@ -162,7 +162,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def first_difference(found: dict, wanted: dict, ignore: frozenset[str] = frozenset()):
     """``(dotted key, found value, wanted value)`` of the first key (sorted) where two nested records differ,
-    or None; keys whose first part is in ``ignore`` are not compared. A key missing on one side is None there."""
+    or None; keys whose first part is in ``ignore`` are not compared. A key missing on one side is None
+    there."""
     have, want = flatten(found), flatten(wanted)
     for key in sorted(set(have) | set(want)):
         if key.split(".")[0] not in ignore and have.get(key) != want.get(key):
@@ -171,7 +172,8 @@ def first_difference(found: dict, wanted: dict, ignore: frozenset[str] = frozens
 
 
 def reusable_output(folder: str | os.PathLike, wanted: dict, found: dict | None, *, what: str,
-                    prefix: str = "", remedy: str = "choose another --out or pass --overwrite to replace it") -> bool:
+                    prefix: str = "",
+                    remedy: str = "choose another --out or pass --overwrite to replace it") -> bool:
     """Whether a complete ``folder`` already holds what this call would write.
 
     ``wanted`` describes the request (config, resolved input paths, input
@@ -289,7 +291,8 @@ class FolderLock:
         except BlockingIOError:
             self._handle.close()
             self._handle = None
-            raise OutputBusyError(f"{self.path}: another pairless process is writing this output; wait for it") from None
+            raise OutputBusyError(f"{self.path}: another pairless process is writing this output; "
+                                  "wait for it") from None
         return self
 
     def __exit__(self, *exc) -> None:

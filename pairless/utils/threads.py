@@ -44,7 +44,7 @@ def _cpu_ticks() -> tuple[float, float] | None:
 
 
 def other_busy_cores(window: float = 0.3) -> float | None:
-    """Cores kept busy by other processes over the next ``window`` seconds (this process's CPU time left out)."""
+    """Cores kept busy by other processes over the next ``window`` seconds (this process's own left out)."""
     before, own_before, started = _cpu_ticks(), time.process_time(), time.perf_counter()
     if before is None:
         return None
@@ -72,7 +72,7 @@ def _recent_other_busy_cores() -> float | None:
 
 
 def choose_threads(requested: int | None = None) -> int:
-    """``requested`` if given, else the cores other processes leave free (at least 1, at most torch's count)."""
+    """``requested`` if given, else the cores other processes leave free (>= 1, <= torch's count)."""
     if requested is not None:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

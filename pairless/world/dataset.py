@@ -1,7 +1,8 @@
 """The built-in world as a dataset: render it and write it (packed or folder form).
 
-``write_world(WorldConfig(num_scenes=2000, size=32), out)`` is what ``pairless world`` runs. A second run with the same config into a complete folder is a no-op (exit
-0); a different config there is refused unless ``--overwrite``. A lock on
+``write_world(WorldConfig(num_scenes=2000, size=32), out)`` is what ``pairless world``
+runs. A second run with the same config into a complete folder is a no-op; a
+different config there is refused unless ``overwrite``. A lock on
 the folder keeps two processes from writing it at once; a run killed midway
 leaves no partial dataset (the writer stages and publishes atomically).
 

@@ -30,7 +30,8 @@ def pipeline(tmp_path_factory):
                        "0.5"]) == 0
     assert tokenizers_main(["train", "--data", str(root / "data"), "--out", str(root / "tok"), "--preset",
                             "micro",
-                            "--modalities", "rgb", "depth", "caption", "--set", "steps=2", "--set", "text.length_margin=32", "--no-report"]) == 0
+                            "--modalities", "rgb", "depth", "caption", "--set", "steps=2",
+                            "--set", "text.length_margin=32", "--no-report"]) == 0
     assert tokenize_main(["--data", str(root / "data"), "--tokenizers", str(root / "tok"),
                           "--out", str(root / "shards")]) == 0
     specs = open_shards(root / "shards", "val").specs
@@ -86,7 +87,8 @@ def test_generate_cli_caption(pipeline, capsys):
     assert len((root / "caption" / "zs" / "caption.txt").read_text().splitlines()) == 2
     request = json.loads((root / "caption" / "request.json").read_text())
     assert request["schedule"]["top_k"] == 5 and request["schedule"]["scheme"] == "ar"
-    assert {"bleu4", "fact_accuracy"} <= set(json.loads((root / "caption" / "metrics.json").read_text())["zs"])
+    metrics = json.loads((root / "caption" / "metrics.json").read_text())
+    assert {"bleu4", "fact_accuracy"} <= set(metrics["zs"])
     assert "wrote" in capsys.readouterr().out
 
 

@@ -29,8 +29,8 @@ def test_round_trip(tmp_path):
     train, val = make_shard_split(5, 0), make_shard_split(3, 1)
     root = write_shards(tmp_path / "shards", {"train": train, "val": val}, SPECS, {"tokenizer_hash": "abc"})
     shards = open_shards(root, "train")
-    assert shards.specs == SPECS and list(shards.specs) == ["rgb",
-                                                            "caption"] and shards.ids == train.ids and len(shards) == 5
+    assert shards.specs == SPECS and list(shards.specs) == ["rgb", "caption"]
+    assert shards.ids == train.ids and len(shards) == 5
     assert shards.scenes == train.scenes and shards.info == {"tokenizer_hash": "abc"}
     assert isinstance(shards.tokens["rgb"], np.memmap) and shards.tokens["rgb"].dtype == np.int32
     np.testing.assert_array_equal(shards.tokens["rgb"], train.tokens["rgb"])

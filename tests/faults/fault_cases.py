@@ -29,7 +29,8 @@ TRAIN_ARGS = [*MICRO_MODEL, "--withhold", "rgb:depth", "--total-tokens", "3000",
               "--set", "masking.input_budget=32", "--set", "masking.target_budget=32",
               "--set", "checkpoint_every=2", "--set", "log_every=1", "--resume"]
 RUN_ARGS = ["--preset", "micro", "--set", "world.num_scenes=48",
-            "--set", 'tokenizers.overrides=["steps=8"]', "--set", "eval_samples=8", "--set", "decoded_samples=2",
+            "--set", 'tokenizers.overrides=["steps=8"]', "--set", "eval_samples=8",
+            "--set", "decoded_samples=2",
             "--set", "runs.0.total_tokens=1500", "--set", "runs.1.total_tokens=1500"]
 
 
@@ -139,7 +140,10 @@ def stage_cases(inputs: Path) -> dict[str, StageCase]:
 
 
 def build_inputs(inputs: Path, stages: list[str], run_command) -> None:
-    """Make the inputs ``stages`` need under ``inputs`` (skipping complete ones); ``run_command(cmd, cwd)``."""
+    """Make the inputs ``stages`` need under ``inputs`` (skipping complete ones).
+
+    ``run_command(cmd, cwd)`` runs one command.
+    """
     inputs.mkdir(parents=True, exist_ok=True)
     needed = {name for stage in stages for name in NEEDS[stage]}
     for name, command in input_commands().items():

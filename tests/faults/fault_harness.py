@@ -253,7 +253,8 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0,
         # each stratum.
         delay = first_write + (duration - first_write) * (trial + generator.uniform(0.05, 0.95)) / kills
         report.trials += 1
-        where = f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s, first write at {first_write:.2f} s)"
+        where = (f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s, "
+                 f"first write at {first_write:.2f} s)")
         # A loaded machine runs faster or slower than the reference: when the stage ends before its
         # kill point, start over (fresh folder) with an earlier one, so that most trials do kill.
         for _ in range(4):
@@ -295,7 +296,8 @@ def pairless_command(*args: str) -> list[str]:
 
 def summary_table(reports: list[StageReport]) -> str:
     """The harness summary: one row per stage and a total (mismatches must be 0)."""
-    header = f"{'stage':<12} {'trials':>6} {'kills':>6} {'resumes':>8} {'mismatches':>11} {'ended-early':>12} " \
+    header = f"{'stage':<12} {'trials':>6} {'kills':>6} {'resumes':>8} {'mismatches':>11} " \
+             f"{'ended-early':>12} " \
              f"{'run (s)':>8} {'1st write (s)':>13}"
     lines = [header]
     for r in reports:
@@ -304,5 +306,6 @@ def summary_table(reports: list[StageReport]) -> str:
                      f"{r.first_write_seconds:>13.1f}")
     totals = [sum(getattr(r, key) for r in reports)
               for key in ("trials", "kills", "resumes", "mismatches", "finished_before_kill")]
-    lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} {totals[4]:>12}")
+    lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} "
+                 f"{totals[4]:>12}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Training-state files and checkpoint folders: exact round trip, no pickle, only complete checkpoints count."""
+"""Training-state files and checkpoint folders: exact round trip, no pickle, only complete ones count."""
 
 from __future__ import annotations
 

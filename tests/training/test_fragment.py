@@ -1,4 +1,4 @@
-"""Tests for pairless.training.fragment: deterministic views, no withheld pair, maximal views, the audit verb."""
+"""pairless.training.fragment: deterministic views, no withheld pair, maximal views, the audit."""
 
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def test_loss_falls_and_run_folder_is_complete(shards, tmp_path, capsys):
                  "11520",
                  "--batch-size", "16", "--set", "model.dim=32", "--set", "model.heads=2",
                  "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1",
-                 "--set", "masking.input_budget=12", "--set", "masking.target_budget=12", "--set", "base_lr=0.05",
+                 "--set", "masking.input_budget=12", "--set", "masking.target_budget=12",
+                 "--set", "base_lr=0.05",
                  "--set", "precision=fp32", "--set", "log_every=1", "--set", "checkpoint_every=10"])
     assert code == 0
     values = losses(run)

@@ -47,7 +47,8 @@ def test_any_pixel_boxes_round_trip_through_det_text(size, data):
 def test_det_parser_is_tolerant_of_broken_text():
     assert parse_det_text("", SIZE) == []
     assert parse_det_text("a red ball . v0 v1", SIZE) == []
-    text = "v0=0 v1=63 v2=31, v3=63 cone v0 1 v1 2 cube v0 63 v1 0 v2 63 v3 0 sphere v0 70 v1 0 v2 1 v3 1 cube"
+    text = ("v0=0 v1=63 v2=31, v3=63 cone v0 1 v1 2 cube v0 63 v1 0 v2 63 v3 0 sphere "
+            "v0 70 v1 0 v2 1 v3 1 cube")
     # The second object lacks coordinates, the last has a bin out of range: both are skipped.
     assert parse_det_text(text, SIZE) == [("cone", (0, 32, 16, 32)), ("sphere", (32, 0, 32, 0))]
     with pytest.raises(ValueError, match="4 coordinates"):
@@ -148,7 +149,8 @@ def test_fact_accuracy_is_the_fraction_of_true_claims():
         {"shape": "cube", "colour": "blue", "size": "small", "screen_center": [24.0, 16.0],
          "center_depth": 7.5},
     ]}
-    true = "there are two objects. a large red ball and a little blue block. the red sphere is left of the blue cube."
+    true = ("there are two objects. a large red ball and a little blue block. "
+            "the red sphere is left of the blue cube.")
     assert [fact.kind for fact in parse_caption(true)] == ["count", "object", "object", "relation"]
     assert fact_accuracy(true, scene) == 1.0
     # A green cube does not exist: its list claim and the relation that names it fail (2 of 4).
