@@ -9,6 +9,8 @@ code 2 and a message naming the field, and writes nothing.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from train_helpers import make_shards
 
@@ -98,8 +100,8 @@ def test_world_and_audit_name_the_field(tmp_path, shards, capsys):
 
 def test_train_preset_does_not_silently_replace_a_config_files_model(shards, tmp_path, capsys):
     config = tmp_path / "config.json"
-    config.write_text(f'{{"shards": "{shards}", "out": "{tmp_path / "run"}", "model": {{"dim": 64, "heads": '
-                      '2}}}}')
+    config.write_text(json.dumps({"shards": str(shards), "out": str(tmp_path / "run"),
+                                  "model": {"dim": 64, "heads": 2}}))
     _refused(capsys, ["train", "--config", str(config), "--preset", "small"], "--preset small",
              "model section")
     _refused(capsys, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"), "--set",
