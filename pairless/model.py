@@ -60,6 +60,10 @@ class ModelConfig(Config):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
     bias: bool = False  # biases in linear layers and layer norms
+    # Initial scale of the token embeddings and of the fixed sin-cos positions (whose entries have amplitude
+    # ``position_scale``): with 0.02 against 1.0, a token's content is ~2% of its input vector at the start.
+    token_init_std: float = Field(0.02, gt=0)
+    position_scale: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
     def _check_shape(self) -> ModelConfig:
@@ -191,8 +195,8 @@ class FourM(nn.Module):
         self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
         self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
                              persistent=False)
-        self.register_buffer("sincos", torch.cat([position_table(spec, dim) for spec in specs.values()]),
-                             persistent=False)
+        self.register_buffer("sincos", config.position_scale
+                             * torch.cat([position_table(spec, dim) for spec in specs.values()]), persistent=False)
         self.register_buffer("is_sequence", torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
                              persistent=False)
         self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
@@ -209,10 +213,10 @@ class FourM(nn.Module):
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
 
-    @staticmethod
-    def _init(module: nn.Module) -> None:
+    def _init(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=0.02)
+            std = self.config.token_init_std if isinstance(module, nn.Embedding) else 0.02
+            nn.init.trunc_normal_(module.weight, std=std, a=-2 * max(std, 1.0), b=2 * max(std, 1.0))
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 

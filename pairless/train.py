@@ -289,7 +289,8 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                 per_modality = {name: float(sums[i] / seen[i]) for i, name in enumerate(modalities) if seen[i] > 0}
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                 log.write(step=step, tokens=tokens_seen, loss=loss_value, losses=per_modality, lr=lr,
-                          grad_norm=float(grad_norm), tokens_per_second=speed)
+                          grad_norm=float(grad_norm), tokens_per_second=speed,
+                          seconds=elapsed_before + time.perf_counter() - started)
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
             if step % config.checkpoint_every == 0:

@@ -41,6 +41,8 @@ class SpatialSettings(OptimizerSettings):
     num_blocks: int = Field(1, ge=0)
     downsample: int = 4
     levels: list[int] = [8, 5, 5, 5]
+    encoder_kernel: int = 3  # 1: a token encodes its own patch only (see SpatialConfig)
+    modality_levels: dict[str, list[int]] = {}  # per-modality FSQ levels (codebook size = their product)
 
 
 class VectorSettings(OptimizerSettings):
@@ -119,8 +121,9 @@ def build_spatial(modality: str, values: np.ndarray, config: TokenizerTrainConfi
     norm = normalize.fit_normalization(entry, values, config.normalization.get(modality))
     settings = config.spatial
     spatial_config = SpatialConfig(modality=modality, image_size=values.shape[1], downsample=settings.downsample,
-                                   width=settings.width, num_blocks=settings.num_blocks, levels=settings.levels,
-                                   normalization=norm)
+                                   width=settings.width, num_blocks=settings.num_blocks,
+                                   levels=settings.modality_levels.get(modality, settings.levels),
+                                   encoder_kernel=settings.encoder_kernel, normalization=norm)
     with seeded_init(config.seed):
         return SpatialTokenizer(spatial_config)
 
