@@ -38,6 +38,7 @@ from pairless.experiments.recipes import TokenizerStage, TrainingRun, demo
 from pairless.generate_cli import generate_and_score
 from pairless.model import load_model
 from pairless.storage import atomic_write_json, atomic_write_text, config_hash, read_json
+from pairless.train import TrainConfig
 
 DIRECTIONS = ["rgb:depth", "rgb:semseg", "rgb:normal", "depth:rgb"]
 DECODED = {"rgb:depth": "roar1", "rgb:semseg": "roar1", "rgb:normal": "roar1", "depth:rgb": "roar8"}
@@ -45,10 +46,23 @@ DECODED = {"rgb:depth": "roar1", "rgb:semseg": "roar1", "rgb:normal": "roar1", "
 # name -> {"train": trainer overrides, "tokenizers": tokenizer-trainer overrides}; "default" is today's recipe.
 CONFIGS: dict[str, dict[str, list[str]]] = {
     "default": {},
+    "token-std-0.02": {"train": ["model.token_init_std=0.02"]},  # the default until 2026-12
     "token-std-1": {"train": ["model.token_init_std=1.0"]},
     "position-0.02": {"train": ["model.position_scale=0.02"]},
     "lr-x3": {"train": ["base_lr=0.012"]},
     "lr-x3-token-std-1": {"train": ["base_lr=0.012", "model.token_init_std=1.0"]},
+    "local-tokens": {"train": ["model.token_init_std=1.0"], "tokenizers": ["spatial.encoder_kernel=1"]},
+    "alphas-mix": {"train": ["model.token_init_std=1.0", "masking.alphas=[0.05,0.5,1.0]"]},
+    "batch-32": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.008"]},  # same peak lr
+    "batch-16": {"train": ["model.token_init_std=1.0", "batch_size=16", "base_lr=0.016"]},
+    "batch-32-lr-x2": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.016"]},
+    "batch-32-small-codebooks": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.008"],
+                                 "tokenizers": ['spatial.modality_levels={"semseg":[4,4,4],"depth":[5,5,5],'
+                                                '"normal":[8,5,5]}']},
+    "wide-shallow": {"train": ["model.token_init_std=1.0", "model.dim=256", "model.heads=4",
+                               "model.encoder_layers=3", "model.decoder_layers=3"]},
+    "small-codebooks": {"train": ["model.token_init_std=1.0"],
+                        "tokenizers": ['spatial.modality_levels={"semseg":[4,4,4],"depth":[5,5,5],"normal":[8,5,5]}']},
 }
 
 
@@ -111,7 +125,10 @@ def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | N
 def measure(name: str, config: dict, args) -> dict:
     tokenizers, shards = prepare_data(args.work, config.get("tokenizers", []))
     run = training_run(name, config.get("train", []), args.tokens, args.seed, args.checkpoints)
-    folder = args.work / "runs" / f"{name}-{config_hash({'shards': shards.name, 'run': run})}"
+    # The key holds the trainer's resolved defaults too: a configuration named by its overrides alone would
+    # otherwise reuse a run trained before a default changed.
+    defaults = TrainConfig(shards=shards, out=args.work).model_dump(mode="json", exclude={"shards", "out"})
+    folder = args.work / "runs" / f"{name}-{config_hash({'shards': shards.name, 'run': run, 'defaults': defaults})}"
     result_file = folder.with_suffix(".result.json")
     if result_file.is_file():
         return read_json(result_file)
@@ -164,7 +181,7 @@ def table(results: list[dict]) -> str:
                      f"({ceiling.get('semseg', {}).get('miou', float('nan')):.3f})")
         cells.append(f"{decoded['rgb:depth'].get('abs_rel', float('nan')):.3f} "
                      f"({ceiling.get('depth', {}).get('abs_rel', float('nan')):.3f})")
-        cells.append(f"{decoded['rgb:normal'].get('angular_error_degrees', float('nan')):.1f} "
+        cells.append(f"{decoded['rgb:normal'].get('angular_error', float('nan')):.1f} "
                      f"({ceiling.get('normal', {}).get('angular_error_degrees', float('nan')):.1f})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -200,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=int, default=4, help="curve points along the budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=1000, help="val samples for the final CE")
-    parser.add_argument("--curve-samples", type=int, default=300, help="val samples per curve point")
+    parser.add_argument("--curve-samples", type=int, default=200, help="val samples per curve point")
     parser.add_argument("--decoded", type=int, default=64, help="generations scored per direction")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: chosen by load)")
     parser.add_argument("--list", action="store_true", help="print the known configurations and exit")
