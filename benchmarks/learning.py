@@ -28,8 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from pairless.checkpoint import MODEL_FILE
 from pairless.data.shards import open_shards
 from pairless.evaluate import translation_ce

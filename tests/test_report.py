@@ -11,7 +11,13 @@ import math
 import pytest
 
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import findings, quality_rows, recovered_fraction, translation_rows, write_report
+from pairless.experiments.report import (
+    findings,
+    quality_rows,
+    recovered_fraction,
+    translation_rows,
+    write_report,
+)
 
 
 def test_recovered_fraction():
