@@ -55,7 +55,7 @@ class TrainingRun(Config):
     withheld: list[tuple[str, str]] = []
     universe: list[str] | None = None
     total_tokens: int = Field(8_000_000, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     input_budget: int = Field(64, ge=1)
     target_budget: int = Field(64, ge=1)
     seed: int = 0
@@ -106,12 +106,15 @@ _SCALE: dict[str, dict] = {
                   tokens=40_000, larger_tokens=60_000, batch=16, budget=(48, 48), eval_samples=16,
                   decoded=4, figure_num=2),
     "quick": dict(num_scenes=12000, size=32, tokenizer_preset="demo", model="tiny", larger="small",
-                  tokens=3_000_000, larger_tokens=4_000_000, batch=64, budget=(64, 64), eval_samples=1000,
+                  tokens=3_000_000, larger_tokens=4_000_000, batch=32, budget=(64, 64), eval_samples=1000,
                   decoded=16, figure_num=6),
     "tiny": dict(num_scenes=22000, size=32, tokenizer_preset="tiny", model="tiny", larger="small",
-                 tokens=8_000_000, larger_tokens=12_000_000, batch=64, budget=(64, 64), eval_samples=2500,
+                 tokens=8_000_000, larger_tokens=12_000_000, batch=32, budget=(64, 64), eval_samples=2500,
                  decoded=64, figure_num=8),
     "paper": dict(num_scenes=200_000, size=64, tokenizer_preset="base", model="base", larger="large",
+                  # 4M's own learning rate (base 1e-4 per 256 samples); the CPU presets use the trainer's
+                  # default
+                  train_overrides=["base_lr=0.0001"],
                   tokens=2_000_000_000, larger_tokens=10_000_000_000, batch=256, budget=(128, 128),
                   eval_samples=2500, decoded=256, figure_num=8),
 }
@@ -158,7 +161,7 @@ def _run(preset: str, name: str, role: Role, *, withheld=(), universe=None, labe
         batch_size=scale["batch"],
         input_budget=scale["budget"][0],
         target_budget=scale["budget"][1],
-        overrides=list(scale.get("model_overrides", [])),
+        overrides=[*scale.get("model_overrides", []), *scale.get("train_overrides", [])],
     )
 
 
@@ -220,7 +223,7 @@ def demo(preset: str = "tiny") -> ExperimentConfig:
     runs = [_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")], universe=universe),
             _run(preset, "many-shot", "many-shot", universe=universe)]
     if preset == "tiny":
-        runs = [run.model_copy(update={"total_tokens": 4_000_000}) for run in runs]
+        runs = [run.model_copy(update={"total_tokens": 8_000_000}) for run in runs]
     names = [run.name for run in runs]
     figures = [_figure(preset, "rgb", "depth", names), _figure(preset, "depth", "rgb", names)]
     return ExperimentConfig(**base, runs=runs, directions=["rgb:depth", "depth:rgb"], figures=figures)

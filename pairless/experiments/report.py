@@ -33,6 +33,19 @@ PAPER_TABLE_I = {
 PAPER_TABLE_II = {0: 14.128, 1: 11.810, 3: 9.209, 5: 8.265}
 
 
+# A model whose conditional CE is within 10% of its own no-input CE has learned little of that direction:
+# a recovered fraction of the gap between it and no input would be noise (DESIGN.md, "Quality bar").
+LEARNED_RATIO = 0.9
+# The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
+# better).
+MAIN_METRIC = {"depth": ("abs_rel", "lower"), "semseg": ("miou", "higher"),
+               "normal": ("angular_error", "lower"),
+               "rgb": ("psnr", "higher"), "caption": ("fact_accuracy", "higher"), "det": ("map_50", "higher"),
+               "embed": ("cosine", "higher")}
+# The tokenizer report names some of them differently.
+CEILING_NAME = {"angular_error": "angular_error_degrees"}
+
+
 def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_shot: float) -> float:
     """(CE_no_input - CE_zero_shot) / (CE_no_input - CE_many_shot): 1 = as good as many-shot, 0 = no input."""
     gap = ce_unconditional - ce_many_shot
@@ -111,10 +124,58 @@ def translation_rows(results: dict) -> list[dict]:
         ms = _ce(results, groups[many], direction) if many else []
         lg = _ce(results, groups[larger], direction) if larger else []
         un = _ce(results, groups[zero], direction, "ce_unconditional")
-        recovered = [recovered_fraction(u, z, m) for u, z, m in zip(un, zs, ms, strict=False)]
+        many_ratio = _ratio(results, groups[many], direction) if many else None
+        learned = many_ratio is None or many_ratio <= LEARNED_RATIO
+        # Where the many-shot model learned nothing, the gap is not there: no fraction of it is computed.
+        recovered = [recovered_fraction(u, z, m) if learned else float("nan")
+                     for u, z, m in zip(un, zs, ms, strict=False)]
         rows.append(dict(direction=direction, zero_shot=zs, many_shot=ms, larger=lg, unconditional=un,
-                         recovered=recovered, zero_shot_run=zero))
+                         recovered=recovered, zero_shot_run=zero, many_shot_ratio=many_ratio,
+                         many_shot_learned=learned))
     return rows
+
+
+def _ratio(results: dict, run_names: list[str], direction: str) -> float | None:
+    """Mean conditional CE / mean no-input CE of a run (over its seeds); None when not evaluated."""
+    ce, un = _ce(results, run_names, direction), _ce(results, run_names, direction, "ce_unconditional")
+    if not ce or not un or mean(un) <= 0:
+        return None
+    return mean(ce) / mean(un)
+
+
+def quality_rows(results: dict) -> list[dict]:
+    """Per direction and run: CE ratio (conditional / no input), decoded metric and its tokenizer ceiling."""
+    groups = _runs_by_base(results)
+    decoded = (results.get("generation") or {}).get("metrics") or {}
+    ceiling = results.get("tokenizer_ceiling") or {}
+    rows = []
+    for direction in results["config"]["directions"]:
+        destination = direction.split(":")[1]
+        metric, better = MAIN_METRIC.get(destination, (None, "lower"))
+        for base, names in groups.items():
+            ratio = _ratio(results, names, direction)
+            if ratio is None:
+                continue
+            value = (decoded.get(direction, {}).get(base) or {}).get(metric) if metric else None
+            bound = (ceiling.get(destination) or {}).get(CEILING_NAME.get(metric, metric)) if metric else None
+            rows.append(dict(direction=direction, run=base, role=results["runs"][names[0]]["role"],
+                             ratio=ratio,
+                             learned=ratio <= LEARNED_RATIO, metric=metric, better=better, value=value,
+                             ceiling=bound))
+    return rows
+
+
+def quality_notes(results: dict) -> list[str]:
+    """Plain words for each direction that the many-shot model has not learned (nothing to compare there)."""
+    notes = []
+    for row in translation_rows(results):
+        if not row["many_shot_learned"]:
+            notes.append(f"{row['direction'].replace(':', ' → ')}: the many-shot model is within "
+                         f"{1 - LEARNED_RATIO:.0%} of its no-input CE (ratio {row['many_shot_ratio']:.2f}): "
+                         "it has "
+                         "not learned this direction, so there is nothing to compare the zero-shot model "
+                         "with; no recovered fraction is computed (n/a).")
+    return notes
 
 
 def binding_rows(results: dict) -> list[dict]:
@@ -133,9 +194,11 @@ def binding_rows(results: dict) -> list[dict]:
             ms = _ce(results, groups[matched], direction)
             un = _ce(results, groups[zero], direction, "ce_unconditional")
             seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
+            matched_ratio = _ratio(results, groups[matched], direction)
+            learned = matched_ratio is None or matched_ratio <= LEARNED_RATIO
             rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
-                             unconditional=un,
-                             recovered=[recovered_fraction(u, z, m)
+                             unconditional=un, matched_ratio=matched_ratio,
+                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
                                         for u, z, m in zip(un, zs, ms, strict=False)],
                              rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
     return rows
@@ -145,6 +208,13 @@ def findings(results: dict) -> list[str]:
     """The study's findings, each checked on our numbers (holds / does not hold, with numbers)."""
     lines = []
     rows = translation_rows(results)
+    unlearned_rows = [r for r in rows if not r["many_shot_learned"]]
+    if unlearned_rows:
+        lines.append("Not judged where the many-shot model has not learned the direction (CE within "
+                     f"{1 - LEARNED_RATIO:.0%} of no input): "
+                     + ", ".join(f"{r['direction']} (ratio {r['many_shot_ratio']:.2f})"
+                                 for r in unlearned_rows) + ".")
+    rows = [r for r in rows if r["many_shot_learned"]]
     if rows and any(row["many_shot"] for row in rows):
         worse = [r for r in rows if r["zero_shot"] and r["many_shot"]
                  and mean(r["zero_shot"]) > mean(r["many_shot"])]
@@ -174,7 +244,7 @@ def findings(results: dict) -> list[str]:
                          f"{mean(zero['unconditional']):.3f}).")
     recovered = {r["direction"]: mean(r["recovered"]) for r in rows if r["recovered"] and
                  all(math.isfinite(x) for x in r["recovered"])}
-    unlearned = [r for r in rows if r["direction"] == "rgb:caption" and r["recovered"]
+    unlearned = [r for r in translation_rows(results) if r["direction"] == "rgb:caption" and r["recovered"]
                  and not all(math.isfinite(x) for x in r["recovered"])]
     if unlearned:
         row = unlearned[0]
@@ -250,6 +320,20 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                           " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
         parts += [_table(["Task", "0-shot", "Many-shot", "Larger", "No input", "Recovered",
                           "Study 0-shot / many / 4M-L"], table), ""]
+    quality = quality_rows(results)
+    if quality:
+        parts += ["## Quality bar: did each model learn each direction?", "",
+                  f"*ratio* = the run's CE / its own no-input CE (1.00 = the input is ignored; above "
+                  f"{LEARNED_RATIO:.2f} = not learned). The decoded metric scores generations against the "
+                  "tokenized ground truth; the ceiling is the tokenizer's own encode → decode score.", ""]
+        table = [[r["direction"].replace(":", " → "), r["run"], r["role"], f"{r['ratio']:.2f}",
+                  "yes" if r["learned"] else "**no**",
+                  f"{r['metric']} ({r['better']} is better)" if r["metric"] else "–", _num(r["value"]),
+                  _num(r["ceiling"])] for r in quality]
+        parts += [_table(["Task", "run", "role", "CE ratio", "learned", "decoded metric", "value",
+                          "tokenizer ceiling"], table), ""]
+        parts += [f"- {note}" for note in quality_notes(results)]
+        parts += [""] if quality_notes(results) else []
     brows = binding_rows(results)
     if brows:
         parts += ["## Binding modalities (the study's Table II, with matched many-shot controls)", "",
@@ -361,7 +445,7 @@ def write_report(recipe_dir: Path) -> Path:
         figures["CE vs binding modalities"] = "binding.png"
     write_csv(results, recipe_dir / "results.csv")
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
-               "findings": findings(results)}
+               "quality": quality_rows(results), "findings": findings(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

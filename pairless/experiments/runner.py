@@ -27,7 +27,7 @@ from pairless.experiments.recipes import ExperimentConfig
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
-_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 25_000, "small": 10_000, "base": 1_000, "large": 250}
+_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 24_000, "small": 10_000, "base": 1_000, "large": 250}
 
 
 class Plan:

@@ -55,6 +55,15 @@ class ModelConfig(Config):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
     bias: bool = False  # biases in linear layers and layer norms
+    # Initial scale of the token embeddings and of the fixed sin-cos positions (whose entries have amplitude
+    # ``position_scale``). With 0.02 against 1.0 (the default until 2026-12), a token's content was ~2% of
+    # its input vector and runs of a few hundred steps never recovered: the model learned the average scene
+    # and ignored its input (benchmarks/learning.py, docs/learning.md: rgb -> depth CE ratio 0.75 -> 0.66).
+    token_init_std: float = Field(1.0, gt=0)
+    position_scale: float = Field(1.0, ge=0)
+    # Longest sin-cos period / 2 pi (10000 in 4M): on an 8x8 grid most of those frequencies barely change
+    # across the grid, so only a few dimensions tell positions apart.
+    position_temperature: float = Field(10000.0, gt=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -82,21 +91,22 @@ class ModelConfig(Config):
         return cls(preset=name, **{**PRESETS[name], **overrides})
 
 
-def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """Fixed sin-cos embedding ``(N, dim)`` of float positions ``(N,)``."""
-    frequencies = 1.0 / (10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2)))
+def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed sin-cos embedding ``(N, dim)`` of float positions ``(N,)``; periods 2 pi to 2 pi temperature."""
+    frequencies = 1.0 / (temperature ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2)))
     angles = positions.double().unsqueeze(1) * frequencies.unsqueeze(0)
     return torch.cat([angles.sin(), angles.cos()], 1).float()
 
 
-def position_table(spec: TokenSpec, dim: int) -> torch.Tensor:
+def position_table(spec: TokenSpec, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Sin-cos positions ``(num_tokens, dim)``: 2-D over the grid for images, 1-D otherwise."""
     if spec.kind == "image" and spec.grid is not None:
         height, width = spec.grid
         rows = torch.arange(height).repeat_interleave(width)
         columns = torch.arange(width).repeat(height)
-        return torch.cat([sincos_1d(rows, dim // 2), sincos_1d(columns, dim // 2)], 1)
-    return sincos_1d(torch.arange(spec.num_tokens), dim)
+        return torch.cat([sincos_1d(rows, dim // 2, temperature), sincos_1d(columns, dim // 2, temperature)],
+                         1)
+    return sincos_1d(torch.arange(spec.num_tokens), dim, temperature)
 
 
 class SelfAttention(nn.Module):
@@ -198,7 +208,9 @@ class FourM(nn.Module):
         self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
         self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
                              persistent=False)
-        self.register_buffer("sincos", torch.cat([position_table(spec, dim) for spec in specs.values()]),
+        self.register_buffer("sincos", config.position_scale
+                             * torch.cat([position_table(spec, dim, config.position_temperature)
+                                          for spec in specs.values()]),
                              persistent=False)
         self.register_buffer("is_sequence",
                              torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
@@ -218,10 +230,10 @@ class FourM(nn.Module):
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
 
-    @staticmethod
-    def _init(module: nn.Module) -> None:
+    def _init(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.trunc_normal_(module.weight, std=0.02)
+            std = self.config.token_init_std if isinstance(module, nn.Embedding) else 0.02
+            nn.init.trunc_normal_(module.weight, std=std, a=-2 * max(std, 1.0), b=2 * max(std, 1.0))
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 

@@ -38,22 +38,25 @@ class SpatialConfig(Config):
     width: int = Field(64, ge=8)
     num_blocks: int = Field(1, ge=0)  # residual blocks per resolution
     levels: list[int] = [8, 5, 5, 5]
+    # 3: the encoder's convolutions are 3x3, so a token's code also depends on its neighbours' pixels;
+    # 1: 1x1 convolutions and non-overlapping 2x2 strides, so a token is a function of its own patch only.
+    encoder_kernel: int = 3
     normalization: normalize.ImageNormalization
 
 
 class ResBlock(nn.Module):
-    def __init__(self, width: int):
+    def __init__(self, width: int, kernel: int = 3):
         super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(self.act(x))))
 
 
-def _blocks(width: int, count: int) -> list[nn.Module]:
-    return [ResBlock(width) for _ in range(count)]
+def _blocks(width: int, count: int, kernel: int = 3) -> list[nn.Module]:
+    return [ResBlock(width, kernel) for _ in range(count)]
 
 
 class SpatialTokenizer(NeuralTokenizer):
@@ -75,15 +78,21 @@ class SpatialTokenizer(NeuralTokenizer):
         code_dim = len(config.levels)
         extra = int(math.log2(config.downsample)) - 1
         width = config.width
-        encoder: list[nn.Module] = [nn.PixelUnshuffle(2), nn.Conv2d(4 * in_channels, width, 3, padding=1),
-                                    *_blocks(width, config.num_blocks)]
+        if config.encoder_kernel not in (1, 3):
+            raise ValueError(f"{config.modality}: encoder_kernel must be 1 or 3, got {config.encoder_kernel}")
+        kernel = config.encoder_kernel
+        encoder: list[nn.Module] = [nn.PixelUnshuffle(2),
+                                    nn.Conv2d(4 * in_channels, width, kernel, padding=kernel // 2),
+                                    *_blocks(width, config.num_blocks, kernel)]
         decoder_tail: list[nn.Module] = [*_blocks(width, config.num_blocks), nn.SiLU(),
                                          nn.Conv2d(width, 4 * out_channels, 3, padding=1), nn.PixelShuffle(2)]
         current = width
         decoder_head: list[nn.Module] = []
         for _ in range(extra):
             wider = min(current * 2, 4 * width)
-            encoder += [nn.Conv2d(current, wider, 3, stride=2, padding=1), *_blocks(wider, config.num_blocks)]
+            down = nn.Conv2d(current, wider, 3, stride=2, padding=1) if kernel == 3 else nn.Conv2d(current,
+                wider, 2, stride=2)
+            encoder += [down, *_blocks(wider, config.num_blocks, kernel)]
             decoder_head = [*_blocks(wider, config.num_blocks), nn.Upsample(scale_factor=2, mode="nearest"),
                             nn.Conv2d(wider, current, 3, padding=1)] + decoder_head
             current = wider

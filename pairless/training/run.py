@@ -93,11 +93,11 @@ class RunLog:
         self.writer = SummaryWriter(str(run / "tb"), purge_step=start_step + 1 if start_step else None)
 
     def write(self, *, step: int, tokens: int, loss: float, losses: dict[str, float], lr: float,
-              grad_norm: float, tokens_per_second: float) -> None:
+              grad_norm: float, tokens_per_second: float, seconds: float | None = None) -> None:
         if self.handle is None:
             return
         entry = {"step": step, "tokens": tokens, "loss": loss, "losses": losses, "lr": lr,
-                 "grad_norm": grad_norm, "tokens_per_second": tokens_per_second}
+                 "grad_norm": grad_norm, "tokens_per_second": tokens_per_second, "seconds": seconds}
         self.handle.write(json.dumps(entry) + "\n")
         self.handle.flush()
         self.writer.add_scalar("train/loss", loss, step)

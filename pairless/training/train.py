@@ -76,10 +76,12 @@ class TrainConfig(Config):
     model: ModelConfig = Field(default_factory=ModelConfig)
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     fragment: FragmentConfig = Field(default_factory=FragmentConfig)
-    batch_size: int = Field(64, ge=1)  # global batch, over all processes
+    # global batch, over all processes; 32 at a peak lr of 1e-3 learned more per CPU-second than 64 or 16
+    # (benchmarks/learning.py, docs/learning.md)
+    batch_size: int = Field(32, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)  # per forward pass; None = batch_size / processes
     total_tokens: int = Field(10_000_000, gt=0)  # budget: valid input + target tokens seen
-    base_lr: float = Field(4e-3, gt=0)  # peak lr = base_lr * batch_size / 256
+    base_lr: float = Field(8e-3, gt=0)  # peak lr = base_lr * batch_size / 256 (1e-3 at the default batch)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of total_tokens
     warmup_tokens: int | None = Field(None, ge=0)  # overrides warmup_fraction when set
     min_lr_fraction: float = Field(0.1, ge=0, le=1)  # cosine floor, as a fraction of the peak
@@ -244,7 +246,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                 log.write(step=progress.step, tokens=progress.tokens_seen, loss=progress.loss,
                           losses=stats.modality_means(session.data.modalities), lr=lr, grad_norm=grad_norm,
-                          tokens_per_second=speed)
+                          tokens_per_second=speed, seconds=_wall_seconds(session, progress))
                 bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
             if progress.step % config.checkpoint_every == 0:

@@ -110,7 +110,8 @@ def test_eval_cli_writes_eval_json(pipeline, capsys):
     assert set(results) == {"rgb:depth", "rgb+caption:depth"}
     for row in results.values():
         assert row["num_samples"] == 5 and row["num_tokens"] == 5 * 64
-        assert np.log(1000) - 1 < row["ce_unconditional"] < np.log(1000) + 1  # untrained: near uniform
+        # untrained (token embeddings at std 1): below a uniform guess, but not by far
+        assert np.log(1000) - 3 < row["ce_unconditional"] < np.log(1000) + 1
     assert main([str(runs["zs"]), "--directions", "rgb:caption", "--num-samples", "5"]) == 0
     assert set(json.loads((runs["zs"] / "eval.json").read_text())) == {"rgb:depth", "rgb+caption:depth",
                                                                        "rgb:caption"}

@@ -11,7 +11,13 @@ import math
 import pytest
 
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import findings, recovered_fraction, translation_rows, write_report
+from pairless.experiments.report import (
+    findings,
+    quality_rows,
+    recovered_fraction,
+    translation_rows,
+    write_report,
+)
 
 
 def test_recovered_fraction():
@@ -99,3 +105,37 @@ def test_table_one_compares_the_full_universe_runs_of_the_binding_recipe():
     rows = {row["direction"]: row for row in translation_rows(results)}
     assert rows["rgb:depth"]["zero_shot_run"] == "zs-rgb-depth"
     assert rows["rgb:depth"]["zero_shot"] == [5.5] and rows["rgb:depth"]["many_shot"] == [5.0]
+
+
+def test_quality_bar_shows_ratio_and_ceiling_and_refuses_a_fraction_of_no_gap(tmp_path):
+    # rgb->depth: many-shot 5.0 against no input 9.0 (ratio 0.56, learned); depth->rgb: many-shot 8.7 against
+    # 9.0 (ratio 0.97): within 10% of no input, so no recovered fraction and a note saying why
+    def ce(name, direction):
+        if direction == "depth:rgb":
+            return 8.8 if name.startswith("zs") else 8.7
+        return 6.0 if name.startswith("zs") else 5.0
+
+    results = _results("demo", ce)
+    results["generation"] = {"metrics": {"rgb:depth": {"many-shot": {"abs_rel": 0.04}}}}
+    results["tokenizer_ceiling"] = {"depth": {"abs_rel": 0.012}}
+    rows = {row["direction"]: row for row in translation_rows(results)}
+    assert rows["rgb:depth"]["many_shot_learned"] and rows["rgb:depth"]["recovered"] == [pytest.approx(0.75)]
+    assert not rows["depth:rgb"]["many_shot_learned"] and math.isnan(rows["depth:rgb"]["recovered"][0])
+    quality = {(row["direction"], row["run"]): row for row in quality_rows(results)}
+    assert quality[("rgb:depth", "many-shot")]["ratio"] == pytest.approx(5.0 / 9.0)
+    assert quality[("rgb:depth", "many-shot")]["value"] == 0.04
+    assert quality[("rgb:depth", "many-shot")]["ceiling"] == 0.012
+    assert not quality[("depth:rgb", "many-shot")]["learned"]
+    lines = findings(results)
+    assert any(line.startswith("Not judged") and "depth:rgb (ratio 0.97)" in line for line in lines)
+    # the ordering finding is judged on the learned direction only
+    assert any("worse than many-shot" in line and "**holds**" in line and "depth:rgb" not in line
+               for line in lines)
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    report = write_report(folder).read_text()
+    assert "## Quality bar" in report
+    row = "| rgb → depth | many-shot | many-shot | 0.56 | yes | abs_rel (lower is better) | 0.040 | 0.012 |"
+    assert row in report
+    assert "depth → rgb: the many-shot model is within 10% of its no-input CE (ratio 0.97)" in report

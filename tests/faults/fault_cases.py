@@ -46,6 +46,7 @@ def _without_timing(relative: Path, data: bytes) -> bytes:
         entries = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
         for entry in entries:
             entry.pop("tokens_per_second", None)
+            entry.pop("seconds", None)  # wall-clock time since the run began
         return json.dumps(entries, sort_keys=True).encode()
     if relative.name == "results.json":
         results = json.loads(data)

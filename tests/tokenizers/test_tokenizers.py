@@ -80,7 +80,8 @@ def test_spatial_round_trip_shapes_and_dtypes(images, image_tokenizers):
         tokenizer = image_tokenizers[name]
         spec = tokenizer.spec
         assert spec.kind == "image" and spec.grid == (SIZE // 4, SIZE // 4) and spec.num_tokens == 16
-        assert spec.vocab_size == 8 * 5 * 5 * 5
+        levels = tiny_config().spatial.modality_levels.get(name, [8, 5, 5, 5])  # the preset's codebook
+        assert spec.vocab_size == int(np.prod(levels))
         ids = tokenizer.encode(values[:5])
         assert ids.dtype == torch.long and ids.shape == (5, spec.num_tokens)
         assert int(ids.min()) >= 0 and int(ids.max()) < spec.vocab_size
@@ -225,3 +226,25 @@ def test_steps_precedence_and_config_errors():
     assert config.steps_for("rgb", config.spatial) == 3
     with pytest.raises(ValueError, match="unknown tokenizer preset 'huge'"):
         preset_config("huge")
+
+
+def test_a_local_encoder_gives_each_token_a_function_of_its_own_patch_only(images):
+    # encoder_kernel=1: changing the pixels of one 4x4 patch changes that patch's token and no other
+    config = tiny_config().model_copy(deep=True)
+    config.spatial.encoder_kernel = 1
+    tokenizer = build_spatial("rgb", images["rgb"], config)
+    values = images["rgb"][:1].copy()
+    changed = values.copy()
+    changed[0, :4, :4] = 255 - changed[0, :4, :4]
+    before, after = tokenizer.encode(values), tokenizer.encode(changed)
+    assert bool((before[0, 1:] == after[0, 1:]).all())
+    # the encoder's latents (before rounding) show it exactly: only position 0 moves
+    latent_before = tokenizer.encoder(tokenizer.prepare(values)[0]).flatten(2)
+    latent_after = tokenizer.encoder(tokenizer.prepare(changed)[0]).flatten(2)
+    moved = (latent_before - latent_after).abs().amax(1)[0]  # (h*w,)
+    assert moved[0] > 0 and bool((moved[1:] == 0).all())
+    # with today's 3x3 encoder the neighbours' latents move too
+    wide = build_spatial("rgb", images["rgb"], tiny_config())
+    difference = wide.encoder(wide.prepare(values)[0]) - wide.encoder(wide.prepare(changed)[0])
+    moved = difference.abs().flatten(2).amax(1)[0]
+    assert bool((moved[1:] > 0).any())

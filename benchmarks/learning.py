@@ -1,0 +1,249 @@
+"""Learning efficiency: what quality a training configuration reaches for a given budget, on the demo's data.
+
+Each configuration (a name plus ``--set``-style overrides for the trainer and, optionally, the tokenizers)
+is trained on the demo recipe's world (12k scenes, 32x32, rgb/depth/normal/semseg), with checkpoints at a
+few points of its token budget. At every checkpoint the benchmark measures, on held-out samples:
+
+- translation cross-entropy and no-input cross-entropy (and their ratio) for rgb -> depth, rgb -> semseg,
+  rgb -> normal and depth -> rgb: a ratio near 1 means the model ignores its input;
+
+and on the final model the decoded generations (study schedules) scored against the tokenized ground
+truth: rgb -> semseg mIoU, rgb -> depth abs_rel / delta<1.25, rgb -> normal angular error, next to the
+tokenizers' own reconstruction ceiling, plus a grid figure per direction (look at it: are the objects of
+the input where the prediction puts them?).
+
+    python benchmarks/learning.py --configs default,token-std-1 --work /tmp/learning
+    python benchmarks/learning.py --list
+
+Results (one JSON per configuration, a markdown table and a curve figure) go to ``--work``; trained runs
+are cached there by config hash, so re-running a configuration only re-prints it. Quality per CPU-minute is
+read off the curves (x = training seconds of this machine; compare configurations run on one machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pairless.data.shards import open_shards
+from pairless.experiments import stages
+from pairless.experiments.recipes import TokenizerStage, TrainingRun, demo
+from pairless.inference.evaluate import translation_ce
+from pairless.inference.translations import generate_and_score
+from pairless.model import load_model
+from pairless.training.checkpoint import MODEL_FILE
+from pairless.training.train import TrainConfig
+from pairless.utils.storage import atomic_write_json, atomic_write_text, config_hash, read_json
+from pairless.utils.threads import choose_threads
+
+DIRECTIONS = ["rgb:depth", "rgb:semseg", "rgb:normal", "depth:rgb"]
+DECODED = {"rgb:depth": "roar1", "rgb:semseg": "roar1", "rgb:normal": "roar1", "depth:rgb": "roar8"}
+
+# name -> {"train": trainer overrides, "tokenizers": tokenizer-trainer overrides}; "default" is today's
+# recipe.
+CONFIGS: dict[str, dict[str, list[str]]] = {
+    "default": {},
+    "token-std-0.02": {"train": ["model.token_init_std=0.02"]},  # the default until 2026-12
+    "token-std-1": {"train": ["model.token_init_std=1.0"]},
+    "position-0.02": {"train": ["model.position_scale=0.02"]},
+    "lr-x3": {"train": ["base_lr=0.012"]},
+    "lr-x3-token-std-1": {"train": ["base_lr=0.012", "model.token_init_std=1.0"]},
+    "local-tokens": {"train": ["model.token_init_std=1.0"], "tokenizers": ["spatial.encoder_kernel=1"]},
+    "alphas-mix": {"train": ["model.token_init_std=1.0", "masking.alphas=[0.05,0.5,1.0]"]},
+    "batch-32": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.008"]},  # same peak lr
+    "batch-16": {"train": ["model.token_init_std=1.0", "batch_size=16", "base_lr=0.016"]},
+    "batch-32-lr-x2": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.016"]},
+    "batch-32-small-codebooks": {"train": ["model.token_init_std=1.0", "batch_size=32", "base_lr=0.008"],
+                                 "tokenizers": ['spatial.modality_levels={"semseg":[4,4,4],"depth":[5,5,5],'
+                                                '"normal":[8,5,5]}']},
+    "wide-shallow": {"train": ["model.token_init_std=1.0", "model.dim=256", "model.heads=4",
+                               "model.encoder_layers=3", "model.decoder_layers=3"]},
+    "small-codebooks": {"train": ["model.token_init_std=1.0"],
+                        "tokenizers": ['spatial.modality_levels='
+                                       '{"semseg":[4,4,4],"depth":[5,5,5],"normal":[8,5,5]}']},
+}
+
+
+def parse_config(text: str) -> tuple[str, dict[str, list[str]]]:
+    """``name`` from CONFIGS, or ``name=train:k=v;k=v|tokenizers:k=v`` for a new one."""
+    if "=" not in text.split(":")[0]:
+        if text not in CONFIGS:
+            raise SystemExit(f"learning.py: unknown configuration {text!r}; known: {', '.join(CONFIGS)}")
+        return text, CONFIGS[text]
+    name, spec = text.split("=", 1)
+    config: dict[str, list[str]] = {}
+    for part in spec.split("|"):
+        section, _, items = part.partition(":")
+        if section not in ("train", "tokenizers"):
+            raise SystemExit(f"learning.py: {text!r}: section {section!r} is not train or tokenizers")
+        config[section] = [item for item in items.split(";") if item]
+    return name, config
+
+
+def prepare_data(work: Path, tokenizer_overrides: list[str]) -> tuple[Path, Path]:
+    """The demo's world, tokenizers and token shards (cached by config hash under ``work``)."""
+    recipe = demo("tiny")
+    world_key = config_hash(recipe.world)  # the runner's keys: `pairless run demo`'s cache folders are reused
+    world = work / f"world-{world_key}"
+    tokenizer_stage = TokenizerStage(**{**recipe.tokenizers.model_dump(),
+                                        "overrides": [*recipe.tokenizers.overrides, *tokenizer_overrides]})
+    key = config_hash({"world": world_key, "tokenizers": tokenizer_stage})
+    tokenizers, shards = work / f"tokenizers-{key}", work / f"shards-{key}"
+    stages.build_world(recipe.world, world)
+    stages.train_tokenizers(tokenizer_stage, world, tokenizers)
+    stages.tokenize(world, tokenizers, shards)
+    return tokenizers, shards
+
+
+def training_run(name: str, overrides: list[str], tokens: int, seed: int, checkpoints: int) -> TrainingRun:
+    recipe_run = demo("tiny").runs[1]  # the many-shot run: all four modalities aligned
+    steps = tokens // (recipe_run.batch_size * (recipe_run.input_budget + recipe_run.target_budget))
+    every = max(1, steps // checkpoints)
+    return recipe_run.model_copy(update={
+        "name": name, "total_tokens": tokens, "seed": seed,
+        "overrides": [f"checkpoint_every={every}", f"keep_checkpoints={checkpoints + 1}", *overrides]})
+
+
+def checkpoint_folders(run: Path) -> list[Path]:
+    return sorted((run / "checkpoints").glob("step-*"))
+
+
+def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | None) -> dict:
+    model = load_model(weights)
+    data = open_shards(shards, "val")
+    out, unconditional = {}, {}
+    for direction in DIRECTIONS:
+        src, dst = direction.split(":")
+        row = translation_ce(model, data, [src], dst, samples, 128, unconditional, choose_threads(threads))
+        out[direction] = {"ce": row["ce"], "ce_unconditional": row["ce_unconditional"],
+                          "ratio": row["ce"] / row["ce_unconditional"]}
+    return out
+
+
+def measure(name: str, config: dict, args) -> dict:
+    tokenizers, shards = prepare_data(args.work, config.get("tokenizers", []))
+    run = training_run(name, config.get("train", []), args.tokens, args.seed, args.checkpoints)
+    # The key holds the trainer's resolved defaults too: a configuration named by its overrides alone would
+    # otherwise reuse a run trained before a default changed.
+    defaults = TrainConfig(shards=shards, out=args.work).model_dump(mode="json", exclude={"shards", "out"})
+    key = config_hash({'shards': shards.name, 'run': run, 'defaults': defaults})
+    folder = args.work / "runs" / f"{name}-{key}"
+    result_file = folder.with_suffix(".result.json")
+    if result_file.is_file():
+        return read_json(result_file)
+    if args.threads:
+        run = run.model_copy(update={"overrides": [*run.overrides, f"num_threads={args.threads}"]})
+    started = time.perf_counter()
+    info = stages.train_run(run, shards, folder)
+    train_seconds = info["train_seconds"] or (time.perf_counter() - started)
+    curve = []
+    for checkpoint in checkpoint_folders(folder):
+        curve.append({"step": int(checkpoint.name.split("-")[1]),
+                      **evaluate_weights(checkpoint / MODEL_FILE, shards, args.curve_samples, args.threads)})
+    final = evaluate_weights(folder / MODEL_FILE, shards, args.samples, args.threads)
+    decoded = {}
+    for direction, schedule in DECODED.items():
+        src, dst = direction.split(":")
+        scored = generate_and_score(runs={name: folder}, src=src, dst=dst, schedule=schedule,
+                                    num=args.decoded,
+                                    tokenizers=tokenizers, shards=shards,
+                                    out=args.work / "figures" / name / f"{src}-to-{dst}", figure_rows=6)
+        decoded[direction] = scored["metrics"][name]
+    result = {"name": name, "config": config, "tokens": info["total_tokens"], "train_seconds": train_seconds,
+              "final_loss": info["final_loss"], "seed": args.seed, "final": final, "decoded": decoded,
+              "ceiling": read_json(tokenizers / "report.json"), "curve": _curve_times(folder, curve),
+              "run": str(folder)}
+    atomic_write_json(result_file, result)
+    return result
+
+
+def _curve_times(folder: Path, curve: list[dict]) -> list[dict]:
+    """Training seconds at each checkpoint step, from the run's log (the nearest logged step)."""
+    log = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    for point in curve:
+        before = [entry for entry in log if entry.get("step", 0) <= point["step"]]
+        point["seconds"] = before[-1].get("seconds") if before else None
+        point["tokens"] = before[-1].get("tokens") if before else None
+    return curve
+
+
+def table(results: list[dict]) -> str:
+    head = ["config", "tok/s", "loss"] + [f"{d} CE/none" for d in DIRECTIONS]
+    head += ["semseg mIoU (ceil)", "depth abs_rel (ceil)", "normal deg (ceil)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for result in results:
+        final, decoded, ceiling = result["final"], result["decoded"], result["ceiling"]
+        cells = [result["name"], f"{result['tokens'] / max(result['train_seconds'], 1e-9):,.0f}",
+                 f"{result['final_loss']:.3f}"]
+        cells += [f"{final[d]['ce']:.3f}/{final[d]['ce_unconditional']:.3f} ({final[d]['ratio']:.2f})"
+                  for d in DIRECTIONS]
+        cells.append(f"{decoded['rgb:semseg'].get('miou', float('nan')):.3f} "
+                     f"({ceiling.get('semseg', {}).get('miou', float('nan')):.3f})")
+        cells.append(f"{decoded['rgb:depth'].get('abs_rel', float('nan')):.3f} "
+                     f"({ceiling.get('depth', {}).get('abs_rel', float('nan')):.3f})")
+        cells.append(f"{decoded['rgb:normal'].get('angular_error', float('nan')):.1f} "
+                     f"({ceiling.get('normal', {}).get('angular_error_degrees', float('nan')):.1f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_figure(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(DIRECTIONS), figsize=(4 * len(DIRECTIONS), 3.2), squeeze=False)
+    for axis, direction in zip(axes[0], DIRECTIONS, strict=True):
+        for result in results:
+            points = [(p["seconds"] / 60, p[direction]["ratio"]) for p in result["curve"] if p.get("seconds")]
+            if points:
+                axis.plot(*zip(*points, strict=True), marker="o", label=result["name"])
+        axis.set_title(f"{direction}: CE / no-input CE")
+        axis.set_xlabel("training minutes")
+        axis.axhline(1.0, color="grey", lw=0.5)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="default,token-std-1",
+                        help="comma-separated names (see --list) or name=train:k=v;k=v|tokenizers:k=v")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pairless-learning"))
+    parser.add_argument("--tokens", type=int, default=4_000_000, help="training budget per configuration")
+    parser.add_argument("--checkpoints", type=int, default=4, help="curve points along the budget")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=1000, help="val samples for the final CE")
+    parser.add_argument("--curve-samples", type=int, default=200, help="val samples per curve point")
+    parser.add_argument("--decoded", type=int, default=64, help="generations scored per direction")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: chosen by load)")
+    parser.add_argument("--list", action="store_true", help="print the known configurations and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, config in CONFIGS.items():
+            print(f"{name:<24} {json.dumps(config)}")
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = [measure(*parse_config(text), args) for text in _split(args.configs)]
+    text = table(results)
+    print(text)
+    stamp = "-".join(result["name"] for result in results)[:80]
+    atomic_write_text(args.work / f"table-{stamp}.md", text + "\n")
+    curve_figure(results, args.work / f"curves-{stamp}.png")
+    print(f"curves: {args.work / f'curves-{stamp}.png'}; figures: {args.work / 'figures'}")
+    return 0
+
+
+def _split(text: str) -> list[str]:
+    """Comma-separated configs; commas inside a ``name=...`` spec separate nothing (use ';' there)."""
+    return [part for part in text.split(",") if part]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
