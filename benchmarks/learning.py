@@ -47,6 +47,12 @@ DECODED = {"rgb:depth": "roar1", "rgb:semseg": "roar1", "rgb:normal": "roar1", "
 CONFIGS: dict[str, dict[str, list[str]]] = {
     "default": {},
     "token-std-0.02": {"train": ["model.token_init_std=0.02"]},  # the default until 2026-12
+    # the whole recipe until 2026-12 and today's, each with its tokenizers named explicitly (so that a cache
+    # of either kind is never mistaken for the other)
+    "before-2026-12": {"train": ["model.token_init_std=0.02", "batch_size=64", "base_lr=0.004"],
+                       "tokenizers": ["spatial.modality_levels={}"]},
+    "adopted-2026-12": {"tokenizers": ['spatial.modality_levels={"semseg":[4,4,4],"depth":[5,5,5],'
+                                       '"normal":[8,5,5]}']},
     "token-std-1": {"train": ["model.token_init_std=1.0"]},
     "position-0.02": {"train": ["model.position_scale=0.02"]},
     "lr-x3": {"train": ["base_lr=0.012"]},
