@@ -35,7 +35,6 @@ from pairless.inference.evaluate import translation_ce
 from pairless.inference.translations import generate_and_score
 from pairless.model import load_model
 from pairless.training.checkpoint import MODEL_FILE
-from pairless.training.train import TrainConfig
 from pairless.utils.storage import atomic_write_json, atomic_write_text, config_hash, read_json
 from pairless.utils.threads import choose_threads
 
@@ -96,7 +95,7 @@ def prepare_data(work: Path, tokenizer_overrides: list[str]) -> tuple[Path, Path
     world = work / f"world-{world_key}"
     tokenizer_stage = TokenizerStage(**{**recipe.tokenizers.model_dump(),
                                         "overrides": [*recipe.tokenizers.overrides, *tokenizer_overrides]})
-    key = config_hash({"world": world_key, "tokenizers": tokenizer_stage})
+    key = config_hash({"world": world_key, "tokenizers": stages.tokenizer_key_fields(tokenizer_stage)})
     tokenizers, shards = work / f"tokenizers-{key}", work / f"shards-{key}"
     stages.build_world(recipe.world, world)
     stages.train_tokenizers(tokenizer_stage, world, tokenizers)
@@ -132,10 +131,10 @@ def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | N
 def measure(name: str, config: dict, args) -> dict:
     tokenizers, shards = prepare_data(args.work, config.get("tokenizers", []))
     run = training_run(name, config.get("train", []), args.tokens, args.seed, args.checkpoints)
-    # The key holds the trainer's resolved defaults too: a configuration named by its overrides alone would
-    # otherwise reuse a run trained before a default changed.
-    defaults = TrainConfig(shards=shards, out=args.work).model_dump(mode="json", exclude={"shards", "out"})
-    key = config_hash({'shards': shards.name, 'run': run, 'defaults': defaults})
+    # The key holds the resolved TrainConfig (the runner's): a configuration named by its overrides alone
+    # would otherwise reuse a run trained before a default changed. The checkpoints make the curve.
+    key = config_hash({"shards": shards.name, "train": stages.run_key_fields(run),
+                       "checkpoints": args.checkpoints})
     folder = args.work / "runs" / f"{name}-{key}"
     result_file = folder.with_suffix(".result.json")
     if result_file.is_file():

@@ -39,7 +39,8 @@ class Plan:
         self.cache = out / "cache"
         self.world_key = config_hash(config.world)
         self.world = self.cache / f"world-{self.world_key}"
-        self.tokenizer_key = config_hash({"world": self.world_key, "tokenizers": config.tokenizers})
+        self.tokenizer_key = config_hash({"world": self.world_key, "tokenizers": stages.tokenizer_key_fields(
+            config.tokenizers)})
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
         self.shards = self.cache / f"shards-{self.tokenizer_key}"
         self.runs = {run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{self.run_key(run)}"
@@ -47,14 +48,14 @@ class Plan:
         self.recipe_dir = out / config.recipe
 
     def run_key(self, run) -> str:
-        """Cache key of a training run: the shards and what the run trains, not how the report groups it.
+        """Cache key of a training run: the shards and the resolved TrainConfig it trains with.
 
-        ``label`` only places a run in the report's tables (binding puts the shared many-shot model under
-        "5"); it is blanked here so that recipes sharing a run find one folder (it was not, and ``binding``
-        trained its own copies of visual-pairs' many-shot and rgb+depth zero-shot models). Runs whose label
-        was empty keep the keys they had.
+        The key hashes what ``train`` receives (preset and defaults applied), not the recipe's
+        description of the run, so that a changed default or preset trains anew instead of reusing
+        a run of the old one; the report's grouping (``label``, ``role``) is not part of it, so
+        recipes sharing a run find one folder.
         """
-        return config_hash({"shards": self.tokenizer_key, "run": run.model_copy(update={"label": ""})})
+        return config_hash({"shards": self.tokenizer_key, "train": stages.run_key_fields(run)})
 
     def eval_file(self, run_name: str) -> Path:
         """Cached CE results of one run (outside the run folder, whose content hash they would change)."""

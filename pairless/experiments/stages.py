@@ -61,6 +61,24 @@ def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
     return apply_overrides(validate(TrainConfig, data), overrides)
 
 
+# TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:
+# a resumed run continues bit-identically); the runner's cache key leaves them out.
+_RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every", "checkpoint_every",
+                     "keep_checkpoints"}
+
+
+def run_key_fields(run: TrainingRun) -> dict:
+    """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone."""
+    return train_config(run, Path("."), Path(".")).model_dump(mode="json", exclude=_RUN_KEY_EXCLUDED)
+
+
+def tokenizer_key_fields(config: TokenizerStage) -> dict:
+    """What the tokenizers' cache key hashes: the resolved preset settings (not its name), the modalities."""
+    settings = apply_overrides(preset_config(config.preset, seed=config.seed), config.overrides)
+    return {"settings": settings.model_dump(mode="json", exclude={"threads"}),
+            "modalities": sorted(config.modalities or [])}
+
+
 def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
     if not is_complete(out):

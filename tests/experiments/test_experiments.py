@@ -88,6 +88,39 @@ def test_changed_setting_recomputes_only_dependants(results_root):
     assert before.runs["zs-rgb-depth"] != after.runs["zs-rgb-depth"]
 
 
+def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
+    """A changed model or tokenizer preset trains anew; spelling out a default or relabelling does not.
+
+    The keys once hashed the recipe's description (a preset's name, the overrides), so a run or tokenizer
+    trained before a default changed was silently reused afterwards.
+    """
+    from pairless.model import transformer
+    from pairless.tokenizers import train as tokenizer_train
+
+    base = _micro("demo")
+    before = Plan(base, tmp_path)
+    run = base.runs[0]
+    spelled = base.model_copy(update={"runs": [run.model_copy(update={
+        "overrides": [*run.overrides, "weight_decay=0.05"], "label": "renamed"}), base.runs[1]]})
+    assert Plan(spelled, tmp_path).runs == before.runs
+
+    preset = run.model_preset
+    monkeypatch.setitem(transformer.PRESETS, preset, {**transformer.PRESETS[preset], "token_init_std": 0.5})
+    changed_model_preset = Plan(base, tmp_path)
+    assert changed_model_preset.tokenizers == before.tokenizers
+    assert all(changed_model_preset.runs[name] != before.runs[name] for name in before.runs)
+    monkeypatch.undo()
+    assert Plan(base, tmp_path).runs == before.runs
+
+    name = base.tokenizers.preset
+    preset_settings = tokenizer_train.PRESETS[name]
+    monkeypatch.setitem(tokenizer_train.PRESETS, name, {
+        **preset_settings, "spatial": {**preset_settings["spatial"], "modality_levels": {}}})
+    changed_preset = Plan(base, tmp_path)
+    assert changed_preset.tokenizers != before.tokenizers and changed_preset.shards != before.shards
+    assert all(changed_preset.runs[name] != before.runs[name] for name in before.runs)
+
+
 def test_interrupted_run_continues(tmp_path):
     """SIGKILL `pairless run` mid-way, run it again: it finishes, reusing what was complete."""
     command = [sys.executable, "-c",
