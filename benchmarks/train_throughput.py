@@ -49,7 +49,8 @@ from types import SimpleNamespace
 # little then sleep) is what `pairless train` runs with. OMP_WAIT_POLICY=PASSIVE (sleep at once) costs
 # 15-25% at 2 threads on an idle machine (anchor bf16: ~7,100 against ~8,300 tokens/s, 2026-11-23); on a
 # machine whose cores are busy, spinning threads can make 2-thread steps several times slower than 1,
-# which is why `pairless` then trains on 1 thread (pairless/threads.py).
+# which is why `pairless run` gives each stage only the cores other processes leave free
+# (pairless/utils/threads.py).
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec

@@ -10,6 +10,7 @@ a new validated config; values are parsed as JSON when they parse
 from __future__ import annotations
 
 import json
+import typing
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -60,21 +61,36 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        node = data
+        node, schema = data, type(config)
         for depth, part in enumerate(parts[:-1]):
             where = ".".join(parts[: depth + 1])
             if isinstance(node, list):  # list items by index: runs.0.total_tokens=...
                 if not part.isdigit() or int(part) >= len(node):
                     raise ConfigError(f"override {key!r}: {where!r} is not an index below {len(node)}")
-                node = node[int(part)]
+                node, schema = node[int(part)], _item_schema(schema)
                 continue
             if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict | list):
                 raise ConfigError(f"override {key!r}: no config section {where!r}; sections: {_keys(node)}")
-            node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
+            node, schema = node[part], _field_schema(schema, part)
+        # a free-form mapping (e.g. normalization.depth=..., modality_steps.rgb=...) takes new keys
+        is_mapping = typing.get_origin(schema) is dict or schema is dict
+        if not isinstance(node, dict) or (parts[-1] not in node and not is_mapping):
             raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; allowed: {_keys(node)}")
         node[parts[-1]] = _parse_value(raw)
     return validate(type(config), data)
+
+
+def _field_schema(schema, name: str):
+    """The annotation of field ``name`` of a config class (None when ``schema`` is not one)."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel) and name in schema.model_fields:
+        return schema.model_fields[name].annotation
+    return None
+
+
+def _item_schema(schema):
+    """The item type of a ``list[X]`` annotation (None otherwise)."""
+    args = typing.get_args(schema) if typing.get_origin(schema) is list else ()
+    return args[0] if args else None
 
 
 def _keys(node) -> str:

@@ -12,6 +12,7 @@ class Inner(Config):
 
 class Outer(Config):
     steps: int = 10
+    per_name: dict[str, int] = {}
     inner: Inner = Inner()
     items: list[Inner] = [Inner(), Inner()]
 
@@ -23,6 +24,24 @@ def test_override_nested_and_listed_values():
     assert config.inner.rate == pytest.approx(3e-4)
     assert config.inner.names == ["a", "b"]
     assert config.items[1].rate == 0.5 and config.items[0].rate == 0.1
+
+
+def test_override_adds_keys_to_a_mapping_and_validates_them():
+    config = apply_overrides(Outer(), ["per_name.rgb=3", "per_name.depth=4"])
+    assert config.per_name == {"rgb": 3, "depth": 4}
+    with pytest.raises(ConfigError, match="per_name.rgb"):
+        apply_overrides(Outer(), ["per_name.rgb=many"])
+
+
+def test_tokenizer_overrides_name_a_modality_the_preset_does_not_list():
+    from pairless.tokenizers.train import preset_config
+
+    config = apply_overrides(preset_config("tiny"), [
+        "normalization.depth=standard", "modality_steps.depth=99", "spatial.modality_levels.depth=[8,8]"])
+    assert config.normalization == {"depth": "standard"} and config.modality_steps["depth"] == 99
+    assert config.spatial.modality_levels["depth"] == [8, 8]
+    with pytest.raises(ConfigError, match="normalization.depth"):
+        apply_overrides(preset_config("tiny"), ["normalization.depth=bogus"])
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def pair_argument(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless audit", description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True, type=Path, help="token-shard folder")
     parser.add_argument("--split", default="train")
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a pair that must never co-occur (repeatable)")
     parser.add_argument("--universe", default=None, help="comma-separated modalities used in training")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = FragmentConfig(

@@ -13,7 +13,7 @@ from pairless.inference.evaluate import evaluate_directions, format_table, recor
 from pairless.utils.threads import choose_threads
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path,
                         help="training run folder (holds config.json and model.safetensors)")
@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     directions = [text.strip() for text in args.directions.split(",") if text.strip()]
     try:

@@ -30,7 +30,7 @@ def parse_runs(first: Path, extra: str | None) -> dict[str, Path]:
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a training run folder (its shards are used by default)")
     parser.add_argument("--from", dest="src", required=True, help="source modality, or a+b")
@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--figure-rows", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         runs = parse_runs(args.run, args.runs)

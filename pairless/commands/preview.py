@@ -9,7 +9,7 @@ from pairless.data import DataError, open_dataset
 from pairless.inference.figures import write_preview
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="dataset folder (packed or folder form)")
     parser.add_argument("--split", default="val", help="split to draw (default: val)")
@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0, help="index of the first sample")
     parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
                         help="what to do with unreadable or invalid files (default: error)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         dataset = open_dataset(args.dataset, args.split, on_bad_sample=args.on_bad_sample)

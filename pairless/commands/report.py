@@ -10,10 +10,15 @@ from pairless.experiments.report import write_report
 from pairless.utils.storage import FolderLock
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless report",
                                      description="write report.md for a recipe's results")
     parser.add_argument("recipe_dir", type=Path, help="e.g. results/binding (holds results.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.recipe_dir / "results.json").is_file():
         parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")

@@ -12,7 +12,7 @@ from pairless.experiments.runner import Plan, run_experiment
 from pairless.utils.storage import atomic_write_json
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
     parser.add_argument("--preset", default="tiny",
@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = get_recipe(args.recipe, args.preset)

@@ -17,7 +17,7 @@ from pairless.config import ConfigError, validate
 from pairless.world.dataset import WorldConfig, write_world
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless world", description=__doc__.split("\n")[0])
     defaults = WorldConfig()
     parser.add_argument("--out", required=True, help="dataset folder to write")
@@ -28,11 +28,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", default=defaults.format, help="packed (default, fast) or folder")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="scenes rendered at once")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         config = validate(WorldConfig, {"num_scenes": args.num_scenes, "size": args.size, "seed": args.seed,
                                         "val_fraction": args.val_fraction, "format": args.format,

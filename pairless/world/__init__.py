@@ -1,7 +1,7 @@
 """The built-in synthetic world: seeded scenes rendered exactly into all seven modalities.
 
-``render_world(num_scenes, size, seed)`` is the entry point; ``pairless world``
-(pairless/world/cli.py) writes its output as a dataset. Submodules: scenes
+``render_world(num_scenes, size, seed)`` is the entry point; ``write_world`` (dataset.py, called by
+``pairless world``) writes its output as a dataset. Submodules: scenes
 (sampling), geometry + render (ray casting), det (boxes as text), captions
 (caption grammar, parser, fact accuracy), embed (the fixed "expert" feature),
 samples (columns and scene dicts).

@@ -1,6 +1,6 @@
 """Fault injection: SIGKILL a stage at random moments, re-run it, compare with an uninterrupted run.
 
-Used by ``tests/test_faults.py`` (a few kills per stage, in CI) and by
+Used by ``tests/faults/test_faults.py`` (a few kills per stage, in CI) and by
 ``scripts/fault_injection.py`` (the full harness, >= 20 kill points per
 stage). For each stage (a :class:`StageCase`, see ``fault_cases``):
 

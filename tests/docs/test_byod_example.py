@@ -1,4 +1,4 @@
-"""The README's "Bring your own data" worked example runs as written (with a seconds-long preset)."""
+"""docs/data.md's "Bring your own data" worked example runs as written (with a seconds-long preset)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from pairless.data import open_dataset
 from pairless.data.shards import open_shards
 from pairless.utils.storage import is_complete, read_json
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DATA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "data.md"
 
 
 def byod_blocks() -> tuple[str, str]:
-    """The python and bash fenced blocks of the README section "## Bring your own data"."""
-    text = README.read_text(encoding="utf-8")
+    """The python and bash fenced blocks of the docs/data.md section "## Bring your own data"."""
+    text = DATA_PAGE.read_text(encoding="utf-8")
     section = text.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
     python_blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     bash_blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
@@ -27,7 +27,7 @@ def byod_blocks() -> tuple[str, str]:
     return python_blocks[0], bash_blocks[0]
 
 
-def test_readme_byod_example_runs(tmp_path):
+def test_byod_example_runs(tmp_path):
     python_code, bash_code = byod_blocks()
     assert "--preset tiny" in bash_code
     # Same commands, a preset that trains in seconds.
