@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("pairless.commands.audit", "print the modality co-occurrence of the fragmented training views"),
     "train": ("pairless.commands.train", "train a 4M-style model on token shards"),
     "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
+    "probe": ("pairless.commands.probe", "alignment of the Ma-only and Mb-only encodings of a pair"),
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),
     "run": ("pairless.commands.run", "run a recipe end to end (cached, resumable)"),
     "report": ("pairless.commands.report", "write the report of a recipe's results"),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pairless.config import ConfigError
+from pairless.config import ConfigError, validate
 from pairless.data import DataError
 from pairless.modalities import parse_pair
 from pairless.training.fragment import FragmentConfig, audit
@@ -20,6 +20,16 @@ def pair_argument(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def allowance_argument(text: str) -> tuple[str, int]:
+    """argparse ``type=`` for ``A:B=K`` (K samples may keep both of the withheld pair A:B)."""
+    pair, _, count = text.partition("=")
+    try:
+        first, second = parse_pair(pair)
+        return f"{first}:{second}", int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected A:B=K, e.g. rgb:depth=64") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless audit", description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True, type=Path, help="token-shard folder")
@@ -27,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--withhold", action="append", type=pair_argument, default=[], metavar="A:B",
                         help="a pair that must never co-occur (repeatable)")
     parser.add_argument("--universe", default=None, help="comma-separated modalities used in training")
+    parser.add_argument("--allow-pair", action="append", type=allowance_argument, default=[],
+                        metavar="A:B=K", help="K samples keep both of the withheld pair A:B (repeatable)")
+    parser.add_argument("--only-paired", action="store_true",
+                        help="audit the allowed samples alone (the paired-only baseline's training set)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -35,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = FragmentConfig(
+        config = validate(FragmentConfig, dict(
             universe=args.universe.split(",") if args.universe else None, withheld=args.withhold,
-            seed=args.seed,
-        )
+            seed=args.seed, allow_pairs=dict(args.allow_pair), only_paired=args.only_paired,
+        ))
         text = audit(args.shards, args.split, config)
     except (ValueError, OSError, ConfigError, DataError) as error:
         print(f"pairless audit: {error}", file=sys.stderr)

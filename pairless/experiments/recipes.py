@@ -2,7 +2,8 @@
 
 Each recipe reproduces one part of the study (``visual-pairs`` = its Table I,
 ``binding`` = Table II plus matched many-shot controls, ``caption`` = its
-Section IV-C) or is the quick ``demo``. Every recipe has presets:
+Section IV-C), goes beyond it (``pairs-curve``: zero-shot to few-shot) or is the quick
+``demo``. Every recipe has presets:
 
 - ``micro``: seconds, for tests (tiny world, a few training steps);
 - ``quick``: a smaller CPU budget (12k scenes, fast tokenizers, 3M tokens per run): a whole recipe in
@@ -27,7 +28,8 @@ from pydantic import Field
 from pairless.config import Config, ConfigError
 from pairless.modalities import WORLD_MODALITIES
 
-Role = Literal["zero-shot", "many-shot", "larger"]
+# few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve)
+Role = Literal["zero-shot", "many-shot", "larger", "few-shot", "paired-only"]
 Preset = Literal["micro", "quick", "tiny", "paper"]
 
 
@@ -59,6 +61,8 @@ class TrainingRun(Config):
     input_budget: int = Field(64, ge=1)
     target_budget: int = Field(64, ge=1)
     seed: int = 0
+    allow_pairs: dict[str, int] = {}  # fragment.allow_pairs: "a:b" -> k samples that keep both
+    only_paired: bool = False  # fragment.only_paired: train on those k samples alone
     overrides: list[str] = []  # `--set` style overrides for the trainer
 
 
@@ -70,6 +74,7 @@ class Figure(Config):
     schedule: str
     runs: list[str]  # training-run names, in column order
     num: int = 8
+    scored_runs: list[str] = []  # runs whose generations are scored too, without a column in the grid
 
 
 class ExperimentConfig(Config):
@@ -229,6 +234,44 @@ def demo(preset: str = "tiny") -> ExperimentConfig:
     return ExperimentConfig(**base, runs=runs, directions=["rgb:depth", "depth:rgb"], figures=figures)
 
 
+# Paired samples allowed in the pairs-curve's few-shot runs (those a preset's training split can hold).
+PAIRS_CURVE_KS: tuple[int, ...] = (16, 64, 256, 1024, 4096)
+
+
+def train_samples(world: WorldStage) -> int:
+    """Training samples of a world stage (every scene has every modality): the scenes not in val."""
+    return world.num_scenes - int(round(world.num_scenes * world.val_fraction))
+
+
+def pairs_curve(preset: str = "tiny") -> ExperimentConfig:
+    """Zero-shot to few-shot: rgb:depth withheld except in k samples, and a model on those k samples alone.
+
+    k = 0 is the zero-shot run of ``visual-pairs`` and ``binding``, k = all their many-shot run (shared
+    through the cache); the k that the training split cannot hold are left out. The paired-only baseline
+    trains the same model and budget on rgb and depth of the k samples alone (its batch at most k).
+    """
+    base = _base("pairs-curve", preset)
+    pair = ("rgb", "depth")
+    key = ":".join(pair)
+    available = train_samples(base["world"])
+    ks = [k for k in PAIRS_CURVE_KS if k < available]
+    runs = [_run(preset, "zs-rgb-depth", "zero-shot", withheld=[pair], label="k=0")]
+    for k in ks:
+        few_shot = _run(preset, f"pairs-k{k}", "few-shot", withheld=[pair], label=f"k={k}")
+        runs.append(few_shot.model_copy(update={"allow_pairs": {key: k}}))
+    runs.append(_run(preset, "many-shot", "many-shot", label="k=all"))
+    for k in ks:
+        alone = _run(preset, f"paired-only-k{k}", "paired-only", withheld=[pair], universe=pair,
+                     label=f"k={k}")
+        runs.append(alone.model_copy(update={"allow_pairs": {key: k}, "only_paired": True,
+                                             "batch_size": min(alone.batch_size, k)}))
+    middle = f"pairs-k{ks[len(ks) // 2]}" if ks else None
+    shown = ["zs-rgb-depth", *([middle] if middle else []), "many-shot"]
+    figure = _figure(preset, "rgb", "depth", shown).model_copy(
+        update={"scored_runs": [run.name for run in runs if run.name not in shown]})
+    return ExperimentConfig(**base, runs=runs, directions=["rgb:depth", "depth:rgb"], figures=[figure])
+
+
 def _other(direction: str) -> str:
     src, dst = direction.split(":")
     return dst if src == "rgb" else src
@@ -239,6 +282,7 @@ RECIPES: dict[str, Callable[[str], ExperimentConfig]] = {
     "visual-pairs": visual_pairs,
     "binding": binding,
     "caption": caption,
+    "pairs-curve": pairs_curve,
 }
 
 

@@ -348,6 +348,9 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                  for r in brows]
         parts += [_table(["# binding", "Task", "0-shot", "Matched many-shot", "No input", "Recovered",
                           "rgb tokens seen", "depth tokens seen", "Study 0-shot"], table), ""]
+    from pairless.experiments import pairs_curve  # it imports this module's helpers
+
+    parts += pairs_curve.markdown(results)
     lines = findings(results)
     if lines:
         parts += ["## Do the study's findings hold here?", ""] + [f"- {line}" for line in lines] + [""]
@@ -443,9 +446,14 @@ def write_report(recipe_dir: Path) -> Path:
         figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
+    from pairless.experiments import pairs_curve  # it imports this module's helpers
+
+    if pairs_curve.plot(results, recipe_dir / "pairs_curve.png"):
+        figures["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
     write_csv(results, recipe_dir / "results.csv")
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
-               "quality": quality_rows(results), "findings": findings(results)}
+               "quality": quality_rows(results), "findings": findings(results),
+               "pairs_curve": pairs_curve.summary(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

@@ -20,6 +20,7 @@ from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
+from pairless.training.run import ADDED_OPTIONS
 from pairless.training.train import TrainConfig, train
 from pairless.utils.storage import atomic_write_json, is_complete, read_json
 from pairless.utils.threads import choose_threads
@@ -53,6 +54,10 @@ def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
         fragment["withheld"] = [list(pair) for pair in run.withheld]
     if run.universe:
         fragment["universe"] = list(run.universe)
+    if run.allow_pairs:
+        fragment["allow_pairs"] = dict(run.allow_pairs)
+    if run.only_paired:
+        fragment["only_paired"] = True
     data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
             "batch_size": run.batch_size,
             "model": {"preset": run.model_preset}, "fragment": fragment}
@@ -67,9 +72,27 @@ _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every",
                      "keep_checkpoints"}
 
 
+# Options added after runs were cached, at the value that trains exactly as before the option existed:
+# left out of the key at that value, so that adding an option does not retrain every cached run
+# (a run that sets one to anything else gets a key of its own). Dotted path -> neutral value.
+KEY_NEUTRAL: dict[str, object] = dict(ADDED_OPTIONS)  # the same options a resumed run's check accepts
+
+
+def _drop_neutral(fields: dict) -> dict:
+    for dotted, neutral in KEY_NEUTRAL.items():
+        *sections, name = dotted.split(".")
+        node = fields
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name in node and node[name] == neutral:
+            del node[name]
+    return fields
+
+
 def run_key_fields(run: TrainingRun) -> dict:
     """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone."""
-    return train_config(run, Path("."), Path(".")).model_dump(mode="json", exclude=_RUN_KEY_EXCLUDED)
+    fields = train_config(run, Path("."), Path(".")).model_dump(mode="json", exclude=_RUN_KEY_EXCLUDED)
+    return _drop_neutral(fields)
 
 
 def tokenizer_key_fields(config: TokenizerStage) -> dict:
@@ -93,7 +116,8 @@ def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
     return {"role": run.role, "label": run.label, "withheld": [list(p) for p in run.withheld],
             "universe": run.universe, "model_preset": run.model_preset, "seed": run.seed, "path": str(out),
             "total_tokens": run.total_tokens, "tokens_per_modality": summary.get("tokens_per_modality", {}),
-            "train_seconds": summary.get("wall_seconds"), "final_loss": summary.get("final_loss")}
+            "train_seconds": summary.get("wall_seconds"), "final_loss": summary.get("final_loss"),
+            "allow_pairs": dict(run.allow_pairs), "only_paired": run.only_paired}
 
 
 def _directions_for(run: TrainingRun, directions: list[str]) -> list[str]:
@@ -137,6 +161,15 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
         if result.get("figure"):
             figures[f"{figure.src} → {figure.dst} ({figure.schedule})"] = str(result["figure"])
         metrics[direction] = result.get("metrics", {})
+        scored = {name: plan.runs[name] for name in figure.scored_runs
+                  if name in plan.runs and name not in runs}
+        if scored:  # scored with the same samples and schedule, drawn in a grid of their own (not reported)
+            extra = generate_and_score(runs=scored, src=figure.src, dst=figure.dst, schedule=figure.schedule,
+                                       num=max(figure.num, config.decoded_samples),
+                                       tokenizers=plan.tokenizers, shards=plan.shards,
+                                       out=out.with_name(f"{out.name}-scored"), figure_rows=figure.num,
+                                       threads=choose_threads())
+            metrics[direction] = {**extra.get("metrics", {}), **metrics[direction]}
     return {"figures": figures, "metrics": metrics}
 
 

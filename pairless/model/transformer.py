@@ -264,8 +264,8 @@ class FourM(nn.Module):
 
     # ---- encoder / decoder ------------------------------------------------------------------------------
 
-    def encode(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output ``(B, 1 + Ni, D)`` (null token first) and its validity ``(B, 1 + Ni)``."""
+    def _encoder_input(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embedded inputs ``(B, 1 + Ni, D)`` (null token first), their validity and the attention mask."""
         self._check(batch)
         x = self._tokens(batch.enc_modality, batch.enc_tokens, batch.enc_valid, "enc_tokens")
         x = x + self._positions(batch.enc_modality, batch.enc_positions)  # (B, Ni, D)
@@ -273,9 +273,29 @@ class FourM(nn.Module):
         always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
         memory_valid = torch.cat([always, batch.enc_valid], 1)
         mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
+        return x, memory_valid, mask
+
+    def encode(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output ``(B, 1 + Ni, D)`` (null token first) and its validity ``(B, 1 + Ni)``."""
+        x, memory_valid, mask = self._encoder_input(batch)
         for block in self.encoder:
             x = block(x, mask)
         return self.encoder_norm(x), memory_valid
+
+    def encode_layers(self, batch: MaskedBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The states ``(B, 1 + Ni, D)`` of every encoder layer, and their validity ``(B, 1 + Ni)``.
+
+        Entry 0 is the embedded input, entry i the residual stream after block i; the last entry has the
+        final norm applied, so it is exactly :meth:`encode`'s output (what the decoder reads). For probes
+        of the representation (:mod:`pairless.inference.probes`); training and generation use ``encode``.
+        """
+        x, memory_valid, mask = self._encoder_input(batch)
+        states = [x]
+        for block in self.encoder:
+            x = block(x, mask)
+            states.append(x)
+        states[-1] = self.encoder_norm(x)
+        return states, memory_valid
 
     def _decoder_mask(self, modality, position, valid, key_modality, key_position, key_valid) -> torch.Tensor:
         """Bool ``(B, 1, Nq, Nk)``: same modality, causal for sequences, valid keys (and always itself)."""

@@ -12,7 +12,7 @@ beyond floating-point summation order.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,8 @@ class TrainingData:
     tokens: dict[str, np.ndarray]  # modality -> int [N, L]
     views: np.ndarray  # bool [N, M]: which universe modality each sample exposes
     ids: list[str]
+    # "a:b" -> ids of the samples allowed to keep both of a withheld pair (fragment.allow_pairs)
+    paired_ids: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -72,15 +74,19 @@ def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig
     all_modalities = list(data.specs)
     universe = fragment.resolve_universe(all_modalities, config)
     present = np.stack([np.asarray(data.present[name], dtype=bool) for name in all_modalities], axis=1)
-    views = fragment.assign_views(list(data.ids), present, all_modalities, config)
+    # Views, the leakage check (a withheld pair co-occurs in its allowed samples only) and only_paired.
+    fragmented = fragment.fragment_samples(list(data.ids), present, all_modalities, config)
     columns = [all_modalities.index(name) for name in universe]
-    views = np.ascontiguousarray(views[:, columns])
-    fragment.check_no_withheld(views, universe, [tuple(pair) for pair in config.withheld])
+    views = np.ascontiguousarray(fragmented.views[:, columns])
+    rows = fragmented.rows
+    every = len(rows) == len(data.ids)  # keep the shards' arrays (memory-mapped) when no sample is dropped
     return TrainingData(
         specs={name: data.specs[name] for name in universe},
-        tokens={name: data.tokens[name] for name in universe},
+        tokens={name: data.tokens[name] if every else np.asarray(data.tokens[name][rows])
+                for name in universe},
         views=views,
-        ids=list(data.ids),
+        ids=[data.ids[row] for row in rows],
+        paired_ids=fragmented.paired_ids,
     )
 
 

@@ -12,18 +12,28 @@ what it has. Among the candidate views restricted to what the sample has, the
 ones that are still maximal are kept (a sample without b therefore keeps a:
 nothing it has is dropped needlessly), and the hash picks among them.
 
+A withheld pair can be *allowed* in exactly ``k`` samples (``allow_pairs``, the few-shot
+setting of the pairs-curve recipe): among the samples that have both modalities, the
+``k`` with the smallest stable hash of ``(seed, pair, sample id)`` keep both (their view
+is a maximal one of the universe without that pair's conflict), so the chosen samples
+of a smaller ``k`` are among those of a larger one, and every other sample keeps the
+view it has without the allowance. ``only_paired`` trains on the chosen samples alone.
+
 ``pairless audit`` prints the resulting co-occurrence matrix.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from pairless.config import Config, ConfigError
 from pairless.data.shards import open_shards
+from pairless.modalities import parse_pair
 
 
 class FragmentConfig(Config):
@@ -32,6 +42,38 @@ class FragmentConfig(Config):
     universe: list[str] | None = None  # modalities used in training; None = every modality in the shards
     withheld: list[tuple[str, str]] = []  # pairs that must never appear together in a training sample
     seed: int = 0
+    # "a:b" -> k: exactly k samples that have both keep both (a withheld pair, k >= 0; k = 0 is no allowance)
+    allow_pairs: dict[str, int] = {}
+    only_paired: bool = False  # train on the allowed samples alone (the paired-only baseline)
+
+    @field_validator("allow_pairs")
+    @classmethod
+    def _allowances_name_withheld_pairs(cls, value: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        withheld = {frozenset(pair): tuple(pair) for pair in info.data.get("withheld", [])}
+        allowed: dict[str, int] = {}
+        for key, count in value.items():
+            try:
+                pair = parse_pair(key)
+            except ValueError as error:
+                raise ValueError(f"fragment.allow_pairs: {error}") from None
+            if frozenset(pair) not in withheld:
+                named = ", ".join(f"{a}:{b}" for a, b in withheld.values()) or "none"
+                raise ValueError(f"fragment.allow_pairs: {key} is not a withheld pair (withheld: {named})")
+            if count < 0:
+                raise ValueError(f"fragment.allow_pairs: {key} = {count}; a count of samples must be >= 0")
+            canonical = ":".join(withheld[frozenset(pair)])  # in the order of fragment.withheld
+            if canonical in allowed:
+                raise ValueError(f"fragment.allow_pairs: pair {canonical} is given twice")
+            allowed[canonical] = count
+        # k = 0 allows nothing: dropped, so that it is the same config (and cached run) as no allowance
+        return {key: count for key, count in allowed.items() if count > 0}
+
+    @model_validator(mode="after")
+    def _only_paired_needs_pairs(self) -> FragmentConfig:
+        if self.only_paired and not self.allow_pairs:
+            raise ValueError("fragment.only_paired: needs fragment.allow_pairs with a count above 0 (the "
+                             "samples to train on)")
+        return self
 
 
 def resolve_universe(modalities: list[str], config: FragmentConfig) -> list[str]:
@@ -102,35 +144,85 @@ def stable_hash(seed: int, sample_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{sample_id}".encode(), digest_size=8).digest(), "little")
 
 
+def allowed_pair_ids(ids: list[str], present: np.ndarray, modalities: list[str],
+                     config: FragmentConfig) -> dict[str, list[str]]:
+    """Per ``config.allow_pairs`` key: the ids (sorted) of the k samples that keep both modalities.
+
+    Among the samples that have both, the k with the smallest stable hash of ``(seed, pair, id)``: the
+    same in every process and whatever the order of ``ids``; a smaller k chooses a subset of a larger
+    one's. Raises ConfigError naming the key when k exceeds the samples that have both.
+    """
+    present = np.asarray(present, dtype=bool)
+    resolve_universe(modalities, config)  # the pairs must name modalities of the data
+    chosen = {}
+    for key, count in config.allow_pairs.items():
+        first, second = parse_pair(key)
+        has_both = present[:, modalities.index(first)] & present[:, modalities.index(second)]
+        eligible = [ids[row] for row in np.flatnonzero(has_both)]
+        if count > len(eligible):
+            raise ConfigError(f"fragment.allow_pairs: {key} = {count} is more than the {len(eligible)} "
+                              f"samples that have both {first} and {second}")
+        ranked = sorted(eligible, key=lambda sample_id: (stable_hash(config.seed, f"{key}/{sample_id}"),
+                                                          sample_id))
+        chosen[key] = sorted(ranked[:count])
+    return chosen
+
+
+def _candidate_views(universe: list[str], withheld: list[tuple[str, str]], granted: list[tuple[str, str]],
+                     column: dict[str, int], width: int) -> np.ndarray:
+    """Rows ``[V, width]``: the maximal views of a sample allowed the ``granted`` pairs (keeping both)."""
+    kept = {frozenset(pair) for pair in granted}
+    required = {name for pair in granted for name in pair}
+    views = [view for view in maximal_views(universe, [p for p in withheld if frozenset(p) not in kept])
+             if required <= view]
+    if not views:
+        named = ", ".join(f"{a}:{b}" for a, b in granted)
+        raise ConfigError(f"fragment.allow_pairs: no view keeps all of {named} together (another withheld "
+                          "pair separates them); allow them in different samples")
+    rows = np.zeros((len(views), width), dtype=bool)
+    for index, view in enumerate(views):
+        rows[index, [column[name] for name in view]] = True
+    return rows
+
+
 def assign_views(ids: list[str], present: np.ndarray, modalities: list[str],
                  config: FragmentConfig) -> np.ndarray:
     """The view of each sample: bool ``[N, M]`` over ``modalities`` (columns of ``present``).
 
     Fixed by ``(config.seed, id)``; modalities outside the universe are never
-    exposed; a view never exposes a modality the sample lacks.
+    exposed; a view never exposes a modality the sample lacks. The samples
+    :func:`allowed_pair_ids` chooses keep both modalities of their pair.
     """
     present = np.asarray(present, dtype=bool)
     if present.shape != (len(ids), len(modalities)):
         raise ValueError(f"present: expected shape ({len(ids)}, {len(modalities)}), got {present.shape}")
     universe = resolve_universe(modalities, config)
     column = {name: index for index, name in enumerate(modalities)}
-    candidates = np.zeros((0, len(modalities)), dtype=bool)
-    for view in maximal_views(universe, [tuple(pair) for pair in config.withheld]):
-        row = np.zeros(len(modalities), dtype=bool)
-        row[[column[name] for name in view]] = True
-        candidates = np.vstack([candidates, row])
+    withheld = [tuple(pair) for pair in config.withheld]
+    # Which allowances each sample holds, as a bit mask over the allow_pairs keys (0: none).
+    keys = list(config.allow_pairs)
+    row_of = {sample_id: row for row, sample_id in enumerate(ids)}
+    grants = np.zeros(len(ids), dtype=np.int64)
+    chosen = allowed_pair_ids(ids, present, modalities, config)
+    for bit, key in enumerate(keys):
+        for sample_id in chosen[key]:
+            grants[row_of[sample_id]] |= 1 << bit
     hashes = np.array([stable_hash(config.seed, sample_id) for sample_id in ids], dtype=np.uint64)
     views = np.zeros_like(present)
-    patterns, inverse = np.unique(present, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for pattern_index, pattern in enumerate(patterns):
-        restricted = np.unique(candidates & pattern, axis=0)
-        # Keep the restricted views not strictly contained in another one.
-        contained = (restricted[:, None, :] <= restricted[None, :, :]).all(-1)
-        strictly = contained & ~np.eye(len(restricted), dtype=bool)
-        choices = restricted[~strictly.any(1)]
-        rows = np.flatnonzero(inverse == pattern_index)
-        views[rows] = choices[(hashes[rows] % np.uint64(len(choices))).astype(np.int64)]
+    for grant in np.unique(grants):
+        granted = [parse_pair(key) for bit, key in enumerate(keys) if int(grant) >> bit & 1]
+        candidates = _candidate_views(universe, withheld, granted, column, len(modalities))
+        granted_rows = np.flatnonzero(grants == grant)
+        patterns, inverse = np.unique(present[granted_rows], axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        for pattern_index, pattern in enumerate(patterns):
+            restricted = np.unique(candidates & pattern, axis=0)
+            # Keep the restricted views not strictly contained in another one.
+            contained = (restricted[:, None, :] <= restricted[None, :, :]).all(-1)
+            strictly = contained & ~np.eye(len(restricted), dtype=bool)
+            choices = restricted[~strictly.any(1)]
+            rows = granted_rows[inverse == pattern_index]
+            views[rows] = choices[(hashes[rows] % np.uint64(len(choices))).astype(np.int64)]
     return views
 
 
@@ -142,17 +234,45 @@ def cooccurrence(views: np.ndarray, modalities: list[str]) -> np.ndarray:
     return views.T @ views
 
 
-def check_no_withheld(views: np.ndarray, modalities: list[str], withheld: list[tuple[str, str]]) -> None:
-    """Raise ValueError if any sample's view exposes both modalities of a withheld pair."""
-    counts = cooccurrence(views, modalities)
+def check_no_withheld(views: np.ndarray, modalities: list[str], withheld: list[tuple[str, str]],
+                      allowed: dict[str, np.ndarray] | None = None) -> None:
+    """Raise ValueError if a sample's view exposes both modalities of a withheld pair.
+
+    ``allowed``: ``"a:b"`` -> bool ``[N]`` of the samples allowed to expose both (``allow_pairs``);
+    the pair must then co-occur in exactly those samples, no others.
+    """
+    views = np.asarray(views, dtype=bool)
     for first, second in withheld:
-        together = int(counts[modalities.index(first), modalities.index(second)])
-        if together:
-            raise ValueError(f"withheld pair {first}:{second} co-occurs in {together} training views")
+        together = views[:, modalities.index(first)] & views[:, modalities.index(second)]
+        mask = _allowance(allowed or {}, first, second)
+        if mask is None:
+            if together.any():
+                raise ValueError(f"withheld pair {first}:{second} co-occurs in {int(together.sum())} "
+                                 "training views")
+            continue
+        mask = np.asarray(mask, dtype=bool)
+        if (together & ~mask).any():
+            raise ValueError(f"withheld pair {first}:{second} co-occurs in {int((together & ~mask).sum())} "
+                             f"training views outside the {int(mask.sum())} allowed samples")
+        if (mask & ~together).any():
+            raise ValueError(f"withheld pair {first}:{second}: {int((mask & ~together).sum())} of the "
+                             f"{int(mask.sum())} allowed samples do not expose both")
 
 
-def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[str, str]] = ()) -> str:
-    """The co-occurrence matrix, per-modality counts and the distinct views, as a printable table."""
+def _allowance(allowed: dict, first: str, second: str):
+    """The entry of ``allowed`` for the pair, whichever order its key names it in (None if absent)."""
+    for key in (f"{first}:{second}", f"{second}:{first}"):
+        if key in allowed:
+            return allowed[key]
+    return None
+
+
+def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[str, str]] = (),
+               allowed: dict[str, int] | None = None) -> str:
+    """The co-occurrence matrix, per-modality counts and the distinct views, as a printable table.
+
+    ``allowed``: ``"a:b"`` -> the number of samples allowed to expose both (``allow_pairs``).
+    """
     views = np.asarray(views, dtype=bool)
     counts = cooccurrence(views, modalities)
     width = max(8, *(len(name) + 1 for name in modalities), len(str(len(views))) + 1)
@@ -169,9 +289,39 @@ def audit_text(views: np.ndarray, modalities: list[str], withheld: list[tuple[st
         lines.append(f"  {int(count):>{width}}  {' '.join(members)}")
     for first, second in withheld:
         together = int(counts[modalities.index(first), modalities.index(second)])
-        lines.append(f"withheld {first}:{second}: co-occur in {together} samples"
-                     + ("" if together else " (ok)"))
+        allowance = _allowance(allowed or {}, first, second)
+        if allowance is not None:
+            note = f" (allowed: {allowance})"
+        else:
+            note = "" if together else " (ok)"
+        lines.append(f"withheld {first}:{second}: co-occur in {together} samples{note}")
     return "\n".join(lines)
+
+
+@dataclass
+class Fragmented:
+    """The training samples and their views under a FragmentConfig (what training and the audit use)."""
+
+    rows: np.ndarray  # int [N']: the samples trained on (all, or with only_paired the allowed ones)
+    views: np.ndarray  # bool [N', M]: the view of each of them, over the modalities given
+    paired_ids: dict[str, list[str]]  # "a:b" -> ids of the samples allowed to keep both (allow_pairs)
+
+
+def fragment_samples(ids: list[str], present: np.ndarray, modalities: list[str],
+                     config: FragmentConfig) -> Fragmented:
+    """Assign every sample its view, check the withheld pairs (and their allowances), apply only_paired."""
+    views = assign_views(ids, present, modalities, config)
+    paired = allowed_pair_ids(ids, present, modalities, config)
+    row_of = {sample_id: row for row, sample_id in enumerate(ids)}
+    masks = {}
+    for key, chosen in paired.items():
+        masks[key] = np.zeros(len(ids), dtype=bool)
+        masks[key][[row_of[sample_id] for sample_id in chosen]] = True
+    check_no_withheld(views, modalities, [tuple(pair) for pair in config.withheld], masks)
+    rows = np.arange(len(ids))
+    if config.only_paired:
+        rows = np.flatnonzero(np.logical_or.reduce(list(masks.values())))
+    return Fragmented(rows=rows, views=views[rows], paired_ids=paired)
 
 
 def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -188,6 +338,8 @@ def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.nd
 def audit(shards: Path, split: str, config: FragmentConfig) -> str:
     """The printable audit (:func:`audit_text`) of the views ``config`` gives the samples of a shard split."""
     ids, modalities, present = read_presence(shards, split)
-    views = assign_views(ids, present, modalities, config)
-    check_no_withheld(views, modalities, config.withheld)
-    return audit_text(views, modalities, config.withheld)
+    fragmented = fragment_samples(ids, present, modalities, config)
+    text = audit_text(fragmented.views, modalities, config.withheld, config.allow_pairs)
+    if config.only_paired:
+        text += f"\nonly_paired: {len(fragmented.rows)} of the {len(ids)} samples are trained on"
+    return text

@@ -32,13 +32,30 @@ RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoin
                               "device", "num_workers", "num_threads", "micro_batch_size"})
 
 
+# Options added after runs were saved, with the value that trains exactly as before they existed: a saved
+# config.json without one was trained at that value (dotted path -> value).
+ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_paired": False}
+
+
+def _with_added_options(saved: dict) -> dict:
+    for dotted, value in ADDED_OPTIONS.items():
+        *sections, name = dotted.split(".")
+        node = saved
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(name, value)
+    return saved
+
+
 def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS) -> None:
     """Raise ValueError naming the first field where ``config`` differs from ``RUN/config.json``."""
     saved_path = run / "config.json"
     if not saved_path.is_file():
         raise ValueError(f"{run}: has no config.json, so it cannot be checked against this config; "
                          f"choose another --out")
-    difference = first_difference(read_json(saved_path), json.loads(config.model_dump_json()), allowed)
+    saved = _with_added_options(read_json(saved_path))
+    difference = first_difference(saved, json.loads(config.model_dump_json()), allowed)
     if difference is not None:
         key, saved, current = difference
         raise ValueError(f"{run}: was trained with {key}={saved!r}, this config has {key}={current!r}; "

@@ -4,6 +4,7 @@ One run trains one 4M-style model on token shards, with the withheld pairs
 of ``fragment`` never co-occurring in any sample. The run folder ``RUN``::
 
     RUN/config.json          the resolved TrainConfig
+    RUN/paired_ids.json      with fragment.allow_pairs: {"a:b": ids of the samples that keep both}
     RUN/log.jsonl            one line per logged step (loss, per-modality losses, lr, grad norm, tokens/s)
     RUN/tb/                  TensorBoard scalars
     RUN/checkpoints/step-N/  model.safetensors + state.safetensors + COMPLETE.json (the newest few)
@@ -64,7 +65,9 @@ from pairless.training.run import (
     last_good_checkpoint,
     write_config,
 )
-from pairless.utils.storage import FolderLock, config_hash, is_complete, mark_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete, mark_complete
+
+PAIRED_IDS_FILE = "paired_ids.json"
 
 
 class TrainConfig(Config):
@@ -230,6 +233,8 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
         write_config(run, config)
+        if session.data.paired_ids:  # which samples kept both modalities of a withheld pair
+            atomic_write_json(run / PAIRED_IDS_FILE, session.data.paired_ids)
     bar = tqdm(total=config.total_tokens, initial=progress.tokens_seen, unit="tok", unit_scale=True,
                disable=None if context.is_main else True, desc=f"train {run.name}")
     steps_this_session, last_saved, stopped_by = 0, progress.step, 0

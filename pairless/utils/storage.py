@@ -35,9 +35,10 @@ COMPLETE_MARKER = "COMPLETE.json"
 class OutputBusyError(RuntimeError):
     """Another live pairless process is writing the same output."""
 
-# Files that later stages add beside a finished output (``pairless eval`` writes RUN/eval.json into a
-# completed run folder); they are results *about* the folder, not part of its content hash.
-ADDED_LATER = ("eval.json",)
+# Files that later stages add beside a finished output (``pairless eval`` writes RUN/eval.json and ``pairless
+# probe`` RUN/probes.json into a completed run folder); they are results *about* the folder, not part of its
+# content hash.
+ADDED_LATER = ("eval.json", "probes.json")
 # Wall-clock times of a stage, kept beside its output but outside its content hash (at any depth, like the
 # completion markers of sub-folders), so that the same request yields the same hash on every run.
 TIMINGS_FILE = "timings.json"

@@ -64,6 +64,27 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert "rgb → caption" in report and "caption → rgb" in report
 
 
+def test_pairs_curve_micro_end_to_end(results_root):
+    """k = 0 and k = all reuse visual-pairs' runs (cached above); the few-shot runs record their k pairs."""
+    config = _micro("pairs-curve")
+    plan = Plan(config, results_root)
+    assert main(["pairs-curve", "--preset", "micro", "--out", str(results_root)]) == 0
+    folder = results_root / "pairs-curve"
+    report, results = _read_report(folder)
+    for k in (16, 64):
+        paired = json.loads((plan.runs[f"pairs-k{k}"] / "paired_ids.json").read_text())["rgb:depth"]
+        assert len(paired) == k
+        alone = json.loads((plan.runs[f"paired-only-k{k}"] / "paired_ids.json").read_text())["rgb:depth"]
+        assert alone == paired  # the baseline trains on the same k samples
+    for run in config.expanded_runs():
+        assert results["evals"][run.name]["rgb:depth"]["ce"] > 0
+        assert "abs_rel" in results["generation"]["metrics"]["rgb:depth"][run.name]
+    assert "## Pairs curve" in report and "Exchange rate (rgb → depth): " in report
+    assert "| 64 | rgb → depth |" in report and "| all | depth → rgb |" in report
+    assert (folder / "pairs_curve.png").stat().st_size > 1000
+    assert len(results["generation"]["figures"]) == 1  # the grid of k = 0, the middle k and all
+
+
 def test_second_run_trains_nothing(results_root, capsys):
     config = _micro("demo")
     run_experiment(config, results_root)  # reuses the first test's stages (or makes them)
@@ -198,3 +219,23 @@ def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe)
             argv += ["--set", override]
         expected = config_from_args(build_parser().parse_args(argv))
         assert stages.train_config(run, shards, out).model_dump() == expected.model_dump()
+
+
+def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
+    """KEY_NEUTRAL drops an option from a run's key only at a value that trains as before the option existed:
+    that value must be the option's default, or runs that never set it would share keys with runs that did."""
+    from pathlib import Path
+
+    from pairless.experiments import stages
+
+    run = _micro("demo").runs[0]
+    assert run.withheld == [("rgb", "depth")]
+    dumped = stages.train_config(run, Path("."), Path(".")).model_dump(mode="json")
+    keyed = stages.run_key_fields(run)
+    for dotted, neutral in stages.KEY_NEUTRAL.items():
+        section, name = dotted.split(".")
+        assert dumped[section][name] == neutral, dotted
+        assert name not in keyed[section], dotted
+    changed = run.model_copy(update={"overrides": [*run.overrides, "fragment.only_paired=true",
+                                                   'fragment.allow_pairs={"rgb:depth": 4}']})
+    assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True

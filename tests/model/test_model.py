@@ -230,3 +230,14 @@ def test_gradients_are_bit_identical_run_to_run_with_two_threads():
             assert [n for n in reference if not torch.equal(reference[n], again[n])] == []
     finally:
         torch.set_num_threads(before)
+
+
+def test_encode_layers_returns_every_layer_and_ends_with_the_encoder_output(model):
+    batch = masked_batch()
+    with torch.no_grad():
+        memory, valid = model.encode(batch)
+        states, layer_valid = model.encode_layers(batch)
+    assert len(states) == TINY["encoder_layers"] + 1  # the embedded input, then one entry per block
+    assert torch.equal(states[-1], memory) and torch.equal(layer_valid, valid)
+    assert all(state.shape == memory.shape for state in states)
+    assert not torch.equal(states[0], states[1])
