@@ -75,6 +75,9 @@ class Figure(Config):
     runs: list[str]  # training-run names, in column order
     num: int = 8
     scored_runs: list[str] = []  # runs whose generations are scored too, without a column in the grid
+    # a binding modality to chain through: generate ``via`` from ``src``, then ``dst`` from both (4M's
+    # chained generation), scored against the same samples' ``dst`` as the direct figure
+    via: str | None = None
 
 
 class ExperimentConfig(Config):
@@ -132,6 +135,9 @@ BINDING_SETS: dict[int, tuple[str, ...]] = {
     5: ("normal", "semseg", "embed", "caption", "det"),
 }
 
+# The binding modality each withheld rgb pair of visual-pairs is chained through.
+CHAIN_VIA: dict[str, str] = {"normal": "depth", "depth": "normal", "semseg": "normal"}
+
 # The study's generation schedules (its Table III), by direction.
 SCHEDULE_FOR: dict[tuple[str, str], str] = {
     ("rgb", "normal"): "roar1", ("rgb", "depth"): "roar1", ("rgb", "semseg"): "roar1",
@@ -185,6 +191,11 @@ def visual_pairs(preset: str = "tiny") -> ExperimentConfig:
                                                                                   "semseg")]
     figures = [_figure(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"])
                for d in directions]
+    # The chained baseline: each zero-shot model reaches its withheld modality through a binder it did see
+    # with both ends (rgb -> normal -> depth); if that beats the direct translation, the model has learned
+    # two translations rather than a shared latent.
+    figures += [_figure(preset, "rgb", other, runs=[f"zs-rgb-{other}"]).model_copy(update={"via": via})
+                for other, via in CHAIN_VIA.items()]
     return ExperimentConfig(**_base("visual-pairs", preset), runs=runs, directions=directions,
                             figures=figures)
 

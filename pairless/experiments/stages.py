@@ -147,12 +147,23 @@ def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cach
 
 def make_figures(config: ExperimentConfig, plan) -> dict:
     """Generation grids and decoded metrics for every figure of the recipe."""
-    figures, metrics = {}, {}
+    figures, metrics, chained = {}, {}, {}
     for figure in config.figures:
         runs = {name: plan.runs[name] for name in figure.runs if name in plan.runs}
         if not runs:
             continue
         direction = f"{figure.src}:{figure.dst}"
+        if figure.via:
+            out = plan.recipe_dir / "figures" / f"{figure.src}-to-{figure.via}-to-{figure.dst}"
+            result = generate_and_score(runs=runs, src=figure.src, dst=f"{figure.via}:{figure.dst}",
+                                        schedule=figure.schedule, num=max(figure.num, config.decoded_samples),
+                                        tokenizers=plan.tokenizers, shards=plan.shards, out=out,
+                                        figure_rows=figure.num, threads=choose_threads())
+            if result.get("figure"):
+                name = f"{figure.src} → {figure.via} → {figure.dst} ({figure.schedule})"
+                figures[name] = str(result["figure"])
+            chained[direction] = {"via": figure.via, "metrics": result.get("metrics", {})}
+            continue
         out = plan.recipe_dir / "figures" / f"{figure.src}-to-{figure.dst}"
         result = generate_and_score(runs=runs, src=figure.src, dst=figure.dst, schedule=figure.schedule,
                                     num=max(figure.num, config.decoded_samples), tokenizers=plan.tokenizers,
@@ -170,7 +181,7 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
                                        out=out.with_name(f"{out.name}-scored"), figure_rows=figure.num,
                                        threads=choose_threads())
             metrics[direction] = {**extra.get("metrics", {}), **metrics[direction]}
-    return {"figures": figures, "metrics": metrics}
+    return {"figures": figures, "metrics": metrics, "chained": chained}
 
 
 def tokenizer_ceiling(tokenizers: Path) -> dict:

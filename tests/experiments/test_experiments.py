@@ -56,12 +56,38 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         for direction in config.directions:
             assert direction.replace(":", " → ") in report
         assert "Table I" in report
+        _check_chained_baseline(folder, report, results)
     if recipe == "binding":
         assert "Table II" in report and (folder / "binding.png").is_file()
         for count in ("0", "1", "3", "5"):
             assert f"| {count} | rgb → depth |" in report
     if recipe == "caption":
         assert "rgb → caption" in report and "caption → rgb" in report
+
+
+def _check_chained_baseline(folder, report, results):
+    """rgb -> normal -> depth is scored on the same samples and ground truth as direct rgb -> depth."""
+    import numpy as np
+
+    from pairless.experiments.recipes import CHAIN_VIA
+
+    chained = results["generation"]["chained"]
+    assert set(chained) == {f"rgb:{other}" for other in CHAIN_VIA}
+    assert "## Chained through a binding modality" in report
+    for other, via in CHAIN_VIA.items():
+        direct_dir = folder / "figures" / f"rgb-to-{other}"
+        chain_dir = folder / "figures" / f"rgb-to-{via}-to-{other}"
+        assert (chain_dir / "figure.png").is_file()
+        direct, chain = (json.loads((d / "metrics.json").read_text()) for d in (direct_dir, chain_dir))
+        assert direct["_num_samples"] == chain["_num_samples"] > 0
+        truths = [sorted((d / "ground_truth").iterdir()) for d in (direct_dir, chain_dir)]
+        assert [p.name for p in truths[0]] == [p.name for p in truths[1]] and truths[0]
+        for a, b in zip(*truths, strict=True):
+            if a.suffix == ".npy":
+                np.testing.assert_array_equal(np.load(a), np.load(b))
+        run = f"zs-rgb-{other}"
+        assert set(chained[f"rgb:{other}"]["metrics"]) >= {run}
+        assert f"rgb → {via} → {other}" in report
 
 
 def test_pairs_curve_micro_end_to_end(results_root):

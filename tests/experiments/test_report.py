@@ -139,3 +139,26 @@ def test_quality_bar_shows_ratio_and_ceiling_and_refuses_a_fraction_of_no_gap(tm
     row = "| rgb → depth | many-shot | many-shot | 0.56 | yes | abs_rel (lower is better) | 0.040 | 0.012 |"
     assert row in report
     assert "depth → rgb: the many-shot model is within 10% of its no-input CE (ratio 0.97)" in report
+
+
+def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin():
+    from pairless.experiments.report import CHAIN_MARGIN, chained_lines, chained_rows
+
+    def results(chained_value, direct_value, dst="depth"):
+        runs = {"zs": {"role": "zero-shot", "withheld": [["rgb", dst]], "universe": None, "label": dst},
+                "ms": {"role": "many-shot", "withheld": [], "universe": None, "label": ""}}
+        metric = {"depth": "abs_rel", "semseg": "miou"}[dst]
+        direct = {"zs": {metric: direct_value}, "ms": {metric: 0.01}}
+        return {"runs": runs, "config": {"directions": [f"rgb:{dst}"]},
+                "generation": {"metrics": {f"rgb:{dst}": direct},
+                               "chained": {f"rgb:{dst}": {"via": "normal",
+                                                          "metrics": {"zs": {metric: chained_value}}}}}}
+
+    assert chained_rows(results(0.05, 0.10))[0]["chain_wins"] is True  # abs_rel: lower is better
+    assert chained_rows(results(0.10, 0.05))[0]["chain_wins"] is False
+    assert chained_rows(results(0.5, 0.4, "semseg"))[0]["chain_wins"] is True  # mIoU: higher is better
+    close = 0.10 * (1 + CHAIN_MARGIN / 2)
+    assert chained_rows(results(close, 0.10))[0]["chain_wins"] == "tie"
+    lines = chained_lines(chained_rows(results(0.05, 0.10)))
+    assert "**beats**" in lines[0] and "rgb → normal → depth" in lines[0]
+    assert "within" in chained_lines(chained_rows(results(close, 0.10)))[0]
