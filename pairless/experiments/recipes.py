@@ -91,6 +91,9 @@ class ExperimentConfig(Config):
     eval_batch_size: int = Field(128, ge=1)
     figures: list[Figure] = []
     decoded_samples: int = Field(64, ge=0)  # generations scored with decoded metrics per direction
+    # alignment probes (pairless.inference.probes) of every run, per modality pair of the directions
+    probe_samples: int = Field(1000, ge=0)  # 0 = no probes
+    probe_neighbours: int = Field(10, ge=1)  # k of mutual kNN; the probes need more samples than k
     seeds: int = Field(1, ge=1)  # training seeds per run (only training is repeated)
 
     def expanded_runs(self) -> list[TrainingRun]:
@@ -155,6 +158,7 @@ def _base(recipe: str, preset: str, tokenizer_modalities=None) -> dict:
         tokenizers=TokenizerStage(preset=scale["tokenizer_preset"], modalities=tokenizer_modalities),
         eval_samples=scale["eval_samples"],
         decoded_samples=scale["decoded"],
+        probe_neighbours=3 if preset == "micro" else 10,  # micro's val split holds ~10 samples
     )
 
 

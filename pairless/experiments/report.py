@@ -410,9 +410,10 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                            f"{r['metric']} ({r['better']} is better)", _num(r["direct"]), _num(r["chained"]),
                            _num(r["many_shot"])] for r in crows]), ""]
         parts += [f"- {line}" for line in chained_lines(crows)] + [""]
-    from pairless.experiments import pairs_curve  # it imports this module's helpers
+    from pairless.experiments import pairs_curve, probes_report  # they import this module's helpers
 
     parts += pairs_curve.markdown(results)
+    parts += probes_report.markdown(results)
     lines = findings(results)
     if lines:
         parts += ["## Do the study's findings hold here?", ""] + [f"- {line}" for line in lines] + [""]
@@ -508,14 +509,16 @@ def write_report(recipe_dir: Path) -> Path:
         figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
-    from pairless.experiments import pairs_curve  # it imports this module's helpers
+    from pairless.experiments import pairs_curve, probes_report  # they import this module's helpers
 
     if pairs_curve.plot(results, recipe_dir / "pairs_curve.png"):
         figures["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
+    if probes_report.plot(results, recipe_dir / "probes.png"):
+        figures["recovered fraction vs alignment probes"] = "probes.png"
     write_csv(results, recipe_dir / "results.csv")
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
                "quality": quality_rows(results), "findings": findings(results),
-               "pairs_curve": pairs_curve.summary(results)}
+               "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

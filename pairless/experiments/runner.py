@@ -62,6 +62,12 @@ class Plan:
         key = config_hash({"samples": self.config.eval_samples, "split": "val"})
         return self.cache / "evals" / f"{self.runs[run_name].name}-{key}.json"
 
+    def probe_file(self, run_name: str) -> Path:
+        """Cached alignment probes of one run (beside the evaluations, outside the run folder)."""
+        key = config_hash({"samples": self.config.probe_samples, "k": self.config.probe_neighbours,
+                           "split": "val"})
+        return self.cache / "probes" / f"{self.runs[run_name].name}-{key}.json"
+
     def summary(self) -> str:
         """What will run and roughly how long it takes (cached stages cost nothing)."""
         lines = [f"pairless run {self.config.recipe} (preset {self.config.preset}) -> {self.recipe_dir}"]
@@ -119,6 +125,12 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
+        probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
+                                                   plan.probe_file(run.name))
+                  for run in config.expanded_runs()}
+        timings["probes"] = time.perf_counter() - started
+
+        started = time.perf_counter()
         figures = stages.make_figures(config, plan)
         timings["generation"] = time.perf_counter() - started
 
@@ -131,6 +143,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,
+            "probes": probes,
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),

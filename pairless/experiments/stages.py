@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pairless.config import apply_overrides, validate
+from pairless.data.shards import open_shards
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
-from pairless.inference.evaluate import evaluate_directions
+from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
+from pairless.inference.probes import probe_model
 from pairless.inference.translations import generate_and_score
 from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
@@ -182,6 +184,36 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
                                        threads=choose_threads())
             metrics[direction] = {**extra.get("metrics", {}), **metrics[direction]}
     return {"figures": figures, "metrics": metrics, "chained": chained}
+
+
+def probe_pairs(run: TrainingRun, directions: list[str]) -> list[str]:
+    """The modality pairs of a run's single-source directions (``a:b`` once, whichever way it is asked)."""
+    pairs: list[str] = []
+    for direction in _directions_for(run, directions):
+        sources, destination = parse_direction(direction)
+        if len(sources) == 1 and not any(set(p.split(":")) == {sources[0], destination} for p in pairs):
+            pairs.append(f"{sources[0]}:{destination}")
+    return pairs
+
+
+def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path) -> dict:
+    """Alignment probes of one run (last layer, shuffled control), cached per (run, samples, k)."""
+    if not config.probe_samples:
+        return {}
+    cached = read_json(cache_file) if cache_file.is_file() else {}
+    wanted = [pair for pair in probe_pairs(run, config.directions) if pair not in cached]
+    if wanted:
+        model, shards = load_run_model(run_dir), open_shards(run_shards_path(run_dir), "val")
+        for pair in wanted:
+            first, second = pair.split(":")
+            try:
+                result = probe_model(model, shards, first, second, config.probe_samples,
+                                     config.eval_batch_size, choose_threads(), k=config.probe_neighbours)
+                cached[pair] = {key: result[key] for key in ("num_samples", "k", "summary", "shuffled")}
+            except ValueError as error:  # too few samples with both: say so in the report
+                cached[pair] = {"skipped": str(error)}
+        atomic_write_json(cache_file, cached)
+    return {pair: cached[pair] for pair in probe_pairs(run, config.directions) if pair in cached}
 
 
 def tokenizer_ceiling(tokenizers: Path) -> dict:

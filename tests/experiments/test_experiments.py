@@ -57,6 +57,11 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
             assert direction.replace(":", " → ") in report
         assert "Table I" in report
         _check_chained_baseline(folder, report, results)
+        assert "## Alignment probes" in report
+        for run in config.expanded_runs():  # every run probed on each pair of the directions
+            assert set(results["probes"][run.name]) == {"rgb:normal", "rgb:depth", "rgb:semseg"}
+            for value in results["probes"][run.name].values():
+                assert 0.0 <= value["summary"]["foscttm"] <= 1.0 and value["num_samples"] > value["k"]
     if recipe == "binding":
         assert "Table II" in report and (folder / "binding.png").is_file()
         for count in ("0", "1", "3", "5"):

@@ -162,3 +162,39 @@ def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin()
     lines = chained_lines(chained_rows(results(0.05, 0.10)))
     assert "**beats**" in lines[0] and "rgb → normal → depth" in lines[0]
     assert "within" in chained_lines(chained_rows(results(close, 0.10)))[0]
+
+
+def test_probe_correlation_on_hand_made_points():
+    from pairless.experiments.probes_report import correlation, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6 * 2 / (4 * 15)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    perfect = correlation(list(range(8)), [x * x for x in range(8)])
+    assert perfect["rho"] == pytest.approx(1.0) and perfect["low"] == pytest.approx(1.0) and perfect["n"] == 8
+    noisy = correlation([0, 1, 2, 3, 4, 5], [0, 2, 1, 4, 3, 5])
+    assert noisy["low"] < noisy["rho"] < 1.0 and noisy["high"] <= 1.0
+
+
+def test_probe_points_pair_zero_shot_runs_with_their_matched_many_shot():
+    from pairless.experiments.probes_report import markdown, points
+
+    def probe(foscttm):
+        row = {"recall_at_1": 0.1, "recall_at_10": 0.5, "foscttm": foscttm, "mutual_knn": 0.2, "cka": 0.3}
+        shuffled = {**row, "foscttm": 0.5}
+        return {"rgb:depth": {"num_samples": 100, "k": 10, "summary": row, "shuffled": shuffled}}
+
+    runs, evals, probes = {}, {}, {}
+    for index, (ce_zero, foscttm) in enumerate([(2.9, 0.45), (2.4, 0.2), (2.5, 0.3), (2.6, 0.35)]):
+        runs[f"zs{index}"] = {"role": "zero-shot", "withheld": [["rgb", "depth"]], "label": str(index),
+                              "seed": 0}
+        runs[f"ms{index}"] = {"role": "many-shot", "withheld": [], "label": str(index), "seed": 0}
+        evals[f"zs{index}"] = {"rgb:depth": {"ce": ce_zero, "ce_unconditional": 3.0}}
+        evals[f"ms{index}"] = {"rgb:depth": {"ce": 2.0 + 0.1 * index, "ce_unconditional": 3.0}}
+        probes[f"zs{index}"] = probe(foscttm)
+    found = points({"runs": runs, "evals": evals, "probes": probes})
+    assert [p["run"] for p in found] == ["zs0", "zs1", "zs2", "zs3"]
+    assert found[1]["recovered"] == pytest.approx((3.0 - 2.4) / (3.0 - 2.1))  # against ms1, its own label
+    text = "\n".join(markdown({"runs": runs, "evals": evals, "probes": probes}))
+    assert "| foscttm | -1.00 |" in text  # lower FOSCTTM, higher recovered fraction, in every point

@@ -1,0 +1,145 @@
+"""The report's alignment-probe section: probe metrics per run, and whether they predict zero-shot quality.
+
+For every zero-shot run and every direction between its withheld pair, the recovered fraction (against
+the many-shot run with the same label, else the recipe's many-shot run) is set beside the run's probe
+metrics for that pair (last encoder layer); across those points the Spearman rank correlation of each
+metric with the recovered fraction is reported with a bootstrap interval. docs/evaluation.md states
+beforehand which metric we expect to predict best (FOSCTTM, then recall@10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pairless.experiments.report import LEARNED_RATIO, _num, _table, recovered_fraction
+from pairless.inference.probes import METRICS
+
+MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed
+BOOTSTRAP = 2000
+
+
+def _ce(results: dict, run: str, direction: str) -> dict | None:
+    return (results.get("evals") or {}).get(run, {}).get(direction)
+
+
+def _many_shot_for(runs: dict, info: dict) -> str | None:
+    """The many-shot run of the same seed with the zero-shot run's label (binding's matched control), else
+    the many-shot run of that seed."""
+    candidates = [name for name, other in runs.items()
+                  if other.get("role") == "many-shot" and other.get("seed") == info.get("seed")]
+    same_label = [name for name in candidates if runs[name].get("label") == info.get("label")]
+    return (same_label or candidates or [None])[0]
+
+
+def points(results: dict) -> list[dict]:
+    """(zero-shot run, direction) points with a recovered fraction and the pair's probe metrics."""
+    runs = results.get("runs") or {}
+    probes = results.get("probes") or {}
+    out = []
+    for name, info in runs.items():
+        if info.get("role") != "zero-shot":
+            continue
+        many = _many_shot_for(runs, info)
+        for pair in info.get("withheld") or []:
+            probe = next((value for key, value in (probes.get(name) or {}).items()
+                          if set(key.split(":")) == set(pair) and "summary" in value), None)
+            for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
+                zero, ms = _ce(results, name, direction), _ce(results, many, direction) if many else None
+                if probe is None or zero is None or ms is None:
+                    continue
+                if ms["ce"] / ms["ce_unconditional"] > LEARNED_RATIO:
+                    continue  # the many-shot model did not learn it: no recovered fraction to predict
+                recovered = recovered_fraction(zero["ce_unconditional"], zero["ce"], ms["ce"])
+                out.append({"run": name, "direction": direction, "recovered": recovered,
+                            **{metric: probe["summary"][metric] for metric in METRICS}})
+    return out
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan when either side is constant."""
+    def ranks(values):
+        values = np.asarray(values, dtype=float)
+        order = values.argsort(kind="stable")
+        ranked = np.empty(len(values))
+        ranked[order] = np.arange(len(values), dtype=float)
+        for value in np.unique(values):  # ties share their mean rank
+            ranked[values == value] = ranked[values == value].mean()
+        return ranked
+    a, b = ranks(x), ranks(y)
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def correlation(x, y, seed: int = 0) -> dict:
+    """Spearman rho with a 95% percentile bootstrap interval over the points."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    rng = np.random.default_rng(seed)
+    samples = [spearman(x[idx], y[idx]) for idx in rng.integers(0, len(x), (BOOTSTRAP, len(x)))]
+    samples = np.asarray([s for s in samples if np.isfinite(s)])
+    low, high = (np.percentile(samples, [2.5, 97.5]) if len(samples) else (float("nan"), float("nan")))
+    return {"rho": spearman(x, y), "low": float(low), "high": float(high), "n": len(x)}
+
+
+def summary(results: dict) -> dict:
+    found = points(results)
+    correlations = ({metric: correlation([p[metric] for p in found], [p["recovered"] for p in found])
+                     for metric in METRICS} if len(found) >= MIN_POINTS else {})
+    return {"points": found, "correlations": correlations}
+
+
+def markdown(results: dict) -> list[str]:
+    probes = results.get("probes") or {}
+    rows = []
+    for run, per_pair in probes.items():
+        for pair, value in per_pair.items():
+            if "skipped" in value:
+                rows.append([run, pair, *["–"] * (len(METRICS) + 1), value["skipped"][:80]])
+                continue
+            rows.append([run, pair, *[_num(value["summary"][m]) for m in METRICS],
+                         _num(value["shuffled"]["foscttm"]), str(value["num_samples"])])
+    if not rows:
+        return []
+    parts = ["## Alignment probes (last encoder layer)", "",
+             "Each modality of a pair encoded alone, mean-pooled; cross-modal retrieval recall@1/@10, "
+             "FOSCTTM (0 = every sample's true match is nearest, 0.5 = chance), mutual k-NN and linear CKA "
+             "(docs/evaluation.md). *shuffled* is FOSCTTM with the pairs permuted: the chance level.", "",
+             _table(["run", "pair", *METRICS, "shuffled foscttm", "samples"], rows), ""]
+    result = summary(results)
+    if not result["correlations"]:
+        parts += [f"Does a shared latent predict zero-shot quality? {len(result['points'])} (zero-shot run, "
+                  f"direction) points with a learned many-shot direction: fewer than {MIN_POINTS}, so no "
+                  "correlation is computed.", ""]
+        return parts
+    corr_rows = [[metric, f"{c['rho']:+.2f}", f"[{c['low']:+.2f}, {c['high']:+.2f}]", str(c["n"])]
+                 for metric, c in result["correlations"].items()]
+    parts += ["Does a shared latent predict zero-shot quality? Spearman correlation of each metric with the "
+              "recovered fraction across (zero-shot run, direction) points, 95% bootstrap interval. "
+              "Expected beforehand: FOSCTTM (negative: lower is better aligned) and recall@10 predict best.",
+              "", _table(["metric", "Spearman rho", "95% interval", "points"], corr_rows), ""]
+    return parts
+
+
+def plot(results: dict, out: Path) -> bool:
+    found = summary(results)["points"]
+    if len(found) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.0))
+    recovered = [p["recovered"] for p in found]
+    for axis, metric in zip(axes, METRICS, strict=True):
+        axis.scatter([p[metric] for p in found], recovered)
+        for p in found:
+            axis.annotate(f"{p['run']} {p['direction']}", (p[metric], p["recovered"]), fontsize=5)
+        axis.set_xlabel(metric)
+        axis.set_ylabel("recovered fraction")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
