@@ -119,6 +119,11 @@ def markdown(results: dict) -> list[str]:
               "recovered fraction across (zero-shot run, direction) points, 95% bootstrap interval. "
               "Expected beforehand: FOSCTTM (negative: lower is better aligned) and recall@10 predict best.",
               "", _table(["metric", "Spearman rho", "95% interval", "points"], corr_rows), ""]
+    count = len(result["points"])
+    if count < 10:
+        parts += [f"With {count} points a rank correlation takes few values and the bootstrap interval is "
+                  "rough (resamples repeat points); read the sign, not the size. More runs (binding sets, "
+                  "pairs-curve k, seeds) add points.", ""]
     return parts
 
 
