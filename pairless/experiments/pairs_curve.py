@@ -8,7 +8,6 @@ alone, would do as well as zero-shot, interpolated in log k between the measured
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from statistics import mean, stdev
@@ -22,8 +21,8 @@ from pairless.experiments.report import (
     _ratio,
     _runs_by_base,
     _table,
+    save_figure,
 )
-from pairless.utils.storage import atomic_write_bytes
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
@@ -291,9 +290,5 @@ def plot(results: dict, out: Path) -> bool:
         ax.set_ylabel(f"{direction.replace(':', ' → ')} CE (nats/token)")
         ax.set_title(f"{direction.replace(':', ' → ')} against paired samples")
         ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buffer.getvalue())
+    save_figure(fig, out)
     return True

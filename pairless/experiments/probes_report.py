@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report import LEARNED_RATIO, _num, _table, recovered_fraction
+from pairless.experiments.report import LEARNED_RATIO, _num, _table, recovered_fraction, save_figure
 from pairless.inference.probes import METRICS
 
 MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed
@@ -144,7 +144,5 @@ def plot(results: dict, out: Path) -> bool:
             axis.annotate(f"{p['run']} {p['direction']}", (p[metric], p["recovered"]), fontsize=5)
         axis.set_xlabel(metric)
         axis.set_ylabel("recovered fraction")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out)
     return True

@@ -476,12 +476,19 @@ def plot_binding(results: dict, out: Path) -> bool:
     ax.set_xticks(counts)
     ax.legend(frameon=False)
     ax.set_title("Zero-shot rgb → depth vs binding modalities")
+    save_figure(fig, out)
+    return True
+
+
+def save_figure(fig, out: Path) -> None:
+    """Lay out, render to PNG in memory, write atomically (a killed report never leaves half a PNG), close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
-    return True
 
 
 def write_csv(results: dict, out: Path) -> None:
