@@ -52,6 +52,9 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
                        "tokenizers": ["spatial.modality_levels={}"]},
     "adopted-2026-12": {"tokenizers": ['spatial.modality_levels={"semseg":[4,4,4],"depth":[5,5,5],'
                                        '"normal":[8,5,5]}']},
+    # the tiny study's sharper image tokenizers (its preset's spatial settings) on the demo's data
+    "tiny-tokenizers": {"tokenizers": ["spatial.steps=1600", "spatial.batch_size=64", "spatial.width=64",
+                                       "modality_steps.rgb=3000"]},
     "token-std-1": {"train": ["model.token_init_std=1.0"]},
     "position-0.02": {"train": ["model.position_scale=0.02"]},
     "lr-x3": {"train": ["base_lr=0.012"]},
