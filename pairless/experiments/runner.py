@@ -87,9 +87,14 @@ class Plan:
         line("shards", self.shards, scenes / 400)
         for run in self.config.expanded_runs():
             rate = _ESTIMATED_TOKENS_PER_SECOND.get(run.model_preset, 5_000)
-            if run.overrides:  # micro models are far faster than their preset
+            if any(item.startswith("model.") for item in run.overrides):  # micro models: far faster
                 rate *= 10
-            line(f"train {run.name} ({run.role})", self.runs[run.name], run.total_tokens / rate)
+            tokens = run.total_tokens
+            if any(item.startswith("budget_modalities=") for item in run.overrides):
+                # the budget counts some modalities only: about total x universe size / counted ones
+                universe = len(run.universe or []) or 7
+                tokens = run.total_tokens * max(1.0, universe / 2)
+            line(f"train {run.name} ({run.role})", self.runs[run.name], tokens / rate)
         evaluations = len(self.config.expanded_runs()) * len(self.config.directions)
         lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
         lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")

@@ -84,6 +84,9 @@ class TrainConfig(Config):
     batch_size: int = Field(32, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)  # per forward pass; None = batch_size / processes
     total_tokens: int = Field(10_000_000, gt=0)  # budget: valid input + target tokens seen
+    # when set, the budget (and the lr schedule) counts only these modalities' tokens: runs over different
+    # universes then see each of them equally often (the exposure-matched binding ablation)
+    budget_modalities: list[str] | None = None
     base_lr: float = Field(8e-3, gt=0)  # peak lr = base_lr * batch_size / 256 (1e-3 at the default batch)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)  # of total_tokens
     warmup_tokens: int | None = Field(None, ge=0)  # overrides warmup_fraction when set
@@ -225,6 +228,17 @@ class Progress:
     modality_tokens: np.ndarray | None = None  # int64 [M]: valid input + target tokens seen per modality
 
 
+def budget_spent(config: TrainConfig, modalities: list[str], progress: Progress) -> int:
+    """Tokens counted against ``total_tokens``: all tokens seen, or those of ``budget_modalities``."""
+    if config.budget_modalities is None:
+        return progress.tokens_seen
+    missing = [name for name in config.budget_modalities if name not in modalities]
+    if missing:
+        raise ConfigError(f"budget_modalities: {', '.join(missing)} not among the trained modalities "
+                          f"({', '.join(modalities)})")
+    return int(sum(progress.modality_tokens[modalities.index(name)] for name in config.budget_modalities))
+
+
 def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
            stop_request: StopRequest) -> Path:
     session = _start(config, context, run)
@@ -235,19 +249,23 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         write_config(run, config)
         if session.data.paired_ids:  # which samples kept both modalities of a withheld pair
             atomic_write_json(run / PAIRED_IDS_FILE, session.data.paired_ids)
-    bar = tqdm(total=config.total_tokens, initial=progress.tokens_seen, unit="tok", unit_scale=True,
+    def spent() -> int:
+        return budget_spent(config, session.data.modalities, progress)
+
+    bar = tqdm(total=config.total_tokens, initial=spent(), unit="tok", unit_scale=True,
                disable=None if context.is_main else True, desc=f"train {run.name}")
     steps_this_session, last_saved, stopped_by = 0, progress.step, 0
     window_tokens, window_start = 0, time.perf_counter()
     try:
-        while progress.tokens_seen < config.total_tokens:
+        while spent() < config.total_tokens:
             if config.stop_after_steps is not None and steps_this_session >= config.stop_after_steps:
                 break
+            before = spent()
             stats, grad_norm, lr, step_tokens = _step(session, network, progress, stop_request)
             steps_this_session += 1
             window_tokens += step_tokens
-            bar.update(step_tokens)
-            if progress.step % config.log_every == 0 or progress.tokens_seen >= config.total_tokens:
+            bar.update(spent() - before)
+            if progress.step % config.log_every == 0 or spent() >= config.total_tokens:
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                 log.write(step=progress.step, tokens=progress.tokens_seen, loss=progress.loss,
                           losses=stats.modality_means(session.data.modalities), lr=lr, grad_norm=grad_norm,
@@ -324,7 +342,7 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     """
     config, context, modalities = session.config, session.context, session.data.modalities
     indices, batch = session.batches.get(progress.step)  # the global batch; this process trains on its slices
-    lr = learning_rate(config, progress.tokens_seen)
+    lr = learning_rate(config, budget_spent(config, modalities, progress))
     for group in session.optimizer.param_groups:
         group["lr"] = lr
     torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, progress.step, context.rank))
@@ -387,7 +405,7 @@ def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: i
             steps_this_session: int) -> Path:
     """The last checkpoint; then, when the budget is spent, the final weights and ``COMPLETE.json``."""
     config, context, run = session.config, session.context, session.run
-    finished = progress.tokens_seen >= config.total_tokens
+    finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
     if progress.step != last_saved:
         _save(session, progress, "final" if finished else "stopped")
     if stopped_by and not finished:

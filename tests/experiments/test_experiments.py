@@ -45,7 +45,7 @@ def test_demo_micro_end_to_end(results_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["visual-pairs", "binding", "caption"])
+@pytest.mark.parametrize("recipe", ["visual-pairs", "binding", "binding-exposure", "caption"])
 def test_every_recipe_micro_report_is_complete(results_root, recipe):
     folder = run_experiment(_micro(recipe), results_root)
     report, results = _read_report(folder)
@@ -66,6 +66,13 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert "Table II" in report and (folder / "binding.png").is_file()
         for count in ("0", "1", "3", "5"):
             assert f"| {count} | rgb → depth |" in report
+    if recipe == "binding-exposure":  # every run saw the same rgb + depth tokens, within one global batch
+        seen = [info["tokens_per_modality"]["rgb"] + info["tokens_per_modality"]["depth"]
+                for info in results["runs"].values()]
+        run = config.runs[0]
+        assert min(seen) >= run.total_tokens
+        assert max(seen) - min(seen) < run.batch_size * (run.input_budget + run.target_budget)
+        assert "| 5 | rgb → depth |" in report
     if recipe == "caption":
         assert "rgb → caption" in report and "caption → rgb" in report
 
@@ -264,9 +271,12 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
     dumped = stages.train_config(run, Path("."), Path(".")).model_dump(mode="json")
     keyed = stages.run_key_fields(run)
     for dotted, neutral in stages.KEY_NEUTRAL.items():
-        section, name = dotted.split(".")
-        assert dumped[section][name] == neutral, dotted
-        assert name not in keyed[section], dotted
+        *sections, name = dotted.split(".")
+        full, kept = dumped, keyed
+        for section in sections:
+            full, kept = full[section], kept[section]
+        assert full[name] == neutral, dotted
+        assert name not in kept, dotted
     changed = run.model_copy(update={"overrides": [*run.overrides, "fragment.only_paired=true",
                                                    'fragment.allow_pairs={"rgb:depth": 4}']})
     assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True
