@@ -22,7 +22,7 @@ from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
-from pairless.training.run import ADDED_OPTIONS
+from pairless.training.run import without_added_options
 from pairless.training.train import TrainConfig, train
 from pairless.utils.storage import atomic_write_json, is_complete, read_json
 from pairless.utils.threads import choose_threads
@@ -74,27 +74,14 @@ _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every",
                      "keep_checkpoints"}
 
 
-# Options added after runs were cached, at the value that trains exactly as before the option existed:
-# left out of the key at that value, so that adding an option does not retrain every cached run
-# (a run that sets one to anything else gets a key of its own). Dotted path -> neutral value.
-KEY_NEUTRAL: dict[str, object] = dict(ADDED_OPTIONS)  # the same options a resumed run's check accepts
-
-
-def _drop_neutral(fields: dict) -> dict:
-    for dotted, neutral in KEY_NEUTRAL.items():
-        *sections, name = dotted.split(".")
-        node = fields
-        for section in sections:
-            node = node.get(section) if isinstance(node, dict) else None
-        if isinstance(node, dict) and name in node and node[name] == neutral:
-            del node[name]
-    return fields
-
-
 def run_key_fields(run: TrainingRun) -> dict:
-    """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone."""
+    """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone.
+
+    Options added after runs were cached (``ADDED_OPTIONS``) are left out at their neutral value, so adding
+    an option does not retrain every cached run; a run that sets one otherwise gets a key of its own.
+    """
     fields = train_config(run, Path("."), Path(".")).model_dump(mode="json", exclude=_RUN_KEY_EXCLUDED)
-    return _drop_neutral(fields)
+    return without_added_options(fields)
 
 
 def tokenizer_key_fields(config: TokenizerStage) -> dict:

@@ -28,7 +28,7 @@ from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
 from pairless.modalities import parse_direction
 from pairless.model import FourM, load_model
-from pairless.utils.storage import FolderLock, atomic_write_json, read_json
+from pairless.utils.storage import merge_json, read_json
 from pairless.utils.threads import torch_threads
 
 
@@ -142,11 +142,7 @@ def evaluate_directions(run: Path, directions: list[str], num_samples: int = 250
 
 def record_results(run: Path, results: dict[str, dict]) -> Path:
     """Merge ``results`` into ``RUN/eval.json`` (directions evaluated before are kept); returns its path."""
-    output = Path(run) / "eval.json"
-    with FolderLock(Path(run) / "eval"):
-        previous = read_json(output) if output.is_file() else {}
-        atomic_write_json(output, {**previous, **results})
-    return output
+    return merge_json(Path(run) / "eval.json", results)
 
 
 def run_shards_path(run: Path) -> Path:

@@ -45,7 +45,7 @@ from pairless.inference.evaluate import eligible_samples, load_run_model, model_
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import pack_batch
 from pairless.modalities import parse_pair
-from pairless.utils.storage import FolderLock, atomic_write_json, read_json
+from pairless.utils.storage import merge_json
 from pairless.utils.threads import torch_threads
 
 METRICS = ("recall_at_1", "recall_at_10", "foscttm", "mutual_knn", "cka")
@@ -249,11 +249,7 @@ def probe_run(run: Path, pair: str, num_samples: int = 1000, batch_size: int = 1
 
 def record_probes(run: Path, results: dict[str, dict]) -> Path:
     """Merge ``{pair: result}`` into ``RUN/probes.json`` (pairs probed before are kept); returns its path."""
-    output = Path(run) / "probes.json"
-    with FolderLock(Path(run) / "probes"):
-        previous = read_json(output) if output.is_file() else {}
-        atomic_write_json(output, {**previous, **results})
-    return output
+    return merge_json(Path(run) / "probes.json", results)
 
 
 def format_table(result: dict) -> str:

@@ -38,15 +38,30 @@ ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_p
                                     "budget_modalities": None}
 
 
-def _with_added_options(saved: dict) -> dict:
+def _added_option_parents(config: dict):
+    """``(section dict, field name, neutral value)`` of each ADDED_OPTIONS entry whose section exists."""
     for dotted, value in ADDED_OPTIONS.items():
         *sections, name = dotted.split(".")
-        node = saved
+        node = config
         for section in sections:
             node = node.get(section) if isinstance(node, dict) else None
         if isinstance(node, dict):
-            node.setdefault(name, value)
+            yield node, name, value
+
+
+def _with_added_options(saved: dict) -> dict:
+    """A saved config.json with every option added since at its neutral value (the resume check)."""
+    for node, name, value in _added_option_parents(saved):
+        node.setdefault(name, value)
     return saved
+
+
+def without_added_options(config: dict) -> dict:
+    """``config`` without the added options that sit at their neutral value (the runner's cache key)."""
+    for node, name, value in _added_option_parents(config):
+        if name in node and node[name] == value:
+            del node[name]
+    return config
 
 
 def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS) -> None:

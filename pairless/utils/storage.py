@@ -303,6 +303,16 @@ class FolderLock:
             self._handle = None
 
 
+def merge_json(path: str | os.PathLike, update: dict) -> Path:
+    """Merge ``update`` into the JSON object at ``path`` (keys written before are kept), under a lock on
+    ``path`` without its suffix, atomically; returns the path."""
+    path = Path(path)
+    with FolderLock(path.with_suffix("")):
+        previous = read_json(path) if path.is_file() else {}
+        atomic_write_json(path, {**previous, **update})
+    return path
+
+
 def config_hash(obj, length: int = 12) -> str:
     """A short stable hash of a JSON-able config (pydantic models are dumped first)."""
     if hasattr(obj, "model_dump"):

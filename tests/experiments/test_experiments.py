@@ -260,17 +260,18 @@ def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe)
 
 
 def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
-    """KEY_NEUTRAL drops an option from a run's key only at a value that trains as before the option existed:
+    """An added option (ADDED_OPTIONS) leaves a run's key only at a value that trains as before it existed:
     that value must be the option's default, or runs that never set it would share keys with runs that did."""
     from pathlib import Path
 
     from pairless.experiments import stages
+    from pairless.training.run import ADDED_OPTIONS
 
     run = _micro("demo").runs[0]
     assert run.withheld == [("rgb", "depth")]
     dumped = stages.train_config(run, Path("."), Path(".")).model_dump(mode="json")
     keyed = stages.run_key_fields(run)
-    for dotted, neutral in stages.KEY_NEUTRAL.items():
+    for dotted, neutral in ADDED_OPTIONS.items():
         *sections, name = dotted.split(".")
         full, kept = dumped, keyed
         for section in sections:
