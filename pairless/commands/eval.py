@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pairless.inference.evaluate import evaluate_directions, format_table, record_results
+from pairless.inference.regions import evaluate_regions, format_regions
 from pairless.utils.threads import choose_threads
 
 
@@ -23,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
+    parser.add_argument("--regions", action="store_true",
+                        help="also split the CE of image destinations into object and background tokens "
+                             "(object mask from the samples' semseg tokens; needs semseg in the shards)")
+    parser.add_argument("--tokenizers", type=Path, default=None,
+                        help="tokenizer folder for --regions (default: the shards')")
     return parser
 
 
@@ -33,11 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
                                       args.shards, threads=choose_threads())
+        regions = {}
+        if args.regions:
+            regions = evaluate_regions(args.run, directions, args.tokenizers, args.num_samples,
+                                       args.batch_size, args.split, args.shards, threads=choose_threads())
     except (ValueError, FileNotFoundError) as error:
         print(f"pairless eval: {error}", file=sys.stderr)
         return 2
+    if args.regions and not regions:
+        print("pairless eval: --regions: no direction into an image modality with semseg in the shards; "
+              "nothing split", file=sys.stderr)
+    for direction, split in regions.items():
+        results[direction]["regions"] = split
     output = record_results(args.run, results)
     print(format_table(results))
+    if regions:
+        print(format_regions(regions))
     print(f"wrote {output}")
     return 0
 

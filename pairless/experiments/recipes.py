@@ -94,6 +94,9 @@ class ExperimentConfig(Config):
     # alignment probes (pairless.inference.probes) of every run, per modality pair of the directions
     probe_samples: int = Field(1000, ge=0)  # 0 = no probes
     probe_neighbours: int = Field(10, ge=1)  # k of mutual kNN; the probes need more samples than k
+    # CE split into object and background tokens for directions into an image modality
+    # (pairless.inference.regions; needs semseg in the shards); 0 = not measured
+    region_samples: int = Field(1000, ge=0)
     seeds: int = Field(1, ge=1)  # training seeds per run (only training is repeated)
 
     def expanded_runs(self) -> list[TrainingRun]:

@@ -253,6 +253,40 @@ def chained_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def region_rows(results: dict) -> list[dict]:
+    """Per direction into an image modality and run: CE ratio on object tokens and on background tokens."""
+    regions = results.get("regions") or {}
+    runs = results.get("runs") or {}
+    rows = []
+    for direction in results["config"]["directions"]:
+        for name, per_direction in regions.items():
+            row = per_direction.get(direction)
+            if not row or "ratio" not in row.get("objects", {}) or "ratio" not in row.get("background", {}):
+                continue
+            rows.append({"direction": direction, "run": name, "role": runs.get(name, {}).get("role", "?"),
+                         "objects_ratio": row["objects"]["ratio"],
+                         "background_ratio": row["background"]["ratio"],
+                         "objects_ce": row["objects"]["ce"], "background_ce": row["background"]["ce"],
+                         "object_fraction": row["object_fraction"], "num_samples": row["num_samples"]})
+    return rows
+
+
+def region_markdown(results: dict) -> list[str]:
+    rows = region_rows(results)
+    if not rows:
+        return []
+    samples = max(r["num_samples"] for r in rows)
+    parts = ["## How much of each image is predictable: object tokens vs background", "",
+             "The CE ratio (conditional / no input) over the destination tokens whose patch holds an object "
+             "(any pixel not sky or floor, from the sample's decoded semseg tokens) and over the rest. "
+             "Background (the checkered floor, the sky) carries little about the other modalities, so a "
+             f"translation is judged on its objects. {samples} held-out samples.", "",
+             _table(["Task", "run", "role", "objects: CE ratio", "background: CE ratio", "object share"],
+                    [[r["direction"].replace(":", " → "), r["run"], r["role"], f"{r['objects_ratio']:.2f}",
+                      f"{r['background_ratio']:.2f}", f"{r['object_fraction']:.2f}"] for r in rows]), ""]
+    return parts
+
+
 def findings(results: dict) -> list[str]:
     """The study's findings, each checked on our numbers (holds / does not hold, with numbers)."""
     lines = []
@@ -410,6 +444,7 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                            f"{r['metric']} ({r['better']} is better)", _num(r["direct"]), _num(r["chained"]),
                            _num(r["many_shot"])] for r in crows]), ""]
         parts += [f"- {line}" for line in chained_lines(crows)] + [""]
+    parts += region_markdown(results)
     from pairless.experiments import pairs_curve, probes_report  # they import this module's helpers
 
     parts += pairs_curve.markdown(results)
@@ -525,7 +560,8 @@ def write_report(recipe_dir: Path) -> Path:
     write_csv(results, recipe_dir / "results.csv")
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
                "quality": quality_rows(results), "findings": findings(results),
-               "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results)}
+               "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results),
+               "regions": region_rows(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

@@ -62,6 +62,11 @@ class Plan:
         key = config_hash({"samples": self.config.eval_samples, "split": "val"})
         return self.cache / "evals" / f"{self.runs[run_name].name}-{key}.json"
 
+    def region_file(self, run_name: str) -> Path:
+        """Cached object / background CE of one run (beside the evaluations)."""
+        key = config_hash({"samples": self.config.region_samples, "split": "val"})
+        return self.cache / "regions" / f"{self.runs[run_name].name}-{key}.json"
+
     def probe_file(self, run_name: str) -> Path:
         """Cached alignment probes of one run (beside the evaluations, outside the run folder)."""
         key = config_hash({"samples": self.config.probe_samples, "k": self.config.probe_neighbours,
@@ -130,6 +135,12 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
+        regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
+                                               plan.tokenizers)
+                   for run in config.expanded_runs()}
+        timings["regions"] = time.perf_counter() - started
+
+        started = time.perf_counter()
         probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
                                                    plan.probe_file(run.name))
                   for run in config.expanded_runs()}
@@ -149,6 +160,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "runs": runs_info,
             "evals": evals,
             "probes": probes,
+            "regions": {name: value for name, value in regions.items() if value},
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),

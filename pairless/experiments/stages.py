@@ -17,6 +17,7 @@ from pairless.data.shards import open_shards
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.probes import probe_model
+from pairless.inference.regions import evaluate_regions, region_directions
 from pairless.inference.translations import generate_and_score
 from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
@@ -201,6 +202,28 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
                 cached[pair] = {"skipped": str(error)}
         atomic_write_json(cache_file, cached)
     return {pair: cached[pair] for pair in probe_pairs(run, config.directions) if pair in cached}
+
+
+def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
+               tokenizers: Path) -> dict:
+    """Object / background CE of one run for its directions into image modalities, cached per (run,
+    samples); {} where the shards hold no semseg to draw the object mask from."""
+    if not config.region_samples:
+        return {}
+    cached = read_json(cache_file) if cache_file.is_file() else {}
+    directions = _directions_for(run, config.directions)
+    wanted = [d for d in directions if d not in cached]
+    if wanted:
+        shards_path = run_shards_path(run_dir)
+        specs = open_shards(shards_path, "val").specs
+        for direction in wanted:
+            cached[direction] = {"skipped": "no semseg in the shards, or not an image destination"}
+        results = evaluate_regions(run_dir, region_directions(wanted, specs), tokenizers,
+                                   num_samples=config.region_samples, batch_size=config.eval_batch_size,
+                                   threads=choose_threads())
+        cached.update(results)
+        atomic_write_json(cache_file, cached)
+    return {d: cached[d] for d in directions if d in cached and "skipped" not in cached[d]}
 
 
 def tokenizer_ceiling(tokenizers: Path) -> dict:

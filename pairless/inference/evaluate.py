@@ -49,14 +49,23 @@ def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndar
     return indices
 
 
-def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str, specs, modalities) -> float:
+def token_nll(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str, specs,
+              modalities) -> torch.Tensor:
+    """(B, L) negative log-likelihood of every token of ``dst`` (at its own position; 0 where it is not
+    scored, e.g. a sequence's padding) given all tokens of ``src``."""
     batch = translation_batch(tokens, src, dst, specs, modalities)
     device = model_device(model)
     logits = model.logits(batch.to(device))
     log_probabilities = logits.float()[..., : specs[dst].vocab_size].log_softmax(-1)  # (B, Nt, V)
     valid = batch.dec_valid.to(device)
     picked = log_probabilities.gather(-1, batch.dec_tokens.to(device)[..., None])[..., 0]
-    return float(-(picked * valid).sum())
+    out = torch.zeros(tokens[dst].shape, dtype=torch.float32, device=device)
+    positions = batch.dec_positions.to(device).clamp(max=out.shape[1] - 1)
+    return out.scatter_add_(1, positions, -(picked * valid)).cpu()
+
+
+def _summed_ce(model, tokens: dict[str, torch.Tensor], src: list[str], dst: str, specs, modalities) -> float:
+    return float(token_nll(model, tokens, src, dst, specs, modalities).sum())
 
 
 def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2500,

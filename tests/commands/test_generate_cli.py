@@ -118,6 +118,16 @@ def test_eval_cli_writes_eval_json(pipeline, capsys):
     assert "rgb:caption" in capsys.readouterr().out
 
 
+def test_eval_regions_without_semseg_says_so_and_still_records(pipeline, capsys):
+    from pairless.commands.eval import main
+
+    root, runs = pipeline  # these shards hold rgb, depth, caption: no semseg for an object mask
+    assert main([str(runs["zs"]), "--directions", "caption:depth", "--num-samples", "3", "--regions"]) == 0
+    assert "no direction into an image modality with semseg" in capsys.readouterr().err
+    row = json.loads((runs["zs"] / "eval.json").read_text())["caption:depth"]
+    assert row["num_samples"] == 3 and "regions" not in row
+
+
 def test_chained_generation_saves_every_link(pipeline):
     from pairless.inference.translations import generate_and_score
 

@@ -58,6 +58,12 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert "Table I" in report
         _check_chained_baseline(folder, report, results)
         assert "## Alignment probes" in report
+        assert "## How much of each image is predictable" in report
+        for run in config.expanded_runs():  # every direction has an image destination here
+            assert set(results["regions"][run.name]) == set(config.directions)
+            for split in results["regions"][run.name].values():
+                assert split["objects"]["num_tokens"] + split["background"]["num_tokens"] == \
+                    split["num_samples"] * 64
         for run in config.expanded_runs():  # every run probed on each pair of the directions
             assert set(results["probes"][run.name]) == {"rgb:normal", "rgb:depth", "rgb:semseg"}
             for value in results["probes"][run.name].values():
@@ -75,6 +81,8 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert "| 5 | rgb → depth |" in report
     if recipe == "caption":
         assert "rgb → caption" in report and "caption → rgb" in report
+        # only caption -> rgb has an image destination
+        assert all(set(per_direction) == {"caption:rgb"} for per_direction in results["regions"].values())
 
 
 def _check_chained_baseline(folder, report, results):

@@ -1,0 +1,165 @@
+"""How much of an image modality is predictable: the translation CE on object tokens and on background.
+
+An rgb token of the procedural world's checkered floor or sky says nothing about depth or normals, so a
+translation *into* rgb can at best predict its object tokens; the mean CE over all tokens mixes the two.
+:func:`region_ce` splits it: each destination token is an *object* token when any pixel of its patch
+belongs to an object class of ``semseg`` (every class but ``sky`` and ``floor``), else *background*, and
+the conditional and no-input CE are averaged over each group separately. The object mask comes from the
+sample's own semseg tokens decoded by the semseg tokenizer (the shards hold tokens only; its mIoU ceiling
+is the mask's accuracy), so the measure needs semseg in the shards and its tokenizer, and works for any
+image destination whose tokens tile the image in a square grid (row-major, as the spatial tokenizers
+write them).
+
+``pairless eval RUN --directions depth:rgb --regions`` prints it; the runner records it for every
+direction into an image modality (``regions`` in results.json) and the report shows the ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pairless.data.shards import open_shards
+from pairless.inference.evaluate import (
+    direction_name,
+    eligible_samples,
+    load_run_model,
+    model_modalities,
+    run_shards_path,
+    token_nll,
+)
+from pairless.inference.generate import model_device, precision
+from pairless.inference.translations import tokenizers_of
+from pairless.modalities import SEMSEG_CLASSES, parse_direction
+from pairless.tokenizers import load_tokenizer
+from pairless.utils.threads import torch_threads
+
+MASK_MODALITY = "semseg"
+BACKGROUND_CLASSES = ("sky", "floor")
+
+
+def object_patches(classes: np.ndarray, side: int) -> np.ndarray:
+    """(B, side*side) bool: patches of a (B, S, S) class map holding any object pixel (row-major)."""
+    if classes.ndim != 3 or classes.shape[1] != classes.shape[2] or classes.shape[1] % side:
+        raise ValueError(f"object_patches: class maps must be (B, S, S) with S divisible by {side}, got "
+                         f"{list(classes.shape)}")
+    background = [SEMSEG_CLASSES.index(name) for name in BACKGROUND_CLASSES]
+    is_object = ~np.isin(classes, background)
+    patch = classes.shape[1] // side
+    grid = is_object.reshape(len(classes), side, patch, side, patch).any(axis=(2, 4))
+    return grid.reshape(len(classes), side * side)
+
+
+def _grid_side(num_tokens: int, modality: str) -> int:
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"{modality}: region CE needs an image modality whose tokens form a square grid; "
+                         f"it has {num_tokens} tokens")
+    return side
+
+
+def region_ce(model, shards, mask_tokenizer, src: list[str], dst: str, num_samples: int = 2500,
+              batch_size: int = 64, threads: int | None = None) -> dict:
+    """Conditional and no-input CE of ``dst`` given ``src``, over object tokens and over background tokens.
+
+    ``mask_tokenizer``: the semseg tokenizer (decodes the samples' semseg tokens into the object mask).
+    Returns ``{"objects": {ce, ce_unconditional, ratio, num_tokens}, "background": {...},
+    "object_fraction", "num_samples"}``.
+    """
+    specs = shards.specs
+    if MASK_MODALITY not in specs:
+        raise ValueError(f"region CE needs {MASK_MODALITY!r} tokens for its object mask; the shards hold "
+                         f"{', '.join(specs)}")
+    if specs[dst].kind != "image":
+        raise ValueError(f"region CE: destination {dst!r} is a {specs[dst].kind} modality, not an image")
+    side = _grid_side(specs[dst].num_tokens, dst)
+    modalities = model_modalities(model, specs, [*src, dst])
+    indices = eligible_samples(shards, sorted({*src, dst, MASK_MODALITY}), num_samples)
+    sums = {group: {"ce": 0.0, "ce_unconditional": 0.0, "num_tokens": 0}
+            for group in ("objects", "background")}
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with torch.inference_mode(), precision(model_device(model)), torch_threads(threads):
+            chunks = range(0, len(indices), batch_size)
+            for start in tqdm(chunks, desc=f"regions {direction_name(src, dst)}", disable=None, leave=False):
+                rows = indices[start : start + batch_size]
+                tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long()
+                          for name in {*src, dst}}
+                classes = mask_tokenizer.decode(np.asarray(shards.tokens[MASK_MODALITY][rows]))
+                objects = torch.from_numpy(object_patches(np.asarray(classes), side))
+                conditional = token_nll(model, tokens, src, dst, specs, modalities)
+                unconditional = token_nll(model, tokens, [], dst, specs, modalities)
+                for group, mask in (("objects", objects), ("background", ~objects)):
+                    sums[group]["ce"] += float(conditional[mask].sum())
+                    sums[group]["ce_unconditional"] += float(unconditional[mask].sum())
+                    sums[group]["num_tokens"] += int(mask.sum())
+    finally:
+        model.train(was_training)
+    out: dict = {"num_samples": len(indices)}
+    total = sum(group["num_tokens"] for group in sums.values())
+    out["object_fraction"] = sums["objects"]["num_tokens"] / total
+    for group, values in sums.items():
+        count = values["num_tokens"]
+        if count == 0:
+            out[group] = {"num_tokens": 0}
+            continue
+        ce, ce_unconditional = values["ce"] / count, values["ce_unconditional"] / count
+        out[group] = {"ce": ce, "ce_unconditional": ce_unconditional, "num_tokens": count,
+                      "ratio": ce / ce_unconditional if ce_unconditional > 0 else float("nan")}
+    return out
+
+
+def region_directions(directions: list[str], specs) -> list[str]:
+    """The directions a region split applies to: an image destination, with semseg in the shards."""
+    if MASK_MODALITY not in specs:
+        return []
+    out = []
+    for direction in directions:
+        _, destination = parse_direction(direction)
+        if destination in specs and specs[destination].kind == "image":
+            out.append(direction)
+    return out
+
+
+def evaluate_regions(run: Path, directions: list[str], tokenizers: Path | None = None,
+                     num_samples: int = 2500, batch_size: int = 64, split: str = "val",
+                     shards_path: Path | None = None,
+                     threads: int | None = None) -> dict[str, dict]:
+    """:func:`region_ce` of a trained run for each applicable direction; {direction: result}.
+
+    ``tokenizers``: the tokenizer folder (default: the one the shards were made with).
+    """
+    run = Path(run)
+    shards_path = Path(shards_path or run_shards_path(run))
+    shards = open_shards(shards_path, split)
+    wanted = region_directions(directions, shards.specs)
+    if not wanted:
+        return {}
+    model = load_run_model(run)
+    mask_tokenizer = load_tokenizer(tokenizers or tokenizers_of(shards_path), MASK_MODALITY)
+    results = {}
+    for text in wanted:
+        src, dst = parse_direction(text)
+        results[direction_name(src, dst)] = {**region_ce(model, shards, mask_tokenizer, src, dst, num_samples,
+                                                         batch_size, threads), "split": split}
+    return results
+
+
+def format_regions(results: dict[str, dict]) -> str:
+    """A plain-text table: per direction, the CE ratio (conditional / no input) on objects and background."""
+    def cell(group: dict, key: str, width: int, digits: int) -> str:
+        return f"{group.get(key, float('nan')):>{width}.{digits}f}"
+
+    header = ["objects".rjust(8), "ratio".rjust(6), "background".rjust(10), "ratio".rjust(6), "object share"]
+    lines = [f"{'direction':<24} " + " ".join(header)]
+    for direction, row in results.items():
+        objects, background = row["objects"], row["background"]
+        lines.append(f"{direction:<24} {cell(objects, 'ce', 8, 3)} {cell(objects, 'ratio', 6, 2)} "
+                     f"{cell(background, 'ce', 10, 3)} {cell(background, 'ratio', 6, 2)} "
+                     f"{row['object_fraction']:>12.2f}")
+    return "\n".join(lines)
