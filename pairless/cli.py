@@ -29,14 +29,40 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(len(verb) for verb in COMMANDS)
-    lines = ["usage: pairless <command> [options]", "", "commands:"]
+    lines = ["usage: pairless [--modalities-file FILE] <command> [options]", "", "commands:"]
     lines += [f"  {verb:<{width}}  {help_text}" for verb, (_, help_text) in COMMANDS.items()]
-    lines += ["", "'pairless <command> --help' for a command's options."]
+    lines += ["", "'pairless <command> --help' for a command's options.",
+              "--modalities-file FILE: declare modalities from FILE (a dataset's own modalities.yaml is read "
+              "without it)."]
     return "\n".join(lines)
+
+
+def split_modalities_file(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Take every ``--modalities-file FILE`` (or ``=FILE``) out of ``argv``: (files, the other arguments)."""
+    files, rest, index = [], [], 0
+    while index < len(argv):
+        item = argv[index]
+        if item == "--modalities-file":
+            if index + 1 >= len(argv):
+                raise ValueError("--modalities-file needs a file")
+            files.append(argv[index + 1])
+            index += 2
+            continue
+        if item.startswith("--modalities-file="):
+            files.append(item.split("=", 1)[1])
+        else:
+            rest.append(item)
+        index += 1
+    return files, rest
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        declarations, argv = split_modalities_file(argv)
+    except ValueError as error:
+        print(f"pairless: {error}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
@@ -50,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from pairless.utils.storage import OutputBusyError
 
     try:
+        if declarations:
+            from pairless.data.declared import declare
+
+            for path in declarations:
+                declare(path)
         return int(module.main(rest) or 0)
     # the user's to fix: a message, not a traceback
     except (OutputBusyError, ConfigError, DataError) as error:

@@ -37,7 +37,8 @@ class Modality:
 
     ``channels`` is the trailing channel count of an image (0 means a plain
     (H, W) map); ``dim`` the length of a vector modality; ``num_classes`` the
-    number of class ids of a label map (semseg) or None.
+    number of class ids of a label map (semseg) or None. A modality can also be
+    declared in a file next to the data, without code: :mod:`pairless.data.declared`.
     """
 
     name: str
@@ -50,6 +51,8 @@ class Modality:
     num_classes: int | None = None
     viz: str = "rgb"  # rgb | depth | normal | labels | text | vector | gray
     description: str = ""
+    # the image tokenizer's normalisation (pairless.tokenizers.normalize); None: chosen by name and dtype
+    normalization: str | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -63,6 +66,13 @@ class Modality:
         if self.kind == "vector":
             return (self.dim,)
         return ()
+
+
+def declared_note(modality: Modality, key: str) -> str:
+    """`` (declared in FILE: modalities.NAME.KEY)`` for a modality declared in a file, else ``""``: appended
+    to the message of a sample that contradicts the declaration."""
+    source = modality.extra.get("declared_in")
+    return f" (declared in {source}: modalities.{modality.name}.{key})" if source else ""
 
 
 # The semseg classes of the built-in world (index = class id).

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from pairless.data.validate import Problem
-from pairless.modalities import Modality
+from pairless.modalities import Modality, declared_note
 
 _MODE_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2, "CMYK": 4, "YCbCr": 3, "1": 1}
 
@@ -33,14 +33,15 @@ def _decode_image(modality: Modality, data: bytes) -> np.ndarray:
                 image = image.convert("RGB") if modality.channels == 3 else image
                 mode = image.mode
             if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                raise Problem(f"{mode} image (16/32-bit); {modality.name!r} expects 8-bit {modality.dtype}")
+                raise Problem(f"{mode} image (16/32-bit); {modality.name!r} expects 8-bit {modality.dtype}"
+                              + declared_note(modality, "dtype"))
             wanted = max(modality.channels, 1)
             have = 1 if mode == "P" else _MODE_CHANNELS.get(mode)
             if have is None:
                 raise Problem(f"unsupported image mode {mode!r}")
             if have != wanted:
                 raise Problem(f"image has {have} channel(s) (mode {mode}), "
-                              f"{modality.name!r} expects {wanted}")
+                              f"{modality.name!r} expects {wanted}" + declared_note(modality, "channels"))
             if mode in ("YCbCr", "CMYK", "1"):
                 image = image.convert("RGB" if wanted == 3 else "L")
             return np.asarray(image).copy()

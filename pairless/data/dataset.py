@@ -105,6 +105,9 @@ def open_dataset(root: str | os.PathLike, split: str, on_bad_sample: str = "erro
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no dataset here (not a folder)")
+    from pairless.data.declared import declare_from
+
+    declare_from(root)  # modalities.yaml (or .yml/.json/.toml) next to the data
     manifest_path = root / "manifest.json"
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     if manifest is not None and not isinstance(manifest, dict):

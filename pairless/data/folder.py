@@ -52,8 +52,8 @@ def _modality_folders(split_dir: Path) -> list[tuple[str, Path]]:
         if entry.name not in registry.names():
             raise DataError(
                 f"{entry}: folder {entry.name!r} is not a registered modality; known modalities: "
-                f"{', '.join(registry.names())}. Register yours with pairless.modalities.register("
-                "Modality(...)), or rename the folder to start with '_' to have it ignored"
+                f"{', '.join(registry.names())}. Declare yours in {split_dir.parent}/modalities.yaml "
+                "(docs/data.md), or rename the folder to start with '_' to have it ignored"
             )
         found.append((entry.name, entry))
     order = {name: index for index, name in enumerate(registry.names())}

@@ -30,7 +30,8 @@ def _load(path: Path, mmap: bool = True) -> np.ndarray:
 def _unknown_modality(path: Path, name: str) -> DataError:
     return DataError(
         f"{path}: modality {name!r} is not registered; known modalities: {', '.join(registry.names())}. "
-        "Register it first with pairless.modalities.register(Modality(...))"
+        f"Declare it in {path.parent.parent}/modalities.yaml (docs/data.md), or register it with "
+        "pairless.modalities.register(Modality(...))"
     )
 
 

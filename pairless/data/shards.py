@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
+from pairless.data.declared import declare_from, record_declared
 from pairless.data.validate import DataError
 from pairless.utils.storage import (
     atomic_save_npy,
@@ -164,6 +165,7 @@ def write_shards(
             if split.scenes is not None:
                 atomic_write_json(folder / "scene.json", list(split.scenes))
         atomic_write_json(staging / "manifest.json", manifest)
+        record_declared(specs, staging)  # what reads the shards knows the declared modalities
     return root
 
 
@@ -188,11 +190,13 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
     """Open one split of token shards (memory-mapped) and validate it against the specs."""
     root = Path(root)
     manifest = read_manifest(root)
+    declare_from(root)  # modalities declared with the data: the shards keep a copy of the declaration
     splits = manifest.get("splits", {})
     if split not in splits:
         raise DataError(f"{root / 'manifest.json'}: no split {split!r}; splits: {', '.join(sorted(splits))}")
-    # JSON sorts the keys; give the specs back in registry order (unregistered names last).
-    order = {name: index for index, name in enumerate(registry.names())}
+    # JSON sorts the keys; give the specs back in the built-ins' order, every other name after them by name
+    # (the same order in every process, whatever was registered first).
+    order = {name: index for index, name in enumerate(registry.WORLD_MODALITIES)}
     stored = sorted(manifest.get("modalities", {}).items(),
                     key=lambda item: (order.get(item[0], len(order)), item[0]))
     specs = {name: spec_from_dict(data, f"{root / 'manifest.json'} modality {name!r}")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pairless.modalities import Modality
+from pairless.modalities import Modality, declared_note
 
 MAX_TEXT_LENGTH = 4096
 _CHUNK_ROWS = 2048
@@ -67,11 +67,13 @@ def _cast_dtype(modality: Modality, values: np.ndarray) -> np.ndarray:
             raise Problem(
                 f"dtype {values.dtype}, expected floating point ({modality.dtype}); "
                 f"integer or other values are refused for {modality.name!r} (convert them to float yourself)"
+                + declared_note(modality, "dtype")
             )
         return values.astype(target, copy=False)
     if target.kind in "ui":
         if kind not in "ui":
-            raise Problem(f"dtype {values.dtype}, expected integers ({modality.dtype}) for {modality.name!r}")
+            raise Problem(f"dtype {values.dtype}, expected integers ({modality.dtype}) for {modality.name!r}"
+                          + declared_note(modality, "dtype"))
         if values.dtype != target and values.size:
             info = np.iinfo(target)
             low, high = int(values.min()), int(values.max())
@@ -120,7 +122,8 @@ def check_array_column(
     if values.shape[1:] != expected:
         what = "the dataset's image size and the registry's channel count" if modality.kind == "image" \
             else "the registry's dimension"
-        raise Problem(f"shape {values.shape[1:]}, expected {expected} ({what})")
+        raise Problem(f"shape {values.shape[1:]}, expected {expected} ({what})"
+                      + declared_note(modality, "channels" if modality.kind == "image" else "dim"))
     values = _cast_dtype(modality, values)
     problems: dict[int, str] = {}
     rows = np.flatnonzero(present)
@@ -146,7 +149,15 @@ def _check_rows(modality: Modality, values: np.ndarray, rows: np.ndarray, proble
             if int(high) >= modality.num_classes:
                 problems[int(row)] = (
                     f"class id {int(high)} out of range [0, {modality.num_classes}) for {modality.name!r}"
+                    + declared_note(modality, "num_classes")
                 )
+    value_range = modality.extra.get("value_range")
+    if value_range is not None:
+        low, high = value_range
+        for row, least, most in zip(rows, block.min(axis=axes), block.max(axis=axes), strict=True):
+            if int(row) not in problems and not low <= float(least) <= float(most) <= high:
+                problems[int(row)] = (f"values in [{float(least):g}, {float(most):g}] outside the range "
+                                      f"[{low:g}, {high:g}]" + declared_note(modality, "value_range"))
 
 
 def text_problem(modality: Modality, text: str) -> str | None:

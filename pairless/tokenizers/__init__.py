@@ -42,6 +42,9 @@ def available_modalities(tokenizer_root: str | Path) -> list[str]:
 
 def load_tokenizer(tokenizer_root: str | Path, modality: str):
     """Load the trained tokenizer of ``modality`` from ``tokenizer_root`` (``TOKDIR``), in eval mode."""
+    from pairless.data.declared import declare_from
+
+    declare_from(tokenizer_root)  # the copy of a modality declaration the tokenizers were trained with
     folder = Path(tokenizer_root) / modality
     if not is_complete(folder):
         have = ", ".join(available_modalities(tokenizer_root)) or "none"

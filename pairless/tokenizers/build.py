@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pairless import modalities as registry
+from pairless.data.declared import record_declared
 from pairless.tokenizers import text as text_tokenizers
 from pairless.tokenizers.train import (
     TokenizerTrainConfig,
@@ -187,5 +188,6 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
         atomic_write_json(out / TIMINGS_FILE, {"total_seconds": time.perf_counter() - started,
                                                "modalities": {name: record.get("train_seconds")
                                                               for name, record in info.items()}})
+        record_declared(info, out)  # modalities declared with the data travel with their tokenizers
         mark_complete(out, {"kind": "tokenizers", "modalities": sorted(info), "request": request})
     return info

@@ -51,6 +51,8 @@ class ImageNormalization(Config):
 
 def default_kind(modality: Modality) -> NormalizationKind:
     """The normalisation a modality gets unless the config says otherwise."""
+    if modality.normalization is not None:
+        return modality.normalization  # type: ignore[return-value]
     if modality.name == "depth":
         return "log_standard"
     if modality.name == "normal":

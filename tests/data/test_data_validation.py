@@ -137,7 +137,7 @@ def test_sample_with_only_bad_values_is_dropped(tmp_path):
         (lambda split: (split / "depth" / "s001.png").write_bytes(b"x"),
          r"depth/s001\.png: wrong extension '\.png'"),
         (lambda split: (split / "lidar").mkdir(),
-         r"lidar: folder 'lidar' is not a registered modality.*register"),
+         r"lidar: folder 'lidar' is not a registered modality.*modalities\.yaml"),
         (lambda split: [p.unlink() for p in (split / "embed").rglob("*.npy")],
          r"embed: modality folder 'embed' has no samples"),
         (lambda split: (split / "rgb" / "s003.jpg").write_bytes(b"x"),
