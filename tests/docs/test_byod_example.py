@@ -42,10 +42,12 @@ def test_byod_example_runs(tmp_path):
     data, tokenizers, shards = tmp_path / "my_data", tmp_path / "my_tokenizers", tmp_path / "my_shards"
     assert is_complete(tokenizers) and is_complete(shards)
     report = read_json(tokenizers / "report.json")
-    assert set(report) == {"rgb", "depth", "caption"}
+    assert set(report) == {"rgb", "depth", "caption", "thermal"}  # thermal: declared in modalities.yaml
     assert report["caption"]["exact_round_trip"] == 1.0
     for split in ("train", "val"):
         dataset, tokens = open_dataset(data, split), open_shards(shards, split)
-        for modality in ("rgb", "depth", "caption"):
+        for modality in ("rgb", "depth", "caption", "thermal"):
             np.testing.assert_array_equal(tokens.present[modality], dataset.column(modality)[1])
-    assert not open_shards(shards, "train").present["depth"].all()
+    train = open_shards(shards, "train")
+    assert not train.present["depth"].all()
+    assert not (train.present["depth"] & train.present["thermal"]).any()  # never recorded together
