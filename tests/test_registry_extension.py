@@ -35,7 +35,7 @@ def make_folder(root, names=("a", "b", "c")):
 def test_unregistered_folder_is_refused(tmp_path):
     make_folder(tmp_path)
     with pytest.raises(DataError,
-                       match=r"'histology' is not a registered modality.*Declare yours in .*modalities\.yaml"):
+                       match=r"'histology' is not a registered modality.*Declare yours in .*\.yaml"):
         open_dataset(tmp_path, "val")
 
 

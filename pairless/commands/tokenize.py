@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--truncate-text", action="store_true",
                         help="cut texts longer than their tokenizer's padded length instead of stopping")
     parser.add_argument("--overwrite", action="store_true", help="replace complete shards at --out")
+    parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
+                        help="a bad file: stop naming it (error), or mark that modality absent for its "
+                             "sample, count it and list it in the shards' manifest under bad_samples (skip)")
     return parser
 
 
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_token_shards(args.data, args.tokenizers, args.out, args.batch_size,
                                      overwrite=args.overwrite, truncate_text=args.truncate_text,
-                                     threads=choose_threads())
+                                     threads=choose_threads(), on_bad_sample=args.on_bad_sample)
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         print(f"pairless tokenize: {error}", file=sys.stderr)
         return 1

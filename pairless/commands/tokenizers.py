@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config override, e.g. spatial.steps=500 or steps=20 (repeatable)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-report", action="store_true", help="skip the reconstruction report")
+    train.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
+                       help="a bad file (unreadable, wrong shape, NaN, a stray non-sample file): stop "
+                            "naming it (error), or leave it out, count it and list it in "
+                            "TOKDIR/bad_samples.json (skip)")
     return parser
 
 
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         info = build_tokenizers(args.data, args.out, config, args.modalities, report=not args.no_report,
-                                threads=choose_threads(config.threads))
+                                threads=choose_threads(config.threads), on_bad_sample=args.on_bad_sample)
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         # Bad data, a clashing earlier run or a held lock: the message names the file or field.
         print(f"pairless tokenizers: {error}", file=sys.stderr)

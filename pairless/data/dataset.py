@@ -12,6 +12,7 @@ dropped from its sample (present becomes False) and listed in
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from pairless import modalities as registry
 from pairless.data.validate import DataError
-from pairless.utils.storage import read_json
+from pairless.utils.storage import atomic_write_json, read_json
 
 
 @dataclass
@@ -139,3 +140,23 @@ def _check_complete(root: Path) -> None:
                 problem = "COMPLETE.json has no content hash"
     if problem:
         raise DataError(f"{root}: dataset is incomplete (killed mid-write?): {problem}; write it again")
+
+
+BAD_SAMPLES_FILE = "bad_samples.json"
+
+
+def report_bad_samples(bad: list[tuple[str, str]], split: str, command: str,
+                       listing: str | os.PathLike | None = None) -> None:
+    """Say on stderr how many files of ``split`` were skipped as bad (and the first one), and add their list
+    under ``split`` to the JSON file ``listing`` when given (the caller holds the folder's lock)."""
+    if not bad:
+        return
+    where = ""
+    if listing is not None:
+        listing = Path(listing)
+        previous = read_json(listing) if listing.is_file() else {}
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(listing, {**previous, split: [list(item) for item in bad]})
+        where = f"; all listed in {listing}"
+    print(f"{command}: skipped {len(bad)} bad file(s) in {split} (first: {bad[0][0]}: {bad[0][1]}){where}",
+          file=sys.stderr)

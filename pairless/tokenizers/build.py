@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pairless import modalities as registry
+from pairless.data.dataset import BAD_SAMPLES_FILE, report_bad_samples
 from pairless.data.declared import record_declared
 from pairless.tokenizers import text as text_tokenizers
 from pairless.tokenizers.train import (
@@ -76,14 +77,14 @@ def _already_done(folder: Path, expected_hash: str) -> bool:
 
 
 def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
-              threads: int | None = None) -> dict:
+              threads: int | None = None, on_bad_sample: str = "error") -> dict:
     """Train every requested modality's tokenizer (skipping complete ones); returns per-modality info.
 
     ``threads``: torch threads (None: ``config.threads``, else the current count).
     """
     from pairless.data import open_dataset
 
-    dataset = open_dataset(data, "train")
+    dataset = open_dataset(data, "train", on_bad_sample=on_bad_sample)
     wanted = registry.check_names(modalities, field_name="--modalities") if modalities else dataset.modalities
     missing = [name for name in wanted if name not in dataset.modalities]
     if missing:
@@ -92,6 +93,7 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
     if is_complete(out):
         raise FileExistsError(f"{out} is a complete tokenizer folder; train into another folder")
     out.mkdir(parents=True, exist_ok=True)
+    report_bad_samples(dataset.bad_samples, "train", "pairless tokenizers", out / BAD_SAMPLES_FILE)
     info: dict[str, dict] = {}
     text_modalities = [name for name in dataset.modalities if registry.get(name).is_text]
     for modality in wanted:
@@ -157,12 +159,15 @@ def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_mod
 
 
 def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
-                     report: bool = True, threads: int | None = None) -> dict | None:
+                     report: bool = True, threads: int | None = None,
+                     on_bad_sample: str = "error") -> dict | None:
     """Train every modality's tokenizer into ``out``, write the reconstruction report, mark ``out`` complete.
 
     Returns the per-modality training info, or None when ``out`` is already complete with this very request
     (made from other data or settings, it raises FileExistsError naming the first difference).
     ``threads``: torch threads (None: ``config.threads``, else the current count).
+    ``on_bad_sample``: "error" stops at the first bad file, naming it; "skip" leaves bad files out (each
+    sample keeps its other modalities), prints how many and lists them in ``out/bad_samples.json``.
     """
     out = Path(out)
     # What this call would make: a complete out is reused only when it was made from the same request.
@@ -174,12 +179,12 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
                            remedy="choose another --out or remove it"):
             return None
         started = time.perf_counter()
-        info = train_all(data, out, config, modalities, threads)
+        info = train_all(data, out, config, modalities, threads, on_bad_sample)
         if report:
             from pairless.tokenizers.report import write_report
 
             write_report(out, data, "val", max_samples=config.report_samples,
-                         threads=config.threads if threads is None else threads)
+                         threads=config.threads if threads is None else threads, on_bad_sample=on_bad_sample)
         atomic_write_json(out / "training.json", {"modalities": {
             name: {key: value for key, value in record.items() if key != "train_seconds"}
             for name, record in info.items()}})

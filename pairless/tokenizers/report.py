@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pairless import metrics
+from pairless.data.dataset import BAD_SAMPLES_FILE, report_bad_samples
 from pairless.tokenizers import available_modalities, load_tokenizer
 from pairless.utils.storage import atomic_write_json, atomic_write_text
 from pairless.utils.threads import torch_threads
@@ -49,14 +50,17 @@ def score(tokenizer, original, reconstruction) -> dict[str, float]:
 
 
 def reconstruction_metrics(tokenizer_root: str | Path, data: str | Path, split: str = "val",
-                           max_samples: int | None = None, threads: int | None = None) -> dict[str, dict]:
+                           max_samples: int | None = None, threads: int | None = None,
+                           on_bad_sample: str = "error") -> dict[str, dict]:
     """``{modality: {metric: value, "num_samples": n}}`` for every trained modality present in ``split``.
 
     ``threads``: torch threads (None: the current count).
     """
     from pairless.data import open_dataset
 
-    dataset = open_dataset(data, split)
+    dataset = open_dataset(data, split, on_bad_sample=on_bad_sample)
+    listing = Path(tokenizer_root) / BAD_SAMPLES_FILE
+    report_bad_samples(dataset.bad_samples, split, "tokenizer report", listing)
     with torch_threads(threads):
         return _score_all(tokenizer_root, dataset, max_samples)
 
@@ -95,14 +99,15 @@ def render_markdown(results: dict[str, dict], split: str) -> str:
 
 
 def write_report(tokenizer_root: str | Path, data: str | Path, split: str = "val",
-                 max_samples: int | None = None, threads: int | None = None) -> dict[str, dict]:
+                 max_samples: int | None = None, threads: int | None = None,
+                 on_bad_sample: str = "error") -> dict[str, dict]:
     """Score every tokenizer on ``split`` (skipped when the data has no such split); write report.json/.md."""
     from pairless.data import list_splits
 
     tokenizer_root = Path(tokenizer_root)
     if split not in list_splits(data):
         return {}
-    results = reconstruction_metrics(tokenizer_root, data, split, max_samples, threads)
+    results = reconstruction_metrics(tokenizer_root, data, split, max_samples, threads, on_bad_sample)
     atomic_write_json(tokenizer_root / "report.json", results)
     atomic_write_text(tokenizer_root / "report.md", render_markdown(results, split))
     return results

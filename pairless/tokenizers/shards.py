@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pairless.data.dataset import report_bad_samples
 from pairless.tokenizers import available_modalities, load_tokenizer
 from pairless.utils.storage import FolderLock, hash_files, is_complete, read_json, reusable_output
 from pairless.utils.threads import torch_threads
@@ -50,7 +51,7 @@ def _encode_split(split: str, dataset, tokenizers: dict, batch_size: int):
 
 def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
                      overwrite: bool = False, truncate_text: bool = False,
-                     threads: int | None = None) -> Path:
+                     threads: int | None = None, on_bad_sample: str = "error") -> Path:
     """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``.
 
     ``threads``: torch threads (None: the current count).
@@ -65,7 +66,9 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
     if not splits:
         raise FileNotFoundError(f"{data}: no splits (expected subfolders such as train/ and val/)")
     trained = available_modalities(tokenizer_root)
-    datasets = {split: open_dataset(data, split) for split in splits}
+    datasets = {split: open_dataset(data, split, on_bad_sample=on_bad_sample) for split in splits}
+    for split, dataset in datasets.items():  # skipped files: listed in the manifest's bad_samples
+        report_bad_samples(dataset.bad_samples, split, "pairless tokenize")
     in_data = {name for dataset in datasets.values() for name in dataset.modalities}
     untrained = sorted(in_data - set(trained))
     if untrained:
@@ -84,6 +87,10 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
         for split, dataset in datasets.items():
             shard_splits[split] = _encode_split(split, dataset, tokenizers, batch_size)
     info = shard_request(data, tokenizer_root, truncate_text)
+    bad = {split: [list(item) for item in dataset.bad_samples] for split, dataset in datasets.items()
+           if dataset.bad_samples}
+    if bad:
+        info["bad_samples"] = bad
     specs = {name: tokenizer.spec for name, tokenizer in tokenizers.items()}
     return write_shards(out, shard_splits, specs, info, overwrite=overwrite)
 
@@ -112,13 +119,12 @@ def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text
 
 def write_token_shards(data: Path, tokenizer_root: Path, out: Path, batch_size: int = 1024,
                        overwrite: bool = False, truncate_text: bool = False,
-                       threads: int | None = None) -> bool:
+                       threads: int | None = None, on_bad_sample: str = "error") -> bool:
     """:func:`tokenize_dataset` under a lock on ``out``; False (nothing done) when ``out`` already holds these
     shards, FileExistsError naming what differs when it holds others (unless ``overwrite``)."""
     with FolderLock(out):
         if not overwrite and already_tokenized(out, data, tokenizer_root, truncate_text):
             return False
         tokenize_dataset(data, tokenizer_root, out, batch_size, overwrite=overwrite,
-                         truncate_text=truncate_text,
-                         threads=threads)
+                         truncate_text=truncate_text, threads=threads, on_bad_sample=on_bad_sample)
     return True
