@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.audit import pair_argument
 from pairless.config import ConfigError, apply_overrides
+from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.utils.storage import atomic_write_json
@@ -23,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training seeds per run (mean and spread reported)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
+    parser.add_argument("--data", default=None,
+                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones)")
+    parser.add_argument("--withhold", action="append", default=[], type=pair_argument, metavar="A:B",
+                        help="own-data: also never show A and B together in training, to simulate a pair "
+                             "never recorded together (repeatable)")
+    parser.add_argument("--compare", action="append", default=[], type=pair_argument, metavar="A:B",
+                        help="own-data: a pair with paired samples to run the study's zero-shot vs "
+                             "all-data comparison on (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
     return parser
@@ -32,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = get_recipe(args.recipe, args.preset)
+        config = get_recipe(args.recipe, args.preset, data=args.data, withhold=args.withhold,
+                            compare=args.compare)
         if args.seeds is not None:
             config = apply_overrides(config, [f"seeds={args.seeds}"])
         config = apply_overrides(config, args.overrides)
-    except ConfigError as error:
+    except (ConfigError, DataError) as error:
         parser.error(str(error))
     if args.config_out:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))

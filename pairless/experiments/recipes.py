@@ -98,6 +98,13 @@ class ExperimentConfig(Config):
     # (pairless.inference.regions; needs semseg in the shards); 0 = not measured
     region_samples: int = Field(1000, ge=0)
     seeds: int = Field(1, ge=1)  # training seeds per run (only training is repeated)
+    # a user's dataset folder instead of the world (recipe own-data); the world stage is then unused
+    data: str | None = None
+    on_bad_sample: Literal["error", "skip"] = "error"  # what the tokenizer stages do with a bad file
+    # pairs with no ground truth (never recorded together): what can be measured instead
+    # (pairless.inference.unpaired), with the bridge modalities to chain through for each
+    unpaired: list[str] = []
+    bridges: dict[str, list[str]] = {}
 
     def expanded_runs(self) -> list[TrainingRun]:
         """The runs with seeds expanded: ``name`` for seed 0, ``name@s1`` ... for the others."""
@@ -313,25 +320,86 @@ def _other(direction: str) -> str:
     return dst if src == "rgb" else src
 
 
-RECIPES: dict[str, Callable[[str], ExperimentConfig]] = {
+# Held-out samples with both modalities a direction needs before it is evaluated on a user's data.
+MIN_EVAL_PAIRS = 2
+
+
+def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare=()) -> ExperimentConfig:
+    """A user's folder: train on everything as it is, evaluate every direction with held-out ground truth,
+    compare zero-shot with the all-data model for the ``compare`` pairs, and say what can be measured for
+    the pairs never recorded together (``withhold`` simulates more of them)."""
+    from pathlib import Path
+
+    from pairless.data.inspect import co_occurrence, pair_count
+
+    if data is None:
+        raise ConfigError("own-data: --data DIR is required (a dataset folder with train/ and val/)")
+    counts = {split: co_occurrence(data, split) for split in ("train", "val")}
+    names = list(counts["train"]["modalities"])
+    for option, pairs in (("--withhold", withhold), ("--compare", compare)):
+        for a, b in pairs:
+            for name in (a, b):
+                if name not in names:
+                    raise ConfigError(f"{option} {a}:{b}: {name!r} is not in {data}/train "
+                                      f"(it holds {', '.join(names)})")
+    for a, b in compare:
+        if pair_count(counts["train"], a, b) == 0 or pair_count(counts["val"], a, b) < MIN_EVAL_PAIRS:
+            raise ConfigError(f"--compare {a}:{b}: needs samples with both in train and at least "
+                              f"{MIN_EVAL_PAIRS} in val (found {pair_count(counts['train'], a, b)} and "
+                              f"{pair_count(counts['val'], a, b)}); a pair never recorded together is "
+                              "reported without it")
+    scale = _SCALE[preset]
+    base = _base("own-data", preset)
+    base.update(data=str(Path(data).resolve()), on_bad_sample="skip",
+                tokenizers=TokenizerStage(preset=scale["tokenizer_preset"]))
+    withheld = [(a, b) for a, b in withhold]
+    runs = [_run(preset, "all-data", "many-shot", withheld=withheld)]
+    for a, b in compare:
+        runs.append(_run(preset, f"zs-{a}-{b}", "zero-shot", withheld=[*withheld, (a, b)], label=f"{a}:{b}"))
+    directions = [f"{a}:{b}" for a in names for b in names
+                  if a != b and pair_count(counts["val"], a, b) >= MIN_EVAL_PAIRS]
+    # never together in training (paired samples in val/ only are ground truth for a true zero-shot test)
+    never = [f"{a}:{b}" for index, a in enumerate(names) for b in names[index + 1:]
+             if pair_count(counts["train"], a, b) == 0]
+    unpaired = never + [f"{a}:{b}" for a, b in withheld if f"{a}:{b}" not in never]
+    train_pairs = {frozenset(p.split(":")) for p, n in counts["train"]["pairs"].items() if n > 0}
+    train_pairs -= {frozenset(p) for p in withheld}
+    bridges = {pair: [m for m in names if m not in pair.split(":")
+                      and all(frozenset((m, end)) in train_pairs for end in pair.split(":"))]
+               for pair in unpaired}
+    figures = [_figure(preset, src, dst, runs=[f"zs-{a}-{b}", "all-data"])
+               for a, b in compare for src, dst in ((a, b), (b, a))]
+    return ExperimentConfig(**base, runs=runs, directions=directions, figures=figures, unpaired=unpaired,
+                            bridges=bridges)
+
+
+RECIPES: dict[str, Callable[..., ExperimentConfig]] = {
     "demo": demo,
     "visual-pairs": visual_pairs,
     "binding": binding,
     "binding-exposure": binding_exposure,
     "caption": caption,
     "pairs-curve": pairs_curve,
+    "own-data": own_data,
 }
+DATA_RECIPES = {"own-data"}  # recipes on a user's folder (--data, --withhold, --compare)
 
 
-def get_recipe(name: str, preset: str = "tiny") -> ExperimentConfig:
-    """The config of recipe ``name`` at ``preset``; errors name the allowed values."""
+def get_recipe(name: str, preset: str = "tiny", **options) -> ExperimentConfig:
+    """The config of recipe ``name`` at ``preset``; errors name the allowed values. ``options``:
+    ``data``, ``withhold``, ``compare`` for own-data."""
     if name not in RECIPES:
         raise ConfigError(f"recipe: unknown recipe {name!r}; allowed: {', '.join(RECIPES)}")
     if preset not in _SCALE:
         raise ConfigError(f"preset: unknown preset {preset!r}; allowed: {', '.join(_SCALE)}")
-    config = RECIPES[name](preset)
-    for run in config.runs:
-        for modality in (run.universe or []):
-            if modality not in WORLD_MODALITIES:
-                raise ConfigError(f"runs.{run.name}.universe: unknown modality {modality!r}")
+    given = {key: value for key, value in options.items() if value}
+    if given and name not in DATA_RECIPES:
+        raise ConfigError(f"{', '.join('--' + key for key in given)}: only for {', '.join(DATA_RECIPES)}; "
+                          f"{name!r} runs on the built-in world")
+    config = RECIPES[name](preset, **given)
+    if config.data is None:
+        for run in config.runs:
+            for modality in (run.universe or []):
+                if modality not in WORLD_MODALITIES:
+                    raise ConfigError(f"runs.{run.name}.universe: unknown modality {modality!r}")
     return config

@@ -390,14 +390,18 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
              f"{config.get('seeds', 1)}. "
              f"Cross-entropies are mean nats per target token over {config['eval_samples']} held-out samples "
              "(fewer if the split is smaller); ± is the standard deviation over seeds.", ""]
+    from pairless.experiments import own_data_report  # it imports this module's helpers
+
+    parts += own_data_report.inspection_markdown(results)
     rows = translation_rows(results)
     if rows:
         parts += ["## Translation cross-entropy (the study's Table I layout)", "",
                   "*recovered* = (CE no input − CE zero-shot) / (CE no input − CE many-shot). "
                   "The study's numbers (4M-B on CC12M, theirs, not ours) are given for reference.", ""]
         table = []
+        on_world = not results["config"].get("data")  # the study's numbers are for its own world only
         for r in rows:
-            paper = PAPER_TABLE_I.get(r["direction"])
+            paper = PAPER_TABLE_I.get(r["direction"]) if on_world else None
             table.append([r["direction"].replace(":", " → "), _fmt(r["zero_shot"]), _fmt(r["many_shot"]),
                           _fmt(r["larger"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
                           " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
@@ -449,7 +453,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
 
     parts += pairs_curve.markdown(results)
     parts += probes_report.markdown(results)
-    lines = findings(results)
+    parts += own_data_report.unpaired_markdown(results)
+    lines = findings(results) if not results["config"].get("data") else []
     if lines:
         parts += ["## Do the study's findings hold here?", ""] + [f"- {line}" for line in lines] + [""]
     decoded = results.get("generation", {})

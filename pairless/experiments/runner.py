@@ -37,8 +37,13 @@ class Plan:
         self.config = config
         self.out = out
         self.cache = out / "cache"
-        self.world_key = config_hash(config.world)
-        self.world = self.cache / f"world-{self.world_key}"
+        if config.data is not None:  # a user's folder: keyed by its path and its file listing
+            self.world = Path(config.data)
+            self.world_key = config_hash({"data": str(self.world.resolve()),
+                                          "listing": stages.listing_fingerprint(self.world)})
+        else:
+            self.world_key = config_hash(config.world)
+            self.world = self.cache / f"world-{self.world_key}"
         self.tokenizer_key = config_hash({"world": self.world_key, "tokenizers": stages.tokenizer_key_fields(
             config.tokenizers)})
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
@@ -86,7 +91,10 @@ class Plan:
             lines.append(f"  {name:<34} {state:>10}   {folder}")
 
         scenes = self.config.world.num_scenes
-        line("world", self.world, scenes / 400)
+        if self.config.data is None:
+            line("world", self.world, scenes / 400)
+        else:
+            lines.append(f"  {'data (your folder)':<34} {'':>10}   {self.world}")
         line("tokenizers", self.tokenizers,
              {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
         line("shards", self.shards, scenes / 400)
@@ -114,13 +122,19 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
     timings: dict[str, float] = {}
     with FolderLock(plan.recipe_dir):
         started = time.perf_counter()
-        stages.build_world(config.world, plan.world)
+        inspection = None
+        if config.data is None:
+            stages.build_world(config.world, plan.world)
+        else:
+            inspection = stages.inspect_data(plan.world)
         timings["world"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers)
-        stages.tokenize(plan.world, plan.tokenizers, plan.shards)
+        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample)
+        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample)
         timings["tokenizers+shards"] = time.perf_counter() - started
+        if inspection is not None:
+            inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
 
         runs_info = {}
         for run in config.expanded_runs():
@@ -150,6 +164,11 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         figures = stages.make_figures(config, plan)
         timings["generation"] = time.perf_counter() - started
 
+        started = time.perf_counter()
+        unpaired = stages.analyse_unpaired(config, plan)
+        if unpaired:
+            timings["unpaired"] = time.perf_counter() - started
+
         results = {
             "recipe": config.recipe,
             "preset": config.preset,
@@ -161,6 +180,8 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "evals": evals,
             "probes": probes,
             "regions": {name: value for name, value in regions.items() if value},
+            **({"inspection": inspection} if inspection is not None else {}),
+            **({"unpaired": unpaired} if unpaired else {}),
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),

@@ -10,22 +10,26 @@ outside every config hash: they change only the last bits of results.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pairless.config import apply_overrides, validate
+from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
+from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.probes import probe_model
 from pairless.inference.regions import evaluate_regions, region_directions
 from pairless.inference.translations import generate_and_score
+from pairless.inference.unpaired import unpaired_analysis
 from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.run import without_added_options
 from pairless.training.train import TrainConfig, train
-from pairless.utils.storage import atomic_write_json, is_complete, read_json
+from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json
 from pairless.utils.threads import choose_threads
 from pairless.world.dataset import WorldConfig, write_world
 
@@ -37,17 +41,70 @@ def build_world(config: WorldStage, out: Path) -> None:
                             val_fraction=config.val_fraction), out)
 
 
-def train_tokenizers(config: TokenizerStage, data: Path, out: Path) -> None:
+def train_tokenizers(config: TokenizerStage, data: Path, out: Path, on_bad_sample: str = "error") -> None:
     if is_complete(out):
         return
     settings = apply_overrides(preset_config(config.preset, seed=config.seed), config.overrides)
-    build_tokenizers(data, out, settings, config.modalities or None, threads=choose_threads(settings.threads))
+    build_tokenizers(data, out, settings, config.modalities or None, threads=choose_threads(settings.threads),
+                     on_bad_sample=on_bad_sample)
 
 
-def tokenize(data: Path, tokenizers: Path, out: Path) -> None:
+def tokenize(data: Path, tokenizers: Path, out: Path, on_bad_sample: str = "error") -> None:
     if is_complete(out):
         return
-    write_token_shards(data, tokenizers, out, threads=choose_threads())
+    write_token_shards(data, tokenizers, out, threads=choose_threads(), on_bad_sample=on_bad_sample)
+
+
+def listing_fingerprint(data: Path) -> str:
+    """A hash of a dataset folder's file listing (relative paths, sizes, modification times): a changed,
+    added or removed file gives new tokenizers, shards and runs."""
+    entries = []
+    for directory, subfolders, names in os.walk(data):
+        subfolders.sort()
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            info = os.stat(path)
+            entries.append((os.path.relpath(path, data), info.st_size, info.st_mtime_ns))
+    return config_hash(entries)
+
+
+def inspect_data(data: Path) -> dict:
+    """Samples per modality and per pair in each split of a user's folder (from the listing)."""
+    return {"splits": {split: co_occurrence(data, split) for split in list_splits(data)}}
+
+
+def bad_samples(tokenizers: Path, shards: Path) -> dict:
+    """{split: [[file, reason], ...]} skipped by the tokenizer and tokenize stages (merged)."""
+    found: dict[str, dict[str, str]] = {}
+    listing = tokenizers / BAD_SAMPLES_FILE
+    manifest = shards / "manifest.json"
+    sources = [read_json(listing) if listing.is_file() else {},
+               read_json(manifest).get("bad_samples", {}) if manifest.is_file() else {}]
+    for source in sources:
+        for split, items in source.items():
+            found.setdefault(split, {}).update({path: reason for path, reason in items})
+    return {split: sorted([path, reason] for path, reason in items.items()) for split, items in found.items()}
+
+
+def analyse_unpaired(config: ExperimentConfig, plan) -> dict:
+    """For each pair never recorded together, both directions with the all-data run (the first run):
+    direct, chained, bridge-proxy, no-input and cycle measures (pairless.inference.unpaired)."""
+    if not config.unpaired:
+        return {}
+    run = config.runs[0]
+    out = {}
+    for pair in config.unpaired:
+        a, b = pair.split(":")
+        bridges = config.bridges.get(pair, [])
+        for src, dst in ((a, b), (b, a)):
+            try:
+                out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, **unpaired_analysis(
+                    plan.runs[run.name], src, dst, bridges, plan.tokenizers, plan.shards,
+                    plan.recipe_dir / "unpaired" / f"{src}-to-{dst}", num=max(config.decoded_samples, 1),
+                    threads=choose_threads())}
+            except ValueError as error:  # e.g. no held-out sample has src
+                out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, "skipped": str(error)}
+    return out
 
 
 def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:

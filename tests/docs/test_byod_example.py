@@ -3,41 +3,46 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from byod_helpers import byod_blocks
 
 from pairless.data import open_dataset
 from pairless.data.shards import open_shards
 from pairless.utils.storage import is_complete, read_json
 
-DATA_PAGE = Path(__file__).resolve().parents[2] / "docs" / "data.md"
-
-
-def byod_blocks() -> tuple[str, str]:
-    """The python and bash fenced blocks of the docs/data.md section "## Bring your own data"."""
-    text = DATA_PAGE.read_text(encoding="utf-8")
-    section = text.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
-    python_blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    bash_blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    assert len(python_blocks) == 1 and len(bash_blocks) == 1, "expected one python and one bash example"
-    return python_blocks[0], bash_blocks[0]
-
 
 def test_byod_example_runs(tmp_path):
     python_code, bash_code = byod_blocks()
-    assert "--preset tiny" in bash_code
-    # Same commands, a preset that trains in seconds.
+    assert "--preset tiny" in bash_code and "--preset quick" in bash_code
+    # Same commands, presets that train in seconds.
     bash_code = bash_code.replace("--preset tiny", "--preset micro --set steps=20 --set text.length_margin=8")
+    bash_code = bash_code.replace("--preset quick", "--preset micro")
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-c", python_code], cwd=tmp_path, check=True, env=environment)
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", bash_code], cwd=tmp_path, env=environment,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Tokenizer reconstruction" in result.stdout
+    # the one-command recipe: the data inspected, the never-co-recorded pair answered honestly
+    report = (tmp_path / "my_results" / "own-data" / "report.md").read_text()
+    for heading in ("## Your data", "## Quality bar", "## Pairs never recorded together",
+                    "### depth → thermal", "### thermal → depth", "**What would settle it.**"):
+        assert heading in report, heading
+    assert "there is no ground truth for the translation" in report and "| no input |" in report
+    assert "depth → thermal → depth" in report  # the cycle
+    results = read_json(tmp_path / "my_results" / "own-data" / "results.json")
+    assert results["config"]["unpaired"] == ["depth:thermal"]
+    assert results["config"]["bridges"]["depth:thermal"] == ["rgb", "caption"]
+    directions = results["config"]["directions"]
+    assert "rgb:depth" in directions and "depth:thermal" not in directions
+    for direction in ("depth:thermal", "thermal:depth"):
+        entry = results["unpaired"][direction]
+        assert set(entry["bridges"]["rgb"]) >= {"direct", "chained", "no_input"}
+        assert entry["cycle"]["shuffled"]
 
     data, tokenizers, shards = tmp_path / "my_data", tmp_path / "my_tokenizers", tmp_path / "my_shards"
     assert is_complete(tokenizers) and is_complete(shards)

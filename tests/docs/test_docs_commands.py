@@ -63,7 +63,7 @@ def test_the_pages_document_commands():
 
 
 @pytest.mark.parametrize("page,line", DOCUMENTED, ids=[f"{page}:{line[:60]}" for page, line in DOCUMENTED])
-def test_documented_command_is_accepted(page, line, tmp_path, capsys):
+def test_documented_command_is_accepted(page, line, tmp_path, capsys, monkeypatch):
     words = shlex.split(line)
     call = pairless_call(words)
     if call is None:
@@ -84,6 +84,11 @@ def test_documented_command_is_accepted(page, line, tmp_path, capsys):
         pytest.fail(f"{page}: `{line}` is refused by the parser (exit {stop.code}): "
                     f"{capsys.readouterr().err.strip()}")
     if verb == "run" and "--help" not in args:
+        if "--data" in args:  # own-data lines use the BYOD example's folder: write it, then plan on it
+            from byod_helpers import byod_blocks
+
+            monkeypatch.chdir(tmp_path)
+            exec(byod_blocks()[0], {})
         out = tmp_path / "results"
         assert module.main([*args, "--out", str(out), "--dry-run"]) == 0, f"{page}: {line}"
     elif verb == "train":

@@ -1,0 +1,164 @@
+"""The own-data report's sections: what the folder holds, and the pairs never recorded together.
+
+For a pair with no sample holding both modalities in training there is no ground truth for its
+translation (unless paired samples were put in val/ only, where they are evaluated like any direction).
+The section says so first, then gives what can be measured (pairless.inference.unpaired), each labelled
+for what it is, with a plain verdict where a baseline shows the measure says nothing.
+"""
+
+from __future__ import annotations
+
+from pairless.experiments.report import CHAIN_MARGIN, MAIN_METRIC, _num, _table
+
+BAD_SHOWN = 10  # bad files listed by name in the report (all of them are in results.json)
+# generic metrics of pairless.inference.decoded_metrics.score, in order of preference
+_GENERIC = (("miou", "higher"), ("bleu4", "higher"), ("cosine", "higher"), ("rmse", "lower"))
+
+
+def metric_for(modality: str, metrics: dict) -> tuple[str | None, str]:
+    """(metric name, "lower"/"higher" better) to show for ``modality`` among ``metrics``."""
+    if modality in MAIN_METRIC and MAIN_METRIC[modality][0] in metrics:
+        return MAIN_METRIC[modality]
+    for name, better in _GENERIC:
+        if name in metrics:
+            return name, better
+    return None, "lower"
+
+
+def compare(value: float, baseline: float, better: str) -> str:
+    """"better", "worse" or "tie" (within CHAIN_MARGIN of the baseline, relative: one seed, few samples)."""
+    gain = (baseline - value) if better == "lower" else (value - baseline)
+    if abs(gain) <= CHAIN_MARGIN * max(abs(baseline), 1e-12):
+        return "tie"
+    return "better" if gain > 0 else "worse"
+
+
+def inspection_markdown(results: dict) -> list[str]:
+    inspection = results.get("inspection")
+    if not inspection:
+        return []
+    parts = ["## Your data", "",
+             f"`{results['config'].get('data')}`, counted from the file listing (files that proved "
+             "unreadable are listed below).", ""]
+    for split, counts in inspection.get("splits", {}).items():
+        names = list(counts["modalities"])
+        parts += [f"**{split}**: {counts['num_samples']} samples. Samples with both modalities (diagonal: "
+                  "with the modality):", ""]
+        rows = []
+        for a in names:
+            row = [a]
+            for b in names:
+                if a == b:
+                    row.append(str(counts["modalities"][a]))
+                else:
+                    row.append(str(counts["pairs"].get(f"{a}:{b}", counts["pairs"].get(f"{b}:{a}", 0))))
+            rows.append(row)
+        parts += [_table([""] + names, rows), ""]
+    bad = inspection.get("bad_samples") or {}
+    total = sum(len(items) for items in bad.values())
+    if total:
+        parts += [f"**{total} bad file(s) skipped** (their samples keep their other modalities); the first "
+                  f"{min(total, BAD_SHOWN)}:", ""]
+        shown = [(split, path, reason) for split, items in bad.items() for path, reason in items][:BAD_SHOWN]
+        parts += [_table(["split", "file", "reason"], [[s, f"`{p}`", r] for s, p, r in shown]), ""]
+    else:
+        parts += ["No bad file was found.", ""]
+    return parts
+
+
+def unpaired_lines(direction: str, entry: dict) -> list[str]:
+    """The verdicts of one direction's measures, in words."""
+    src, dst = direction.split(":")
+    lines = []
+    for bridge, values in (entry.get("bridges") or {}).items():
+        if "direct" not in values:
+            lines.append(f"No held-out sample has both {src} and {bridge}: no proxy through {bridge}.")
+            continue
+        metric, better = metric_for(dst, values["direct"])
+        if metric is None:
+            continue
+        direct, none = values["direct"][metric], values["no_input"][metric]
+        if compare(direct, none, better) == "better":
+            lines.append(f"Through {bridge}: the direct {src} → {dst} is closer to the proxy than a "
+                         f"generation with no input ({metric} {direct:.3f} vs {none:.3f}): it uses its "
+                         f"input, as far as {bridge} → {dst} can tell.")
+        else:
+            lines.append(f"Through {bridge}: the direct {src} → {dst} is **no closer to the proxy than a "
+                         f"generation with no input** ({metric} {direct:.3f} vs {none:.3f}; a difference "
+                         f"within {CHAIN_MARGIN:.0%} counts as none): it may ignore its input.")
+    cycle = entry.get("cycle") or {}
+    metric, better = metric_for(src, cycle.get("metrics", {}))
+    if metric is not None:
+        real, control = cycle["metrics"][metric], cycle["shuffled"][metric]
+        if compare(real, control, better) == "better":
+            lines.append(f"Cycle {src} → {dst} → {src}: closer to the real {src} than to another sample's "
+                         f"({metric} {real:.3f} vs {control:.3f}): some of the input survives the trip "
+                         f"through {dst}.")
+        else:
+            lines.append(f"Cycle {src} → {dst} → {src}: **no closer to the real {src} than to another "
+                         f"sample's** ({metric} {real:.3f} vs {control:.3f}; a difference within "
+                         f"{CHAIN_MARGIN:.0%} counts as none): nothing of the input is shown to be carried "
+                         f"through {dst}.")
+    return lines
+
+
+def unpaired_markdown(results: dict) -> list[str]:
+    unpaired = results.get("unpaired") or {}
+    if not unpaired:
+        return []
+    evaluated = set(results["config"].get("directions", []))
+    parts = ["## Pairs never recorded together", "",
+             "No training sample has both modalities of these pairs, so the model never saw them together. "
+             "Where no held-out sample has both either, **there is no ground truth for the translation**: no "
+             "cross-entropy and no decoded metric can be computed. What can be measured instead, on held-out "
+             "samples that have the source, each for what it is:", "",
+             "- *proxy through a bridge*: the destination predicted from a sample's real bridge modality (a "
+             "pair the model saw) stands in for the missing ground truth. Direct, chained and no-input "
+             "predictions are scored against it in the destination's own metric. It is only as good as the "
+             "bridge → destination translation, and blind to what the source knows that the bridge does not.",
+             "- *no input*: the destination generated from nothing; a direct translation no closer to the "
+             "proxy than this ignores its input.",
+             "- *cycle*: source → destination → source, against the real source and against another "
+             "sample's (shuffled control).", ""]
+    for direction, entry in unpaired.items():
+        src, dst = direction.split(":")
+        title = f"### {src} → {dst}"
+        if "skipped" in entry:
+            parts += [title, "", f"Not measured: {entry['skipped']}", ""]
+            continue
+        parts += [title, "", f"Run `{entry['run']}`, {entry['num_samples']} held-out samples with {src}."]
+        if direction in evaluated:
+            parts += [f"Held-out samples with both exist: {src} → {dst} is also evaluated with ground truth "
+                      "in the tables above (a true zero-shot measurement)."]
+        parts += [""]
+        rows = []
+        for bridge, values in (entry.get("bridges") or {}).items():
+            if "direct" not in values:
+                continue
+            metric, better = metric_for(dst, values["direct"])
+            rows.append([bridge, str(values["num_samples"]), f"{metric} ({better} is better)",
+                         _num(values["direct"].get(metric)), _num(values["chained"].get(metric)),
+                         _num(values["no_input"].get(metric))])
+        if rows:
+            parts += [_table(["bridge (proxy from the real one)", "samples", "metric", "direct",
+                              "chained via the bridge", "no input"], rows), ""]
+        else:
+            parts += [f"No bridge: no modality was seen with both {src} and {dst}, so there is no proxy.", ""]
+        cycle = entry.get("cycle") or {}
+        metric, better = metric_for(src, cycle.get("metrics", {}))
+        if metric is not None:
+            parts += [_table(["cycle", "metric", "against the real source", "against another sample's"],
+                             [[f"{src} → {dst} → {src}", f"{metric} ({better} is better)",
+                               _num(cycle["metrics"][metric]), _num(cycle["shuffled"][metric])]]), ""]
+        parts += [f"- {line}" for line in unpaired_lines(direction, entry)]
+        figure = entry.get("figure")
+        if figure:
+            name = figure.split(f"{results['recipe']}/", 1)[-1]
+            parts += ["", f"![{src} → {dst}, no ground truth]({name})"]
+        parts += [""]
+    parts += ["**What would settle it.** Record some samples with both modalities and put them in `val/` "
+              "only: this recipe then evaluates the translation against them (every direction with at least "
+              "2 held-out samples that have both is evaluated), while training still never sees the pair. "
+              "How many to record: the `pairs-curve` recipe measures how many paired training samples "
+              "zero-shot translation is worth on the built-in world (docs/study.md in pairless).", ""]
+    return parts
