@@ -36,6 +36,15 @@ def test_withhold_simulates_a_never_recorded_pair_that_still_has_ground_truth(my
     assert "rgb:caption" in results["evals"]["all-data"]
 
 
+def test_dry_run_plans_on_the_folder(my_data, tmp_path, capsys):
+    assert run_main(["own-data", "--data", str(my_data), "--preset", "quick", "--compare", "rgb:depth",
+                     "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "data (your folder)" in printed and str(my_data) in printed
+    assert "train all-data (many-shot)" in printed and "train zs-rgb-depth (zero-shot)" in printed
+    assert not (tmp_path / "out").exists()  # a plan writes nothing
+
+
 def test_bad_options_are_refused_with_the_reason(my_data):
     with pytest.raises(ConfigError, match="--data DIR is required"):
         get_recipe("own-data", "micro")
