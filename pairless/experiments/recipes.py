@@ -250,6 +250,29 @@ def binding_exposure(preset: str = "tiny") -> ExperimentConfig:
                             directions=["rgb:depth", "depth:rgb"], figures=figures)
 
 
+# One binding modality each, from the strongest to the weakest tie to depth: surface normals carry the
+# geometry, semseg only where objects are, embed (a global feature vector) no layout at all.
+SINGLE_BINDERS: tuple[str, ...] = ("normal", "semseg", "embed")
+
+
+def binding_strength(preset: str = "tiny") -> ExperimentConfig:
+    """Binding strength, not count: rgb and depth withheld, one binding modality at a time (strong to weak),
+    each with its matched many-shot control; no binder is the floor."""
+    runs = [_run(preset, "zs-bind0", "zero-shot", withheld=[("rgb", "depth")], universe=["rgb", "depth"],
+                 label="binder:none"),
+            _run(preset, "ms-bind0", "many-shot", universe=["rgb", "depth"], label="binder:none")]
+    for binder in SINGLE_BINDERS:
+        universe = ["rgb", "depth", binder]
+        name = "bind1" if binder == "normal" else f"bind1-{binder}"  # bind1: the binding recipe's runs
+        runs.append(_run(preset, f"zs-{name}", "zero-shot", withheld=[("rgb", "depth")], universe=universe,
+                         label=f"binder:{binder}"))
+        runs.append(_run(preset, f"ms-{name}", "many-shot", universe=universe, label=f"binder:{binder}"))
+    shown = ["zs-bind0", *[f"zs-bind1{'' if b == 'normal' else '-' + b}" for b in SINGLE_BINDERS]]
+    figures = [_figure(preset, "rgb", "depth", runs=shown)]
+    return ExperimentConfig(**_base("binding-strength", preset), runs=runs,
+                            directions=["rgb:depth", "depth:rgb"], figures=figures)
+
+
 def caption(preset: str = "tiny") -> ExperimentConfig:
     """Section IV-C: rgb and caption withheld; rgb -> caption and caption -> rgb."""
     runs = [_run(preset, "zs-rgb-caption", "zero-shot", withheld=[("rgb", "caption")]),
@@ -378,6 +401,7 @@ RECIPES: dict[str, Callable[..., ExperimentConfig]] = {
     "visual-pairs": visual_pairs,
     "binding": binding,
     "binding-exposure": binding_exposure,
+    "binding-strength": binding_strength,
     "caption": caption,
     "pairs-curve": pairs_curve,
     "own-data": own_data,

@@ -449,8 +449,9 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                            _num(r["many_shot"])] for r in crows]), ""]
         parts += [f"- {line}" for line in chained_lines(crows)] + [""]
     parts += region_markdown(results)
-    from pairless.experiments import pairs_curve, probes_report  # they import this module's helpers
+    from pairless.experiments import binding_strength, pairs_curve, probes_report  # they import this module
 
+    parts += binding_strength.markdown(results)
     parts += pairs_curve.markdown(results)
     parts += probes_report.markdown(results)
     parts += own_data_report.unpaired_markdown(results)
@@ -556,8 +557,10 @@ def write_report(recipe_dir: Path) -> Path:
         figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
-    from pairless.experiments import pairs_curve, probes_report  # they import this module's helpers
+    from pairless.experiments import binding_strength, pairs_curve, probes_report  # they import this module
 
+    if binding_strength.plot(results, recipe_dir / "binding_strength.png"):
+        figures["CE by binding modality (binding strength)"] = "binding_strength.png"
     if pairs_curve.plot(results, recipe_dir / "pairs_curve.png"):
         figures["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
     if probes_report.plot(results, recipe_dir / "probes.png"):
@@ -566,7 +569,7 @@ def write_report(recipe_dir: Path) -> Path:
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
                "quality": quality_rows(results), "findings": findings(results),
                "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results),
-               "regions": region_rows(results)}
+               "regions": region_rows(results), "binding_strength": binding_strength.summary(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

@@ -45,7 +45,8 @@ def test_demo_micro_end_to_end(results_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["visual-pairs", "binding", "binding-exposure", "caption"])
+@pytest.mark.parametrize("recipe", ["visual-pairs", "binding", "binding-exposure", "binding-strength",
+                                    "caption"])
 def test_every_recipe_micro_report_is_complete(results_root, recipe):
     folder = run_experiment(_micro(recipe), results_root)
     report, results = _read_report(folder)
@@ -79,6 +80,12 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert min(seen) >= run.total_tokens
         assert max(seen) - min(seen) < run.batch_size * (run.input_budget + run.target_budget)
         assert "| 5 | rgb → depth |" in report
+    if recipe == "binding-strength":  # one binder each, with its matched control; the plot
+        assert "## Binding strength" in report and (folder / "binding_strength.png").is_file()
+        for binder in ("none", "normal", "semseg", "embed"):
+            assert f"| {binder} | rgb → depth |" in report
+        universes = {info["label"]: info["universe"] for info in results["runs"].values()}
+        assert universes["binder:semseg"] == ["rgb", "depth", "semseg"]
     if recipe == "caption":
         assert "rgb → caption" in report and "caption → rgb" in report
         # only caption -> rgb has an image destination
