@@ -79,6 +79,7 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
     decoded = {"input": decode(src, source[src]), "direct": decode(dst, direct),
                "no input": decode(dst, no_input)}
     result: dict = {"num_samples": int(len(rows)), "bridges": {}}
+    proxies: dict[str, tuple[np.ndarray, object]] = {}  # bridge -> (row positions that have it, proxy)
     for bridge in bridges:
         via = _generate_all(model, source, [src], bridge, seed, batch_size, threads)
         chained = _generate_all(model, {src: source[src], bridge: via}, [src, bridge], dst, seed, batch_size,
@@ -89,6 +90,7 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
         if len(has_bridge):
             real = {bridge: np.asarray(data.tokens[bridge][rows[has_bridge]])}
             proxy = decode(dst, _generate_all(model, real, [bridge], dst, seed, batch_size, threads))
+            proxies[bridge] = (has_bridge, proxy)
             compared = (("direct", decoded["direct"]), ("chained", decoded[f"chained via {bridge}"]),
                         ("no_input", decoded["no input"]))
             for label, values in compared:
@@ -105,11 +107,17 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
         atomic_save_npy(staging / f"{dst}.direct.tokens.npy", direct)
         atomic_save_npy(staging / f"{dst}.no_input.tokens.npy", no_input)
         atomic_write_json(staging / "metrics.json", result)
-        columns = [(f"input ({src}, tokenized)", src, decoded["input"])]
+        # the rows shown: samples that also have the first bridge with a proxy, so its column is complete
+        first = next(iter(proxies), None)
+        shown = proxies[first][0][:figure_rows] if first else np.arange(min(figure_rows, len(rows)))
+        columns = [(f"input ({src}, tokenized)", src, _rows(decoded["input"], shown))]
         columns += [(f"{label} → {dst}" if label != "cycle back" else f"cycle back → {src}",
-                     src if label == "cycle back" else dst, values)
+                     src if label == "cycle back" else dst, _rows(values, shown))
                     for label, values in decoded.items() if label != "input"]
-        draw_grid(staging / "figure.png", columns, min(figure_rows, len(rows)),
+        if first:
+            columns.append((f"from the real {first} (proxy)", dst, _rows(proxies[first][1],
+                                                                         np.arange(len(shown)))))
+        draw_grid(staging / "figure.png", columns, len(shown),
                   f"{src} → {dst}: never recorded together (no ground truth)")
     result["figure"] = str(out / "figure.png")
     return result
