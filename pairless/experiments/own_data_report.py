@@ -151,10 +151,9 @@ def unpaired_markdown(results: dict) -> list[str]:
                              [[f"{src} → {dst} → {src}", f"{metric} ({better} is better)",
                                _num(cycle["metrics"][metric]), _num(cycle["shuffled"][metric])]]), ""]
         parts += [f"- {line}" for line in unpaired_lines(direction, entry)]
-        figure = entry.get("figure")
+        figure = entry.get("figure")  # relative to the recipe folder, where report.md is
         if figure:
-            name = figure.split(f"{results['recipe']}/", 1)[-1]
-            parts += ["", f"![{src} → {dst}, no ground truth]({name})"]
+            parts += ["", f"![{src} → {dst}, no ground truth]({figure})"]
         parts += [""]
     parts += ["**What would settle it.** Record some samples with both modalities and put them in `val/` "
               "only: this recipe then evaluates the translation against them (every direction with at least "

@@ -98,10 +98,11 @@ def analyse_unpaired(config: ExperimentConfig, plan) -> dict:
         bridges = config.bridges.get(pair, [])
         for src, dst in ((a, b), (b, a)):
             try:
+                folder = Path("unpaired") / f"{src}-to-{dst}"  # relative to the recipe folder
                 out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, **unpaired_analysis(
                     plan.runs[run.name], src, dst, bridges, plan.tokenizers, plan.shards,
-                    plan.recipe_dir / "unpaired" / f"{src}-to-{dst}", num=max(config.decoded_samples, 1),
-                    threads=choose_threads())}
+                    plan.recipe_dir / folder, num=max(config.decoded_samples, 1), threads=choose_threads()),
+                    "figure": str(folder / "figure.png")}
             except ValueError as error:  # e.g. no held-out sample has src
                 out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, "skipped": str(error)}
     return out
@@ -264,8 +265,9 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
 def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
                tokenizers: Path) -> dict:
     """Object / background CE of one run for its directions into image modalities, cached per (run,
-    samples); {} where the shards hold no semseg to draw the object mask from."""
-    if not config.region_samples:
+    samples); {} where the shards hold no semseg to draw the object mask from, and on a user's data (its
+    semseg classes need not mean the world's sky and floor)."""
+    if not config.region_samples or config.data is not None:
         return {}
     cached = read_json(cache_file) if cache_file.is_file() else {}
     directions = _directions_for(run, config.directions)

@@ -43,6 +43,7 @@ def test_byod_example_runs(tmp_path):
         entry = results["unpaired"][direction]
         assert set(entry["bridges"]["rgb"]) >= {"direct", "chained", "no_input"}
         assert entry["cycle"]["shuffled"]
+        assert (tmp_path / "my_results" / "own-data" / entry["figure"]).is_file()  # relative to report.md
 
     data, tokenizers, shards = tmp_path / "my_data", tmp_path / "my_tokenizers", tmp_path / "my_shards"
     assert is_complete(tokenizers) and is_complete(shards)
