@@ -254,20 +254,24 @@ def chained_lines(rows: list[dict]) -> list[str]:
 
 
 def region_rows(results: dict) -> list[dict]:
-    """Per direction into an image modality and run: CE ratio on object tokens and on background tokens."""
+    """Per direction with a token split (objects / background of an image, content / template words of a
+    caption) and run: the CE ratio on each group and the focus group's share of the tokens."""
     regions = results.get("regions") or {}
     runs = results.get("runs") or {}
     rows = []
     for direction in results["config"]["directions"]:
         for name, per_direction in regions.items():
             row = per_direction.get(direction)
-            if not row or "ratio" not in row.get("objects", {}) or "ratio" not in row.get("background", {}):
+            if not row or "groups" not in row:
+                continue
+            focus, rest = row["groups"]
+            if "ratio" not in row[focus] or "ratio" not in row[rest]:
                 continue
             rows.append({"direction": direction, "run": name, "role": runs.get(name, {}).get("role", "?"),
-                         "objects_ratio": row["objects"]["ratio"],
-                         "background_ratio": row["background"]["ratio"],
-                         "objects_ce": row["objects"]["ce"], "background_ce": row["background"]["ce"],
-                         "object_fraction": row["object_fraction"], "num_samples": row["num_samples"]})
+                         "focus": focus, "rest": rest, "focus_ratio": row[focus]["ratio"],
+                         "rest_ratio": row[rest]["ratio"], "focus_ce": row[focus]["ce"],
+                         "rest_ce": row[rest]["ce"], "focus_fraction": row["focus_fraction"],
+                         "num_samples": row["num_samples"]})
     return rows
 
 
@@ -276,14 +280,18 @@ def region_markdown(results: dict) -> list[str]:
     if not rows:
         return []
     samples = max(r["num_samples"] for r in rows)
-    parts = ["## How much of each image is predictable: object tokens vs background", "",
-             "The CE ratio (conditional / no input) over the destination tokens whose patch holds an object "
-             "(any pixel not sky or floor, from the sample's decoded semseg tokens) and over the rest. "
-             "Background (the checkered floor, the sky) carries little about the other modalities, so a "
-             f"translation is judged on its objects. {samples} held-out samples.", "",
-             _table(["Task", "run", "role", "objects: CE ratio", "background: CE ratio", "object share"],
-                    [[r["direction"].replace(":", " → "), r["run"], r["role"], f"{r['objects_ratio']:.2f}",
-                      f"{r['background_ratio']:.2f}", f"{r['object_fraction']:.2f}"] for r in rows]), ""]
+    parts = ["## What is predictable: object tokens vs background, content words vs template", "",
+             "The CE ratio (conditional / no input) over two groups of destination tokens. Images: tokens "
+             "whose patch holds an object (any pixel not sky or floor, from the sample's decoded semseg "
+             "tokens) and the rest; the checkered floor and the sky carry little about the other modalities. "
+             "Captions: the colour, shape, size and number words, which an image can tell, and the "
+             f"template words around them. {samples} held-out samples.",
+             "",
+             _table(["Task", "run", "role", "focus group", "focus: CE ratio", "rest: CE ratio",
+                     "focus share"],
+                    [[r["direction"].replace(":", " → "), r["run"], r["role"], r["focus"],
+                      f"{r['focus_ratio']:.2f}", f"{r['rest_ratio']:.2f}", f"{r['focus_fraction']:.2f}"]
+                     for r in rows]), ""]
     return parts
 
 

@@ -69,7 +69,8 @@ class Plan:
 
     def region_file(self, run_name: str) -> Path:
         """Cached object / background CE of one run (beside the evaluations)."""
-        key = config_hash({"samples": self.config.region_samples, "split": "val"})
+        # version 2: two named groups per direction (captions too); older files are recomputed
+        key = config_hash({"samples": self.config.region_samples, "split": "val", "version": 2})
         return self.cache / "regions" / f"{self.runs[run_name].name}-{key}.json"
 
     def probe_file(self, run_name: str) -> Path:

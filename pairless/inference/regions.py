@@ -33,6 +33,7 @@ from pairless.inference.evaluate import (
     token_nll,
 )
 from pairless.inference.generate import model_device, precision
+from pairless.inference.translation_batch import content_mask
 from pairless.inference.translations import tokenizers_of
 from pairless.modalities import SEMSEG_CLASSES, parse_direction
 from pairless.tokenizers import load_tokenizer
@@ -62,25 +63,64 @@ def _grid_side(num_tokens: int, modality: str) -> int:
     return side
 
 
-def region_ce(model, shards, mask_tokenizer, src: list[str], dst: str, num_samples: int = 2500,
-              batch_size: int = 64, threads: int | None = None) -> dict:
-    """Conditional and no-input CE of ``dst`` given ``src``, over object tokens and over background tokens.
+class ObjectSplit:
+    """Image destination tokens: ``objects`` (the patch holds an object pixel of the sample's decoded
+    semseg) and ``background``."""
 
-    ``mask_tokenizer``: the semseg tokenizer (decodes the samples' semseg tokens into the object mask).
-    Returns ``{"objects": {ce, ce_unconditional, ratio, num_tokens}, "background": {...},
-    "object_fraction", "num_samples"}``.
+    groups = ("objects", "background")
+
+    def __init__(self, semseg_tokenizer, dst_spec):
+        self.tokenizer, self.side = semseg_tokenizer, _grid_side(dst_spec.num_tokens, dst_spec.name)
+        self.needs = [MASK_MODALITY]
+
+    def __call__(self, shards, rows, dst_tokens: torch.Tensor) -> torch.Tensor:
+        classes = self.tokenizer.decode(np.asarray(shards.tokens[MASK_MODALITY][rows]))
+        return torch.from_numpy(object_patches(np.asarray(classes), self.side))
+
+
+class ContentWordSplit:
+    """Caption tokens: ``content`` (the world's colour, shape, size and number words: what an image can
+    tell) and ``template`` (every other real token, EOS included; padding is not scored)."""
+
+    groups = ("content", "template")
+
+    def __init__(self, text_tokenizer):
+        from pairless.world.captions import NUMBER_WORDS, SHAPE_SYNONYMS, SIZE_SYNONYMS
+        from pairless.world.scenes import COLOUR_NAMES
+
+        words = set(COLOUR_NAMES) | set(NUMBER_WORDS) | {w for ws in SHAPE_SYNONYMS.values() for w in ws}
+        words |= {w for ws in SIZE_SYNONYMS.values() for w in ws}
+        vocabulary = text_tokenizer.tokenizer.get_vocab()
+        # whole words carry the word-start marker "▁" (continuation pieces "##" are not words)
+        ids = sorted(index for token, index in vocabulary.items() if token.removeprefix("▁") in words)
+        self.content_ids = torch.tensor(ids, dtype=torch.long)
+        self.needs = []
+
+    def __call__(self, shards, rows, dst_tokens: torch.Tensor) -> torch.Tensor:
+        return torch.isin(dst_tokens, self.content_ids)
+
+
+def region_ce(model, shards, split, src: list[str], dst: str, num_samples: int = 2500,
+              batch_size: int = 64, threads: int | None = None) -> dict:
+    """Conditional and no-input CE of ``dst`` given ``src`` over two groups of destination tokens.
+
+    ``split``: an :class:`ObjectSplit` (image destinations) or :class:`ContentWordSplit` (captions), or a
+    semseg tokenizer (an ObjectSplit is made from it). Returns ``{"groups": [focus, rest], focus: {ce,
+    ce_unconditional, ratio, num_tokens}, rest: {...}, "focus_fraction", "num_samples"}``.
     """
     specs = shards.specs
-    if MASK_MODALITY not in specs:
-        raise ValueError(f"region CE needs {MASK_MODALITY!r} tokens for its object mask; the shards hold "
-                         f"{', '.join(specs)}")
-    if specs[dst].kind != "image":
-        raise ValueError(f"region CE: destination {dst!r} is a {specs[dst].kind} modality, not an image")
-    side = _grid_side(specs[dst].num_tokens, dst)
+    if not isinstance(split, ObjectSplit | ContentWordSplit):
+        if MASK_MODALITY not in specs:
+            raise ValueError(f"region CE needs {MASK_MODALITY!r} tokens for its object mask; the shards "
+                             f"hold {', '.join(specs)}")
+        if specs[dst].kind != "image":
+            raise ValueError(f"region CE: destination {dst!r} is a {specs[dst].kind} modality, not an "
+                             "image")
+        split = ObjectSplit(split, specs[dst])
+    focus, rest = split.groups
     modalities = model_modalities(model, specs, [*src, dst])
-    indices = eligible_samples(shards, sorted({*src, dst, MASK_MODALITY}), num_samples)
-    sums = {group: {"ce": 0.0, "ce_unconditional": 0.0, "num_tokens": 0}
-            for group in ("objects", "background")}
+    indices = eligible_samples(shards, sorted({*src, dst, *split.needs}), num_samples)
+    sums = {group: {"ce": 0.0, "ce_unconditional": 0.0, "num_tokens": 0} for group in split.groups}
     was_training = getattr(model, "training", False)
     model.eval()
     try:
@@ -90,19 +130,19 @@ def region_ce(model, shards, mask_tokenizer, src: list[str], dst: str, num_sampl
                 rows = indices[start : start + batch_size]
                 tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long()
                           for name in {*src, dst}}
-                classes = mask_tokenizer.decode(np.asarray(shards.tokens[MASK_MODALITY][rows]))
-                objects = torch.from_numpy(object_patches(np.asarray(classes), side))
+                in_focus = split(shards, rows, tokens[dst])
+                scored = content_mask(tokens[dst], specs[dst])
                 conditional = token_nll(model, tokens, src, dst, specs, modalities)
                 unconditional = token_nll(model, tokens, [], dst, specs, modalities)
-                for group, mask in (("objects", objects), ("background", ~objects)):
+                for group, mask in ((focus, in_focus & scored), (rest, ~in_focus & scored)):
                     sums[group]["ce"] += float(conditional[mask].sum())
                     sums[group]["ce_unconditional"] += float(unconditional[mask].sum())
                     sums[group]["num_tokens"] += int(mask.sum())
     finally:
         model.train(was_training)
-    out: dict = {"num_samples": len(indices)}
+    out: dict = {"num_samples": len(indices), "groups": [focus, rest]}
     total = sum(group["num_tokens"] for group in sums.values())
-    out["object_fraction"] = sums["objects"]["num_tokens"] / total
+    out["focus_fraction"] = sums[focus]["num_tokens"] / total if total else 0.0
     for group, values in sums.items():
         count = values["num_tokens"]
         if count == 0:
@@ -114,14 +154,18 @@ def region_ce(model, shards, mask_tokenizer, src: list[str], dst: str, num_sampl
     return out
 
 
+CAPTION = "caption"
+
+
 def region_directions(directions: list[str], specs) -> list[str]:
-    """The directions a region split applies to: an image destination, with semseg in the shards."""
-    if MASK_MODALITY not in specs:
-        return []
+    """The directions a split applies to: an image destination with semseg in the shards, or the world's
+    caption."""
     out = []
     for direction in directions:
         _, destination = parse_direction(direction)
-        if destination in specs and specs[destination].kind == "image":
+        if destination not in specs:
+            continue
+        if (specs[destination].kind == "image" and MASK_MODALITY in specs) or destination == CAPTION:
             out.append(direction)
     return out
 
@@ -141,25 +185,31 @@ def evaluate_regions(run: Path, directions: list[str], tokenizers: Path | None =
     if not wanted:
         return {}
     model = load_run_model(run)
-    mask_tokenizer = load_tokenizer(tokenizers or tokenizers_of(shards_path), MASK_MODALITY)
+    root = tokenizers or tokenizers_of(shards_path)
     results = {}
     for text in wanted:
         src, dst = parse_direction(text)
-        results[direction_name(src, dst)] = {**region_ce(model, shards, mask_tokenizer, src, dst, num_samples,
+        if dst == CAPTION:
+            splitter = ContentWordSplit(load_tokenizer(root, CAPTION))
+        else:
+            splitter = ObjectSplit(load_tokenizer(root, MASK_MODALITY), shards.specs[dst])
+        results[direction_name(src, dst)] = {**region_ce(model, shards, splitter, src, dst, num_samples,
                                                          batch_size, threads), "split": split}
     return results
 
 
 def format_regions(results: dict[str, dict]) -> str:
-    """A plain-text table: per direction, the CE ratio (conditional / no input) on objects and background."""
+    """A plain-text table: per direction, the CE ratio (conditional / no input) on the two token groups."""
     def cell(group: dict, key: str, width: int, digits: int) -> str:
         return f"{group.get(key, float('nan')):>{width}.{digits}f}"
 
-    header = ["objects".rjust(8), "ratio".rjust(6), "background".rjust(10), "ratio".rjust(6), "object share"]
+    header = ["focus".ljust(10), "CE".rjust(8), "ratio".rjust(6), "rest".ljust(10), "CE".rjust(8),
+              "ratio".rjust(6), "focus share"]
     lines = [f"{'direction':<24} " + " ".join(header)]
     for direction, row in results.items():
-        objects, background = row["objects"], row["background"]
-        lines.append(f"{direction:<24} {cell(objects, 'ce', 8, 3)} {cell(objects, 'ratio', 6, 2)} "
-                     f"{cell(background, 'ce', 10, 3)} {cell(background, 'ratio', 6, 2)} "
-                     f"{row['object_fraction']:>12.2f}")
+        focus, rest = row["groups"]
+        focus_cells = f"{cell(row[focus], 'ce', 8, 3)} {cell(row[focus], 'ratio', 6, 2)}"
+        rest_cells = f"{cell(row[rest], 'ce', 8, 3)} {cell(row[rest], 'ratio', 6, 2)}"
+        lines.append(f"{direction:<24} {focus:<10} {focus_cells} {rest:<10} {rest_cells} "
+                     f"{row['focus_fraction']:>11.2f}")
     return "\n".join(lines)

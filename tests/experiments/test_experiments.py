@@ -59,10 +59,11 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert "Table I" in report
         _check_chained_baseline(folder, report, results)
         assert "## Alignment probes" in report
-        assert "## How much of each image is predictable" in report
+        assert "## What is predictable" in report
         for run in config.expanded_runs():  # every direction has an image destination here
             assert set(results["regions"][run.name]) == set(config.directions)
             for split in results["regions"][run.name].values():
+                assert split["groups"] == ["objects", "background"]
                 assert split["objects"]["num_tokens"] + split["background"]["num_tokens"] == \
                     split["num_samples"] * 64
         for run in config.expanded_runs():  # every run probed on each pair of the directions
@@ -88,8 +89,12 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
         assert universes["binder:semseg"] == ["rgb", "depth", "semseg"]
     if recipe == "caption":
         assert "rgb → caption" in report and "caption → rgb" in report
-        # only caption -> rgb has an image destination
-        assert all(set(per_direction) == {"caption:rgb"} for per_direction in results["regions"].values())
+        # caption -> rgb splits objects / background, rgb -> caption content / template words
+        for per_direction in results["regions"].values():
+            assert set(per_direction) == {"caption:rgb", "rgb:caption"}
+            words = per_direction["rgb:caption"]
+            assert words["groups"] == ["content", "template"] and words["content"]["num_tokens"] > 0
+            assert 0 < words["focus_fraction"] < 1
 
 
 def _check_chained_baseline(folder, report, results):

@@ -11,7 +11,13 @@ from toy_translator import FixedLogits
 
 from pairless.batch import TokenSpec
 from pairless.inference.evaluate import translation_ce
-from pairless.inference.regions import format_regions, object_patches, region_ce, region_directions
+from pairless.inference.regions import (
+    ContentWordSplit,
+    format_regions,
+    object_patches,
+    region_ce,
+    region_directions,
+)
 from pairless.modalities import SEMSEG_CLASSES
 
 SPECS = {
@@ -82,7 +88,8 @@ def test_region_ce_equals_the_hand_computation_and_splits_the_total(src):
         assert result[group]["ce"] == pytest.approx(ce / count, rel=1e-5)
         assert result[group]["ce_unconditional"] == pytest.approx(unconditional / count, rel=1e-5)
         assert result[group]["ratio"] == pytest.approx(ce / unconditional, rel=1e-5)
-    assert result["object_fraction"] == pytest.approx(expected["objects"][2] / (30 * 16))
+    assert result["focus_fraction"] == pytest.approx(expected["objects"][2] / (30 * 16))
+    assert result["groups"] == ["objects", "background"]
     # the two groups, weighted by their token counts, are the whole-modality CE on the same samples
     data.present["semseg"][:] = True
     data.present["depth"][np.setdiff1d(np.arange(40), rows)] = False
@@ -103,9 +110,43 @@ def test_errors_name_the_problem():
 
 
 def test_region_directions_and_table():
-    assert region_directions(["rgb:depth", "depth:caption", "caption:rgb"], SPECS) == ["rgb:depth",
-                                                                                       "caption:rgb"]
-    assert region_directions(["rgb:depth"], {k: v for k, v in SPECS.items() if k != "semseg"}) == []
+    assert region_directions(["rgb:depth", "depth:caption", "caption:rgb"], SPECS) == [
+        "rgb:depth", "depth:caption", "caption:rgb"]
+    no_semseg = {k: v for k, v in SPECS.items() if k != "semseg"}
+    assert region_directions(["rgb:depth", "rgb:caption"], no_semseg) == ["rgb:caption"]
     result = region_ce(model(), shards(), OddTokensAreObjects(), ["rgb"], "depth", num_samples=10)
     table = format_regions({"rgb:depth": result})
     assert "rgb:depth" in table and f"{result['objects']['ratio']:.2f}" in table
+
+
+class FakeText:
+    """A stand-in caption tokenizer: its vocabulary maps a few world words to ids."""
+
+    class _Vocabulary:
+        def get_vocab(self):
+            return {"▁red": 5, "▁cube": 6, "three": 7, "▁the": 8, "▁of": 9, "##red": 10}
+
+    tokenizer = _Vocabulary()
+
+
+def test_caption_split_scores_content_words_apart_from_template_and_never_padding():
+    data, fixed = shards(), model()
+    pad = SPECS["caption"].pad_id
+    data.tokens["caption"][:, 7:] = pad  # the last three positions are padding
+    split = ContentWordSplit(FakeText())
+    assert split.content_ids.tolist() == [5, 6, 7]  # red, cube, three; not "the", "of", "##s"
+    result = region_ce(fixed, data, split, ["rgb"], "caption", num_samples=20, batch_size=6)
+    rows = np.flatnonzero(data.present["rgb"] & data.present["caption"])[:20]
+    expected = {"content": [0.0, 0], "template": [0.0, 0]}
+    for row in rows:
+        for position, token in enumerate(data.tokens["caption"][row]):
+            if token == pad:
+                continue
+            group = "content" if token in (5, 6, 7) else "template"
+            expected[group][0] += nll(fixed.conditional, "caption", token, position)
+            expected[group][1] += 1
+    assert result["groups"] == ["content", "template"]
+    for group, (total, count) in expected.items():
+        assert result[group]["num_tokens"] == count > 0
+        assert result[group]["ce"] == pytest.approx(total / count, rel=1e-5)
+    assert result["focus_fraction"] == pytest.approx(expected["content"][1] / (len(rows) * 7))
