@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
     "probe": ("pairless.commands.probe", "alignment of the Ma-only and Mb-only encodings of a pair"),
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),
+    "explore": ("pairless.commands.explore",
+                "a local web page: samples translated by several runs side by side, the report"),
     "run": ("pairless.commands.run", "run a recipe end to end (cached, resumable)"),
     "report": ("pairless.commands.report", "write the report of a recipe's results"),
 }

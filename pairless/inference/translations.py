@@ -61,7 +61,7 @@ def _schedule_for(kind: str, schedule: GenerationSchedule) -> GenerationSchedule
     return schedule if fits else default_schedule(kind)
 
 
-def _generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedule: GenerationSchedule,
+def generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedule: GenerationSchedule,
                   seed: int, batch_size: int, label: str, threads: int | None) -> dict[str, np.ndarray]:
     """Token ids of every generated link (numpy, [num, L]) for the selected shard rows."""
     specs = {name: model.specs[name] for name in model.specs}
@@ -100,7 +100,7 @@ def _save_values(folder: Path, modality: str, values) -> None:
             atomic_write_bytes(folder / f"{modality}_{index}.png", buffer.getvalue())
 
 
-def _decoder(tokenizers: Path):
+def make_decoder(tokenizers: Path):
     from pairless.tokenizers import load_tokenizer
 
     loaded = {}
@@ -143,14 +143,14 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
                 "num_samples": read_json(out / "metrics.json").get("_num_samples")}
     data = open_shards(shards, split)
     rows = eligible_samples(data, [*sources, final], num)
-    decode = _decoder(Path(tokenizers))
+    decode = make_decoder(Path(tokenizers))
     scenes = [data.scenes[row] for row in rows] if data.scenes else None
     inputs = {name: decode(name, data.tokens[name][rows]) for name in sources}
     truth = decode(final, data.tokens[final][rows])
     predictions, results = {}, {}
     for name, path in runs.items():
         model = load_run_model(path)
-        generated = _generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
+        generated = generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
         results[name] = score(final, predictions[name][final][1], truth, scenes)
     metrics = {**results, "_num_samples": len(rows)}

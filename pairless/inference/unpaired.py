@@ -30,7 +30,7 @@ from pairless.inference.decoded_metrics import score
 from pairless.inference.evaluate import load_run_model
 from pairless.inference.figures import draw_grid
 from pairless.inference.generate import default_schedule, generate
-from pairless.inference.translations import _decoder
+from pairless.inference.translations import make_decoder
 from pairless.utils.storage import FolderLock, atomic_save_npy, atomic_write_json, staged_dir
 
 
@@ -72,7 +72,7 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
     if len(rows) == 0:
         raise ValueError(f"no held-out sample has {src!r}: nothing to translate from")
     model = load_run_model(run)
-    decode = _decoder(Path(tokenizers))
+    decode = make_decoder(Path(tokenizers))
     source = {src: np.asarray(data.tokens[src][rows])}
     direct = _generate_all(model, source, [src], dst, seed, batch_size, threads)
     no_input = _generate_all(model, source, [], dst, seed, batch_size, threads)
