@@ -139,11 +139,25 @@ def _from_run(folder: Path, runs: dict[str, RunInfo]) -> None:
                        dict(fragment.get("allow_pairs") or {}), bool(fragment.get("only_paired"))))
 
 
+def never_in_data(shards: Path) -> tuple[tuple[str, str], ...]:
+    """Pairs no sample of the shards' training split holds together (a user's data is fragmented by
+    nature: such a pair was never seen together whatever the run withheld)."""
+    present = open_shards(shards, "train").present
+    names = list(present)
+    return tuple((a, b) for index, a in enumerate(names) for b in names[index + 1:]
+                 if not np.any(np.asarray(present[a], bool) & np.asarray(present[b], bool)))
+
+
 def _add(runs: dict[str, RunInfo], run: RunInfo) -> None:
-    """Add a run; a name already taken gets its results folder's (or parent folder's) name in front."""
+    """Add a run (pairs its training data never holds together count as withheld); a name already taken
+    gets its results folder's (or parent folder's) name in front."""
     for what, path in (("token shards", run.shards), ("tokenizers", run.tokenizers)):
         if not path.is_dir():
             raise FileNotFoundError(f"{run.path}: its {what} {path} do not exist (moved or deleted?)")
+    known = {frozenset(pair) for pair in run.withheld}
+    absent = tuple(pair for pair in never_in_data(run.shards) if frozenset(pair) not in known)
+    if absent:
+        run = replace(run, withheld=run.withheld + absent)
     name = run.name
     if name in runs:
         name = f"{(run.results or run.path.parent).name}/{run.name}"

@@ -262,3 +262,26 @@ def test_a_copied_run_folder_is_explored_from_anywhere(demo_results, tmp_path):
     shutil.copytree(run, tmp_path / "copy", ignore=shutil.ignore_patterns("checkpoints", "tb"))
     [info] = discover([tmp_path / "copy"]).runs.values()
     assert info.name == "copy" and info.shards.is_dir()
+
+
+def test_pairs_the_training_data_never_holds_together_count_as_never_seen(tmp_path):
+    from pairless.batch import TokenSpec
+    from pairless.data.shards import ShardSplit, write_shards
+    from pairless.inference.explore import RunInfo, _add, chain_status, never_in_data, never_together
+
+    specs = {name: TokenSpec(name, "image", num_tokens=4, vocab_size=8)
+             for name in ("rgb", "depth", "normal")}
+    present = {"rgb": np.array([True, True, True, True]), "depth": np.array([True, True, False, False]),
+               "normal": np.array([False, False, True, True])}  # depth and normal never in one sample
+    tokens = {name: np.ones((4, 4), np.int32) for name in specs}
+    split = ShardSplit(ids=["a", "b", "c", "d"], tokens=tokens, present=present)
+    write_shards(tmp_path / "shards", {"train": split, "val": split}, specs, {"tokenizers": str(tmp_path)})
+    assert never_in_data(tmp_path / "shards") == (("depth", "normal"),)
+    runs = {}
+    _add(runs, RunInfo("all-data", tmp_path, "many-shot", (("rgb", "depth"),), None, tmp_path / "shards",
+                       tmp_path))
+    run = runs["all-data"]
+    assert run.withheld == (("rgb", "depth"), ("depth", "normal"))  # the run's own, then the data's
+    assert never_together(run)[1] == "depth & normal: never in one training sample"
+    assert chain_status(run, [["normal"], ["depth"]])[0] == "zero-shot"
+    assert chain_status(run, [["rgb"], ["normal"]])[0] == "trained"
