@@ -40,6 +40,7 @@ PRESETS: dict[str, dict] = {
     "anchor": dict(dim=384, encoder_layers=6, decoder_layers=6, heads=6),  # ml-4m fm_tiny_6e_6d
     "base": dict(dim=768, encoder_layers=12, decoder_layers=12, heads=12),  # 4M-B
     "large": dict(dim=1024, encoder_layers=24, decoder_layers=24, heads=16),  # 4M-L
+    "xl": dict(dim=2048, encoder_layers=24, decoder_layers=24, heads=32),  # 4M-XL: train it sharded
 }
 
 
@@ -227,6 +228,7 @@ class FourM(nn.Module):
         self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=config.bias)
                                     for spec in specs.values()])
         self.apply(self._init)
+        self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
 
@@ -365,8 +367,17 @@ class FourM(nn.Module):
                 logits = self.heads[index](hidden[padded])[:count]
                 losses[name] = F.cross_entropy(logits.float(), targets[rows])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
-            return hidden.sum() * 0.0, {}
-        return torch.stack(list(losses.values())).mean(), losses
+            loss = hidden.sum() * 0.0
+        else:
+            loss = torch.stack(list(losses.values())).mean()
+        if self.touch_every_parameter:
+            # A sharded (FSDP) model reduce-scatters the gradients of exactly the parameters that have one:
+            # every process must have the same set, also when its slice of the batch lacks a modality.
+            # (Gathered parameters are plain tensors here; those of units already freed stay DTensors,
+            # and those, the encoder blocks, are used on every process anyway.)
+            gathered = [parameter for parameter in self.parameters() if not hasattr(parameter, "placements")]
+            loss = loss + 0.0 * sum(parameter.sum() for parameter in gathered)
+        return loss, losses
 
     # ---- left-to-right generation with a KV cache -------------------------------------------------------
 

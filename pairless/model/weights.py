@@ -19,9 +19,13 @@ from pairless.model.transformer import FourM, ModelConfig
 from pairless.utils.storage import atomic_write_bytes
 
 
-def save_model(path: str | Path, model: FourM) -> None:
-    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata."""
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata.
+
+    ``state``: the weights to write instead of ``model.state_dict()`` (e.g. gathered from a sharded model).
+    """
+    state = model.state_dict() if state is None else state
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
     metadata = {
         "format": "pairless.FourM",
         "config": model.config.model_dump_json(),

@@ -118,6 +118,11 @@ def read_state(path: str | Path) -> TrainingState:
     )
 
 
+def shard_file(rank: int) -> str:
+    """The training-state file of process ``rank`` in a sharded (FSDP) checkpoint: its optimizer shard."""
+    return f"state.rank{rank:05d}.safetensors"
+
+
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
@@ -146,10 +151,12 @@ def save_checkpoint(
     state: TrainingState,
     write_weights: Callable[[Path], None],
     keep: int = 2,
+    extra: dict[str, Path] | None = None,
 ) -> Path:
     """Publish ``checkpoints_dir/step-N/`` atomically, then delete all but the newest ``keep``.
 
-    ``write_weights(path)`` writes the model's safetensors file at ``path``.
+    ``write_weights(path)`` writes the model's safetensors file at ``path``; ``extra`` maps more file names
+    to files already written elsewhere (the per-process optimizer shards of a sharded run), moved in.
     """
     if keep < 1:
         raise ValueError(f"keep_checkpoints: must be at least 1, got {keep}")
@@ -157,6 +164,8 @@ def save_checkpoint(
     with staged_dir(final, {"step": state.step, "tokens_seen": state.tokens_seen}, overwrite=True) as staging:
         write_weights(staging / MODEL_FILE)
         write_state(staging / STATE_FILE, state)
+        for name, source in (extra or {}).items():
+            shutil.move(str(source), str(staging / name))
     for _, old in list_checkpoints(checkpoints_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

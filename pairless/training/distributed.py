@@ -95,6 +95,12 @@ def all_reduce_sum(tensor: torch.Tensor, context: ProcessContext) -> torch.Tenso
     return tensor
 
 
+def barrier(context: ProcessContext) -> None:
+    """Wait for every process; a no-op on one process."""
+    if context.is_distributed:
+        dist.barrier()
+
+
 def broadcast_int(value: int, context: ProcessContext) -> int:
     """Rank 0's ``value`` on every process (so that all ranks agree on, e.g., which checkpoint to load)."""
     if not context.is_distributed:
@@ -104,13 +110,66 @@ def broadcast_int(value: int, context: ProcessContext) -> int:
     return int(tensor.item())
 
 
+def shard_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Module:
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) in place: every encoder block is its own unit
+    (gathered just before it runs, freed after); the rest is the root unit, gathered for the whole forward
+    (the decoder blocks stay there: their cross-attention keys are computed outside the block's own call).
+    Parameters become DTensors sharded along dim 0 over the processes; build the optimizer afterwards."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not context.is_distributed:
+        return model
+    mesh = init_device_mesh(context.device.type, (context.world_size,))
+    if hasattr(model, "touch_every_parameter"):  # the same parameters get a gradient on every process
+        model.touch_every_parameter = True
+    for block in getattr(model, "encoder", []):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was sharded by :func:`shard_model` (its parameters are DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(parameter, DTensor) for parameter in model.parameters())
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on every process (a collective for a sharded model: call it on all)."""
+    from torch.distributed.tensor import DTensor
+
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach()
+            for name, value in model.state_dict().items()}
+
+
+def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load whole weights into ``model``, each process keeping its own shard of a sharded model."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ValueError(f"weights missing for {missing[:3]}")
+    with torch.no_grad():
+        for name, target in own.items():
+            value = state[name].to(target.dtype)
+            if isinstance(target, DTensor):
+                local = distribute_tensor(value.to(target.device), target.device_mesh, target.placements)
+                target.to_local().copy_(local.to_local())
+            else:
+                target.copy_(value)
+
+
 def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Module:
-    """DistributedDataParallel around ``model`` on several processes; the model itself otherwise.
+    """DistributedDataParallel around ``model`` on several processes; the model itself otherwise (also when
+    it is sharded by :func:`shard_model`: FSDP2 hooks live in the module).
 
     ``find_unused_parameters`` because a batch slice need not contain every
     modality, so some embeddings and output heads get no gradient on a rank.
     """
-    if not context.is_distributed:
+    if not context.is_distributed or is_sharded(model):
         return model
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,

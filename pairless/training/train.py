@@ -39,7 +39,16 @@ from pairless import model as model_module
 from pairless.config import Config, ConfigError
 from pairless.model import ModelConfig
 from pairless.training import distributed, masking
-from pairless.training.checkpoint import MODEL_FILE, STATE_FILE, TrainingState, read_state, save_checkpoint
+from pairless.training.checkpoint import (
+    MODEL_FILE,
+    STATE_FILE,
+    TrainingState,
+    checkpoint_name,
+    read_state,
+    save_checkpoint,
+    shard_file,
+    write_state,
+)
 from pairless.training.data import (
     DROPOUT_STREAM,
     INIT_STREAM,
@@ -103,6 +112,9 @@ class TrainConfig(Config):
     num_workers: int = Field(0, ge=0)  # background threads preparing the next batches
     num_threads: int | None = Field(None, ge=1)  # CPU intra-op threads per process; None = torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # several processes: "ddp" replicates the model, "fsdp" shards weights, gradients and AdamW moments
+    # (torch FSDP2, for models too large to replicate; checkpoints keep one optimizer shard per process)
+    distributed: Literal["ddp", "fsdp"] = "ddp"
 
     @field_validator("betas")
     @classmethod
@@ -297,6 +309,8 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
                           config.seed, config.num_workers)
     torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
     model = model_module.FourM(config.model, data.specs).to(context.device)
+    if config.distributed == "fsdp":  # before the optimizer: sharding replaces the parameters
+        distributed.shard_model(model, context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
                    started)
 
@@ -310,8 +324,19 @@ def _restore(session: Session, checkpoint: Path | None) -> Progress:
     if checkpoint is None:
         return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
     state = read_state(checkpoint / STATE_FILE)
-    session.model.load_state_dict(model_module.load_model(checkpoint / MODEL_FILE).state_dict())
-    session.optimizer.load_state_dict(state.optimizer)
+    weights = model_module.load_model(checkpoint / MODEL_FILE).state_dict()
+    if distributed.is_sharded(session.model):
+        saved = state.info.get("world_size")
+        if state.info.get("distributed") != "fsdp" or saved != context.world_size:
+            raise ValueError(f"{checkpoint}: written by {saved} {state.info.get('distributed', 'ddp')} "
+                             f"process(es); a sharded run resumes with the same number of processes "
+                             f"({context.world_size} now)")
+        distributed.load_full_state_dict(session.model, weights)
+        shard = read_state(checkpoint / shard_file(context.rank))
+        session.optimizer.load_state_dict(_sharded_optimizer_state(session.optimizer, shard.optimizer))
+    else:
+        session.model.load_state_dict(weights)
+        session.optimizer.load_state_dict(state.optimizer)
     torch.set_rng_state(state.rng["torch_cpu"])
     progress = Progress(
         step=state.step, tokens_seen=state.tokens_seen,
@@ -352,7 +377,11 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
         micro = slice_batch(batch, start, stop).to(context.device)
         # Gradients are all-reduced once per step, on the last micro-batch.
         last = number == len(session.slices) - 1
-        sync = contextlib.nullcontext() if last or not context.is_distributed else network.no_sync()
+        if distributed.is_sharded(network):  # FSDP2: reduce-scatter the gradients on the last one only
+            network.set_requires_gradient_sync(last)
+            sync = contextlib.nullcontext()
+        else:
+            sync = contextlib.nullcontext() if last or not context.is_distributed else network.no_sync()
         with sync:
             with autocast:
                 loss, losses = network(micro)
@@ -363,6 +392,8 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     stats = stats.all_reduce(context)
     check_finite(stats, progress.step, indices, session.data.ids, modalities, session.run)
     grad_norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), config.grad_clip or float("inf"))
+    if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
+        grad_norm = grad_norm.full_tensor()
     if not torch.isfinite(grad_norm):
         raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were "
                                "finite); "
@@ -383,9 +414,52 @@ def _wall_seconds(session: Session, progress: Progress) -> float:
     return progress.elapsed_before + time.perf_counter() - session.started
 
 
+def _local_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state dict with each DTensor (a sharded model's moments) as this process's shard."""
+    state = optimizer.state_dict()
+    return {**state, "state": {index: {key: value.to_local() if hasattr(value, "to_local") else value
+                                       for key, value in entries.items()}
+                               for index, entries in state["state"].items()}}
+
+
+def _sharded_optimizer_state(optimizer: torch.optim.Optimizer, local: dict) -> dict:
+    """The inverse of :func:`_local_optimizer_state`: each shard wrapped as a DTensor like its parameter."""
+    from torch.distributed.tensor import DTensor
+
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    state = {}
+    for index, entries in local["state"].items():
+        parameter = parameters[int(index)]
+        state[index] = {key: DTensor.from_local(value, parameter.device_mesh, parameter.placements,
+                                                shape=parameter.shape, stride=parameter.stride())
+                        if isinstance(parameter, DTensor) and isinstance(value, torch.Tensor)
+                        and value.dim() > 0 else value
+                        for key, value in entries.items()}
+    return {**local, "state": state}
+
+
 def _save(session: Session, progress: Progress, reason: str) -> Path | None:
-    """A checkpoint of the run as it stands (rank 0 writes it; the others return None)."""
-    if not session.context.is_main:
+    """A checkpoint of the run as it stands (rank 0 writes it; the others return None).
+
+    A sharded (FSDP) run: every process takes part in gathering the weights (one model.safetensors, as
+    for any run) and writes its optimizer shard (``state.rankNNNNN.safetensors``) into a pending folder,
+    which rank 0 moves into the checkpoint before publishing it.
+    """
+    context = session.context
+    sharded = distributed.is_sharded(session.model)
+    weights = distributed.full_state_dict(session.model) if sharded else None  # a collective
+    shards: dict[str, Path] = {}
+    if sharded:
+        pending = session.run / "checkpoints" / f".pending-{checkpoint_name(progress.step)}"
+        pending.mkdir(parents=True, exist_ok=True)
+        mine = pending / shard_file(context.rank)
+        write_state(mine, TrainingState(progress.step, progress.tokens_seen,
+                                        _local_optimizer_state(session.optimizer)))
+        distributed.barrier(context)
+        shards = {shard_file(rank): pending / shard_file(rank) for rank in range(context.world_size)}
+    if not context.is_main:
+        if sharded:
+            distributed.barrier(context)  # until rank 0 has published the checkpoint
         return None
     modalities, model = session.data.modalities, session.model
     info = {"wall_seconds": _wall_seconds(session, progress), "reason": reason, "loss": progress.loss,
@@ -393,12 +467,19 @@ def _save(session: Session, progress: Progress, reason: str) -> Path | None:
             "data_position": list(session.order.position(progress.step)),
             "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
             "world_size": session.context.world_size, "threads": torch.get_num_threads(),
-            "config_hash": config_hash(session.config)}
-    state = TrainingState(progress.step, progress.tokens_seen, session.optimizer.state_dict(),
-                          {"torch_cpu": torch.get_rng_state()}, info)
-    return save_checkpoint(session.run / "checkpoints", state,
-                           lambda path: model_module.save_model(path, model),
-                           keep=session.config.keep_checkpoints)
+            "config_hash": config_hash(session.config), "distributed": session.config.distributed}
+    # a sharded run keeps its optimizer in the per-process shard files
+    optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
+        else session.optimizer.state_dict()
+    rng = {"torch_cpu": torch.get_rng_state()}
+    state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
+    saved = save_checkpoint(session.run / "checkpoints", state,
+                            lambda path: model_module.save_model(path, model, weights),
+                            keep=session.config.keep_checkpoints, extra=shards)
+    if sharded:
+        pending.rmdir()
+        distributed.barrier(context)
+    return saved
 
 
 def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: int,
@@ -408,6 +489,8 @@ def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: i
     finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
     if progress.step != last_saved:
         _save(session, progress, "final" if finished else "stopped")
+    sharded = distributed.is_sharded(session.model)
+    weights = distributed.full_state_dict(session.model) if sharded and finished else None  # a collective
     if stopped_by and not finished:
         raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {progress.step} "
                                   f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint "
@@ -418,7 +501,7 @@ def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: i
         print(f"pairless train: stopped after {steps_this_session} steps at step {progress.step} "
               f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens); continue with --resume")
         return run
-    model_module.save_model(run / MODEL_FILE, session.model)  # atomic (pairless.utils.storage)
+    model_module.save_model(run / MODEL_FILE, session.model, weights)  # atomic (pairless.utils.storage)
     wall = _wall_seconds(session, progress)
     modalities = session.data.modalities
     mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
