@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pairless.data.validate import Problem
+from pairless.data.validate import Problem, text_problem
 from pairless.modalities import Modality, declared_note
 
 _MODE_CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2, "CMYK": 4, "YCbCr": 3, "1": 1}
@@ -129,3 +129,14 @@ def encode(modality: Modality, value) -> bytes:
 def extension(modality: Modality) -> str:
     """The extension the writer uses: the registry's first accepted one."""
     return modality.extensions[0]
+
+
+def decode_checked(modality: Modality, path: Path):
+    """:func:`decode`, and a text that :func:`pairless.data.validate.text_problem` refuses (empty, too
+    long, ...) raises :class:`Problem` too; arrays are checked by the caller, who knows the image size."""
+    value = decode(modality, path)
+    if modality.is_text:
+        reason = text_problem(modality, value)
+        if reason:
+            raise Problem(reason)
+    return value

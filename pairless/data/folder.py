@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pairless import modalities as registry
 from pairless.data import codecs
 from pairless.data.dataset import Dataset, list_splits
-from pairless.data.validate import DataError, Problem, check_array_column, infer_size, text_problem
+from pairless.data.validate import DataError, Problem, check_array_column, infer_size
 from pairless.data.writer import SCENE_FOLDER
 
 
@@ -106,12 +106,8 @@ def _read_column(name: str, files: dict[str, Path], ids: list[str], reader: _Rea
     for sample_id, path in tqdm(files.items(), desc=f"reading {name}", disable=None, leave=False):
         row = index[sample_id]
         try:
-            value = codecs.decode(modality, path)
-            if modality.is_text:
-                reason = text_problem(modality, value)
-                if reason:
-                    raise Problem(reason)
-            else:
+            value = codecs.decode_checked(modality, path)
+            if not modality.is_text:
                 if modality.kind == "image" and reader.size is None:
                     reader.size, reader.size_source = infer_size(modality, value.shape), path
                 try:

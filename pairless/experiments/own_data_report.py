@@ -75,31 +75,29 @@ def unpaired_lines(direction: str, entry: dict) -> list[str]:
             lines.append(f"No held-out sample has both {src} and {bridge}: no proxy through {bridge}.")
             continue
         metric, better = metric_for(dst, values["direct"])
-        if metric is None:
-            continue
-        direct, none = values["direct"][metric], values["no_input"][metric]
-        if compare(direct, none, better) == "better":
-            lines.append(f"Through {bridge}: the direct {src} → {dst} is closer to the proxy than a "
-                         f"generation with no input ({metric} {direct:.3f} vs {none:.3f}): it uses its "
-                         f"input, as far as {bridge} → {dst} can tell.")
-        else:
-            lines.append(f"Through {bridge}: the direct {src} → {dst} is **no closer to the proxy than a "
-                         f"generation with no input** ({metric} {direct:.3f} vs {none:.3f}; a difference "
-                         f"within {CHAIN_MARGIN:.0%} counts as none): it may ignore its input.")
+        if metric is not None:
+            lines.append(_verdict(
+                f"Through {bridge}: the direct {src} → {dst} is", "closer to the proxy than a generation "
+                "with no input", metric, better, values["direct"][metric], values["no_input"][metric],
+                f"it uses its input, as far as {bridge} → {dst} can tell", "it may ignore its input"))
     cycle = entry.get("cycle") or {}
     metric, better = metric_for(src, cycle.get("metrics", {}))
     if metric is not None:
-        real, control = cycle["metrics"][metric], cycle["shuffled"][metric]
-        if compare(real, control, better) == "better":
-            lines.append(f"Cycle {src} → {dst} → {src}: closer to the real {src} than to another sample's "
-                         f"({metric} {real:.3f} vs {control:.3f}): some of the input survives the trip "
-                         f"through {dst}.")
-        else:
-            lines.append(f"Cycle {src} → {dst} → {src}: **no closer to the real {src} than to another "
-                         f"sample's** ({metric} {real:.3f} vs {control:.3f}; a difference within "
-                         f"{CHAIN_MARGIN:.0%} counts as none): nothing of the input is shown to be carried "
-                         f"through {dst}.")
+        lines.append(_verdict(
+            f"Cycle {src} → {dst} → {src}:", f"closer to the real {src} than to another sample's", metric,
+            better, cycle["metrics"][metric], cycle["shuffled"][metric],
+            f"some of the input survives the trip through {dst}",
+            f"nothing of the input is shown to be carried through {dst}"))
     return lines
+
+
+def _verdict(subject: str, claim: str, metric: str, better: str, value: float, baseline: float,
+             if_better: str, if_not: str) -> str:
+    """``subject claim (metric a vs b): if_better`` or, within the margin or worse, the claim negated."""
+    if compare(value, baseline, better) == "better":
+        return f"{subject} {claim} ({metric} {value:.3f} vs {baseline:.3f}): {if_better}."
+    return (f"{subject} **no {claim}** ({metric} {value:.3f} vs {baseline:.3f}; a difference within "
+            f"{CHAIN_MARGIN:.0%} counts as none): {if_not}.")
 
 
 def unpaired_markdown(results: dict) -> list[str]:

@@ -29,7 +29,7 @@ from pairless.batch import TokenSpec
 from pairless.config import validate
 from pairless.data import codecs
 from pairless.data.shards import TokenShards, open_shards
-from pairless.data.validate import Problem, check_array_column, text_problem
+from pairless.data.validate import Problem, check_array_column
 from pairless.inference.decoded_metrics import score
 from pairless.inference.evaluate import load_run_model, run_shards_path
 from pairless.inference.figures import visualize
@@ -411,11 +411,8 @@ def read_upload(path: Path, modality: str, tokenizer) -> object:
         raise ValueError(f"{where}: a {path.suffix or 'extension-less'} file cannot be {modality} "
                          f"({entry.description}); upload {', '.join(accepted)}")
     try:
-        value = codecs.decode(entry, path)
+        value = codecs.decode_checked(entry, path)
         if entry.is_text:
-            reason = text_problem(entry, value)
-            if reason:
-                raise Problem(reason)
             return value
         expected = tuple(tokenizer.natural_shape())
         if value.ndim == len(expected) + 1 and value.shape[0] == 1:
