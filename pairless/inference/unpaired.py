@@ -89,8 +89,9 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
         entry: dict = {"num_samples": int(len(has_bridge))}
         if len(has_bridge):
             real = {bridge: np.asarray(data.tokens[bridge][rows[has_bridge]])}
-            proxy = decode(dst, _generate_all(model, real, [bridge], dst, seed, batch_size, threads))
-            proxies[bridge] = (has_bridge, proxy)
+            proxy_ids = _generate_all(model, real, [bridge], dst, seed, batch_size, threads)
+            proxy = decode(dst, proxy_ids)
+            proxies[bridge] = (has_bridge, proxy, proxy_ids)
             compared = (("direct", decoded["direct"]), ("chained", decoded[f"chained via {bridge}"]),
                         ("no_input", decoded["no input"]))
             for label, values in compared:
@@ -104,8 +105,14 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
                        "shuffled": score(src, decoded["cycle back"], _rows(truth, shuffled))}
     out = Path(out)
     with FolderLock(out), staged_dir(out, overwrite=True) as staging:
+        # the generated tokens and which samples they are for, to check the proxies against a truth later
+        atomic_write_json(staging / "samples.json", {"ids": [data.ids[row] for row in rows],
+                                                     **{f"has_{bridge}": [int(i) for i in positions]
+                                                        for bridge, (positions, _, _) in proxies.items()}})
         atomic_save_npy(staging / f"{dst}.direct.tokens.npy", direct)
         atomic_save_npy(staging / f"{dst}.no_input.tokens.npy", no_input)
+        for bridge, (_, _, ids) in proxies.items():
+            atomic_save_npy(staging / f"{dst}.from_{bridge}.tokens.npy", ids)
         atomic_write_json(staging / "metrics.json", result)
         # the rows shown: samples that also have the first bridge with a proxy, so its column is complete
         first = next(iter(proxies), None)
