@@ -44,7 +44,7 @@ class _Reader:
         self.bad.append((str(path), reason))
 
 
-def _modality_folders(split_dir: Path) -> list[tuple[str, Path]]:
+def modality_folders(split_dir: Path) -> list[tuple[str, Path]]:
     found = []
     for entry in sorted(split_dir.iterdir()):
         if entry.name.startswith((".", "_")) or not entry.is_dir():
@@ -60,7 +60,7 @@ def _modality_folders(split_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found, key=lambda item: order[item[0]])
 
 
-def _walk(folder: Path) -> list[tuple[str, str]]:
+def walk_files(folder: Path) -> list[tuple[str, str]]:
     """(relative posix path, absolute path) of every non-hidden file under ``folder``, sorted.
 
     ``os.walk`` on strings: pathlib's per-file overhead dominated listing large folders.
@@ -79,7 +79,7 @@ def _list_files(name: str, folder: Path, reader: _Reader) -> dict[str, Path]:
     """Sample id -> file of one modality folder, checking extensions and duplicates."""
     modality = registry.get(name)
     files: dict[str, Path] = {}
-    candidates = _walk(folder)
+    candidates = walk_files(folder)
     if not candidates:
         raise DataError(f"{folder}: modality folder {name!r} has no samples (remove it if it is unused)")
     for relative, absolute in candidates:
@@ -159,7 +159,7 @@ def read_folder_split(root: Path, split: str, on_bad_sample: str) -> Dataset:
     if not split_dir.is_dir():
         raise DataError(f"{root}: no split {split!r}; splits found: {', '.join(list_splits(root)) or 'none'}")
     reader = _Reader(on_bad_sample)
-    files = {name: _list_files(name, folder, reader) for name, folder in _modality_folders(split_dir)}
+    files = {name: _list_files(name, folder, reader) for name, folder in modality_folders(split_dir)}
     ids = sorted(set().union(*files.values())) if files else []
     if not ids:
         raise DataError(f"{split_dir}: zero samples in split {split!r} (expected one folder per modality, "

@@ -15,6 +15,7 @@ import numpy as np
 
 from pairless import modalities as registry
 from pairless.data.declared import declare_from
+from pairless.data.folder import modality_folders, walk_files
 from pairless.data.validate import DataError
 from pairless.utils.storage import read_json
 
@@ -33,28 +34,14 @@ def presence(root: str | os.PathLike, split: str) -> tuple[list[str], dict[str, 
     split_dir = root / split
     if not split_dir.is_dir():
         raise DataError(f"{root}: no split {split!r}")
+    # the folder reader's own listing (registered modalities in registry order, non-hidden files), without
+    # decoding: a file counts when its extension is one its modality takes
     files: dict[str, set[str]] = {}
-    for entry in sorted(split_dir.iterdir()):
-        if entry.name.startswith((".", "_")) or not entry.is_dir():
-            continue
-        try:
-            extensions = registry.get(entry.name).extensions
-        except KeyError:
-            raise DataError(f"{entry}: folder {entry.name!r} is not a registered modality; declare it in "
-                            f"{root}/modalities.yaml (docs/data.md)") from None
-        stems = set()
-        for directory, subfolders, names in os.walk(entry):
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-            relative = os.path.relpath(directory, entry)
-            prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-            for name in names:
-                stem, suffix = os.path.splitext(name)
-                if not name.startswith(".") and suffix.lower() in extensions and stem:
-                    stems.add(prefix + stem)
-        files[entry.name] = stems
-    # the built-in modalities in their order, then the others as registered (open_dataset's order)
-    order = {name: index for index, name in enumerate(registry.names())}
-    files = dict(sorted(files.items(), key=lambda item: order[item[0]]))
+    for name, folder in modality_folders(split_dir):
+        extensions = registry.get(name).extensions
+        split_names = (os.path.splitext(relative) for relative, _ in walk_files(folder))
+        files[name] = {stem for stem, suffix in split_names
+                       if suffix.lower() in extensions and os.path.basename(stem)}
     ids = sorted(set().union(*files.values())) if files else []
     index = {sample: row for row, sample in enumerate(ids)}
     present = {}
