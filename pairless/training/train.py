@@ -228,6 +228,11 @@ class Session:
     slices: list[tuple[int, int]]  # this process's micro-batches of the global batch
     started: float  # time.perf_counter() when the session began
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the model is sharded over the processes (FSDP; :func:`distributed.shard_model`)."""
+        return self.config.distributed == "fsdp" and self.context.is_distributed
+
 
 @dataclass
 class Progress:
@@ -325,7 +330,7 @@ def _restore(session: Session, checkpoint: Path | None) -> Progress:
         return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
     state = read_state(checkpoint / STATE_FILE)
     weights = model_module.load_model(checkpoint / MODEL_FILE).state_dict()
-    if distributed.is_sharded(session.model):
+    if session.sharded:
         saved = state.info.get("world_size")
         if state.info.get("distributed") != "fsdp" or saved != context.world_size:
             raise ValueError(f"{checkpoint}: written by {saved} {state.info.get('distributed', 'ddp')} "
@@ -377,7 +382,7 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
         micro = slice_batch(batch, start, stop).to(context.device)
         # Gradients are all-reduced once per step, on the last micro-batch.
         last = number == len(session.slices) - 1
-        if distributed.is_sharded(network):  # FSDP2: reduce-scatter the gradients on the last one only
+        if session.sharded:  # FSDP2: reduce-scatter the gradients on the last one only
             network.set_requires_gradient_sync(last)
             sync = contextlib.nullcontext()
         else:
@@ -446,7 +451,7 @@ def _save(session: Session, progress: Progress, reason: str) -> Path | None:
     which rank 0 moves into the checkpoint before publishing it.
     """
     context = session.context
-    sharded = distributed.is_sharded(session.model)
+    sharded = session.sharded
     weights = distributed.full_state_dict(session.model) if sharded else None  # a collective
     shards: dict[str, Path] = {}
     if sharded:
@@ -489,8 +494,8 @@ def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: i
     finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
     if progress.step != last_saved:
         _save(session, progress, "final" if finished else "stopped")
-    sharded = distributed.is_sharded(session.model)
-    weights = distributed.full_state_dict(session.model) if sharded and finished else None  # a collective
+    # gathering the weights is a collective: every process takes part, rank 0 writes them
+    weights = distributed.full_state_dict(session.model) if session.sharded and finished else None
     if stopped_by and not finished:
         raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {progress.step} "
                                   f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint "
