@@ -20,7 +20,7 @@ from pairless.data.shards import open_shards
 from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.probes import probe_model
-from pairless.inference.regions import evaluate_regions, region_directions
+from pairless.inference.regions import evaluate_regions
 from pairless.inference.translations import generate_and_score
 from pairless.inference.unpaired import unpaired_analysis
 from pairless.modalities import parse_direction
@@ -264,23 +264,18 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
 
 def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
                tokenizers: Path) -> dict:
-    """Object / background CE of one run for its directions into image modalities, cached per (run,
-    samples); {} where the shards hold no semseg to draw the object mask from, and on a user's data (its
-    semseg classes need not mean the world's sky and floor)."""
+    """Object / background (images) and content / template (captions) CE of one run, cached per (run,
+    samples); not on a user's data (its semseg classes need not mean the world's sky and floor)."""
     if not config.region_samples or config.data is not None:
         return {}
     cached = read_json(cache_file) if cache_file.is_file() else {}
     directions = _directions_for(run, config.directions)
     wanted = [d for d in directions if d not in cached]
-    if wanted:
-        shards_path = run_shards_path(run_dir)
-        specs = open_shards(shards_path, "val").specs
+    if wanted:  # evaluate_regions splits the directions it applies to (region_directions); the rest: none
+        results = evaluate_regions(run_dir, wanted, tokenizers, num_samples=config.region_samples,
+                                   batch_size=config.eval_batch_size, threads=choose_threads())
         for direction in wanted:
-            cached[direction] = {"skipped": "no semseg in the shards, or not an image destination"}
-        results = evaluate_regions(run_dir, region_directions(wanted, specs), tokenizers,
-                                   num_samples=config.region_samples, batch_size=config.eval_batch_size,
-                                   threads=choose_threads())
-        cached.update(results)
+            cached[direction] = results.get(direction, {"skipped": "no token split for this destination"})
         atomic_write_json(cache_file, cached)
     return {d: cached[d] for d in directions if d in cached and "skipped" not in cached[d]}
 
