@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),
     "explore": ("pairless.commands.explore",
                 "a local web page: samples translated by several runs side by side, the report"),
+    "pseudo-pairs": ("pairless.commands.pseudo_pairs",
+                     "fill a withheld pair with a run's own translations (transitive pseudo-pairs)"),
     "run": ("pairless.commands.run", "run a recipe end to end (cached, resumable)"),
     "report": ("pairless.commands.report", "write the report of a recipe's results"),
 }

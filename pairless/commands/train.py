@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--universe", help="comma-separated modalities used in training (default: all)")
     parser.add_argument("--total-tokens", type=int, help="token budget (valid inputs + targets)")
     parser.add_argument("--batch-size", type=int, help="global batch size")
+    parser.add_argument("--init-from", type=Path, metavar="RUN",
+                        help="start from this run's final weights (fresh optimizer and schedule), e.g. to "
+                             "continue a zero-shot run on pseudo-pairs")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set masking.input_budget=32")
@@ -41,7 +44,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Config file, then flags, then ``--set`` overrides; validated with errors naming the field."""
     data = read_json(args.config) if args.config else {}
     for key, value in (("shards", args.shards), ("out", args.out), ("total_tokens", args.total_tokens),
-                       ("batch_size", args.batch_size)):
+                       ("batch_size", args.batch_size), ("init_from", args.init_from)):
         if value is not None:
             data[key] = str(value) if isinstance(value, Path) else value
     if args.preset:

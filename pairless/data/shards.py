@@ -6,6 +6,8 @@ Layout (see ``docs/interfaces.md``, "Token shards")::
                                     splits {split: num_samples}, plus the writer's info
     SHARDS/<split>/<modality>.npy           int32 [N, L]; absent samples are all 0
     SHARDS/<split>/<modality>.present.npy   bool [N]
+    SHARDS/<split>/<modality>.pseudo.npy    bool [N], optional: tokens a model generated (pseudo-pairs),
+                                            never real data; absent = all real
     SHARDS/<split>/ids.json                 N sample ids
     SHARDS/<split>/scene.json               N scenes (world data only)
     SHARDS/COMPLETE.json
@@ -51,6 +53,8 @@ class ShardSplit:
     tokens: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
     scenes: list[dict] | None = None
+    # modality -> bool [N]: samples whose tokens a model generated (a subset of present); omitted = none
+    pseudo: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -65,6 +69,8 @@ class TokenShards:
     ids: list[str]
     scenes: list[dict] | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    # modality -> bool [N]: model-generated tokens (pseudo-pairs); all False for modalities without a file
+    pseudo: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -147,6 +153,15 @@ def write_shards(
             tokens = tokens.astype(np.int32)
             tokens[~present] = 0  # the documented filler for absent samples
             prepared[split_name][name] = (tokens, present)
+        for name, pseudo in (split.pseudo or {}).items():
+            pseudo = np.asarray(pseudo)
+            where = f"shard split {split_name!r}, modality {name!r}"
+            if name not in specs or pseudo.dtype != bool or pseudo.shape != (count,):
+                raise DataError(f"{where}: a pseudo mask must be bool [{count}] of a known modality, got "
+                                f"{pseudo.dtype} {list(pseudo.shape)}")
+            if (pseudo & ~prepared[split_name][name][1]).any():
+                raise DataError(f"{where}: {int((pseudo & ~prepared[split_name][name][1]).sum())} samples "
+                                "are marked pseudo but not present")
     manifest = {
         **info,
         "schema_version": SCHEMA_VERSION,
@@ -162,6 +177,8 @@ def write_shards(
                                                 disable=None, leave=False):
                 atomic_save_npy(folder / f"{name}.npy", tokens)
                 atomic_save_npy(folder / f"{name}.present.npy", present)
+            for name, pseudo in (split.pseudo or {}).items():
+                atomic_save_npy(folder / f"{name}.pseudo.npy", np.asarray(pseudo, dtype=bool))
             if split.scenes is not None:
                 atomic_write_json(folder / "scene.json", list(split.scenes))
         atomic_write_json(staging / "manifest.json", manifest)
@@ -207,6 +224,7 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
         raise DataError(f"{folder / 'ids.json'}: missing or not a list of {splits[split]} ids")
     tokens: dict[str, np.ndarray] = {}
     present: dict[str, np.ndarray] = {}
+    pseudo: dict[str, np.ndarray] = {}
     for name, spec in specs.items():
         token_path, present_path = folder / f"{name}.npy", folder / f"{name}.present.npy"
         for path in (token_path, present_path):
@@ -222,9 +240,19 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
             raise DataError(f"{present_path}: expected bool [{len(ids)}], "
                             f"got {present[name].dtype} {list(present[name].shape)}")
         _check_tokens(tokens[name], present[name], spec, len(ids), str(token_path))
+        pseudo_path = folder / f"{name}.pseudo.npy"
+        pseudo[name] = np.zeros(len(ids), dtype=bool)
+        if pseudo_path.is_file():
+            try:
+                pseudo[name] = load_array(pseudo_path)
+            except Exception as error:  # noqa: BLE001 - as above
+                raise DataError(f"{pseudo_path}: unreadable .npy ({type(error).__name__}: {error})") from None
+            if pseudo[name].dtype != bool or pseudo[name].shape != (len(ids),) \
+                    or (pseudo[name] & ~present[name]).any():
+                raise DataError(f"{pseudo_path}: expected bool [{len(ids)}] marking present samples only")
     scenes = read_json(folder / "scene.json") if (folder / "scene.json").is_file() else None
     if scenes is not None and (not isinstance(scenes, list) or len(scenes) != len(ids)):
         raise DataError(f"{folder / 'scene.json'}: expected a list of {len(ids)} scenes")
     info = {key: value for key, value in manifest.items() if key not in _RESERVED}
     return TokenShards(root=root, split=split, specs=specs, tokens=tokens, present=present, ids=ids,
-                       scenes=scenes, info=info)
+                       scenes=scenes, info=info, pseudo=pseudo)

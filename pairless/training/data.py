@@ -74,8 +74,10 @@ def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig
     all_modalities = list(data.specs)
     universe = fragment.resolve_universe(all_modalities, config)
     present = np.stack([np.asarray(data.present[name], dtype=bool) for name in all_modalities], axis=1)
-    # Views, the leakage check (a withheld pair co-occurs in its allowed samples only) and only_paired.
-    fragmented = fragment.fragment_samples(list(data.ids), present, all_modalities, config)
+    pseudo = np.stack([np.asarray(data.pseudo[name], dtype=bool) for name in all_modalities], axis=1)
+    # Views, the leakage check (a withheld pair co-occurs in its allowed samples only, real tokens never
+    # elsewhere; model-generated ones may) and only_paired.
+    fragmented = fragment.fragment_samples(list(data.ids), present, all_modalities, config, pseudo)
     columns = [all_modalities.index(name) for name in universe]
     views = np.ascontiguousarray(fragmented.views[:, columns])
     rows = fragmented.rows

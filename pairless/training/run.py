@@ -35,7 +35,8 @@ RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoin
 # Options added after runs were saved, with the value that trains exactly as before they existed: a saved
 # config.json without one was trained at that value (dotted path -> value).
 ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_paired": False,
-                                    "budget_modalities": None, "distributed": "ddp"}
+                                    "budget_modalities": None, "distributed": "ddp",
+                                    "init_from": None}
 
 
 def _added_option_parents(config: dict):

@@ -115,6 +115,9 @@ class TrainConfig(Config):
     # several processes: "ddp" replicates the model, "fsdp" shards weights, gradients and AdamW moments
     # (torch FSDP2, for models too large to replicate; checkpoints keep one optimizer shard per process)
     distributed: Literal["ddp", "fsdp"] = "ddp"
+    # start from another run's final weights (a run folder or a model.safetensors) with a fresh optimizer
+    # and schedule: continued training, e.g. on pseudo-pairs and its equal-budget control
+    init_from: Path | None = None
 
     @field_validator("betas")
     @classmethod
@@ -314,10 +317,31 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
                           config.seed, config.num_workers)
     torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
     model = model_module.FourM(config.model, data.specs).to(context.device)
+    if config.init_from is not None:
+        initialise_from(model, Path(config.init_from))
     if config.distributed == "fsdp":  # before the optimizer: sharding replaces the parameters
         distributed.shard_model(model, context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
                    started)
+
+
+def initialise_from(model: model_module.FourM, source: Path) -> None:
+    """Copy the weights of ``source`` (a run folder or its model.safetensors) into ``model``; both must have
+    the same shape and the same modalities with the same token specs (``init_from``)."""
+    path = source / MODEL_FILE if source.is_dir() else source
+    if not path.is_file():
+        raise ConfigError(f"init_from: {source} holds no {MODEL_FILE} (a finished run folder or the file)")
+    weights = model_module.load_model(path)
+    if list(weights.specs.items()) != list(model.specs.items()):
+        raise ConfigError(f"init_from: {path} was trained on modalities {', '.join(weights.specs)} with "
+                          f"other token specs than these data ({', '.join(model.specs)}); it cannot start "
+                          "this run")
+    shape = ("dim", "encoder_layers", "decoder_layers", "heads", "mlp_ratio", "bias")
+    for name in shape:
+        if getattr(weights.config, name) != getattr(model.config, name):
+            raise ConfigError(f"init_from: {path} has model.{name}={getattr(weights.config, name)!r}, this "
+                              f"run model.{name}={getattr(model.config, name)!r}")
+    model.load_state_dict(weights.state_dict())
 
 
 def _restore(session: Session, checkpoint: Path | None) -> Progress:

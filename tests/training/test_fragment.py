@@ -244,7 +244,7 @@ def test_only_paired_trains_on_exactly_the_allowed_samples(tmp_path):
     config = validate(TrainConfig, tiny_config_data(shards, tmp_path / "run", fragment=fragment,
                                                     total_tokens=16 * 24 * 3))
     data = load_training_data(shards, "train", config.fragment)
-    ids, modalities, present = read_presence(shards, "train")
+    ids, modalities, present, _ = read_presence(shards, "train")
     chosen = allowed_pair_ids(ids, present, modalities, config.fragment)["rgb:depth"]
     assert data.ids == chosen and len(data) == 16 and data.modalities == ["rgb", "depth"]
     assert data.views.all()  # every one keeps rgb and depth

@@ -1,0 +1,191 @@
+"""Transitive pseudo-pairs (LoReTTa-style): fill a withheld pair with the model's own translations.
+
+A zero-shot run never saw Ma and Mb together. For every training sample whose view exposes Ma but not
+Mb, the run generates Mb from Ma (directly, or chained through a binding modality: Ma -> Mbind -> Mb),
+optionally keeps only the samples whose generated Mb leads back to their real Ma (the consistency filter),
+and writes token shards in which those samples carry the generated Mb, marked as pseudo
+(``<split>/<Mb>.pseudo.npy``). Training on them (``pairless train --set init_from=RUN``) sees
+(real Ma, generated Mb) pairs. Fragmentation and its audit do not count generated tokens as data
+(:mod:`pairless.training.fragment`), so every sample keeps its view and no real Mb is ever paired with Ma.
+
+Leakage: the generator is handed a sample's Ma tokens only; its real Mb (hidden by its view, but present
+in the world's shards) is never read, and the new shards hold the generated tokens in its place.
+tests/training/test_pseudo_pairs.py scrambles the real Mb and gets the same pseudo tokens.
+
+Consistency of a sample: ``1 - CE(real Ma | generated Mb) / CE(real Ma | nothing)``, the fraction of the
+model's no-input uncertainty about the real Ma that the generated Mb removes (0: no better than no input;
+the report's "recovered" measures read the same way). ``threshold`` keeps the samples at or above it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+from tqdm import tqdm
+
+from pairless.config import Config, ConfigError, validate
+from pairless.data.shards import ShardSplit, open_shards, read_manifest, write_shards
+from pairless.inference.evaluate import load_run_model, model_modalities, run_shards_path, token_nll
+from pairless.inference.generate import PRESETS as SCHEDULES
+from pairless.inference.generate import model_device, precision, schedule_preset
+from pairless.inference.translation_batch import content_mask
+from pairless.inference.translations import generate_run
+from pairless.modalities import parse_pair
+from pairless.training.fragment import FragmentConfig, fragment_samples
+from pairless.utils.storage import read_json
+from pairless.utils.threads import torch_threads
+
+INFO_KEY = "pseudo_pairs"  # the manifest entry describing how the pseudo tokens were made
+
+
+class PseudoPairsConfig(Config):
+    """What ``pairless pseudo-pairs`` generates, and where it writes the new token shards."""
+
+    run: Path  # the zero-shot run (its withheld pair includes the direction's two modalities)
+    out: Path  # the new token-shard folder (every split of the run's shards, the split changed)
+    direction: str  # "rgb:depth": generate depth for the samples whose view has rgb but not depth
+    via: str | None = None  # chain through this binding modality (rgb -> via -> depth)
+    schedule: str = "roar1"  # a generation preset of pairless.inference.generate
+    threshold: float | None = None  # consistency filter (see the module doc); None keeps every sample
+    split: str = "train"
+    shards: Path | None = None  # default: the shards the run was trained on
+    batch_size: int = Field(128, ge=1)
+    max_samples: int | None = Field(None, ge=1)  # at most this many (the first, in shard order)
+    seed: int = 0
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        if value not in SCHEDULES:
+            raise ValueError(f"unknown schedule {value!r}; allowed: {', '.join(SCHEDULES)}")
+        return value
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return parse_pair(self.direction)
+
+
+def run_fragment(run: Path) -> FragmentConfig:
+    """The fragmentation a run was trained with (its config.json)."""
+    config_path = Path(run) / "config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"run: {run} has no config.json (not a training run folder)")
+    return validate(FragmentConfig, read_json(config_path).get("fragment", {}))
+
+
+def candidate_rows(shards, fragment: FragmentConfig, src: str, dst: str) -> np.ndarray:
+    """Rows (in shard order) whose training view exposes ``src`` but not ``dst``: those to fill."""
+    modalities = list(shards.specs)
+    present = np.stack([np.asarray(shards.present[name], dtype=bool) for name in modalities], axis=1)
+    pseudo = np.stack([np.asarray(shards.pseudo[name], dtype=bool) for name in modalities], axis=1)
+    fragmented = fragment_samples(list(shards.ids), present, modalities, fragment, pseudo)
+    views = fragmented.views
+    wanted = views[:, modalities.index(src)] & ~views[:, modalities.index(dst)]
+    return fragmented.rows[wanted]
+
+
+def consistency_scores(model, shards, rows: np.ndarray, src: str, dst: str, generated: np.ndarray,
+                       batch_size: int, threads: int | None = None) -> np.ndarray:
+    """Per row: ``1 - CE(real src | generated dst) / CE(real src | nothing)`` (float64 [N])."""
+    specs, modalities = shards.specs, model_modalities(model, shards.specs, [src, dst])
+    scores = np.zeros(len(rows), dtype=np.float64)
+    model.eval()
+    with torch.inference_mode(), precision(model_device(model)), torch_threads(threads):
+        for start in tqdm(range(0, len(rows), batch_size), desc=f"consistency {dst} -> {src}", disable=None,
+                          leave=False):
+            chunk = rows[start:start + batch_size]
+            tokens = {src: torch.from_numpy(np.asarray(shards.tokens[src][chunk])).long(),
+                      dst: torch.from_numpy(generated[start:start + batch_size]).long()}
+            counted = content_mask(tokens[src], specs[src]).sum(1).clamp(min=1).double()
+            back = token_nll(model, tokens, [dst], src, specs, modalities).double().sum(1) / counted
+            nothing = token_nll(model, tokens, [], src, specs, modalities).double().sum(1) / counted
+            scores[start:start + len(chunk)] = (1.0 - back / nothing.clamp(min=1e-9)).numpy()
+    return scores
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    points = np.quantile(values, [0.1, 0.5, 0.9])
+    return {"p10": float(points[0]), "median": float(points[1]), "p90": float(points[2]),
+            "mean": float(values.mean())}
+
+
+def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> dict:
+    """Generate, filter and write the pseudo-pair shards of ``config``; returns the summary it records.
+
+    Raises ConfigError when the direction is not a pair the run withheld, or names a modality the
+    shards or the model lack; an existing complete ``out`` is reused (its summary returned).
+    """
+    started = time.perf_counter()
+    out = Path(config.out)
+    if (out / "COMPLETE.json").is_file():
+        return read_manifest(out)[INFO_KEY]
+    src, dst = config.pair
+    fragment = run_fragment(config.run)
+    if not any({src, dst} == set(pair) for pair in fragment.withheld):
+        withheld = ", ".join(f"{a}:{b}" for a, b in fragment.withheld) or "none"
+        raise ConfigError(f"direction: {src}:{dst} is not a pair {config.run} withheld (withheld: "
+                          f"{withheld}); pseudo-pairs fill a pair the run never saw together")
+    shards_path = Path(config.shards) if config.shards else run_shards_path(Path(config.run))
+    manifest = read_manifest(shards_path)
+    data = open_shards(shards_path, config.split)
+    for name in (src, dst, *([config.via] if config.via else [])):
+        if name not in data.specs:
+            raise ConfigError(f"direction: {name!r} is not in {shards_path} ({', '.join(data.specs)})")
+    model = load_run_model(Path(config.run))
+    model_modalities(model, data.specs, [src, dst, *([config.via] if config.via else [])])
+    rows = candidate_rows(data, fragment, src, dst)
+    if config.max_samples is not None:
+        rows = rows[:config.max_samples]
+    if not len(rows):
+        raise ConfigError(f"direction: no {config.split} sample of {shards_path} exposes {src} without {dst}")
+    chain = [[src], *([[config.via]] if config.via else []), [dst]]
+    label = " -> ".join(link[0] for link in chain)
+    generated = generate_run(model, data, rows, chain, schedule_preset(config.schedule), config.seed,
+                             config.batch_size, f"pseudo {label}", threads)[dst]
+    scores = consistency_scores(model, data, rows, src, dst, generated, config.batch_size, threads)
+    kept = np.ones(len(rows), dtype=bool) if config.threshold is None else scores >= config.threshold
+    summary = {
+        "run": str(config.run), "direction": f"{src}:{dst}", "via": config.via, "schedule": config.schedule,
+        "threshold": config.threshold, "split": config.split, "source_shards": str(shards_path),
+        "candidates": int(len(rows)), "kept": int(kept.sum()),
+        "consistency_all": _quantiles(scores), "consistency_kept": _quantiles(scores[kept]),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    splits = {}
+    for split in manifest["splits"]:
+        opened = data if split == config.split else open_shards(shards_path, split)
+        tokens = {name: np.array(opened.tokens[name]) for name in opened.specs}
+        present = {name: np.array(opened.present[name], dtype=bool) for name in opened.specs}
+        pseudo = {name: np.array(opened.pseudo[name], dtype=bool) for name in opened.specs}
+        if split == config.split:
+            filled = rows[kept]
+            tokens[dst][filled] = generated[kept]
+            present[dst][filled] = True
+            pseudo[dst][filled] = True
+        splits[split] = ShardSplit(list(opened.ids), tokens, present, opened.scenes,
+                                   {name: mask for name, mask in pseudo.items() if mask.any()})
+    info = {key: value for key, value in manifest.items()
+            if key not in ("schema_version", "modalities", "splits")}
+    write_shards(out, splits, data.specs, {**info, INFO_KEY: summary})
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """Printable lines of a pseudo-pair summary."""
+    via = f" through {summary['via']}" if summary.get("via") else ""
+    lines = [f"{summary['direction']}{via} ({summary['schedule']}): {summary['kept']} of "
+             f"{summary['candidates']} samples kept"
+             + (f" (consistency >= {summary['threshold']:g})" if summary.get("threshold") is not None
+                else "")]
+    for key, name in (("consistency_all", "consistency, all generated"), ("consistency_kept", "kept")):
+        values = summary.get(key) or {}
+        if values:
+            lines.append(f"  {name}: median {values['median']:.3f} (p10 {values['p10']:.3f}, "
+                         f"p90 {values['p90']:.3f})")
+    return "\n".join(lines)
