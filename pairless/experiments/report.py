@@ -457,10 +457,16 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                            _num(r["many_shot"])] for r in crows]), ""]
         parts += [f"- {line}" for line in chained_lines(crows)] + [""]
     parts += region_markdown(results)
-    from pairless.experiments import binding_strength, pairs_curve, probes_report  # they import this module
+    from pairless.experiments import (  # they import this module
+        binding_strength,
+        pairs_curve,
+        probes_report,
+        transitive_report,
+    )
 
     parts += binding_strength.markdown(results)
     parts += pairs_curve.markdown(results)
+    parts += transitive_report.markdown(results)
     parts += probes_report.markdown(results)
     parts += own_data_report.unpaired_markdown(results)
     lines = findings(results) if not results["config"].get("data") else []
@@ -565,8 +571,15 @@ def write_report(recipe_dir: Path) -> Path:
         figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
-    from pairless.experiments import binding_strength, pairs_curve, probes_report  # they import this module
+    from pairless.experiments import (  # they import this module
+        binding_strength,
+        pairs_curve,
+        probes_report,
+        transitive_report,
+    )
 
+    if transitive_report.plot(results, recipe_dir / "transitive.png"):
+        figures["CE: pseudo-pairs against the equal-budget control"] = "transitive.png"
     if binding_strength.plot(results, recipe_dir / "binding_strength.png"):
         figures["CE by binding modality (binding strength)"] = "binding_strength.png"
     if pairs_curve.plot(results, recipe_dir / "pairs_curve.png"):
@@ -577,7 +590,8 @@ def write_report(recipe_dir: Path) -> Path:
     summary = {"translation": translation_rows(results), "binding": binding_rows(results),
                "quality": quality_rows(results), "findings": findings(results),
                "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results),
-               "regions": region_rows(results), "binding_strength": binding_strength.summary(results)}
+               "regions": region_rows(results), "binding_strength": binding_strength.summary(results),
+               "transitive": transitive_report.summary(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

@@ -48,6 +48,7 @@ class Plan:
             config.tokenizers)})
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
         self.shards = self.cache / f"shards-{self.tokenizer_key}"
+        self.expanded = {run.name: run for run in config.expanded_runs()}
         self.runs = {run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{self.run_key(run)}"
                      for run in config.expanded_runs()}
         self.recipe_dir = out / config.recipe
@@ -60,7 +61,20 @@ class Plan:
         a run of the old one; the report's grouping (``label``, ``role``) is not part of it, so
         recipes sharing a run find one folder.
         """
-        return config_hash({"shards": self.tokenizer_key, "train": stages.run_key_fields(run)})
+        key = {"shards": self.tokenizer_key, "train": stages.run_key_fields(run)}
+        if run.init_from is not None:  # a continued run: the key of the run it starts from, and its data
+            key["init_from"] = self.run_key(self.expanded[run.init_from])
+        if run.pseudo is not None:
+            key["pseudo"] = self.pseudo_key(run)
+        return config_hash(key)
+
+    def pseudo_key(self, run) -> str:
+        """Cache key of the pseudo-pair shards a continued run trains on: the stage and its generator run."""
+        return config_hash({"stage": self.config.pseudo[run.pseudo],
+                            "generator": self.run_key(self.expanded[run.init_from])})
+
+    def pseudo_shards(self, run) -> Path:
+        return self.cache / "pseudo" / f"{run.pseudo}-{self.pseudo_key(run)}"
 
     def eval_file(self, run_name: str) -> Path:
         """Cached CE results of one run (outside the run folder, whose content hash they would change)."""
@@ -108,6 +122,8 @@ class Plan:
                 # the budget counts some modalities only: about total x universe size / counted ones
                 universe = len(run.universe or []) or 7
                 tokens = run.total_tokens * max(1.0, universe / 2)
+            if run.pseudo is not None:
+                line(f"pseudo-pairs {run.pseudo}", self.pseudo_shards(run), scenes / 200)
             line(f"train {run.name} ({run.role})", self.runs[run.name], tokens / rate)
         evaluations = len(self.config.expanded_runs()) * len(self.config.directions)
         lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
@@ -137,10 +153,20 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
 
-        runs_info = {}
-        for run in config.expanded_runs():
+        runs_info, pseudo = {}, {}
+        # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
+        for run in sorted(config.expanded_runs(), key=lambda run: run.init_from is not None):
             started = time.perf_counter()
-            runs_info[run.name] = stages.train_run(run, plan.shards, plan.runs[run.name])
+            shards, init_from = plan.shards, None
+            if run.init_from is not None:
+                init_from = plan.runs[run.init_from]
+            if run.pseudo is not None:
+                shards = plan.pseudo_shards(run)
+                pseudo[run.name] = stages.make_pseudo(config.pseudo[run.pseudo], init_from, plan.shards,
+                                                      shards)
+                timings[f"pseudo-pairs {run.name}"] = time.perf_counter() - started
+                started = time.perf_counter()
+            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from)
             timings[f"train {run.name}"] = time.perf_counter() - started
 
         evals = {}
@@ -183,6 +209,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "regions": {name: value for name, value in regions.items() if value},
             **({"inspection": inspection} if inspection is not None else {}),
             **({"unpaired": unpaired} if unpaired else {}),
+            **({"pseudo_pairs": pseudo} if pseudo else {}),
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),

@@ -17,7 +17,13 @@ from pairless.config import apply_overrides, validate
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
-from pairless.experiments.recipes import ExperimentConfig, TokenizerStage, TrainingRun, WorldStage
+from pairless.experiments.recipes import (
+    ExperimentConfig,
+    PseudoStage,
+    TokenizerStage,
+    TrainingRun,
+    WorldStage,
+)
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.probes import probe_model
 from pairless.inference.regions import evaluate_regions
@@ -27,6 +33,7 @@ from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
+from pairless.training.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
 from pairless.training.run import without_added_options
 from pairless.training.train import TrainConfig, train
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json
@@ -108,8 +115,9 @@ def analyse_unpaired(config: ExperimentConfig, plan) -> dict:
     return out
 
 
-def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
-    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build)."""
+def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> TrainConfig:
+    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build);
+    ``init_from``: the folder of the run it starts from (``run.init_from``)."""
     fragment: dict = {}
     if run.withheld:
         fragment["withheld"] = [list(pair) for pair in run.withheld]
@@ -122,6 +130,8 @@ def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
     data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
             "batch_size": run.batch_size,
             "model": {"preset": run.model_preset}, "fragment": fragment}
+    if init_from is not None:
+        data["init_from"] = str(init_from)
     overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
                  f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]
     return apply_overrides(validate(TrainConfig, data), overrides)
@@ -129,8 +139,9 @@ def train_config(run: TrainingRun, shards: Path, out: Path) -> TrainConfig:
 
 # TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:
 # a resumed run continues bit-identically); the runner's cache key leaves them out.
+# (init_from is a path too: the runner's key holds the key of the run it names instead)
 _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every", "checkpoint_every",
-                     "keep_checkpoints"}
+                     "keep_checkpoints", "init_from"}
 
 
 def run_key_fields(run: TrainingRun) -> dict:
@@ -150,10 +161,10 @@ def tokenizer_key_fields(config: TokenizerStage) -> dict:
             "modalities": sorted(config.modalities or [])}
 
 
-def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
+def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> dict:
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
     if not is_complete(out):
-        config = train_config(run, shards, out)
+        config = train_config(run, shards, out, init_from)
         # A resumed run keeps the thread count its checkpoint recorded (``train`` does that when none is
         # given), so that it continues bit-identically whatever the load is now.
         resume = out.exists()
@@ -165,7 +176,16 @@ def train_run(run: TrainingRun, shards: Path, out: Path) -> dict:
             "universe": run.universe, "model_preset": run.model_preset, "seed": run.seed, "path": str(out),
             "total_tokens": run.total_tokens, "tokens_per_modality": summary.get("tokens_per_modality", {}),
             "train_seconds": summary.get("wall_seconds"), "final_loss": summary.get("final_loss"),
-            "allow_pairs": dict(run.allow_pairs), "only_paired": run.only_paired}
+            "allow_pairs": dict(run.allow_pairs), "only_paired": run.only_paired,
+            **({"init_from": run.init_from} if run.init_from else {}),
+            **({"pseudo": run.pseudo} if run.pseudo else {})}
+
+
+def make_pseudo(stage: PseudoStage, generator: Path, shards: Path, out: Path) -> dict:
+    """Pseudo-pair shards made by the run in ``generator`` from ``shards`` (reused when complete)."""
+    config = validate(PseudoPairsConfig, {"run": str(generator), "out": str(out), "shards": str(shards),
+                                          **stage.model_dump(mode="json")})
+    return make_pseudo_pairs(config, threads=choose_threads())
 
 
 def _directions_for(run: TrainingRun, directions: list[str]) -> list[str]:

@@ -301,3 +301,24 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
     changed = run.model_copy(update={"overrides": [*run.overrides, "fragment.only_paired=true",
                                                    'fragment.allow_pairs={"rgb:depth": 4}']})
     assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True
+
+
+def test_transitive_micro_end_to_end(results_root):
+    """Pseudo-pairs from the zero-shot run, the continued runs start from it, the report compares them."""
+    config = _micro("transitive")
+    folder = run_experiment(config, results_root)
+    report, results = _read_report(folder)
+    plan = Plan(config, results_root)
+    stage = results["pseudo_pairs"]["pp-pseudo"]
+    assert stage["direction"] == "rgb:depth" and 0 < stage["kept"] == stage["candidates"]
+    pseudo_shards = plan.pseudo_shards(config.runs[2])
+    assert json.loads((plan.runs["pp-pseudo"] / "config.json").read_text())["shards"] == str(pseudo_shards)
+    for name in ("pp-pseudo", "pp-control"):
+        saved = json.loads((plan.runs[name] / "config.json").read_text())
+        assert saved["init_from"] == str(plan.runs["zs-rgb-depth"])
+        assert set(results["evals"][name]) == {"rgb:depth", "depth:rgb"}
+    assert json.loads((plan.runs["pp-control"] / "config.json").read_text())["shards"] == str(plan.shards)
+    assert "## Transitive pseudo-pairs" in report and "equal-budget control" in report
+    assert (folder / "transitive.png").is_file()
+    # the control's key differs from the pseudo run's only by the data: both depend on the base run's key
+    assert plan.run_key(config.runs[2]) != plan.run_key(config.runs[3])
