@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("pairless.commands.tokenize", "turn a dataset into token shards with trained tokenizers"),
     "audit": ("pairless.commands.audit", "print the modality co-occurrence of the fragmented training views"),
     "train": ("pairless.commands.train", "train a 4M-style model on token shards"),
+    "add-modality": ("pairless.commands.add_modality",
+                     "add a modality to a trained model, training only its own weights (a light adapter)"),
     "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
     "probe": ("pairless.commands.probe", "alignment of the Ma-only and Mb-only encodings of a pair"),
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),

@@ -31,7 +31,9 @@ from pairless.modalities import WORLD_MODALITIES
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
 # pseudo-pairs: a zero-shot run continued on its own pseudo-pairs, continued: the same on real data alone
 # (the equal-budget control; transitive)
-Role = Literal["zero-shot", "many-shot", "larger", "few-shot", "paired-only", "pseudo-pairs", "continued"]
+# frozen-base: a model trained without a modality that an adapter adds afterwards (adapter)
+Role = Literal["zero-shot", "many-shot", "larger", "few-shot", "paired-only", "pseudo-pairs", "continued",
+               "frozen-base", "adapter"]
 Preset = Literal["micro", "quick", "tiny", "paper"]
 
 
@@ -81,6 +83,21 @@ class PseudoStage(Config):
     threshold: float | None = None  # consistency filter; None keeps every generated sample
 
 
+class AdapterStage(Config):
+    """A modality added to a frozen run of the recipe through a light adapter (pairless.training.adapter);
+    evaluated, drawn and reported like a run, under ``name``."""
+
+    name: str
+    base: str  # the run of the recipe (trained without ``modality``) that stays frozen
+    modality: str
+    anchor: str  # the one modality the adapter is trained with
+    label: str = ""
+    total_tokens: int = Field(1_000_000, ge=1)
+    structure_weight: float = Field(0.0, ge=0)  # M2M's structure-preserving term
+    rank: int | None = None  # low-rank rows and head (large vocabularies)
+    overrides: list[str] = []  # `--set` style overrides of the AdapterConfig
+
+
 class Figure(Config):
     """A generation grid: src -> dst with one schedule, comparing the listed runs."""
 
@@ -121,6 +138,7 @@ class ExperimentConfig(Config):
     unpaired: list[str] = []
     bridges: dict[str, list[str]] = {}
     pseudo: dict[str, PseudoStage] = {}  # name -> pseudo-pair stage (transitive)
+    adapters: list[AdapterStage] = []  # modalities added to frozen runs (adapter)
 
     def expanded_runs(self) -> list[TrainingRun]:
         """The runs with seeds expanded: ``name`` for seed 0, ``name@s1`` ... for the others."""
@@ -135,6 +153,28 @@ class ExperimentConfig(Config):
                                                       "init_from": init}))
         return out
 
+    def adapter_runs(self) -> list[TrainingRun]:
+        """Each expanded adapter as a run (role ``adapter``; universe: its base's plus the added modality),
+        for the stages that evaluate, probe and draw runs."""
+        runs = {run.name: run for run in self.expanded_runs()}
+        out = []
+        for stage in self.expanded_adapters():
+            base = runs[stage.base]
+            universe = None if base.universe is None else [*base.universe, stage.modality]
+            out.append(base.model_copy(update={"name": stage.name, "role": "adapter", "label": stage.label,
+                                               "universe": universe, "total_tokens": stage.total_tokens}))
+        return out
+
+    def expanded_adapters(self) -> list[AdapterStage]:
+        """The adapters with seeds expanded like the runs: ``name@sN`` on the base run's ``@sN`` copy."""
+        out = []
+        for stage in self.adapters:
+            for seed in range(self.seeds):
+                suffix = f"@s{seed}" if seed else ""
+                out.append(stage.model_copy(update={"name": stage.name + suffix, "base": stage.base + suffix,
+                                                    "overrides": [*stage.overrides, f"seed={seed}"]}))
+        return out
+
     @model_validator(mode="after")
     def _continued_runs_name_their_base(self) -> ExperimentConfig:
         names = {run.name for run in self.runs}
@@ -145,6 +185,10 @@ class ExperimentConfig(Config):
                 raise ValueError(f"runs.{run.name}.pseudo: needs a pseudo stage named {run.pseudo!r} "
                                  f"(stages: {', '.join(self.pseudo) or 'none'}) and init_from (its "
                                  "generator)")
+        for stage in self.adapters:
+            if stage.base not in names or stage.name in names:
+                raise ValueError(f"adapters.{stage.name}: base {stage.base!r} must be a run of the recipe "
+                                 "and the name not one")
         return self
 
 
@@ -185,6 +229,7 @@ SCHEDULE_FOR: dict[tuple[str, str], str] = {
     ("rgb", "normal"): "roar1", ("rgb", "depth"): "roar1", ("rgb", "semseg"): "roar1",
     ("normal", "rgb"): "roar8", ("depth", "rgb"): "roar8", ("semseg", "rgb"): "roar8",
     ("rgb", "caption"): "ar-caption", ("caption", "rgb"): "roar25-caption",
+    ("normal", "depth"): "roar1", ("depth", "normal"): "roar1",  # geometry to geometry, like rgb -> depth
 }
 
 
@@ -387,6 +432,29 @@ def transitive(preset: str = "tiny") -> ExperimentConfig:
                             figures=figures, pseudo=stages)
 
 
+def adapter(preset: str = "tiny") -> ExperimentConfig:
+    """Add normal to a model trained without it, through an adapter trained on rgb-normal pairs only
+    (M2M-style; every base weight frozen), with and without the structure-preserving term; then translate
+    between normal and what the adapter never saw it with (depth, semseg), against a model trained with
+    normal from the start and against no input."""
+    added, anchor = "normal", "rgb"
+    without = [name for name in WORLD_MODALITIES if name != added]
+    runs = [_run(preset, "base-no-normal", "frozen-base", universe=without, label="base"),
+            _run(preset, "many-shot", "many-shot", label="from the start")]
+    tokens = {"micro": 20_000}.get(preset, 2_000_000)
+    overrides = [f"batch_size={_SCALE[preset]['batch']}"]  # the masking budgets: the base run's
+    adapters = [AdapterStage(name="adapter", base="base-no-normal", modality=added, anchor=anchor,
+                             label="adapter", total_tokens=tokens, overrides=overrides),
+                AdapterStage(name="adapter-structure", base="base-no-normal", modality=added, anchor=anchor,
+                             label="adapter + structure term", total_tokens=tokens, structure_weight=1.0,
+                             overrides=overrides)]
+    directions = ["normal:depth", "depth:normal", "normal:semseg", "rgb:normal", "normal:rgb"]
+    shown = ["adapter", "adapter-structure", "many-shot"]
+    figures = [_figure(preset, "normal", "depth", shown), _figure(preset, "depth", "normal", shown)]
+    return ExperimentConfig(**_base("adapter", preset), runs=runs, directions=directions, figures=figures,
+                            adapters=adapters)
+
+
 def _other(direction: str) -> str:
     src, dst = direction.split(":")
     return dst if src == "rgb" else src
@@ -454,6 +522,7 @@ RECIPES: dict[str, Callable[..., ExperimentConfig]] = {
     "caption": caption,
     "pairs-curve": pairs_curve,
     "transitive": transitive,
+    "adapter": adapter,
     "own-data": own_data,
 }
 DATA_RECIPES = {"own-data"}  # recipes on a user's folder (--data, --withhold, --compare)

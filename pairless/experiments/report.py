@@ -458,6 +458,7 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         parts += [f"- {line}" for line in chained_lines(crows)] + [""]
     parts += region_markdown(results)
     from pairless.experiments import (  # they import this module
+        adapter_report,
         binding_strength,
         pairs_curve,
         probes_report,
@@ -465,6 +466,7 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
     )
 
     parts += binding_strength.markdown(results)
+    parts += adapter_report.markdown(results)
     parts += pairs_curve.markdown(results)
     parts += transitive_report.markdown(results)
     parts += probes_report.markdown(results)
@@ -572,12 +574,15 @@ def write_report(recipe_dir: Path) -> Path:
     if plot_binding(results, recipe_dir / "binding.png"):
         figures["CE vs binding modalities"] = "binding.png"
     from pairless.experiments import (  # they import this module
+        adapter_report,
         binding_strength,
         pairs_curve,
         probes_report,
         transitive_report,
     )
 
+    if adapter_report.plot(results, recipe_dir / "adapter.png"):
+        figures["recovered fraction through the adapter"] = "adapter.png"
     if transitive_report.plot(results, recipe_dir / "transitive.png"):
         figures["CE: pseudo-pairs against the equal-budget control"] = "transitive.png"
     if binding_strength.plot(results, recipe_dir / "binding_strength.png"):
@@ -591,7 +596,7 @@ def write_report(recipe_dir: Path) -> Path:
                "quality": quality_rows(results), "findings": findings(results),
                "pairs_curve": pairs_curve.summary(results), "probes": probes_report.summary(results),
                "regions": region_rows(results), "binding_strength": binding_strength.summary(results),
-               "transitive": transitive_report.summary(results)}
+               "transitive": transitive_report.summary(results), "adapter": adapter_report.summary(results)}
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))

@@ -51,6 +51,10 @@ class Plan:
         self.expanded = {run.name: run for run in config.expanded_runs()}
         self.runs = {run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{self.run_key(run)}"
                      for run in config.expanded_runs()}
+        for stage in config.expanded_adapters():  # evaluated and drawn like runs, under their names
+            key = config_hash({"base": self.run_key(self.expanded[stage.base]),
+                               "adapter": stage.model_dump(mode="json", exclude={"name", "label", "base"})})
+            self.runs[stage.name] = self.cache / "adapters" / f"{stage.name.split('@')[0]}-{key}"
         self.recipe_dir = out / config.recipe
 
     def run_key(self, run) -> str:
@@ -125,7 +129,9 @@ class Plan:
             if run.pseudo is not None:
                 line(f"pseudo-pairs {run.pseudo}", self.pseudo_shards(run), scenes / 200)
             line(f"train {run.name} ({run.role})", self.runs[run.name], tokens / rate)
-        evaluations = len(self.config.expanded_runs()) * len(self.config.directions)
+        for stage in self.config.expanded_adapters():
+            line(f"add {stage.modality} ({stage.name})", self.runs[stage.name], stage.total_tokens / 12_000)
+        evaluations = len(self.runs) * len(self.config.directions)
         lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
         lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
         return "\n".join(lines)
@@ -169,22 +175,29 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from)
             timings[f"train {run.name}"] = time.perf_counter() - started
 
+        for stage in config.expanded_adapters():
+            started = time.perf_counter()
+            runs_info[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
+                                                       plan.runs[stage.name])
+            timings[f"add {stage.modality} {stage.name}"] = time.perf_counter() - started
+        every_run = [*config.expanded_runs(), *config.adapter_runs()]
+
         evals = {}
         started = time.perf_counter()
-        for run in config.expanded_runs():
+        for run in every_run:
             evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
         regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
                                                plan.tokenizers)
-                   for run in config.expanded_runs()}
+                   for run in every_run}
         timings["regions"] = time.perf_counter() - started
 
         started = time.perf_counter()
         probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
                                                    plan.probe_file(run.name))
-                  for run in config.expanded_runs()}
+                  for run in every_run}
         timings["probes"] = time.perf_counter() - started
 
         started = time.perf_counter()

@@ -18,6 +18,7 @@ from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
 from pairless.experiments.recipes import (
+    AdapterStage,
     ExperimentConfig,
     PseudoStage,
     TokenizerStage,
@@ -33,6 +34,7 @@ from pairless.modalities import parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
+from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
 from pairless.training.run import without_added_options
 from pairless.training.train import TrainConfig, train
@@ -179,6 +181,23 @@ def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None 
             "allow_pairs": dict(run.allow_pairs), "only_paired": run.only_paired,
             **({"init_from": run.init_from} if run.init_from else {}),
             **({"pseudo": run.pseudo} if run.pseudo else {})}
+
+
+def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path) -> dict:
+    """Add ``stage.modality`` to the frozen run in ``base`` (reused when complete); what the report needs."""
+    if not is_complete(out):
+        config = apply_overrides(validate(AdapterConfig, {
+            "base": str(base), "shards": str(shards), "out": str(out), "modality": stage.modality,
+            "anchor": stage.anchor, "total_tokens": stage.total_tokens, "rank": stage.rank,
+            "structure_weight": stage.structure_weight}), [*stage.overrides, f"threads={choose_threads()}"])
+        add_modality(config)
+    summary = read_json(out / "COMPLETE.json")
+    keys = ("steps", "tokens", "final_loss", "wall_seconds", "trainable_parameters", "model_parameters",
+            "trainable_fraction", "frozen_hash", "base_hash")
+    return {"role": "adapter", "label": stage.label, "base": stage.base, "modality": stage.modality,
+            "anchor": stage.anchor, "structure_weight": stage.structure_weight, "rank": stage.rank,
+            "path": str(out), "withheld": [], "universe": None, "total_tokens": stage.total_tokens,
+            "train_seconds": summary.get("wall_seconds"), **{key: summary.get(key) for key in keys}}
 
 
 def make_pseudo(stage: PseudoStage, generator: Path, shards: Path, out: Path) -> dict:

@@ -322,3 +322,21 @@ def test_transitive_micro_end_to_end(results_root):
     assert (folder / "transitive.png").is_file()
     # the control's key differs from the pseudo run's only by the data: both depend on the base run's key
     assert plan.run_key(config.runs[2]) != plan.run_key(config.runs[3])
+
+
+def test_adapter_micro_end_to_end(results_root):
+    """The base never sees normal; both adapters add it with the base frozen; evaluated like runs."""
+    config = _micro("adapter")
+    folder = run_experiment(config, results_root)
+    report, results = _read_report(folder)
+    plan = Plan(config, results_root)
+    base = json.loads((plan.runs["base-no-normal"] / "COMPLETE.json").read_text())
+    assert "normal" not in base["tokens_per_modality"]
+    for name in ("adapter", "adapter-structure"):
+        info = results["runs"][name]
+        assert info["role"] == "adapter" and info["frozen_hash"] == info["base_hash"]
+        assert set(results["evals"][name]) == set(config.directions)
+        assert (plan.runs[name] / "model.safetensors").is_file()
+    assert results["runs"]["adapter-structure"]["structure_weight"] > 0
+    assert "## Adding a modality through an adapter" in report and (folder / "adapter.png").is_file()
+    assert "| normal → depth | no |" in report and "| rgb → normal | yes (anchor) |" in report

@@ -74,7 +74,8 @@ def test_the_real_depth_of_a_filled_sample_never_reaches_its_pseudo_depth(zero_s
     generator = np.random.default_rng(5)
     scrambled = {name: np.array(real.tokens[name]) for name in real.specs}
     scrambled["depth"] = generator.integers(0, SPECS["depth"].vocab_size, scrambled["depth"].shape)
-    splits = {"train": ShardSplit(list(real.ids), scrambled, {n: np.array(real.present[n]) for n in real.specs})}
+    present = {name: np.array(real.present[name]) for name in real.specs}
+    splits = {"train": ShardSplit(list(real.ids), scrambled, present)}
     val = open_shards(shards, "val")
     splits["val"] = ShardSplit(list(val.ids), {n: np.array(val.tokens[n]) for n in val.specs},
                                {n: np.array(val.present[n]) for n in val.specs})
@@ -113,8 +114,8 @@ def test_the_audit_and_training_see_no_real_pair_and_start_from_the_run(zero_sho
     config = validate(TrainConfig, tiny_config_data(
         root / "for-training", tmp_path / "continued", fragment=WITHHELD.model_dump(mode="json"),
         init_from=str(run), total_tokens=16 * 24 * 4))
-    from pairless.training.train import _start
     from pairless.training.distributed import setup
+    from pairless.training.train import _start
 
     session = _start(config, setup("cpu"), tmp_path / "continued")
     for name, tensor in load_model(run / "model.safetensors").state_dict().items():
