@@ -1,5 +1,5 @@
 """``pairless pseudo-pairs RUN --direction rgb:depth --out SHARDS``: fill a withheld pair with the run's own
-translations (LoReTTa-style transitive pseudo-pairs; :mod:`pairless.training.pseudo_pairs`).
+translations (LoReTTa-style transitive pseudo-pairs; :mod:`pairless.experiments.pseudo_pairs`).
 
 Writes token shards in which every training sample that exposes rgb but not depth carries a generated
 depth, marked as model-generated; then continue the run on them::
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from pairless.config import ConfigError, validate
 from pairless.data.validate import DataError
+from pairless.experiments.pseudo_pairs import PseudoPairsConfig, format_summary, make_pseudo_pairs
 from pairless.inference.generate import PRESETS as SCHEDULES
-from pairless.training.pseudo_pairs import PseudoPairsConfig, format_summary, make_pseudo_pairs
 from pairless.utils.threads import choose_threads
 
 

@@ -17,6 +17,7 @@ from pairless.config import apply_overrides, validate
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
+from pairless.experiments.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
 from pairless.experiments.recipes import (
     AdapterStage,
     ExperimentConfig,
@@ -35,7 +36,6 @@ from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
-from pairless.training.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
 from pairless.training.run import without_added_options
 from pairless.training.train import TrainConfig, train
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json

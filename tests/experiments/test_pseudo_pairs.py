@@ -12,16 +12,16 @@ import torch
 from pairless.cli import main as cli_main
 from pairless.config import ConfigError, validate
 from pairless.data.shards import ShardSplit, open_shards, write_shards
-from pairless.inference.evaluate import load_run_model
-from pairless.model import load_model
-from pairless.training.data import load_training_data
-from pairless.training.fragment import FragmentConfig, audit, fragment_samples
-from pairless.training.pseudo_pairs import (
+from pairless.experiments.pseudo_pairs import (
     PseudoPairsConfig,
     candidate_rows,
     consistency_scores,
     make_pseudo_pairs,
 )
+from pairless.inference.evaluate import load_run_model
+from pairless.model import load_model
+from pairless.training.data import load_training_data
+from pairless.training.fragment import FragmentConfig, audit, fragment_samples
 from pairless.training.train import TrainConfig, train
 from tests.train_helpers import SPECS, make_shards, tiny_config_data
 

@@ -10,7 +10,7 @@ and writes token shards in which those samples carry the generated Mb, marked as
 
 Leakage: the generator is handed a sample's Ma tokens only; its real Mb (hidden by its view, but present
 in the world's shards) is never read, and the new shards hold the generated tokens in its place.
-tests/training/test_pseudo_pairs.py scrambles the real Mb and gets the same pseudo tokens.
+tests/experiments/test_pseudo_pairs.py scrambles the real Mb and gets the same pseudo tokens.
 
 Consistency of a sample: ``1 - CE(real Ma | generated Mb) / CE(real Ma | nothing)``, the fraction of the
 model's no-input uncertainty about the real Ma that the generated Mb removes (0: no better than no input;
