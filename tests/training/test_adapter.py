@@ -177,3 +177,37 @@ def test_cli_end_to_end_and_errors_name_the_bad_modality(setup, tmp_path, capsys
                          "--anchor", anchor, "--out", str(tmp_path / "bad")])
         assert code == 2 and named in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_declared_modality_is_added_and_translates_to_what_it_never_saw(tmp_path):
+    """A user's own modality (declared next to the data, unknown to the package) added to a frozen model
+    through rgb alone, then translated to depth, a pair the adapter never saw."""
+    from pairless import modalities as registry
+    from pairless.batch import TokenSpec
+    from pairless.data.declared import declare
+
+    (tmp_path / "modalities.yaml").write_text("modalities:\n  thermal:\n    kind: image\n    dtype: float32\n"
+                                             "    extensions: [.npy]\n")
+    declare(tmp_path / "modalities.yaml")
+    try:
+        specs = {**SPECS, "thermal": TokenSpec("thermal", "image", num_tokens=16, vocab_size=24, grid=(4, 4))}
+
+        def split(count: int, seed: int) -> ShardSplit:
+            plain = _split(count, seed)
+            plain.tokens["thermal"] = plain.tokens["normal"] * 2  # another view of the same value
+            plain.present["thermal"] = np.ones(count, dtype=bool)
+            return plain
+
+        shards = write_shards(tmp_path / "shards", {"train": split(96, 0), "val": split(16, 1)}, specs, {})
+        base = _base(shards, tmp_path / "base", ["rgb", "depth", "caption"], steps=160)
+        out = add_modality(validate(AdapterConfig, dict(
+            base=str(base), shards=str(shards), out=str(tmp_path / "out"), modality="thermal", anchor="rgb",
+            total_tokens=24_000, batch_size=16, lr=0.03, precision="fp32", device="cpu")))
+        model = load_model(out / "model.safetensors")
+        assert model.modalities == ("rgb", "depth", "caption", "thermal")  # a user's modality comes last
+        summary = read_json(out / "COMPLETE.json")
+        assert summary["frozen_hash"] == summary["base_hash"]
+        result = translation_ce(model, open_shards(shards, "val"), ["thermal"], "depth", threads=1)
+        assert result["ce"] < 0.8 * result["ce_unconditional"], result
+    finally:
+        registry.unregister("thermal")
