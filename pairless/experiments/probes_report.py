@@ -33,28 +33,67 @@ def _many_shot_for(runs: dict, info: dict) -> str | None:
     return (same_label or candidates or [None])[0]
 
 
+def _point(name: str, pair, probes: dict, evals: dict, many_evals: dict | None) -> list[dict]:
+    """The points of one zero-shot model (final or a snapshot) for both directions of a withheld pair."""
+    probe = next((value for key, value in (probes or {}).items()
+                  if set(key.split(":")) == set(pair) and "summary" in value), None)
+    out = []
+    for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
+        zero, ms = (evals or {}).get(direction), (many_evals or {}).get(direction)
+        if probe is None or zero is None or ms is None:
+            continue
+        if ms["ce"] / ms["ce_unconditional"] > LEARNED_RATIO:
+            continue  # the many-shot model did not learn it: no recovered fraction to predict
+        recovered = recovered_fraction(zero["ce_unconditional"], zero["ce"], ms["ce"])
+        out.append({"run": name, "direction": direction, "recovered": recovered,
+                    **{metric: probe["summary"][metric] for metric in METRICS}})
+    return out
+
+
 def points(results: dict) -> list[dict]:
-    """(zero-shot run, direction) points with a recovered fraction and the pair's probe metrics."""
+    """(zero-shot run, direction) points with a recovered fraction and the pair's probe metrics; a run's
+    snapshots along training (against the many-shot run's snapshot at the same fraction) add points."""
     runs = results.get("runs") or {}
     probes = results.get("probes") or {}
+    snapshots = results.get("snapshots") or {}
     out = []
     for name, info in runs.items():
         if info.get("role") != "zero-shot":
             continue
         many = _many_shot_for(runs, info)
+        many_evals = (results.get("evals") or {}).get(many) if many else None
         for pair in info.get("withheld") or []:
-            probe = next((value for key, value in (probes.get(name) or {}).items()
-                          if set(key.split(":")) == set(pair) and "summary" in value), None)
-            for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
-                zero, ms = _ce(results, name, direction), _ce(results, many, direction) if many else None
-                if probe is None or zero is None or ms is None:
-                    continue
-                if ms["ce"] / ms["ce_unconditional"] > LEARNED_RATIO:
-                    continue  # the many-shot model did not learn it: no recovered fraction to predict
-                recovered = recovered_fraction(zero["ce_unconditional"], zero["ce"], ms["ce"])
-                out.append({"run": name, "direction": direction, "recovered": recovered,
-                            **{metric: probe["summary"][metric] for metric in METRICS}})
+            out += _point(name, pair, probes.get(name), (results.get("evals") or {}).get(name), many_evals)
+            for tag, snapshot in (snapshots.get(name) or {}).items():
+                matched = (snapshots.get(many) or {}).get(tag) if many else None
+                if matched is not None:
+                    out += _point(f"{name} at {tag}", pair, snapshot.get("probes"), snapshot.get("evals"),
+                                  matched.get("evals"))
     return out
+
+
+def training_rows(results: dict) -> list[dict]:
+    """Per zero-shot run with snapshots, per direction of its withheld pair: tokens seen, recovered fraction
+    and probe metrics at each snapshot and at the end (the probes along training)."""
+    rows = []
+    found = {(p["run"], p["direction"]): p for p in points(results)}
+    for name, per_fraction in (results.get("snapshots") or {}).items():
+        info = results["runs"].get(name, {})
+        if info.get("role") != "zero-shot":
+            continue
+        stages = [(f"{name} at {tag}", float(tag), snapshot.get("tokens")) for tag, snapshot in
+                  sorted(per_fraction.items(), key=lambda item: float(item[0]))]
+        seen = sum((info.get("tokens_per_modality") or {}).values()) or info.get("total_tokens")
+        stages.append((name, 1.0, seen))
+        for pair in info.get("withheld") or []:
+            for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
+                for label, fraction, tokens in stages:
+                    point = found.get((label, direction))
+                    if point is not None:
+                        values = {key: point[key] for key in ("recovered", *METRICS)}
+                        rows.append({"run": name, "direction": direction, "fraction": fraction,
+                                     "tokens": tokens, **values})
+    return rows
 
 
 def spearman(x, y) -> float:
@@ -107,6 +146,14 @@ def markdown(results: dict) -> list[str]:
              "FOSCTTM (0 = every sample's true match is nearest, 0.5 = chance), mutual k-NN and linear CKA "
              "(docs/evaluation.md). *shuffled* is FOSCTTM with the pairs permuted: the chance level.", "",
              _table(["run", "pair", *METRICS, "shuffled foscttm", "samples"], rows), ""]
+    along = training_rows(results)
+    if along:
+        parts += ["Along training: each zero-shot model's snapshots (and its end) against the many-shot "
+                  "model's snapshot at the same fraction of its budget.", "",
+                  _table(["run", "direction", "fraction", "tokens", "recovered", *METRICS],
+                         [[r["run"], r["direction"].replace(":", " → "), f"{r['fraction']:g}",
+                           f"{r['tokens']:,}" if r["tokens"] else "–", _num(r["recovered"]),
+                           *[_num(r[m]) for m in METRICS]] for r in along]), ""]
     result = summary(results)
     if not result["correlations"]:
         parts += [f"Does a shared latent predict zero-shot quality? {len(result['points'])} (zero-shot run, "
@@ -125,6 +172,32 @@ def markdown(results: dict) -> list[str]:
                   "rough (resamples repeat points); read the sign, not the size. More runs (binding sets, "
                   "pairs-curve k, seeds) add points.", ""]
     return parts
+
+
+def plot_training(results: dict, out: Path) -> bool:
+    """Recovered fraction and FOSCTTM against training tokens, one line per (zero-shot run, direction)."""
+    rows = [r for r in training_rows(results) if r["tokens"]]
+    if len(rows) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for key in sorted({(r["run"], r["direction"]) for r in rows}):
+        line = sorted((r for r in rows if (r["run"], r["direction"]) == key), key=lambda r: r["tokens"])
+        label = f"{key[0]} {key[1].replace(':', ' → ')}"
+        axes[0].plot([r["tokens"] for r in line], [r["recovered"] for r in line], "o-", label=label)
+        axes[1].plot([r["tokens"] for r in line], [r["foscttm"] for r in line], "o-", label=label)
+    axes[0].set_ylabel("recovered fraction")
+    axes[1].set_ylabel("FOSCTTM (0 = aligned, 0.5 = chance)")
+    for axis in axes:
+        axis.set_xlabel("tokens seen")
+        axis.set_xscale("log")
+    axes[0].legend(frameon=False, fontsize=7)
+    save_figure(fig, out)
+    return True
 
 
 def plot(results: dict, out: Path) -> bool:

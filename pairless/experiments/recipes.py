@@ -68,6 +68,7 @@ class TrainingRun(Config):
     allow_pairs: dict[str, int] = {}  # fragment.allow_pairs: "a:b" -> k samples that keep both
     only_paired: bool = False  # fragment.only_paired: train on those k samples alone
     overrides: list[str] = []  # `--set` style overrides for the trainer
+    snapshots: list[float] = []  # fractions of the budget at which the weights are kept, evaluated, probed
     init_from: str | None = None  # another run of the recipe whose final weights this one starts from
     # a pseudo-pair stage of the recipe (ExperimentConfig.pseudo): train on the shards it writes, made by the
     # run this one starts from (init_from)
@@ -162,7 +163,8 @@ class ExperimentConfig(Config):
             base = runs[stage.base]
             universe = None if base.universe is None else [*base.universe, stage.modality]
             out.append(base.model_copy(update={"name": stage.name, "role": "adapter", "label": stage.label,
-                                               "universe": universe, "total_tokens": stage.total_tokens}))
+                                               "universe": universe, "total_tokens": stage.total_tokens,
+                                               "snapshots": []}))
         return out
 
     def expanded_adapters(self) -> list[AdapterStage]:
@@ -455,6 +457,20 @@ def adapter(preset: str = "tiny") -> ExperimentConfig:
                             adapters=adapters)
 
 
+# Fractions of the budget at which the probe-curve's runs keep their weights (the end is the final model).
+PROBE_SNAPSHOTS: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5)
+
+
+def probe_curve(preset: str = "tiny") -> ExperimentConfig:
+    """Alignment along training: the rgb:depth zero-shot run and the many-shot run keep their weights at a
+    few fractions of the budget; each snapshot is evaluated and probed, so the probes can be set against
+    the recovered fraction as the model learns (snapshots of both runs at the same fraction)."""
+    runs = [_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")]),
+            _run(preset, "many-shot", "many-shot")]
+    runs = [run.model_copy(update={"snapshots": list(PROBE_SNAPSHOTS)}) for run in runs]
+    return ExperimentConfig(**_base("probe-curve", preset), runs=runs, directions=["rgb:depth", "depth:rgb"])
+
+
 def _other(direction: str) -> str:
     src, dst = direction.split(":")
     return dst if src == "rgb" else src
@@ -523,6 +539,7 @@ RECIPES: dict[str, Callable[..., ExperimentConfig]] = {
     "pairs-curve": pairs_curve,
     "transitive": transitive,
     "adapter": adapter,
+    "probe-curve": probe_curve,
     "own-data": own_data,
 }
 DATA_RECIPES = {"own-data"}  # recipes on a user's folder (--data, --withhold, --compare)

@@ -589,6 +589,8 @@ def write_report(recipe_dir: Path) -> Path:
         figures["CE by binding modality (binding strength)"] = "binding_strength.png"
     if pairs_curve.plot(results, recipe_dir / "pairs_curve.png"):
         figures["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
+    if probes_report.plot_training(results, recipe_dir / "probes_training.png"):
+        figures["recovered fraction and alignment along training"] = "probes_training.png"
     if probes_report.plot(results, recipe_dir / "probes.png"):
         figures["recovered fraction vs alignment probes"] = "probes.png"
     write_csv(results, recipe_dir / "results.csv")

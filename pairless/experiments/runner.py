@@ -80,10 +80,12 @@ class Plan:
     def pseudo_shards(self, run) -> Path:
         return self.cache / "pseudo" / f"{run.pseudo}-{self.pseudo_key(run)}"
 
-    def eval_file(self, run_name: str) -> Path:
-        """Cached CE results of one run (outside the run folder, whose content hash they would change)."""
+    def eval_file(self, run_name: str, snapshot: str = "") -> Path:
+        """Cached CE results of one run (outside the run folder, whose content hash they would change), or
+        of its snapshot at a fraction of training."""
         key = config_hash({"samples": self.config.eval_samples, "split": "val"})
-        return self.cache / "evals" / f"{self.runs[run_name].name}-{key}.json"
+        at = f"-at{snapshot}" if snapshot else ""
+        return self.cache / "evals" / f"{self.runs[run_name].name}{at}-{key}.json"
 
     def region_file(self, run_name: str) -> Path:
         """Cached object / background CE of one run (beside the evaluations)."""
@@ -91,11 +93,12 @@ class Plan:
         key = config_hash({"samples": self.config.region_samples, "split": "val", "version": 2})
         return self.cache / "regions" / f"{self.runs[run_name].name}-{key}.json"
 
-    def probe_file(self, run_name: str) -> Path:
-        """Cached alignment probes of one run (beside the evaluations, outside the run folder)."""
+    def probe_file(self, run_name: str, snapshot: str = "") -> Path:
+        """Cached alignment probes of one run, or of one of its snapshots (beside the evaluations)."""
         key = config_hash({"samples": self.config.probe_samples, "k": self.config.probe_neighbours,
                            "split": "val"})
-        return self.cache / "probes" / f"{self.runs[run_name].name}-{key}.json"
+        at = f"-at{snapshot}" if snapshot else ""
+        return self.cache / "probes" / f"{self.runs[run_name].name}{at}-{key}.json"
 
     def summary(self) -> str:
         """What will run and roughly how long it takes (cached stages cost nothing)."""
@@ -200,6 +203,13 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
                   for run in every_run}
         timings["probes"] = time.perf_counter() - started
 
+        snapshots = {}
+        if any(run.snapshots for run in every_run):
+            started = time.perf_counter()
+            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan)
+                         for run in every_run if run.snapshots}
+            timings["snapshots"] = time.perf_counter() - started
+
         started = time.perf_counter()
         figures = stages.make_figures(config, plan)
         timings["generation"] = time.perf_counter() - started
@@ -223,6 +233,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             **({"inspection": inspection} if inspection is not None else {}),
             **({"unpaired": unpaired} if unpaired else {}),
             **({"pseudo_pairs": pseudo} if pseudo else {}),
+            **({"snapshots": snapshots} if snapshots else {}),
             "generation": figures,
             "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),

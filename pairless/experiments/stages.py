@@ -37,7 +37,7 @@ from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.run import without_added_options
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import SNAPSHOT_FILE, TrainConfig, snapshot_folder, train
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json
 from pairless.utils.threads import choose_threads
 from pairless.world.dataset import WorldConfig, write_world
@@ -134,6 +134,8 @@ def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | No
             "model": {"preset": run.model_preset}, "fragment": fragment}
     if init_from is not None:
         data["init_from"] = str(init_from)
+    if run.snapshots:
+        data["snapshots"] = list(run.snapshots)
     overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
                  f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]
     return apply_overrides(validate(TrainConfig, data), overrides)
@@ -198,6 +200,21 @@ def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path) -> dic
             "anchor": stage.anchor, "structure_weight": stage.structure_weight, "rank": stage.rank,
             "path": str(out), "withheld": [], "universe": None, "total_tokens": stage.total_tokens,
             "train_seconds": summary.get("wall_seconds"), **{key: summary.get(key) for key in keys}}
+
+
+def snapshot_runs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, plan) -> dict:
+    """Evaluations and probes of a run's snapshots along training (``run.snapshots``), cached like the final
+    weights'; {fraction: {"fraction", "step", "tokens", "evals", "probes"}} of those that exist."""
+    out = {}
+    for fraction in run.snapshots:
+        folder = snapshot_folder(run_dir, fraction)
+        if not (folder / SNAPSHOT_FILE).is_file():
+            continue
+        tag = f"{fraction:g}"
+        out[tag] = {**read_json(folder / SNAPSHOT_FILE),
+                    "evals": evaluate_run(run, folder, config, plan.eval_file(run.name, tag)),
+                    "probes": probe_run_pairs(run, folder, config, plan.probe_file(run.name, tag))}
+    return out
 
 
 def make_pseudo(stage: PseudoStage, generator: Path, shards: Path, out: Path) -> dict:

@@ -8,6 +8,7 @@ of ``fragment`` never co-occurring in any sample. The run folder ``RUN``::
     RUN/log.jsonl            one line per logged step (loss, per-modality losses, lr, grad norm, tokens/s)
     RUN/tb/                  TensorBoard scalars
     RUN/checkpoints/step-N/  model.safetensors + state.safetensors + COMPLETE.json (the newest few)
+    RUN/snapshots/F/         with ``snapshots``: config.json, model.safetensors, snapshot.json at fraction F
     RUN/model.safetensors    the final weights (pairless.model.load_model reads them)
     RUN/COMPLETE.json        written last: steps, tokens, final loss, wall time
 
@@ -77,6 +78,8 @@ from pairless.training.run import (
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete, mark_complete
 
 PAIRED_IDS_FILE = "paired_ids.json"
+SNAPSHOTS = "snapshots"  # RUN/snapshots/<fraction>/: the weights along training (TrainConfig.snapshots)
+SNAPSHOT_FILE = "snapshot.json"  # written last into a snapshot folder: fraction, step, tokens
 
 
 class TrainConfig(Config):
@@ -118,6 +121,16 @@ class TrainConfig(Config):
     # start from another run's final weights (a run folder or a model.safetensors) with a fresh optimizer
     # and schedule: continued training, e.g. on pseudo-pairs and its equal-budget control
     init_from: Path | None = None
+    # fractions of the budget at which the weights are also kept (RUN/snapshots/<fraction>/): probes and
+    # evaluations along training; they do not change what is trained
+    snapshots: list[float] = []
+
+    @field_validator("snapshots")
+    @classmethod
+    def _fractions_inside_the_budget(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < fraction < 1.0 for fraction in value):
+            raise ValueError(f"each snapshot is a fraction of total_tokens in (0, 1), got {value}")
+        return sorted(set(value))
 
     @field_validator("betas")
     @classmethod
@@ -292,6 +305,9 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                           tokens_per_second=speed, seconds=_wall_seconds(session, progress))
                 bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
+            for fraction in config.snapshots:
+                if before < fraction * config.total_tokens <= spent():
+                    save_snapshot(session, progress, fraction)
             if progress.step % config.checkpoint_every == 0:
                 _save(session, progress, "periodic")
                 last_saved = progress.step
@@ -441,6 +457,29 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
 
 def _wall_seconds(session: Session, progress: Progress) -> float:
     return progress.elapsed_before + time.perf_counter() - session.started
+
+
+def snapshot_folder(run: Path, fraction: float) -> Path:
+    """Where ``snapshots`` keeps the weights at ``fraction`` of the budget: a folder that reads like a run
+    (config.json, model.safetensors), complete once ``snapshot.json`` is written (last)."""
+    return Path(run) / SNAPSHOTS / f"{fraction:g}"
+
+
+def save_snapshot(session: Session, progress: Progress, fraction: float) -> None:
+    """The weights as they stand, into :func:`snapshot_folder` (rank 0 writes; a sharded model is gathered
+    by every process)."""
+    weights = distributed.full_state_dict(session.model) if session.sharded else None  # a collective
+    if not session.context.is_main:
+        return
+    folder = snapshot_folder(session.run, fraction)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_config(folder, session.config)
+    model_module.save_model(folder / MODEL_FILE, session.model, weights)
+    atomic_write_json(folder / SNAPSHOT_FILE, {"fraction": fraction, "step": progress.step,
+                                               "tokens": progress.tokens_seen,
+                                               "budget_spent": budget_spent(session.config,
+                                                                            session.data.modalities,
+                                                                            progress)})
 
 
 def _local_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:

@@ -340,3 +340,16 @@ def test_adapter_micro_end_to_end(results_root):
     assert results["runs"]["adapter-structure"]["structure_weight"] > 0
     assert "## Adding a modality through an adapter" in report and (folder / "adapter.png").is_file()
     assert "| normal → depth | no |" in report and "| rgb → normal | yes (anchor) |" in report
+
+
+def test_probe_curve_micro_evaluates_and_probes_every_snapshot(results_root):
+    config = _micro("probe-curve")
+    folder = run_experiment(config, results_root)
+    _, results = _read_report(folder)
+    for run in config.runs:
+        per_fraction = results["snapshots"][run.name]
+        assert [float(tag) for tag in per_fraction] == run.snapshots
+        tokens = [entry["tokens"] for entry in per_fraction.values()]
+        assert tokens == sorted(tokens) and tokens[-1] < run.total_tokens
+        for entry in per_fraction.values():
+            assert set(entry["evals"]) == set(config.directions) and "rgb:depth" in entry["probes"]

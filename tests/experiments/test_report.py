@@ -198,3 +198,31 @@ def test_probe_points_pair_zero_shot_runs_with_their_matched_many_shot():
     assert found[1]["recovered"] == pytest.approx((3.0 - 2.4) / (3.0 - 2.1))  # against ms1, its own label
     text = "\n".join(markdown({"runs": runs, "evals": evals, "probes": probes}))
     assert "| foscttm | -1.00 |" in text  # lower FOSCTTM, higher recovered fraction, in every point
+
+
+def test_snapshots_add_probe_points_against_the_many_shot_snapshot_of_the_same_fraction():
+    from pairless.experiments.probes_report import markdown, points, training_rows
+
+    def probe(foscttm):
+        row = {"recall_at_1": 0.1, "recall_at_10": 0.5, "foscttm": foscttm, "mutual_knn": 0.2, "cka": 0.3}
+        shuffled = {**row, "foscttm": 0.5}
+        return {"rgb:depth": {"num_samples": 100, "k": 10, "summary": row, "shuffled": shuffled}}
+
+    def ce(value):
+        return {"rgb:depth": {"ce": value, "ce_unconditional": 3.0}}
+
+    runs = {"zs": {"role": "zero-shot", "withheld": [["rgb", "depth"]], "seed": 0, "total_tokens": 1000},
+            "ms": {"role": "many-shot", "withheld": [], "seed": 0}}
+    snapshots = {"zs": {"0.25": {"tokens": 250, "evals": ce(2.9), "probes": probe(0.4)},
+                        "0.5": {"tokens": 500, "evals": ce(2.7), "probes": probe(0.3)}},
+                 "ms": {"0.25": {"tokens": 250, "evals": ce(2.5)}, "0.5": {"tokens": 500, "evals": ce(2.3)}}}
+    results = {"runs": runs, "evals": {"zs": ce(2.5), "ms": ce(2.0)}, "probes": {"zs": probe(0.2)},
+               "snapshots": snapshots}
+    found = {p["run"]: p for p in points(results)}
+    assert set(found) == {"zs", "zs at 0.25", "zs at 0.5"}
+    assert found["zs at 0.25"]["recovered"] == pytest.approx((3.0 - 2.9) / (3.0 - 2.5))  # ms at 0.25
+    assert found["zs at 0.5"]["recovered"] == pytest.approx((3.0 - 2.7) / (3.0 - 2.3))
+    rows = training_rows(results)
+    assert [(r["fraction"], r["tokens"]) for r in rows] == [(0.25, 250), (0.5, 500), (1.0, 1000)]
+    assert [r["foscttm"] for r in rows] == [0.4, 0.3, 0.2]
+    assert "Along training" in "\n".join(markdown(results))

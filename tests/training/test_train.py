@@ -228,3 +228,25 @@ def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
     assert rates[10] == pytest.approx(peak)
     assert all(a >= b for a, b in zip(rates[10:], rates[11:], strict=False))  # cosine falls
     assert rates[-1] == pytest.approx(0.1 * peak)
+
+
+def test_snapshots_keep_the_weights_of_that_step_and_change_nothing_else(shards, tmp_path):
+    from pairless.training.train import SNAPSHOT_FILE, snapshot_folder
+
+    run = train(config(shards, tmp_path / "with", snapshots=[0.25, 0.5]))
+    plain = train(config(shards, tmp_path / "without"))
+    assert losses(run) == losses(plain)  # snapshots do not change what is trained
+    total = config(shards, tmp_path / "x").total_tokens
+    for fraction in (0.25, 0.5):
+        folder = snapshot_folder(run, fraction)
+        info = read_json(folder / SNAPSHOT_FILE)
+        assert fraction * total <= info["tokens"] < fraction * total + 16 * 24  # within one batch
+        # the same run stopped after that many steps holds the same weights
+        stopped = train(config(shards, tmp_path / f"stopped-{fraction}", stop_after_steps=info["step"]))
+        saved = model_module.load_model(folder / "model.safetensors").state_dict()
+        checkpoint = latest_checkpoint(stopped / "checkpoints")
+        for name, tensor in model_module.load_model(checkpoint / "model.safetensors").state_dict().items():
+            assert torch.equal(saved[name], tensor), name
+        assert read_json(folder / "config.json")["shards"] == str(shards)
+    with pytest.raises(ValueError, match="snapshot"):
+        config(shards, tmp_path / "bad", snapshots=[1.5])
