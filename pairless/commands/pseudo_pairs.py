@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=None,
                         help="keep samples whose consistency (1 - CE(real A | generated B) / CE(real A | "
                              "nothing)) is at least this; default: keep all")
+    parser.add_argument("--keep-fraction", type=float, default=None,
+                        help="instead of --threshold: keep this fraction of the samples, the most consistent")
     parser.add_argument("--max-samples", type=int, default=None, help="fill at most this many samples")
     parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = validate(PseudoPairsConfig, {
             "run": str(args.run), "out": str(args.out), "direction": args.direction, "via": args.via,
-            "schedule": args.schedule, "threshold": args.threshold, "max_samples": args.max_samples,
+            "schedule": args.schedule, "threshold": args.threshold, "keep_fraction": args.keep_fraction,
+            "max_samples": args.max_samples,
             "shards": str(args.shards) if args.shards else None, "batch_size": args.batch_size,
             "seed": args.seed})
         summary = make_pseudo_pairs(config, threads=choose_threads())

@@ -14,7 +14,9 @@ tests/experiments/test_pseudo_pairs.py scrambles the real Mb and gets the same p
 
 Consistency of a sample: ``1 - CE(real Ma | generated Mb) / CE(real Ma | nothing)``, the fraction of the
 model's no-input uncertainty about the real Ma that the generated Mb removes (0: no better than no input;
-the report's "recovered" measures read the same way). ``threshold`` keeps the samples at or above it.
+the report's "recovered" measures read the same way). ``threshold`` keeps the samples at or above it;
+``keep_fraction`` keeps the most consistent fraction (its threshold is their lowest score, so ties at it
+are kept too).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
 from pairless.config import Config, ConfigError, validate
@@ -51,6 +53,8 @@ class PseudoPairsConfig(Config):
     via: str | None = None  # chain through this binding modality (rgb -> via -> depth)
     schedule: str = "roar1"  # a generation preset of pairless.inference.generate
     threshold: float | None = None  # consistency filter (see the module doc); None keeps every sample
+    # or keep this fraction of the samples, the most consistent (the threshold is then their lowest score)
+    keep_fraction: float | None = Field(None, gt=0, le=1)
     split: str = "train"
     shards: Path | None = None  # default: the shards the run was trained on
     batch_size: int = Field(128, ge=1)
@@ -63,6 +67,12 @@ class PseudoPairsConfig(Config):
         if value not in SCHEDULES:
             raise ValueError(f"unknown schedule {value!r}; allowed: {', '.join(SCHEDULES)}")
         return value
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> PseudoPairsConfig:
+        if self.threshold is not None and self.keep_fraction is not None:
+            raise ValueError("keep_fraction: give a threshold or a fraction to keep, not both")
+        return self
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -149,10 +159,14 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> 
     generated = generate_run(model, data, rows, chain, schedule_preset(config.schedule), config.seed,
                              config.batch_size, f"pseudo {label}", threads)[dst]
     scores = consistency_scores(model, data, rows, src, dst, generated, config.batch_size, threads)
-    kept = np.ones(len(rows), dtype=bool) if config.threshold is None else scores >= config.threshold
+    threshold = config.threshold
+    if config.keep_fraction is not None:  # the lowest score among the most consistent fraction
+        threshold = float(np.sort(scores)[::-1][max(1, int(round(config.keep_fraction * len(scores)))) - 1])
+    kept = np.ones(len(rows), dtype=bool) if threshold is None else scores >= threshold
     summary = {
         "run": str(config.run), "direction": f"{src}:{dst}", "via": config.via, "schedule": config.schedule,
-        "threshold": config.threshold, "split": config.split, "source_shards": str(shards_path),
+        "threshold": threshold, "keep_fraction": config.keep_fraction, "split": config.split,
+        "source_shards": str(shards_path),
         "candidates": int(len(rows)), "kept": int(kept.sum()),
         "consistency_all": _quantiles(scores), "consistency_kept": _quantiles(scores[kept]),
         "seconds": round(time.perf_counter() - started, 1),

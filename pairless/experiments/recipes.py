@@ -82,6 +82,7 @@ class PseudoStage(Config):
     via: str | None = None  # chain through a binding modality
     schedule: str = "roar1"
     threshold: float | None = None  # consistency filter; None keeps every generated sample
+    keep_fraction: float | None = None  # or keep the most consistent fraction
 
 
 class AdapterStage(Config):
@@ -424,11 +425,18 @@ def transitive(preset: str = "tiny") -> ExperimentConfig:
     runs = [_run(preset, base, "zero-shot", withheld=[pair], label="base"),
             _run(preset, "many-shot", "many-shot")]
     for name, role, pseudo in (("pp-pseudo", "pseudo-pairs", "rgb-to-depth"),
+                               ("pp-filtered", "pseudo-pairs", "rgb-to-depth-filtered"),
+                               ("pp-sampled", "pseudo-pairs", "rgb-to-depth-sampled"),
                                ("pp-control", "continued", None)):
         run = _run(preset, name, role, withheld=[pair], label=name.split("-")[1])
         runs.append(run.model_copy(update={"total_tokens": extra, "init_from": base, "pseudo": pseudo}))
-    stages = {"rgb-to-depth": PseudoStage(direction="rgb:depth", schedule=SCHEDULE_FOR[pair])}
-    shown = [base, "pp-control", "pp-pseudo", "many-shot"]
+    # the study's schedule (near the mode: temperature 0.01, guidance 2); the same keeping the more
+    # consistent half; and samples of the model's own distribution (8 steps, temperature 1, no guidance)
+    stages = {"rgb-to-depth": PseudoStage(direction="rgb:depth", schedule=SCHEDULE_FOR[pair]),
+              "rgb-to-depth-filtered": PseudoStage(direction="rgb:depth", schedule=SCHEDULE_FOR[pair],
+                                                   keep_fraction=0.5),
+              "rgb-to-depth-sampled": PseudoStage(direction="rgb:depth", schedule="sample8")}
+    shown = [base, "pp-control", "pp-pseudo", "pp-filtered", "pp-sampled", "many-shot"]
     figures = [_figure(preset, "rgb", "depth", shown), _figure(preset, "depth", "rgb", shown)]
     return ExperimentConfig(**_base("transitive", preset), runs=runs, directions=["rgb:depth", "depth:rgb"],
                             figures=figures, pseudo=stages)

@@ -74,7 +74,7 @@ class Plan:
 
     def pseudo_key(self, run) -> str:
         """Cache key of the pseudo-pair shards a continued run trains on: the stage and its generator run."""
-        return config_hash({"stage": self.config.pseudo[run.pseudo],
+        return config_hash({"stage": self.config.pseudo[run.pseudo].model_dump(mode="json"),
                             "generator": self.run_key(self.expanded[run.init_from])})
 
     def pseudo_shards(self, run) -> Path:

@@ -24,39 +24,52 @@ from pairless.experiments.report import (
 )
 
 
+def _pseudo_runs(results: dict) -> list[str]:
+    """Base names of the runs continued on pseudo-pairs, in the recipe's order."""
+    groups = _runs_by_base(results)
+    return [run["name"] for run in results["config"]["runs"]
+            if run["role"] == "pseudo-pairs" and run["name"] in groups]
+
+
 def transitive_rows(results: dict) -> list[dict]:
-    """Per direction: CE of base, control, pseudo-pairs, many-shot, no input (per seed), the recovered
-    fractions and pseudo - control per seed."""
-    pseudo_run, control_run = _role_run(results, "pseudo-pairs"), _role_run(results, "continued")
-    if pseudo_run is None or control_run is None:
+    """Per direction: CE of base, control, each pseudo-pair run, many-shot, no input (per seed), the
+    recovered fractions and pseudo - control per seed."""
+    pseudo_runs, control_run = _pseudo_runs(results), _role_run(results, "continued")
+    if not pseudo_runs or control_run is None:
         return []
     groups = _runs_by_base(results)
-    base = results["runs"][groups[pseudo_run][0]].get("init_from", "").split("@")[0]
+    base = results["runs"][groups[pseudo_runs[0]][0]].get("init_from", "").split("@")[0]
     many = _role_run(results, "many-shot")
     rows = []
     for direction in results["config"]["directions"]:
         values = {key: _ce(results, groups[name], direction) if name in groups else []
-                  for key, name in (("base", base), ("control", control_run), ("pseudo", pseudo_run),
-                                    ("many_shot", many))}
+                  for key, name in (("base", base), ("control", control_run), ("many_shot", many))}
+        pseudo = {name: _ce(results, groups[name], direction) for name in pseudo_runs}
         unconditional = _ce(results, groups.get(base, []), direction, "ce_unconditional")
         ratio = _ratio(results, groups[many], direction) if many in groups else None
         learned = ratio is None or ratio <= LEARNED_RATIO
         many_mean = mean(values["many_shot"]) if values["many_shot"] else float("nan")
-        recovered = {key: [recovered_fraction(u, z, many_mean) if learned else float("nan")
-                           for u, z in zip(unconditional, values[key], strict=False)]
-                     for key in ("base", "control", "pseudo")}
-        difference = [p - c for p, c in zip(values["pseudo"], values["control"], strict=False)]
-        rows.append(dict(direction=direction, **values, unconditional=unconditional, many_shot_ratio=ratio,
-                         recovered=recovered, difference=difference))
+
+        def recovered(ces: list[float], learned=learned, many_mean=many_mean, unconditional=unconditional):
+            return [recovered_fraction(u, z, many_mean) if learned else float("nan")
+                    for u, z in zip(unconditional, ces, strict=False)]
+
+        rows.append(dict(direction=direction, **values, pseudo=pseudo, unconditional=unconditional,
+                         many_shot_ratio=ratio,
+                         recovered={key: recovered(ces) for key, ces in
+                                    (("base", values["base"]), ("control", values["control"]),
+                                     *pseudo.items())},
+                         difference={name: [p - c for p, c in zip(ces, values["control"], strict=False)]
+                                     for name, ces in pseudo.items()}))
     return rows
 
 
-def verdict(row: dict) -> str:
-    """One sentence: pseudo-pairs against the control, with the seeds' spread or a one-seed caveat."""
-    differences = row["difference"]
-    name = row["direction"].replace(":", " → ")
+def verdict(row: dict, name: str) -> str:
+    """One sentence: one pseudo-pair run against the control, with the seeds' spread or a one-seed caveat."""
+    differences = row["difference"][name]
+    direction = row["direction"].replace(":", " → ")
     if not differences:
-        return f"{name}: not evaluated."
+        return f"{direction}, {name}: not evaluated."
     gap = (mean(row["unconditional"]) - mean(row["many_shot"])) if row["unconditional"] and row["many_shot"] \
         else float("nan")
     learned = row["many_shot_ratio"] is None or row["many_shot_ratio"] <= LEARNED_RATIO
@@ -64,21 +77,20 @@ def verdict(row: dict) -> str:
         if learned and math.isfinite(gap) and gap > 0 else ""
     if len(differences) == 1:
         better = "lower" if differences[0] < 0 else "higher"
-        return (f"{name}: pseudo-pairs end {abs(differences[0]):.3f} nats {better} than the equal-budget "
+        return (f"{direction}, {name}: {abs(differences[0]):.3f} nats {better} than the equal-budget "
                 f"control{share}; one seed, so no spread to judge it by.")
-    spread = stdev(differences)
-    average = mean(differences)
+    spread, average = stdev(differences), mean(differences)
     if abs(average) <= 2 * spread / math.sqrt(len(differences)):
-        return (f"{name}: pseudo-pairs and the equal-budget control differ by {average:+.3f} ± {spread:.3f} "
-                f"nats over {len(differences)} seeds: no difference beyond the seeds' spread.")
-    better = "help" if average < 0 else "hurt"
-    return (f"{name}: pseudo-pairs {better}: {average:+.3f} ± {spread:.3f} nats against the equal-budget "
+        return (f"{direction}, {name}: {average:+.3f} ± {spread:.3f} nats against the equal-budget control "
+                f"over {len(differences)} seeds: no difference beyond the seeds' spread.")
+    better = "helps" if average < 0 else "hurts"
+    return (f"{direction}, {name} {better}: {average:+.3f} ± {spread:.3f} nats against the equal-budget "
             f"control over {len(differences)} seeds{share}.")
 
 
 def summary(results: dict) -> dict:
     rows = transitive_rows(results)
-    return {"rows": rows, "verdicts": [verdict(row) for row in rows],
+    return {"rows": rows, "verdicts": [verdict(row, name) for row in rows for name in row["pseudo"]],
             "pseudo_pairs": results.get("pseudo_pairs", {})} if rows else {}
 
 
@@ -110,13 +122,19 @@ def markdown(results: dict) -> list[str]:
                      + (f"; consistency median {consistency['median']:.3f}, p10 {consistency['p10']:.3f}, "
                         f"p90 {consistency['p90']:.3f}" if consistency else "") + ").")
     parts.append("")
-    table = [[r["direction"].replace(":", " → "), _fmt(r["base"]), _fmt(r["control"]), _fmt(r["pseudo"]),
-              _fmt(r["many_shot"]), _fmt(r["unconditional"]), _fmt(r["recovered"]["control"], 2),
-              _fmt(r["recovered"]["pseudo"], 2), _fmt(r["difference"])] for r in rows]
-    parts += [_table(["Task", "zero-shot base", "continued (control)", "continued on pseudo-pairs",
-                      "many-shot", "no input", "recovered: control", "recovered: pseudo",
-                      "pseudo − control"], table), ""]
-    parts += [f"- {verdict(row)}" for row in rows] + [""]
+    names = list(rows[0]["pseudo"])
+    table = []
+    for r in rows:
+        task = r["direction"].replace(":", " → ")
+        table.append([task, "zero-shot base", _fmt(r["base"]), _fmt(r["recovered"]["base"], 2), "–"])
+        table.append([task, "continued (control)", _fmt(r["control"]), _fmt(r["recovered"]["control"], 2),
+                      "–"])
+        table += [[task, f"continued on pseudo-pairs: {name}", _fmt(r["pseudo"][name]),
+                   _fmt(r["recovered"][name], 2), _fmt(r["difference"][name])] for name in names]
+        table.append([task, "many-shot", _fmt(r["many_shot"]), "1 (by definition)", "–"])
+        table.append([task, "no input", _fmt(r["unconditional"]), "0", "–"])
+    parts += [_table(["Task", "model", "CE", "recovered", "− control"], table), ""]
+    parts += [f"- {verdict(row, name)}" for row in rows for name in names] + [""]
     for row in rows:
         ratio = row["many_shot_ratio"]
         if ratio is not None and ratio > LEARNED_RATIO:
@@ -136,12 +154,13 @@ def plot(results: dict, out: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    names = list(rows[0]["pseudo"])
     keys = [("unconditional", "no input"), ("base", "zero-shot base"), ("control", "continued (control)"),
-            ("pseudo", "continued on pseudo-pairs"), ("many_shot", "many-shot")]
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), dpi=120, squeeze=False)
+            *[(name, f"pseudo: {name}") for name in names], ("many_shot", "many-shot")]
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.8 * len(rows), 3.6), dpi=120, squeeze=False)
     for ax, row in zip(axes[0], rows, strict=True):
         for position, (key, _) in enumerate(keys):
-            values = row[key]
+            values = row[key] if key in row else row["pseudo"][key]
             if not values:
                 continue
             ax.errorbar([position], [mean(values)], yerr=[stdev(values) if len(values) > 1 else 0.0], fmt="o",

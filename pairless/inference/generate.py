@@ -64,6 +64,9 @@ PRESETS: dict[str, GenerationSchedule] = {
     "ar-caption": GenerationSchedule(scheme="ar", temperature=0.3, guidance_scale=1.0, top_p=0.8),
     "roar25-caption": GenerationSchedule(scheme="roar", num_steps=25, temperature=3.0, guidance_scale=2.0,
                                          top_p=0.8),
+    # not in the study: samples from the model's own distribution (no guidance, no truncation), e.g. for
+    # pseudo-pairs that keep the model's uncertainty instead of its mode
+    "sample8": GenerationSchedule(scheme="roar", num_steps=8, temperature=1.0, guidance_scale=1.0),
     # not in the study: deterministic baselines
     "greedy": GenerationSchedule(scheme="roar", num_steps=1, temperature=0.0),
     "greedy-ar": GenerationSchedule(scheme="ar", temperature=0.0),

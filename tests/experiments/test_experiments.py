@@ -318,7 +318,11 @@ def test_transitive_micro_end_to_end(results_root):
         assert saved["init_from"] == str(plan.runs["zs-rgb-depth"])
         assert set(results["evals"][name]) == {"rgb:depth", "depth:rgb"}
     assert json.loads((plan.runs["pp-control"] / "config.json").read_text())["shards"] == str(plan.shards)
+    filtered, sampled = results["pseudo_pairs"]["pp-filtered"], results["pseudo_pairs"]["pp-sampled"]
+    assert filtered["keep_fraction"] == 0.5 and filtered["kept"] >= filtered["candidates"] // 2
+    assert sampled["schedule"] == "sample8" and sampled["kept"] == sampled["candidates"]
     assert "## Transitive pseudo-pairs" in report and "equal-budget control" in report
+    assert "continued on pseudo-pairs: pp-sampled" in report
     assert (folder / "transitive.png").is_file()
     # the control's key differs from the pseudo run's only by the data: both depend on the base run's key
     assert plan.run_key(config.runs[2]) != plan.run_key(config.runs[3])

@@ -101,6 +101,21 @@ def test_the_consistency_filter_keeps_exactly_the_samples_at_or_above_the_thresh
     assert summary["consistency_kept"]["p10"] >= threshold - 1e-9
 
 
+def test_keep_fraction_keeps_the_most_consistent_samples(zero_shot):
+    root, shards, run = zero_shot
+    _, every = _pseudo(root, run, "unfiltered-2")
+    rows = np.flatnonzero(every.pseudo["depth"])
+    scores = consistency_scores(load_run_model(run), open_shards(shards, "train"), rows, "rgb", "depth",
+                                np.asarray(every.tokens["depth"][rows]), batch_size=16)
+    summary, kept = _pseudo(root, run, "quarter", keep_fraction=0.25)
+    chosen = np.isin(rows, np.flatnonzero(kept.pseudo["depth"]))
+    assert chosen.sum() == summary["kept"] >= round(0.25 * len(rows))
+    assert scores[chosen].min() >= scores[~chosen].max() and summary["threshold"] == scores[chosen].min()
+    with pytest.raises(ValueError, match="not both"):
+        validate(PseudoPairsConfig, {"run": str(run), "out": "x", "direction": "rgb:depth", "threshold": 0.1,
+                                     "keep_fraction": 0.5})
+
+
 def test_the_audit_and_training_see_no_real_pair_and_start_from_the_run(zero_shot, tmp_path):
     root, shards, run = zero_shot
     summary, pseudo = _pseudo(root, run, "for-training")
