@@ -49,6 +49,7 @@ class TrainingData:
     ids: list[str]
     # "a:b" -> ids of the samples allowed to keep both of a withheld pair (fragment.allow_pairs)
     paired_ids: dict[str, list[str]] = field(default_factory=dict)
+    rows: np.ndarray | None = None  # int [N]: each sample's row in the split (None: 0..N-1)
 
     @property
     def modalities(self) -> list[str]:
@@ -57,8 +58,10 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def gather(self, indices: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Token tensors ``{modality: LongTensor (B, L)}`` and views ``BoolTensor (B, M)`` of ``indices``."""
+    def gather(self, indices: np.ndarray, own: tuple[int, int] | None = None
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Token tensors ``{modality: LongTensor (B, L)}`` and views ``BoolTensor (B, M)`` of ``indices``
+        (``own``: the positions a process trains on; packed shards are read whole, so it is not needed)."""
         tokens = {name: torch.from_numpy(np.asarray(self.tokens[name][indices], dtype=np.int64))
                   for name in self.specs}
         return tokens, torch.from_numpy(np.ascontiguousarray(self.views[indices]))
@@ -89,6 +92,7 @@ def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig
         views=views,
         ids=[data.ids[row] for row in rows],
         paired_ids=fragmented.paired_ids,
+        rows=np.asarray(rows, dtype=np.int64),
     )
 
 
@@ -126,8 +130,10 @@ class SampleOrder:
 class BatchSource:
     """The masked global batch of each step, identical on every process; optionally prepared ahead."""
 
-    def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int):
-        self.data, self.order, self.masker, self.seed = data, order, masker, seed
+    def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int,
+                 own: tuple[int, int] | None = None):
+        # own: the positions of the global batch this process trains on (streamed shards read only those)
+        self.data, self.order, self.masker, self.seed, self.own = data, order, masker, seed, own
         self.pool = None
         if num_workers > 0:
             self.pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="pairless-batches")
@@ -135,7 +141,7 @@ class BatchSource:
         self.pending: dict = {}
 
     def _make(self, step: int, indices: np.ndarray):
-        tokens, views = self.data.gather(indices)
+        tokens, views = self.data.gather(indices, self.own)
         return self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
 
     def get(self, step: int):

@@ -38,6 +38,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from pairless.config import Config, ConfigError
 from pairless.data.shards import open_shards
+from pairless.data.streamed import StreamedShards, is_streamed
 from pairless.modalities import parse_pair
 
 
@@ -359,6 +360,10 @@ def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.nd
 
     Through :func:`~pairless.data.shards.open_shards`, which refuses an incomplete or damaged folder.
     """
+    if is_streamed(shards):  # streamed (webdataset) shards: from their shard indexes
+        source = StreamedShards(shards, split)
+        ids, present, pseudo, _ = source.metadata()
+        return ids, list(source.specs), present, pseudo
     data = open_shards(shards, split)
     modalities = list(data.specs)
     present = np.stack([np.asarray(data.present[name], dtype=bool) for name in modalities], axis=1)

@@ -36,7 +36,8 @@ RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoin
 # config.json without one was trained at that value (dotted path -> value).
 ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_paired": False,
                                     "budget_modalities": None, "distributed": "ddp",
-                                    "init_from": None, "snapshots": []}
+                                    "init_from": None, "snapshots": [], "data_order": "global",
+                                    "shard_samples": None, "stream_groups": 1}
 
 
 def _added_option_parents(config: dict):

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from pairless import model as model_module
 from pairless.config import Config, ConfigError
+from pairless.data.streamed import is_streamed
 from pairless.model import ModelConfig
 from pairless.training import distributed, masking
 from pairless.training.checkpoint import (
@@ -63,6 +64,7 @@ from pairless.training.data import (
 )
 from pairless.training.fragment import FragmentConfig
 from pairless.training.masking import MaskingConfig
+from pairless.training.order import ShardOrder, shard_members
 from pairless.training.run import (
     RunLog,
     StepStatistics,
@@ -75,6 +77,7 @@ from pairless.training.run import (
     last_good_checkpoint,
     write_config,
 )
+from pairless.training.streamed import load_streamed_training_data
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete, mark_complete
 
 PAIRED_IDS_FILE = "paired_ids.json"
@@ -124,6 +127,13 @@ class TrainConfig(Config):
     # fractions of the budget at which the weights are also kept (RUN/snapshots/<fraction>/): probes and
     # evaluations along training; they do not change what is trained
     snapshots: list[float] = []
+    # the order of samples: "global" = a fresh permutation of all of them per epoch; "shards" = shard by shard
+    # (pairless.training.order), the only order streamed (webdataset) shards can be read in, and the same
+    # batches from packed shards of the same shard size
+    data_order: Literal["global", "shards"] = "global"
+    shard_samples: int | None = Field(None, ge=1)  # "shards" on packed shards: rows per shard (None: 1,000)
+    stream_groups: int = Field(1, ge=1)  # "shards": streams a batch is drawn from (set it to the process
+    # count so that each process reads its own shards only)
 
     @field_validator("snapshots")
     @classmethod
@@ -325,12 +335,11 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
 def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) -> Session:
     """The data, its order and masking, the initial model (the same on every process) and its optimizer."""
     started = time.perf_counter()
-    data = load_training_data(config.shards, config.split, config.fragment)
-    order = SampleOrder(len(data), config.batch_size, config.seed)
+    data, order = training_data(config)
     slices = micro_batches(config, context)
     masking.check_budget(config.masking, data.specs, data.modalities)
     batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, data.modalities),
-                          config.seed, config.num_workers)
+                          config.seed, config.num_workers, own=(slices[0][0], slices[-1][1]))
     torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
     model = model_module.FourM(config.model, data.specs).to(context.device)
     if config.init_from is not None:
@@ -339,6 +348,29 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
         distributed.shard_model(model, context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
                    started)
+
+
+def training_data(config: TrainConfig):
+    """The training data (packed or streamed shards) and the order of its samples (``data_order``)."""
+    streamed = is_streamed(config.shards)
+    if streamed:
+        data = load_streamed_training_data(config.shards, config.split, config.fragment)
+    else:
+        data = load_training_data(config.shards, config.split, config.fragment)
+    if config.data_order == "global":
+        if streamed:
+            raise ConfigError(f"data_order: {config.shards} holds streamed (webdataset) shards, which are "
+                              "read shard by shard; set data_order=shards")
+        return data, SampleOrder(len(data), config.batch_size, config.seed)
+    shard_samples = config.shard_samples or 1000
+    if streamed:
+        if config.shard_samples not in (None, data.shard_samples):
+            raise ConfigError(f"shard_samples: {config.shard_samples}, but {config.shards} was written with "
+                              f"{data.shard_samples} samples per shard")
+        shard_samples = data.shard_samples
+    rows = data.rows if data.rows is not None else np.arange(len(data))
+    return data, ShardOrder(shard_members(rows, shard_samples), config.batch_size, config.seed,
+                            config.stream_groups)
 
 
 def initialise_from(model: model_module.FourM, source: Path) -> None:

@@ -169,3 +169,25 @@ def test_tokenize_refuses_too_long_text_unless_truncating(trained, fragmented_wo
     assert shards.main([*argv, "--truncate-text"]) == 0
     caption = open_shards(tmp_path / "shards", "train").tokens["caption"]
     assert caption.shape[1] == 8
+
+
+def test_tokenize_as_webdataset_gives_the_packed_tokens_in_tar_shards(trained, fragmented_world, tmp_path):
+    from pairless.data.shards import open_shards
+    from pairless.data.streamed import StreamedShards, is_streamed
+
+    common = ["--data", str(fragmented_world), "--tokenizers", str(trained)]
+    assert shards.main([*common, "--out", str(tmp_path / "packed")]) == 0
+    assert shards.main([*common, "--out", str(tmp_path / "wds"), "--format", "webdataset",
+                        "--shard-samples", "7"]) == 0
+    assert is_streamed(tmp_path / "wds") and not (tmp_path / "wds.packed").exists()
+    packed, streamed = open_shards(tmp_path / "packed", "train"), StreamedShards(tmp_path / "wds", "train")
+    ids, present, _, _ = streamed.metadata()
+    assert ids == list(packed.ids) and streamed.sizes[0] == 7
+    for name in packed.specs:
+        assert np.array_equal(present[:, list(streamed.specs).index(name)], packed.present[name])
+    tokens = streamed.read(1, list(streamed.specs))
+    for name in packed.specs:
+        rows = np.arange(7, 14)
+        has = packed.present[name][rows]
+        assert np.array_equal(tokens[name][has], np.asarray(packed.tokens[name])[rows][has])
+    assert shards.main([*common, "--out", str(tmp_path / "wds"), "--format", "webdataset"]) == 0  # reused

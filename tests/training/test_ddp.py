@@ -74,3 +74,27 @@ def test_collectives_are_no_ops_on_one_process():
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap_model(model, context) is model
     distributed.teardown(context)
+
+
+def test_two_processes_on_streamed_shards_each_read_their_own_and_match_packed(tmp_path):
+    """data_order=shards, stream_groups=2: each process reads its own shards of webdataset tars, and the
+    steps match one process on the packed shards."""
+    from pairless.data.streamed import write_streamed
+
+    shards = make_shards(tmp_path / "shards")
+    streamed = write_streamed(shards, tmp_path / "wds", shard_samples=12)
+    common = dict(batch_size=8, stop_after_steps=3, checkpoint_every=100, warmup_tokens=0, base_lr=5.0,
+                  data_order="shards", shard_samples=12, stream_groups=2)
+    ddp_run, single_run = tmp_path / "ddp", tmp_path / "single"
+    arguments = (2, _free_port(), tiny_config_data(streamed, ddp_run, **common))
+    torch.multiprocessing.spawn(_worker, args=arguments, nprocs=2, join=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(validate(TrainConfig, tiny_config_data(shards, single_run, micro_batch_size=4, **common)))
+    finally:
+        torch.set_num_threads(before)
+    ddp = model_module.load_model(ddp_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
+    single = model_module.load_model(single_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], rtol=1e-5, atol=1e-6, msg=name)

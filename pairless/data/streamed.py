@@ -1,0 +1,196 @@
+"""Streamed token shards: the token shards as webdataset tar files, for data that need not sit on one disk.
+
+Layout (ml-4m's convention: one tar set per modality, so a modality can be added or fetched alone)::
+
+    SHARDS/manifest.json                          format "webdataset", schema_version, modalities
+                                                  {name: TokenSpec}, shard_samples, splits {split:
+                                                  {num_samples, shards: [samples per shard]}}, info
+    SHARDS/<split>/index/shard-NNNNNN.json        ids, presence, pseudo marks and sequence lengths of the
+                                                  shard's samples (small: what fragmentation needs)
+    SHARDS/<split>/<modality>/shard-NNNNNN.tar    one member ``<position>.npy`` (int32 [L]) per sample
+                                                  that has the modality; position = row in the split
+    SHARDS/COMPLETE.json
+
+Shard k of a split holds its rows ``[k * shard_samples, (k + 1) * shard_samples)``: the same rows as the
+packed shards it was written from (:func:`write_streamed`), so that training in shard order
+(``TrainConfig.data_order="shards"``) sees the same batches from either form. ``SHARDS`` may be a local
+folder or a URL that webdataset's ``gopen`` opens (``http://...``, ``pipe:...``): training then reads each
+shard's tars front to back, never the whole dataset at once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pairless.batch import TokenSpec
+from pairless.data.shards import SCHEMA_VERSION, open_shards, read_manifest, spec_from_dict
+from pairless.data.validate import DataError
+from pairless.utils.storage import atomic_write_bytes, atomic_write_json, staged_dir
+
+FORMAT = "webdataset"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
+
+
+def _location(root, *parts: str) -> str:
+    """A path under ``root`` (a folder or a URL) as a string gopen accepts."""
+    root = re.sub(r"^(https?):/(?!/)", r"\1://", str(root))  # a URL that went through pathlib.Path
+    return "/".join([root.rstrip("/"), *parts]) if "://" in root or root.startswith("pipe:") \
+        else str(Path(root, *parts))
+
+
+def _read_bytes(location: str) -> bytes:
+    import webdataset
+
+    with webdataset.gopen(location, "rb") as stream:
+        return stream.read()
+
+
+def is_streamed(root) -> bool:
+    """Whether ``root`` holds streamed (webdataset) token shards."""
+    try:
+        manifest = json.loads(_read_bytes(_location(root, "manifest.json")))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def write_streamed(source, out, shard_samples: int = 1000) -> Path:
+    """Write the packed token shards ``source`` as streamed shards under ``out`` (every split)."""
+    import webdataset
+
+    if shard_samples < 1:
+        raise ValueError(f"shard_samples: must be at least 1, got {shard_samples}")
+    manifest = read_manifest(source)
+    out = Path(out)
+    splits = {}
+    with staged_dir(out, {"kind": "token_shards", "format": FORMAT}) as staging:
+        for split in manifest["splits"]:
+            data = open_shards(source, split)
+            count = len(data.ids)
+            sizes = [min(shard_samples, count - start) for start in range(0, count, shard_samples)]
+            splits[split] = {"num_samples": count, "shards": sizes}
+            (staging / split / "index").mkdir(parents=True)
+            for name in data.specs:
+                (staging / split / name).mkdir()
+            for shard, start in enumerate(tqdm(range(0, count, shard_samples), desc=f"webdataset {split}",
+                                               disable=None, leave=False)):
+                rows = np.arange(start, min(start + shard_samples, count))
+                index = {"ids": [data.ids[row] for row in rows],
+                         "present": {name: np.asarray(data.present[name][rows], bool).tolist()
+                                     for name in data.specs},
+                         "pseudo": {name: np.asarray(data.pseudo[name][rows], bool).tolist()
+                                    for name in data.specs if data.pseudo[name][rows].any()},
+                         "lengths": {name: (np.asarray(data.tokens[name][rows]) != spec.pad_id)
+                                     .sum(1).tolist()
+                                     for name, spec in data.specs.items() if spec.kind == "sequence"}}
+                atomic_write_json(staging / split / "index" / f"{shard_name(shard)}.json", index)
+                for name in data.specs:
+                    buffer = io.BytesIO()
+                    with webdataset.TarWriter(buffer) as writer:
+                        for row in rows[np.asarray(data.present[name][rows], bool)]:
+                            writer.write({"__key__": f"{row:09d}",
+                                          "npy": np.asarray(data.tokens[name][row], dtype=np.int32)})
+                    atomic_write_bytes(staging / split / name / f"{shard_name(shard)}.tar", buffer.getvalue())
+        info = {key: value for key, value in manifest.items()
+                if key not in ("schema_version", "modalities", "splits", "format")}
+        atomic_write_json(staging / "manifest.json", {
+            **info, "format": FORMAT, "schema_version": SCHEMA_VERSION, "shard_samples": shard_samples,
+            "modalities": manifest["modalities"], "splits": splits})
+        for name in ("modalities.json",):  # the declared modalities travel with the shards
+            if (Path(source) / name).is_file():
+                atomic_write_bytes(staging / name, (Path(source) / name).read_bytes())
+    return out
+
+
+class StreamedShards:
+    """One split of streamed shards: the manifest and shard indexes up front, tokens shard by shard."""
+
+    def __init__(self, root, split: str):
+        self.root, self.split = root, split
+        location = _location(root, "manifest.json")
+        try:
+            manifest = json.loads(_read_bytes(location))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{location}: cannot read the streamed shards' manifest ({error})") from None
+        if manifest.get("format") != FORMAT or manifest.get("schema_version") != SCHEMA_VERSION:
+            raise DataError(f"{location}: not a manifest of streamed token shards (format {FORMAT})")
+        if split not in manifest["splits"]:
+            raise DataError(f"{location}: no split {split!r}; splits: "
+                            f"{', '.join(sorted(manifest['splits']))}")
+        if "://" not in _location(root) and not str(root).startswith("pipe:") and Path(root).is_dir():
+            from pairless.data.declared import declare_from
+
+            declare_from(Path(root))
+        self.manifest = manifest
+        self.shard_samples = int(manifest["shard_samples"])
+        self.sizes = [int(size) for size in manifest["splits"][split]["shards"]]
+        self.specs: dict[str, TokenSpec] = {
+            name: spec_from_dict(data, f"{location} modality {name!r}")
+            for name, data in manifest["modalities"].items()}
+        self._order_specs()
+
+    def _order_specs(self) -> None:
+        """The built-ins in registry order, every other modality after them by name (as open_shards)."""
+        from pairless import modalities as registry
+
+        order = {name: index for index, name in enumerate(registry.WORLD_MODALITIES)}
+        self.specs = dict(sorted(self.specs.items(),
+                                 key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+    def index(self, shard: int) -> dict:
+        """The shard's index: ids, presence, pseudo marks, sequence lengths."""
+        location = _location(self.root, self.split, "index", f"{shard_name(shard)}.json")
+        try:
+            data = json.loads(_read_bytes(location))
+        except (OSError, ValueError) as error:
+            raise DataError(f"{location}: unreadable shard index ({error})") from None
+        if len(data.get("ids", [])) != self.sizes[shard]:
+            raise DataError(f"{location}: {len(data.get('ids', []))} ids, the manifest says "
+                            f"{self.sizes[shard]}")
+        return data
+
+    def metadata(self) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Every sample's id, presence [N, M], pseudo marks [N, M] and sequence lengths {name: [N]}."""
+        ids, present, pseudo, lengths = [], [], [], {}
+        names = list(self.specs)
+        for shard in range(len(self.sizes)):
+            data = self.index(shard)
+            ids += data["ids"]
+            present.append(np.array([data["present"][name] for name in names], dtype=bool).T)
+            pseudo.append(np.array([data.get("pseudo", {}).get(name, [False] * len(data["ids"]))
+                                    for name in names], dtype=bool).T)
+            for name, values in data.get("lengths", {}).items():
+                lengths.setdefault(name, []).extend(values)
+        width = len(names)
+        return (ids, np.concatenate(present) if present else np.zeros((0, width), bool),
+                np.concatenate(pseudo) if pseudo else np.zeros((0, width), bool),
+                {name: np.asarray(values, dtype=np.int64) for name, values in lengths.items()})
+
+    def read(self, shard: int, modalities: list[str]) -> dict[str, np.ndarray]:
+        """Tokens ``{modality: int32 [size, L]}`` of one shard (absent samples: 0), read front to back."""
+        import webdataset
+
+        start, size = shard * self.shard_samples, self.sizes[shard]
+        out = {}
+        for name in modalities:
+            tokens = np.zeros((size, self.specs[name].num_tokens), dtype=np.int32)
+            location = _location(self.root, self.split, name, f"{shard_name(shard)}.tar")
+            try:
+                with webdataset.gopen(location, "rb") as stream:
+                    for member in webdataset.tariterators.tar_file_iterator(stream):
+                        row = int(member["fname"].split(".")[0]) - start
+                        tokens[row] = np.load(io.BytesIO(member["data"]))
+            except (OSError, ValueError, tarfile.TarError) as error:
+                raise DataError(f"{location}: unreadable shard ({type(error).__name__}: {error})") from None
+            out[name] = tokens
+        return out
