@@ -153,7 +153,8 @@ def plot(results: dict, out: Path) -> bool:
         ax.bar([position + index * width for position in range(len(rows))], heights, width, label=name)
     for position, row in enumerate(rows):
         if row["seen_by_adapter"]:
-            ax.axvspan(position - 0.1, position + 0.9, color="grey", alpha=0.12, lw=0)
+            ax.axvspan(position - width / 2 - 0.05, position + (len(adapters) - 0.5) * width + 0.05,
+                       color="grey", alpha=0.12, lw=0)
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.set_xticks([position + 0.4 - width / 2 for position in range(len(rows))],
