@@ -133,8 +133,17 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> 
     """
     started = time.perf_counter()
     out = Path(config.out)
-    if (out / "COMPLETE.json").is_file():
-        return read_manifest(out)[INFO_KEY]
+    if (out / "COMPLETE.json").is_file():  # reuse it when it was made by the same request
+        done = read_manifest(out).get(INFO_KEY, {})
+        asked = {"run": str(config.run), "direction": config.direction, "via": config.via,
+                 "schedule": config.schedule, "split": config.split,
+                 **({"keep_fraction": config.keep_fraction} if config.keep_fraction is not None else
+                    {"threshold": config.threshold})}
+        for key, value in asked.items():
+            if done.get(key) != value:
+                raise FileExistsError(f"out: {out} holds pseudo-pairs made with {key}={done.get(key)!r}, "
+                                      f"not {value!r}; choose another --out")
+        return done
     src, dst = config.pair
     fragment = run_fragment(config.run)
     if not any({src, dst} == set(pair) for pair in fragment.withheld):

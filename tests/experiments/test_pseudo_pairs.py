@@ -147,6 +147,15 @@ def test_init_from_a_run_of_other_modalities_is_an_error_naming_it(zero_shot, tm
         train(config)
 
 
+def test_a_finished_output_is_reused_only_for_the_same_request(zero_shot):
+    root, _, run = zero_shot
+    first, _ = _pseudo(root, run, "reused", threshold=0.0)
+    again, _ = _pseudo(root, run, "reused", threshold=0.0)
+    assert again == first
+    with pytest.raises(FileExistsError, match="threshold=0.0"):
+        _pseudo(root, run, "reused", threshold=0.5)
+
+
 def test_the_command_refuses_a_pair_the_run_saw_together(zero_shot, capsys):
     root, _, run = zero_shot
     code = cli_main(["pseudo-pairs", str(run), "--direction", "rgb:normal", "--out", str(root / "bad")])
