@@ -20,8 +20,10 @@ from pairless.experiments.report import (
     _role_run,
     _runs_by_base,
     _table,
+    pyplot,
     recovered_fraction,
     save_figure,
+    unlearned_note,
 )
 
 # CE differences below this (nats per token) are not called a change: one seed, 2,500 samples
@@ -125,12 +127,8 @@ def markdown(results: dict) -> list[str]:
                                      for r, d in zip(unseen, differences, strict=False))
                          + " nats" + (" (one seed: no spread to judge it by)."
                                       if results["config"].get("seeds", 1) == 1 else "."))
-    for r in rows:
-        ratio = r["from_start_ratio"]
-        if ratio is not None and ratio > LEARNED_RATIO:
-            parts.append(f"- {r['direction'].replace(':', ' → ')}: the from-the-start model's CE is "
-                         f"{ratio:.2f} of no input: too little learned for a recovered fraction to mean "
-                         "anything.")
+    notes = [unlearned_note(r["direction"], r["from_start_ratio"], "from-the-start") for r in rows]
+    parts += [note for note in notes if note]
     return parts + [""]
 
 
@@ -139,10 +137,7 @@ def plot(results: dict, out: Path) -> bool:
     rows = adapter_rows(results)
     if not rows:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     adapters = _adapters(results)
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.4), dpi=120)

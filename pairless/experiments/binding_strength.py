@@ -19,6 +19,7 @@ from pairless.experiments.report import (
     _role_run,
     _runs_by_base,
     _table,
+    pyplot,
     recovered_fraction,
     save_figure,
 )
@@ -90,10 +91,7 @@ def plot(results: dict, out: Path) -> bool:
     rows = [r for r in strength_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     positions = list(range(len(rows)))

@@ -21,6 +21,7 @@ from pairless.experiments.report import (
     _ratio,
     _runs_by_base,
     _table,
+    pyplot,
     save_figure,
 )
 
@@ -244,10 +245,7 @@ def plot(results: dict, out: Path) -> bool:
     directions = list(dict.fromkeys(row["direction"] for row in rows))
     if not directions:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(directions), figsize=(5 * len(directions), 3.8), dpi=120, squeeze=False)
     for ax, direction in zip(axes[0], directions, strict=True):

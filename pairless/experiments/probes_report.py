@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report import LEARNED_RATIO, _num, _table, recovered_fraction, save_figure
+from pairless.experiments.report import LEARNED_RATIO, _num, _table, pyplot, recovered_fraction, save_figure
 from pairless.inference.probes import METRICS
 
 MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed
@@ -179,10 +179,7 @@ def plot_training(results: dict, out: Path) -> bool:
     rows = [r for r in training_rows(results) if r["tokens"]]
     if len(rows) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for key in sorted({(r["run"], r["direction"]) for r in rows}):
@@ -204,10 +201,7 @@ def plot(results: dict, out: Path) -> bool:
     found = summary(results)["points"]
     if len(found) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.0))
     recovered = [p["recovered"] for p in found]

@@ -48,6 +48,14 @@ CHAIN_MARGIN = 0.05
 CEILING_NAME = {"angular_error": "angular_error_degrees"}
 
 
+def unlearned_note(direction: str, ratio: float | None, reference: str) -> str | None:
+    """A report line when the reference model's CE is above LEARNED_RATIO of no input (None otherwise)."""
+    if ratio is None or ratio <= LEARNED_RATIO:
+        return None
+    return (f"- {direction.replace(':', ' → ')}: the {reference} model's CE is {ratio:.2f} of no input: too "
+            "little learned for a recovered fraction to mean anything.")
+
+
 def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_shot: float) -> float:
     """(CE_no_input - CE_zero_shot) / (CE_no_input - CE_many_shot): 1 = as good as many-shot, 0 = no input."""
     gap = ce_unconditional - ce_many_shot
@@ -515,10 +523,7 @@ def plot_binding(results: dict, out: Path) -> bool:
     rows = [r for r in binding_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     counts = [r["binding"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
@@ -535,6 +540,16 @@ def plot_binding(results: dict, out: Path) -> bool:
     ax.set_title("Zero-shot rgb → depth vs binding modalities")
     save_figure(fig, out)
     return True
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use (fast start-up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, out: Path) -> None:

@@ -19,8 +19,10 @@ from pairless.experiments.report import (
     _role_run,
     _runs_by_base,
     _table,
+    pyplot,
     recovered_fraction,
     save_figure,
+    unlearned_note,
 )
 
 
@@ -135,12 +137,8 @@ def markdown(results: dict) -> list[str]:
         table.append([task, "no input", _fmt(r["unconditional"]), "0", "–"])
     parts += [_table(["Task", "model", "CE", "recovered", "− control"], table), ""]
     parts += [f"- {verdict(row, name)}" for row in rows for name in names] + [""]
-    for row in rows:
-        ratio = row["many_shot_ratio"]
-        if ratio is not None and ratio > LEARNED_RATIO:
-            parts.append(f"- {row['direction'].replace(':', ' → ')}: the many-shot model's CE is "
-                         f"{ratio:.2f} of no input: too little learned for a recovered fraction to mean "
-                         "anything.")
+    notes = [unlearned_note(r["direction"], r["many_shot_ratio"], "many-shot") for r in rows]
+    parts += [note for note in notes if note]
     return parts + [""]
 
 
@@ -149,10 +147,7 @@ def plot(results: dict, out: Path) -> bool:
     rows = transitive_rows(results)
     if not rows:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(rows[0]["pseudo"])
     keys = [("unconditional", "no input"), ("base", "zero-shot base"), ("control", "continued (control)"),

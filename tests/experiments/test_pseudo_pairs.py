@@ -47,6 +47,14 @@ def _pseudo(root, run, name: str, **changes) -> tuple[dict, object]:
     return make_pseudo_pairs(config), open_shards(root / name, "train")
 
 
+def _every_score(root, shards, run, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows every sample of an unfiltered pseudo-pair folder filled, and their consistency scores."""
+    _, every = _pseudo(root, run, name)
+    rows = np.flatnonzero(every.pseudo["depth"])
+    return rows, consistency_scores(load_run_model(run), open_shards(shards, "train"), rows, "rgb", "depth",
+                                    np.asarray(every.tokens["depth"][rows]), batch_size=16)
+
+
 def test_only_samples_showing_rgb_without_depth_get_generated_depth(zero_shot):
     root, shards, run = zero_shot
     summary, pseudo = _pseudo(root, run, "all")
@@ -90,10 +98,7 @@ def test_the_real_depth_of_a_filled_sample_never_reaches_its_pseudo_depth(zero_s
 
 def test_the_consistency_filter_keeps_exactly_the_samples_at_or_above_the_threshold(zero_shot):
     root, shards, run = zero_shot
-    _, every = _pseudo(root, run, "unfiltered")
-    rows = np.flatnonzero(every.pseudo["depth"])
-    scores = consistency_scores(load_run_model(run), open_shards(shards, "train"), rows, "rgb", "depth",
-                                np.asarray(every.tokens["depth"][rows]), batch_size=16)
+    rows, scores = _every_score(root, shards, run, "unfiltered")
     threshold = float(np.median(scores))
     summary, filtered = _pseudo(root, run, "filtered", threshold=threshold)
     assert np.array_equal(np.flatnonzero(filtered.pseudo["depth"]), rows[scores >= threshold])
@@ -103,10 +108,7 @@ def test_the_consistency_filter_keeps_exactly_the_samples_at_or_above_the_thresh
 
 def test_keep_fraction_keeps_the_most_consistent_samples(zero_shot):
     root, shards, run = zero_shot
-    _, every = _pseudo(root, run, "unfiltered-2")
-    rows = np.flatnonzero(every.pseudo["depth"])
-    scores = consistency_scores(load_run_model(run), open_shards(shards, "train"), rows, "rgb", "depth",
-                                np.asarray(every.tokens["depth"][rows]), batch_size=16)
+    rows, scores = _every_score(root, shards, run, "unfiltered-2")
     summary, kept = _pseudo(root, run, "quarter", keep_fraction=0.25)
     chosen = np.isin(rows, np.flatnonzero(kept.pseudo["depth"]))
     assert chosen.sum() == summary["kept"] >= round(0.25 * len(rows))

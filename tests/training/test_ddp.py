@@ -33,6 +33,19 @@ def _worker(rank: int, world_size: int, port: int, data: dict) -> None:
     train(validate(TrainConfig, data))
 
 
+def _against_one_process(shards, ddp_run, single_run, common: dict) -> tuple[dict, dict]:
+    """Train one process with the global batch of 8 in the same two micro-batches of 4 (gradient
+    accumulation); the weights after step 3 of the two-process run and of this one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(validate(TrainConfig, tiny_config_data(shards, single_run, micro_batch_size=4, **common)))
+    finally:
+        torch.set_num_threads(before)
+    return tuple(model_module.load_model(run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
+                 for run in (ddp_run, single_run))
+
+
 def test_two_process_steps_match_single_process_with_the_same_micro_batches(tmp_path):
     shards = make_shards(tmp_path / "shards")
     # warmup_tokens=0 and a large lr so that three steps move the weights far beyond the tolerance.
@@ -40,15 +53,7 @@ def test_two_process_steps_match_single_process_with_the_same_micro_batches(tmp_
     ddp_run, single_run = tmp_path / "ddp", tmp_path / "single"
     torch.multiprocessing.spawn(_worker, args=(2, _free_port(), tiny_config_data(shards, ddp_run, **common)),
                                 nprocs=2, join=True)
-    # One process, the global batch of 8 split into the same two micro-batches of 4 (gradient accumulation).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(validate(TrainConfig, tiny_config_data(shards, single_run, micro_batch_size=4, **common)))
-    finally:
-        torch.set_num_threads(before)
-    ddp = model_module.load_model(ddp_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
-    single = model_module.load_model(single_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
+    ddp, single = _against_one_process(shards, ddp_run, single_run, common)
     config = validate(TrainConfig, tiny_config_data(shards, single_run, **common))
     specs = {name: spec for name, spec in open_shards(shards, "train").specs.items()}
     with torch.random.fork_rng():
@@ -88,13 +93,6 @@ def test_two_processes_on_streamed_shards_each_read_their_own_and_match_packed(t
     ddp_run, single_run = tmp_path / "ddp", tmp_path / "single"
     arguments = (2, _free_port(), tiny_config_data(streamed, ddp_run, **common))
     torch.multiprocessing.spawn(_worker, args=arguments, nprocs=2, join=True)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(validate(TrainConfig, tiny_config_data(shards, single_run, micro_batch_size=4, **common)))
-    finally:
-        torch.set_num_threads(before)
-    ddp = model_module.load_model(ddp_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
-    single = model_module.load_model(single_run / "checkpoints" / "step-00000003" / MODEL_FILE).state_dict()
+    ddp, single = _against_one_process(shards, ddp_run, single_run, common)
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-5, atol=1e-6, msg=name)
