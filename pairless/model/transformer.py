@@ -169,7 +169,9 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, mask, memory_kv=None, memory_mask=None, cache=None):
+    def forward(self, x, mask, memory_kv=None, memory_mask=None, cache=None, memory=None):
+        if memory is not None:  # the encoder output: keys/values computed inside this call (a sharded block
+            memory_kv = self.cross.memory_kv(memory)  # has its weights gathered only during its own call)
         x = x + self.dropout(self.attention(self.norm1(x), mask, cache))
         if self.cross is not None:
             x = x + self.dropout(self.cross(self.norm_cross(x), memory_kv, memory_mask))
@@ -327,7 +329,7 @@ class FourM(nn.Module):
         memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
                                    self.config.heads)
         for block in self.decoder:
-            x = block(x, self_mask, block.cross.memory_kv(memory), memory_mask)
+            x = block(x, self_mask, memory_mask=memory_mask, memory=memory)
         return self.decoder_norm(x)
 
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
@@ -374,7 +376,7 @@ class FourM(nn.Module):
             # A sharded (FSDP) model reduce-scatters the gradients of exactly the parameters that have one:
             # every process must have the same set, also when its slice of the batch lacks a modality.
             # (Gathered parameters are plain tensors here; those of units already freed stay DTensors,
-            # and those, the encoder blocks, are used on every process anyway.)
+            # and those, the encoder and decoder blocks, are used on every process anyway.)
             gathered = [parameter for parameter in self.parameters() if not hasattr(parameter, "placements")]
             loss = loss + 0.0 * sum(parameter.sum() for parameter in gathered)
         return loss, losses

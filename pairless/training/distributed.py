@@ -111,10 +111,10 @@ def broadcast_int(value: int, context: ProcessContext) -> int:
 
 
 def shard_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Module:
-    """FSDP2 (``torch.distributed.fsdp.fully_shard``) in place: every encoder block is its own unit
-    (gathered just before it runs, freed after); the rest is the root unit, gathered for the whole forward
-    (the decoder blocks stay there: their cross-attention keys are computed outside the block's own call).
-    Parameters become DTensors sharded along dim 0 over the processes; build the optimizer afterwards."""
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) in place: every encoder and decoder block is its own
+    unit (gathered just before it runs, freed after); the rest (embeddings, heads, norms) is the root unit,
+    gathered for the whole forward. Parameters become DTensors sharded along dim 0 over the processes;
+    build the optimizer afterwards."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -123,7 +123,7 @@ def shard_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Mod
     mesh = init_device_mesh(context.device.type, (context.world_size,))
     if hasattr(model, "touch_every_parameter"):  # the same parameters get a gradient on every process
         model.touch_every_parameter = True
-    for block in getattr(model, "encoder", []):
+    for block in [*getattr(model, "encoder", []), *getattr(model, "decoder", [])]:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
