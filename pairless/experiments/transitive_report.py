@@ -75,19 +75,21 @@ def verdict(row: dict, name: str) -> str:
     gap = (mean(row["unconditional"]) - mean(row["many_shot"])) if row["unconditional"] and row["many_shot"] \
         else float("nan")
     learned = row["many_shot_ratio"] is None or row["many_shot_ratio"] <= LEARNED_RATIO
-    share = f" ({-mean(differences) / gap:+.0%} of the no-input to many-shot gap)" \
+    moved = "loses" if mean(differences) > 0 else "gains"
+    share = f" ({moved} {abs(mean(differences)) / gap:.0%} of the no-input to many-shot gap)" \
         if learned and math.isfinite(gap) and gap > 0 else ""
     if len(differences) == 1:
         better = "lower" if differences[0] < 0 else "higher"
         return (f"{direction}, {name}: {abs(differences[0]):.3f} nats {better} than the equal-budget "
                 f"control{share}; one seed, so no spread to judge it by.")
     spread, average = stdev(differences), mean(differences)
-    if abs(average) <= 2 * spread / math.sqrt(len(differences)):
+    one_sign = all(d > 0 for d in differences) or all(d < 0 for d in differences)
+    if not one_sign or abs(average) <= 2 * spread / math.sqrt(len(differences)):
         return (f"{direction}, {name}: {average:+.3f} ± {spread:.3f} nats against the equal-budget control "
                 f"over {len(differences)} seeds: no difference beyond the seeds' spread.")
     better = "helps" if average < 0 else "hurts"
-    return (f"{direction}, {name} {better}: {average:+.3f} ± {spread:.3f} nats against the equal-budget "
-            f"control over {len(differences)} seeds{share}.")
+    return (f"{direction}, {name} {better} in all {len(differences)} seeds: {average:+.3f} ± {spread:.3f} "
+            f"nats against the equal-budget control{share}.")
 
 
 def summary(results: dict) -> dict:
