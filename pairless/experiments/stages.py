@@ -196,9 +196,13 @@ def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path) -> dic
     summary = read_json(out / "COMPLETE.json")
     keys = ("steps", "tokens", "final_loss", "wall_seconds", "trainable_parameters", "model_parameters",
             "trainable_fraction", "frozen_hash", "base_hash")
+    # the base never saw the modality, the adapter saw it with the anchor only: every other pair is unseen
+    trained = list(read_json(base / "COMPLETE.json").get("tokens_per_modality", {}))
+    unseen = [[stage.modality, other] for other in trained if other != stage.anchor]
     return {"role": "adapter", "label": stage.label, "base": stage.base, "modality": stage.modality,
             "anchor": stage.anchor, "structure_weight": stage.structure_weight, "rank": stage.rank,
-            "path": str(out), "withheld": [], "universe": None, "total_tokens": stage.total_tokens,
+            "path": str(out), "withheld": unseen, "universe": [*trained, stage.modality],
+            "total_tokens": stage.total_tokens,
             "train_seconds": summary.get("wall_seconds"), **{key: summary.get(key) for key in keys}}
 
 

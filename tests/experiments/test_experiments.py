@@ -342,6 +342,8 @@ def test_adapter_micro_end_to_end(results_root):
         assert set(results["evals"][name]) == set(config.directions)
         assert (plan.runs[name] / "model.safetensors").is_file()
     assert results["runs"]["adapter-structure"]["structure_weight"] > 0
+    assert ["normal", "depth"] in results["runs"]["adapter"]["withheld"]  # what the explorer marks unseen
+    assert ["normal", "rgb"] not in results["runs"]["adapter"]["withheld"]
     assert "## Adding a modality through an adapter" in report and (folder / "adapter.png").is_file()
     assert "| normal → depth | no |" in report and "| rgb → normal | yes (anchor) |" in report
 
