@@ -30,7 +30,8 @@ from pathlib import Path
 
 from pairless.data.shards import open_shards
 from pairless.experiments import stages
-from pairless.experiments.recipes import TokenizerStage, TrainingRun, demo
+from pairless.experiments.experiment import TokenizerStage, TrainingRun
+from pairless.experiments.recipes import demo
 from pairless.inference.evaluate import translation_ce
 from pairless.inference.translations import generate_and_score
 from pairless.model import load_model

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pairless.experiments import stages
-from pairless.experiments.recipes import ExperimentConfig
+from pairless.experiments.experiment import ExperimentConfig
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.

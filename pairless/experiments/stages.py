@@ -17,8 +17,7 @@ from pairless.config import apply_overrides, validate
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
-from pairless.experiments.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
-from pairless.experiments.recipes import (
+from pairless.experiments.experiment import (
     AdapterStage,
     ExperimentConfig,
     PseudoStage,
@@ -26,6 +25,7 @@ from pairless.experiments.recipes import (
     TrainingRun,
     WorldStage,
 )
+from pairless.experiments.pseudo_pairs import PseudoPairsConfig, make_pseudo_pairs
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.probes import probe_model
 from pairless.inference.regions import evaluate_regions
