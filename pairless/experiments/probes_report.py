@@ -189,9 +189,13 @@ def plot_training(results: dict, out: Path) -> bool:
         axes[1].plot([r["tokens"] for r in line], [r["foscttm"] for r in line], "o-", label=label)
     axes[0].set_ylabel("recovered fraction")
     axes[1].set_ylabel("FOSCTTM (0 = aligned, 0.5 = chance)")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     for axis in axes:
         axis.set_xlabel("tokens seen")
         axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1e6:g}M"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(frameon=False, fontsize=7)
     save_figure(fig, out)
     return True
