@@ -203,6 +203,15 @@ def read_manifest(root: str | os.PathLike) -> dict:
     return manifest
 
 
+def specs_from_manifest(manifest: dict, where) -> dict[str, TokenSpec]:
+    """The manifest's specs in the built-ins' order, every other name after them by name: JSON sorts the
+    keys, and every process must see the same order, whatever was registered first."""
+    order = {name: index for index, name in enumerate(registry.WORLD_MODALITIES)}
+    stored = sorted(manifest.get("modalities", {}).items(),
+                    key=lambda item: (order.get(item[0], len(order)), item[0]))
+    return {name: spec_from_dict(data, f"{where} modality {name!r}") for name, data in stored}
+
+
 def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
     """Open one split of token shards (memory-mapped) and validate it against the specs."""
     root = Path(root)
@@ -211,13 +220,7 @@ def open_shards(root: str | os.PathLike, split: str) -> TokenShards:
     splits = manifest.get("splits", {})
     if split not in splits:
         raise DataError(f"{root / 'manifest.json'}: no split {split!r}; splits: {', '.join(sorted(splits))}")
-    # JSON sorts the keys; give the specs back in the built-ins' order, every other name after them by name
-    # (the same order in every process, whatever was registered first).
-    order = {name: index for index, name in enumerate(registry.WORLD_MODALITIES)}
-    stored = sorted(manifest.get("modalities", {}).items(),
-                    key=lambda item: (order.get(item[0], len(order)), item[0]))
-    specs = {name: spec_from_dict(data, f"{root / 'manifest.json'} modality {name!r}")
-             for name, data in stored}
+    specs = specs_from_manifest(manifest, root / "manifest.json")
     folder = root / split
     ids = read_json(folder / "ids.json") if (folder / "ids.json").is_file() else None
     if not isinstance(ids, list) or len(ids) != splits[split]:

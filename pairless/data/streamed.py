@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pairless.batch import TokenSpec
-from pairless.data.shards import SCHEMA_VERSION, open_shards, read_manifest, spec_from_dict
+from pairless.data.shards import SCHEMA_VERSION, open_shards, read_manifest, specs_from_manifest
 from pairless.data.validate import DataError
 from pairless.utils.storage import atomic_write_bytes, atomic_write_json, staged_dir
 
@@ -101,10 +101,8 @@ def write_streamed(source, out, shard_samples: int = 1000) -> Path:
                             writer.write({"__key__": f"{row:09d}",
                                           "npy": np.asarray(data.tokens[name][row], dtype=np.int32)})
                     atomic_write_bytes(staging / split / name / f"{shard_name(shard)}.tar", buffer.getvalue())
-        info = {key: value for key, value in manifest.items()
-                if key not in ("schema_version", "modalities", "splits", "format")}
         atomic_write_json(staging / "manifest.json", {
-            **info, "format": FORMAT, "schema_version": SCHEMA_VERSION, "shard_samples": shard_samples,
+            **data.info, "format": FORMAT, "schema_version": SCHEMA_VERSION, "shard_samples": shard_samples,
             "modalities": manifest["modalities"], "splits": splits})
         for name in ("modalities.json",):  # the declared modalities travel with the shards
             if (Path(source) / name).is_file():
@@ -134,18 +132,7 @@ class StreamedShards:
         self.manifest = manifest
         self.shard_samples = int(manifest["shard_samples"])
         self.sizes = [int(size) for size in manifest["splits"][split]["shards"]]
-        self.specs: dict[str, TokenSpec] = {
-            name: spec_from_dict(data, f"{location} modality {name!r}")
-            for name, data in manifest["modalities"].items()}
-        self._order_specs()
-
-    def _order_specs(self) -> None:
-        """The built-ins in registry order, every other modality after them by name (as open_shards)."""
-        from pairless import modalities as registry
-
-        order = {name: index for index, name in enumerate(registry.WORLD_MODALITIES)}
-        self.specs = dict(sorted(self.specs.items(),
-                                 key=lambda item: (order.get(item[0], len(order)), item[0])))
+        self.specs: dict[str, TokenSpec] = specs_from_manifest(manifest, location)
 
     def index(self, shard: int) -> dict:
         """The shard's index: ids, presence, pseudo marks, sequence lengths."""

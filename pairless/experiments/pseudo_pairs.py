@@ -37,7 +37,7 @@ from pairless.inference.generate import model_device, precision, schedule_preset
 from pairless.inference.translation_batch import content_mask
 from pairless.inference.translations import generate_run
 from pairless.modalities import parse_pair
-from pairless.training.fragment import FragmentConfig, fragment_samples
+from pairless.training.fragment import FragmentConfig, fragment_samples, presence
 from pairless.utils.storage import read_json
 from pairless.utils.threads import torch_threads
 
@@ -90,8 +90,7 @@ def run_fragment(run: Path) -> FragmentConfig:
 def candidate_rows(shards, fragment: FragmentConfig, src: str, dst: str) -> np.ndarray:
     """Rows (in shard order) whose training view exposes ``src`` but not ``dst``: those to fill."""
     modalities = list(shards.specs)
-    present = np.stack([np.asarray(shards.present[name], dtype=bool) for name in modalities], axis=1)
-    pseudo = np.stack([np.asarray(shards.pseudo[name], dtype=bool) for name in modalities], axis=1)
+    present, pseudo = presence(shards)
     fragmented = fragment_samples(list(shards.ids), present, modalities, fragment, pseudo)
     views = fragmented.views
     wanted = views[:, modalities.index(src)] & ~views[:, modalities.index(dst)]
@@ -193,9 +192,7 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> 
             pseudo[dst][filled] = True
         splits[split] = ShardSplit(list(opened.ids), tokens, present, opened.scenes,
                                    {name: mask for name, mask in pseudo.items() if mask.any()})
-    info = {key: value for key, value in manifest.items()
-            if key not in ("schema_version", "modalities", "splits")}
-    write_shards(out, splits, data.specs, {**info, INFO_KEY: summary})
+    write_shards(out, splits, data.specs, {**data.info, INFO_KEY: summary})
     return summary
 
 

@@ -49,8 +49,8 @@ class Plan:
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
         self.shards = self.cache / f"shards-{self.tokenizer_key}"
         self.expanded = {run.name: run for run in config.expanded_runs()}
-        self.runs = {run.name: self.cache / "runs" / f"{run.name.split('@')[0]}-{self.run_key(run)}"
-                     for run in config.expanded_runs()}
+        self.runs = {name: self.cache / "runs" / f"{name.split('@')[0]}-{self.run_key(run)}"
+                     for name, run in self.expanded.items()}
         for stage in config.expanded_adapters():  # evaluated and drawn like runs, under their names
             key = config_hash({"base": self.run_key(self.expanded[stage.base]),
                                "adapter": stage.model_dump(mode="json", exclude={"name", "label", "base"})})

@@ -76,8 +76,7 @@ def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig
     data = open_shards(shards, split)
     all_modalities = list(data.specs)
     universe = fragment.resolve_universe(all_modalities, config)
-    present = np.stack([np.asarray(data.present[name], dtype=bool) for name in all_modalities], axis=1)
-    pseudo = np.stack([np.asarray(data.pseudo[name], dtype=bool) for name in all_modalities], axis=1)
+    present, pseudo = fragment.presence(data)
     # Views, the leakage check (a withheld pair co-occurs in its allowed samples only, real tokens never
     # elsewhere; model-generated ones may) and only_paired.
     fragmented = fragment.fragment_samples(list(data.ids), present, all_modalities, config, pseudo)
