@@ -12,17 +12,15 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from pairless.experiments.report import (
+from pairless.experiments.report import _table, pyplot, save_figure
+from pairless.experiments.tables import (
     LEARNED_RATIO,
     _ce,
     _fmt,
     _ratio,
     _role_run,
     _runs_by_base,
-    _table,
-    pyplot,
     recovered_fraction,
-    save_figure,
     unlearned_note,
 )
 

@@ -8,7 +8,8 @@ for what it is, with a plain verdict where a baseline shows the measure says not
 
 from __future__ import annotations
 
-from pairless.experiments.report import CHAIN_MARGIN, MAIN_METRIC, _num, _table
+from pairless.experiments.report import _num, _table
+from pairless.experiments.tables import CHAIN_MARGIN, MAIN_METRIC
 
 BAD_SHOWN = 10  # bad files listed by name in the report (all of them are in results.json)
 # generic metrics of pairless.inference.decoded_metrics.score, in order of preference

@@ -12,18 +12,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import (
-    LEARNED_RATIO,
-    MAIN_METRIC,
-    _ce,
-    _fmt,
-    _num,
-    _ratio,
-    _runs_by_base,
-    _table,
-    pyplot,
-    save_figure,
-)
+from pairless.experiments.report import _num, _table, pyplot, save_figure
+from pairless.experiments.tables import LEARNED_RATIO, MAIN_METRIC, _ce, _fmt, _ratio, _runs_by_base
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report import LEARNED_RATIO, _num, _table, pyplot, recovered_fraction, save_figure
+from pairless.experiments.report import _num, _table, pyplot, save_figure
+from pairless.experiments.tables import LEARNED_RATIO, recovered_fraction
 from pairless.inference.probes import METRICS
 
 MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed

@@ -1,20 +1,33 @@
-"""A recipe's report (``pairless report RESULTS/RECIPE``): tables, findings and figures from results.json.
+"""A recipe's report (``pairless report RESULTS/RECIPE``): report.md, results.csv, summary.json and figures.
 
 The report is a measurement, not an advertisement: each of the study's
 findings is checked against our numbers and stated as holding or not, with
 the numbers. The study's published values are shown beside ours, labelled
 as theirs (they come from 4M-B on pseudo-labelled CC12M, not our world, so
-only orderings and trends are comparable, not magnitudes).
+only orderings and trends are comparable, not magnitudes). The rows and
+sentences come from :mod:`pairless.experiments.tables`; this module renders
+and writes them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from statistics import mean, stdev
 
+from pairless.experiments.tables import (
+    LEARNED_RATIO,
+    _fmt,
+    binding_rows,
+    chained_lines,
+    chained_rows,
+    findings,
+    quality_notes,
+    quality_rows,
+    region_rows,
+    translation_rows,
+)
 from pairless.utils.storage import (
     atomic_write_bytes,
     atomic_write_json,
@@ -31,256 +44,6 @@ PAPER_TABLE_I = {
 }
 # The study's Table II: number of binding modalities -> zero-shot rgb -> depth CE.
 PAPER_TABLE_II = {0: 14.128, 1: 11.810, 3: 9.209, 5: 8.265}
-
-
-# A model whose conditional CE is within 10% of its own no-input CE has learned little of that direction:
-# a recovered fraction of the gap between it and no input would be noise (DESIGN.md, "Quality bar").
-LEARNED_RATIO = 0.9
-# The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
-# better).
-MAIN_METRIC = {"depth": ("abs_rel", "lower"), "semseg": ("miou", "higher"),
-               "normal": ("angular_error", "lower"),
-               "rgb": ("psnr", "higher"), "caption": ("fact_accuracy", "higher"), "det": ("map_50", "higher"),
-               "embed": ("cosine", "higher")}
-# Chained and direct decoded metrics closer than this (relative) are reported as a tie: one seed, 64 samples.
-CHAIN_MARGIN = 0.05
-# The tokenizer report names some of them differently.
-CEILING_NAME = {"angular_error": "angular_error_degrees"}
-
-
-def unlearned_note(direction: str, ratio: float | None, reference: str) -> str | None:
-    """A report line when the reference model's CE is above LEARNED_RATIO of no input (None otherwise)."""
-    if ratio is None or ratio <= LEARNED_RATIO:
-        return None
-    return (f"- {direction.replace(':', ' → ')}: the {reference} model's CE is {ratio:.2f} of no input: too "
-            "little learned for a recovered fraction to mean anything.")
-
-
-def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_shot: float) -> float:
-    """(CE_no_input - CE_zero_shot) / (CE_no_input - CE_many_shot): 1 = as good as many-shot, 0 = no input."""
-    gap = ce_unconditional - ce_many_shot
-    if gap <= 0 or not math.isfinite(gap):
-        return float("nan")
-    return (ce_unconditional - ce_zero_shot) / gap
-
-
-def _runs_by_base(results: dict) -> dict[str, list[str]]:
-    """Base run name -> the names of its seeds (``name``, ``name@s1``, ...)."""
-    groups: dict[str, list[str]] = {}
-    for name in results["runs"]:
-        groups.setdefault(name.split("@")[0], []).append(name)
-    return groups
-
-
-def _ce(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
-    values = []
-    for name in run_names:
-        entry = results["evals"].get(name, {}).get(direction)
-        if entry is not None and entry.get(key) is not None:
-            values.append(float(entry[key]))
-    return values
-
-
-def _fmt(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "–"
-    if not all(math.isfinite(value) for value in values):
-        # a recovered fraction where many-shot is no better than no input (see the report's note)
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
-
-
-def _full_universe_first(results: dict) -> list[tuple[str, dict]]:
-    """(base run name, info of its first seed), runs on the full modality universe first.
-
-    A recipe can hold several runs of one role for one pair (``binding`` has a zero-shot run per binding
-    set); the Table I rows compare the zero-shot and many-shot runs that see every modality, not a
-    restricted universe's run against the full many-shot model (which they once did).
-    """
-    runs = [(base, results["runs"][names[0]]) for base, names in _runs_by_base(results).items()]
-    return sorted(runs, key=lambda item: item[1].get("universe") is not None)
-
-
-def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> str | None:
-    src, dst = direction.split(":")
-    pair = {src.split("+")[0], dst}
-    for base, info in _full_universe_first(results):
-        if info["role"] != "zero-shot":
-            continue
-        if any(set(p) == pair for p in info["withheld"]) and (label is None or info.get("label") == label):
-            return base
-    return None
-
-
-def _role_run(results: dict, role: str, label: str | None = None) -> str | None:
-    for base, info in _full_universe_first(results):
-        if info["role"] == role and (label is None or info.get("label") == label):
-            return base
-    return None
-
-
-def translation_rows(results: dict) -> list[dict]:
-    """One row per direction: zero-shot, many-shot, larger, no-input CE, recovered fraction (with seeds)."""
-    groups = _runs_by_base(results)
-    many, larger = _role_run(results, "many-shot"), _role_run(results, "larger")
-    rows = []
-    for direction in results["config"]["directions"]:
-        zero = _zero_shot_run(results, direction)
-        if zero is None:
-            continue
-        zs = _ce(results, groups[zero], direction)
-        ms = _ce(results, groups[many], direction) if many else []
-        lg = _ce(results, groups[larger], direction) if larger else []
-        un = _ce(results, groups[zero], direction, "ce_unconditional")
-        many_ratio = _ratio(results, groups[many], direction) if many else None
-        learned = many_ratio is None or many_ratio <= LEARNED_RATIO
-        # Where the many-shot model learned nothing, the gap is not there: no fraction of it is computed.
-        recovered = [recovered_fraction(u, z, m) if learned else float("nan")
-                     for u, z, m in zip(un, zs, ms, strict=False)]
-        rows.append(dict(direction=direction, zero_shot=zs, many_shot=ms, larger=lg, unconditional=un,
-                         recovered=recovered, zero_shot_run=zero, many_shot_ratio=many_ratio,
-                         many_shot_learned=learned))
-    return rows
-
-
-def _ratio(results: dict, run_names: list[str], direction: str) -> float | None:
-    """Mean conditional CE / mean no-input CE of a run (over its seeds); None when not evaluated."""
-    ce, un = _ce(results, run_names, direction), _ce(results, run_names, direction, "ce_unconditional")
-    if not ce or not un or mean(un) <= 0:
-        return None
-    return mean(ce) / mean(un)
-
-
-def quality_rows(results: dict) -> list[dict]:
-    """Per direction and run: CE ratio (conditional / no input), decoded metric and its tokenizer ceiling."""
-    groups = _runs_by_base(results)
-    decoded = (results.get("generation") or {}).get("metrics") or {}
-    ceiling = results.get("tokenizer_ceiling") or {}
-    rows = []
-    for direction in results["config"]["directions"]:
-        destination = direction.split(":")[1]
-        metric, better = MAIN_METRIC.get(destination, (None, "lower"))
-        for base, names in groups.items():
-            ratio = _ratio(results, names, direction)
-            if ratio is None:
-                continue
-            value = (decoded.get(direction, {}).get(base) or {}).get(metric) if metric else None
-            bound = (ceiling.get(destination) or {}).get(CEILING_NAME.get(metric, metric)) if metric else None
-            rows.append(dict(direction=direction, run=base, role=results["runs"][names[0]]["role"],
-                             ratio=ratio,
-                             learned=ratio <= LEARNED_RATIO, metric=metric, better=better, value=value,
-                             ceiling=bound))
-    return rows
-
-
-def quality_notes(results: dict) -> list[str]:
-    """Plain words for each direction that the many-shot model has not learned (nothing to compare there)."""
-    notes = []
-    for row in translation_rows(results):
-        if not row["many_shot_learned"]:
-            notes.append(f"{row['direction'].replace(':', ' → ')}: the many-shot model is within "
-                         f"{1 - LEARNED_RATIO:.0%} of its no-input CE (ratio {row['many_shot_ratio']:.2f}): "
-                         "it has "
-                         "not learned this direction, so there is nothing to compare the zero-shot model "
-                         "with; no recovered fraction is computed (n/a).")
-    return notes
-
-
-def binding_rows(results: dict) -> list[dict]:
-    """Per binding set (label = number of binding modalities): zero-shot vs matched many-shot."""
-    groups = _runs_by_base(results)
-    rows = []
-    labels = sorted({info.get("label") for info in results["runs"].values()
-                     if info.get("label", "").isdigit()},
-                    key=int)
-    for label in labels:
-        zero, matched = _role_run(results, "zero-shot", label), _role_run(results, "many-shot", label)
-        if zero is None or matched is None:
-            continue
-        for direction in results["config"]["directions"]:
-            zs = _ce(results, groups[zero], direction)
-            ms = _ce(results, groups[matched], direction)
-            un = _ce(results, groups[zero], direction, "ce_unconditional")
-            seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
-            matched_ratio = _ratio(results, groups[matched], direction)
-            learned = matched_ratio is None or matched_ratio <= LEARNED_RATIO
-            rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
-                             unconditional=un, matched_ratio=matched_ratio,
-                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
-                                        for u, z, m in zip(un, zs, ms, strict=False)],
-                             rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
-    return rows
-
-
-def chained_rows(results: dict) -> list[dict]:
-    """Per chained figure: the zero-shot run's decoded metric direct and chained; many-shot direct."""
-    generation = results.get("generation") or {}
-    decoded = generation.get("metrics") or {}
-    rows = []
-    for direction, chain in (generation.get("chained") or {}).items():
-        metric, better = MAIN_METRIC.get(direction.split(":")[1], (None, None))
-        zero, many = _zero_shot_run(results, direction), _role_run(results, "many-shot")
-        if metric is None or zero is None:
-            continue
-
-        def value(metrics: dict, run: str | None, metric: str = metric) -> float | None:
-            return (metrics.get(run) or {}).get(metric) if run else None
-
-        chained, direct = value(chain["metrics"], zero), value(decoded.get(direction, {}), zero)
-        verdict = None  # True: chaining better by more than CHAIN_MARGIN; False: direct better; "tie"
-        if chained is not None and direct is not None:
-            gain = (direct - chained) if better == "lower" else (chained - direct)
-            verdict = "tie" if abs(gain) <= CHAIN_MARGIN * max(abs(direct), 1e-9) else gain > 0
-        rows.append({"direction": direction, "via": chain["via"], "run": zero, "metric": metric,
-                     "better": better, "chained": chained, "direct": direct,
-                     "many_shot": value(decoded.get(direction, {}), many), "chain_wins": verdict})
-    return rows
-
-
-def chained_lines(rows: list[dict]) -> list[str]:
-    lines = []
-    for row in rows:
-        if row["chain_wins"] is None:
-            continue
-        src, dst = row["direction"].split(":")
-        name = f"{src} → {row['via']} → {dst}"
-        if row["chain_wins"] == "tie":
-            lines.append(f"{name}: chained and direct zero-shot {src} → {dst} are within "
-                         f"{CHAIN_MARGIN:.0%} of each other ({row['metric']} {row['chained']:.3f} vs "
-                         f"{row['direct']:.3f}): no difference this report can tell.")
-        elif row["chain_wins"]:
-            lines.append(f"{name}: chaining through {row['via']} **beats** direct zero-shot {src} → {dst} "
-                         f"({row['metric']} {row['chained']:.3f} vs {row['direct']:.3f}): the model has "
-                         "learned two translations better than the one it was never shown, not a shared "
-                         "latent.")
-        else:
-            lines.append(f"{name}: direct zero-shot {src} → {dst} is at least as good as chaining through "
-                         f"{row['via']} ({row['metric']} {row['direct']:.3f} vs {row['chained']:.3f}).")
-    return lines
-
-
-def region_rows(results: dict) -> list[dict]:
-    """Per direction with a token split (objects / background of an image, content / template words of a
-    caption) and run: the CE ratio on each group and the focus group's share of the tokens."""
-    regions = results.get("regions") or {}
-    runs = results.get("runs") or {}
-    rows = []
-    for direction in results["config"]["directions"]:
-        for name, per_direction in regions.items():
-            row = per_direction.get(direction)
-            if not row or "groups" not in row:
-                continue
-            focus, rest = row["groups"]
-            if "ratio" not in row[focus] or "ratio" not in row[rest]:
-                continue
-            rows.append({"direction": direction, "run": name, "role": runs.get(name, {}).get("role", "?"),
-                         "focus": focus, "rest": rest, "focus_ratio": row[focus]["ratio"],
-                         "rest_ratio": row[rest]["ratio"], "focus_ce": row[focus]["ce"],
-                         "rest_ce": row[rest]["ce"], "focus_fraction": row["focus_fraction"],
-                         "num_samples": row["num_samples"]})
-    return rows
 
 
 def region_markdown(results: dict) -> list[str]:
@@ -301,96 +64,6 @@ def region_markdown(results: dict) -> list[str]:
                       f"{r['focus_ratio']:.2f}", f"{r['rest_ratio']:.2f}", f"{r['focus_fraction']:.2f}"]
                      for r in rows]), ""]
     return parts
-
-
-def findings(results: dict) -> list[str]:
-    """The study's findings, each checked on our numbers (holds / does not hold, with numbers)."""
-    lines = []
-    rows = translation_rows(results)
-    unlearned_rows = [r for r in rows if not r["many_shot_learned"]]
-    if unlearned_rows:
-        lines.append("Not judged where the many-shot model has not learned the direction (CE within "
-                     f"{1 - LEARNED_RATIO:.0%} of no input): "
-                     + ", ".join(f"{r['direction']} (ratio {r['many_shot_ratio']:.2f})"
-                                 for r in unlearned_rows) + ".")
-    rows = [r for r in rows if r["many_shot_learned"]]
-    if rows and any(row["many_shot"] for row in rows):
-        worse = [r for r in rows if r["zero_shot"] and r["many_shot"]
-                 and mean(r["zero_shot"]) > mean(r["many_shot"])]
-        verdict = "holds" if len(worse) == len(rows) else f"holds in {len(worse)} of {len(rows)} directions"
-        detail = "; ".join(f"{r['direction']}: {_fmt(r['zero_shot'])} vs {_fmt(r['many_shot'])}"
-                           for r in rows)
-        lines.append(f"Zero-shot CE is worse than many-shot in every direction: **{verdict}** ({detail}).")
-        per_seed = _seed_ordering(rows)
-        if per_seed:
-            lines.append(per_seed)
-    brows = [r for r in binding_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
-    if len(brows) >= 2:
-        values = [mean(r["zero_shot"]) for r in brows]
-        falling = all(b < a for a, b in zip(values, values[1:], strict=False))
-        detail = ", ".join(f"{r['binding']}: {v:.3f}" for r, v in zip(brows, values, strict=False))
-        lines.append(f"Zero-shot rgb->depth CE falls as binding modalities are added: "
-                     f"**{'holds' if falling else 'does not hold'}** ({detail}).")
-        steps = _binding_steps(brows)
-        if steps:
-            lines.append(steps)
-        zero = next((r for r in brows if r["binding"] == 0), None)
-        if zero and zero["recovered"]:
-            fraction = mean(zero["recovered"])
-            lines.append("With 0 binding modalities zero-shot is no better than no input (recovered "
-                         f"fraction <= 0.1): **{'holds' if fraction <= 0.1 else 'does not hold'}** "
-                         f"(recovered {fraction:.3f}; CE {mean(zero['zero_shot']):.3f} vs no input "
-                         f"{mean(zero['unconditional']):.3f}).")
-    recovered = {r["direction"]: mean(r["recovered"]) for r in rows if r["recovered"] and
-                 all(math.isfinite(x) for x in r["recovered"])}
-    unlearned = [r for r in translation_rows(results) if r["direction"] == "rgb:caption" and r["recovered"]
-                 and not all(math.isfinite(x) for x in r["recovered"])]
-    if unlearned:
-        row = unlearned[0]
-        lines.append("rgb->caption is the hardest direction: **cannot be judged here**: the many-shot model "
-                     f"is no better than no input on it (CE {mean(row['many_shot']):.3f} vs "
-                     f"{mean(row['unconditional']):.3f}"
-                     "), so no model learned this translation at this budget and its recovered fraction is "
-                     "undefined (n/a in the table).")
-    if "rgb:caption" in recovered and len(recovered) > 1:
-        hardest = min(recovered, key=recovered.get)
-        detail = ", ".join(f"{d}: {v:.2f}" for d, v in sorted(recovered.items(), key=lambda kv: kv[1]))
-        lines.append(f"rgb->caption is the hardest direction (lowest recovered fraction): "
-                     f"**{'holds' if hardest == 'rgb:caption' else 'does not hold'}** ({detail}).")
-    return lines
-
-
-def _binding_steps(brows: list[dict]) -> str:
-    """With 2+ seeds: each step's change of mean CE against the seeds' spread, and the per-seed verdicts."""
-    seeds = min(len(r["zero_shot"]) for r in brows)
-    if seeds < 2:
-        return ""
-    parts = []
-    for a, b in zip(brows, brows[1:], strict=False):
-        change = mean(b["zero_shot"]) - mean(a["zero_shot"])
-        spread = math.hypot(stdev(a["zero_shot"]), stdev(b["zero_shot"]))
-        verdict = "beyond the seed spread" if abs(change) > spread else "within the seed spread"
-        parts.append(f"{a['binding']}->{b['binding']}: {change:+.3f} (spread {spread:.3f}, {verdict})")
-    per_seed = [all(r2["zero_shot"][i] < r1["zero_shot"][i] for r1, r2 in zip(brows, brows[1:], strict=False))
-                for i in range(seeds)]
-    return (f"Step by step over {seeds} seeds, change of the mean zero-shot rgb->depth CE (spread = the "
-            f"seeds' standard deviations of both ends, combined): {'; '.join(parts)}. It falls at every step "
-            f"in {sum(per_seed)} of {seeds} seeds.")
-
-
-def _seed_ordering(rows: list[dict]) -> str:
-    broken = []
-    seeds = max((len(r["zero_shot"]) for r in rows), default=0)
-    if seeds < 2:
-        return ""
-    for row in rows:
-        for index, (z, m) in enumerate(zip(row["zero_shot"], row["many_shot"], strict=False)):
-            if not z > m:
-                broken.append(f"{row['direction']} seed {index}")
-    if not broken:
-        return (f"The ordering zero-shot > many-shot holds in every one of the {seeds} seeds, "
-                "in every direction.")
-    return f"The ordering zero-shot > many-shot does not hold in: {', '.join(broken)}."
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -618,4 +291,3 @@ def write_report(recipe_dir: Path) -> Path:
     report = recipe_dir / "report.md"
     atomic_write_text(report, render_markdown(results, figures))
     return report
-

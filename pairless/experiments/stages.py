@@ -37,7 +37,8 @@ from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.run import without_added_options
-from pairless.training.train import SNAPSHOT_FILE, TrainConfig, snapshot_folder, train
+from pairless.training.saving import SNAPSHOT_FILE, snapshot_folder
+from pairless.training.train import TrainConfig, train
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json
 from pairless.utils.threads import choose_threads
 from pairless.world.dataset import WorldConfig, write_world

@@ -17,7 +17,8 @@ learning rate follows it: linear warmup, then cosine down to a floor. The
 peak rate scales with the batch like 4M: ``lr = base_lr * batch_size / 256``.
 Multi-process: ``torchrun --nproc-per-node 2 -m pairless train ...``. The loop is
 :func:`train`, read top to bottom: ``_start`` (data, model, optimizer),
-``_restore`` (a checkpoint), then ``_step`` / ``_log`` / ``_save`` per step, and ``_finish``.
+``saving.restore`` (a checkpoint), then ``_step`` / ``_log`` / ``saving.save`` per step, and
+``saving.finish`` (:mod:`pairless.training.saving`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
@@ -39,23 +37,11 @@ from tqdm import tqdm
 from pairless import model as model_module
 from pairless.config import Config, ConfigError
 from pairless.model import ModelConfig
-from pairless.training import distributed, masking
-from pairless.training.checkpoint import (
-    MODEL_FILE,
-    STATE_FILE,
-    TrainingState,
-    checkpoint_name,
-    read_state,
-    save_checkpoint,
-    shard_file,
-    write_state,
-)
+from pairless.training import distributed, masking, saving
 from pairless.training.data import (
     DROPOUT_STREAM,
     INIT_STREAM,
     BatchSource,
-    SampleOrder,
-    TrainingData,
     derive_seed,
     slice_batch,
     tokens_per_modality,
@@ -67,19 +53,17 @@ from pairless.training.run import (
     StepStatistics,
     StopRequest,
     TrainingDiverged,
-    TrainingInterrupted,
     check_finite,
     check_same_run,
     find_resume_checkpoint,
     last_good_checkpoint,
     write_config,
 )
+from pairless.training.session import Progress, Session, budget_spent, wall_seconds
 from pairless.training.setup import initialise_from, training_data
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete, mark_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, is_complete
 
 PAIRED_IDS_FILE = "paired_ids.json"
-SNAPSHOTS = "snapshots"  # RUN/snapshots/<fraction>/: the weights along training (TrainConfig.snapshots)
-SNAPSHOT_FILE = "snapshot.json"  # written last into a snapshot folder: fraction, step, tokens
 
 
 class TrainConfig(Config):
@@ -236,53 +220,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         distributed.teardown(context)
 
 
-@dataclass
-class Session:
-    """What one training session works with (built by :func:`_start`)."""
-
-    config: TrainConfig
-    context: distributed.ProcessContext
-    run: Path
-    data: TrainingData
-    order: SampleOrder
-    batches: BatchSource
-    model: model_module.FourM
-    optimizer: torch.optim.AdamW
-    slices: list[tuple[int, int]]  # this process's micro-batches of the global batch
-    started: float  # time.perf_counter() when the session began
-
-    @property
-    def sharded(self) -> bool:
-        """Whether the model is sharded over the processes (FSDP; :func:`distributed.shard_model`)."""
-        return self.config.distributed == "fsdp" and self.context.is_distributed
-
-
-@dataclass
-class Progress:
-    """Where the run stands: what a checkpoint stores and a resumed session starts from."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    elapsed_before: float = 0.0  # wall seconds of the earlier sessions
-    loss: float = float("nan")  # the last step's mean loss
-    modality_tokens: np.ndarray | None = None  # int64 [M]: valid input + target tokens seen per modality
-
-
-def budget_spent(config: TrainConfig, modalities: list[str], progress: Progress) -> int:
-    """Tokens counted against ``total_tokens``: all tokens seen, or those of ``budget_modalities``."""
-    if config.budget_modalities is None:
-        return progress.tokens_seen
-    missing = [name for name in config.budget_modalities if name not in modalities]
-    if missing:
-        raise ConfigError(f"budget_modalities: {', '.join(missing)} not among the trained modalities "
-                          f"({', '.join(modalities)})")
-    return int(sum(progress.modality_tokens[modalities.index(name)] for name in config.budget_modalities))
-
-
 def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
            stop_request: StopRequest) -> Path:
     session = _start(config, context, run)
-    progress = _restore(session, find_resume_checkpoint(run, config, resume, context))
+    progress = saving.restore(session, find_resume_checkpoint(run, config, resume, context))
     network = distributed.wrap_model(session.model, context)
     log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
@@ -309,14 +250,14 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                 log.write(step=progress.step, tokens=progress.tokens_seen, loss=progress.loss,
                           losses=stats.modality_means(session.data.modalities), lr=lr, grad_norm=grad_norm,
-                          tokens_per_second=speed, seconds=_wall_seconds(session, progress))
+                          tokens_per_second=speed, seconds=wall_seconds(session, progress))
                 bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
             for fraction in config.snapshots:
                 if before < fraction * config.total_tokens <= spent():
-                    save_snapshot(session, progress, fraction)
+                    saving.save_snapshot(session, progress, fraction)
             if progress.step % config.checkpoint_every == 0:
-                _save(session, progress, "periodic")
+                saving.save(session, progress, "periodic")
                 last_saved = progress.step
             if stats.stop > 0:
                 # the signal may have reached another process only
@@ -326,7 +267,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         bar.close()
         session.batches.close()
         log.close()  # before COMPLETE.json, whose content hash covers the TensorBoard files
-    return _finish(session, progress, last_saved, stopped_by, steps_this_session)
+    return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
 
 
 def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) -> Session:
@@ -345,49 +286,6 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
         distributed.shard_model(model, context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
                    started)
-
-
-def _restore(session: Session, checkpoint: Path | None) -> Progress:
-    """Continue exactly where ``checkpoint`` stopped: weights, AdamW moments, step, tokens, RNG.
-
-    No checkpoint (None): a fresh start.
-    """
-    modalities, context = session.data.modalities, session.context
-    if checkpoint is None:
-        return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
-    state = read_state(checkpoint / STATE_FILE)
-    weights = model_module.load_model(checkpoint / MODEL_FILE).state_dict()
-    if session.sharded:
-        saved = state.info.get("world_size")
-        if state.info.get("distributed") != "fsdp" or saved != context.world_size:
-            raise ValueError(f"{checkpoint}: written by {saved} {state.info.get('distributed', 'ddp')} "
-                             f"process(es); a sharded run resumes with the same number of processes "
-                             f"({context.world_size} now)")
-        distributed.load_full_state_dict(session.model, weights)
-        shard = read_state(checkpoint / shard_file(context.rank))
-        session.optimizer.load_state_dict(_sharded_optimizer_state(session.optimizer, shard.optimizer))
-    else:
-        session.model.load_state_dict(weights)
-        session.optimizer.load_state_dict(state.optimizer)
-    torch.set_rng_state(state.rng["torch_cpu"])
-    progress = Progress(
-        step=state.step, tokens_seen=state.tokens_seen,
-        elapsed_before=float(state.info.get("wall_seconds", 0.0)),
-        loss=float(state.info.get("loss", float("nan"))),
-        modality_tokens=np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64))
-    threads = state.info.get("threads")
-    if threads is not None and session.config.num_threads is None and context.device.type == "cpu":
-        # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
-        # whatever the machine's load is now (``train`` restores the caller's count afterwards).
-        torch.set_num_threads(int(threads))
-    if context.is_main and threads not in (None, torch.get_num_threads()):
-        print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
-              f"{threads}; the losses will differ from an uninterrupted run in the last bits",
-              file=sys.stderr)
-    if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
-        raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per "
-                         f"epoch, now {session.order.batches_per_epoch} (different shards or batch_size)")
-    return progress
 
 
 def _step(session: Session, network: torch.nn.Module, progress: Progress,
@@ -440,130 +338,3 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     micro_steps = len(session.slices) * context.world_size  # micro-batches per optimizer step, all processes
     progress.loss = float(stats.loss) / micro_steps
     return stats, float(grad_norm), lr, step_tokens
-
-
-def _wall_seconds(session: Session, progress: Progress) -> float:
-    return progress.elapsed_before + time.perf_counter() - session.started
-
-
-def snapshot_folder(run: Path, fraction: float) -> Path:
-    """Where ``snapshots`` keeps the weights at ``fraction`` of the budget: a folder that reads like a run
-    (config.json, model.safetensors), complete once ``snapshot.json`` is written (last)."""
-    return Path(run) / SNAPSHOTS / f"{fraction:g}"
-
-
-def save_snapshot(session: Session, progress: Progress, fraction: float) -> None:
-    """The weights as they stand, into :func:`snapshot_folder` (rank 0 writes; a sharded model is gathered
-    by every process)."""
-    weights = distributed.full_state_dict(session.model) if session.sharded else None  # a collective
-    if not session.context.is_main:
-        return
-    folder = snapshot_folder(session.run, fraction)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_config(folder, session.config)
-    model_module.save_model(folder / MODEL_FILE, session.model, weights)
-    atomic_write_json(folder / SNAPSHOT_FILE, {"fraction": fraction, "step": progress.step,
-                                               "tokens": progress.tokens_seen,
-                                               "budget_spent": budget_spent(session.config,
-                                                                            session.data.modalities,
-                                                                            progress)})
-
-
-def _local_optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
-    """The optimizer's state dict with each DTensor (a sharded model's moments) as this process's shard."""
-    state = optimizer.state_dict()
-    return {**state, "state": {index: {key: value.to_local() if hasattr(value, "to_local") else value
-                                       for key, value in entries.items()}
-                               for index, entries in state["state"].items()}}
-
-
-def _sharded_optimizer_state(optimizer: torch.optim.Optimizer, local: dict) -> dict:
-    """The inverse of :func:`_local_optimizer_state`: each shard wrapped as a DTensor like its parameter."""
-    from torch.distributed.tensor import DTensor
-
-    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
-    state = {}
-    for index, entries in local["state"].items():
-        parameter = parameters[int(index)]
-        state[index] = {key: DTensor.from_local(value, parameter.device_mesh, parameter.placements,
-                                                shape=parameter.shape, stride=parameter.stride())
-                        if isinstance(parameter, DTensor) and isinstance(value, torch.Tensor)
-                        and value.dim() > 0 else value
-                        for key, value in entries.items()}
-    return {**local, "state": state}
-
-
-def _save(session: Session, progress: Progress, reason: str) -> Path | None:
-    """A checkpoint of the run as it stands (rank 0 writes it; the others return None).
-
-    A sharded (FSDP) run: every process takes part in gathering the weights (one model.safetensors, as
-    for any run) and writes its optimizer shard (``state.rankNNNNN.safetensors``) into a pending folder,
-    which rank 0 moves into the checkpoint before publishing it.
-    """
-    context = session.context
-    sharded = session.sharded
-    weights = distributed.full_state_dict(session.model) if sharded else None  # a collective
-    shards: dict[str, Path] = {}
-    if sharded:
-        pending = session.run / "checkpoints" / f".pending-{checkpoint_name(progress.step)}"
-        pending.mkdir(parents=True, exist_ok=True)
-        mine = pending / shard_file(context.rank)
-        write_state(mine, TrainingState(progress.step, progress.tokens_seen,
-                                        _local_optimizer_state(session.optimizer)))
-        distributed.barrier(context)
-        shards = {shard_file(rank): pending / shard_file(rank) for rank in range(context.world_size)}
-    if not context.is_main:
-        if sharded:
-            distributed.barrier(context)  # until rank 0 has published the checkpoint
-        return None
-    modalities, model = session.data.modalities, session.model
-    info = {"wall_seconds": _wall_seconds(session, progress), "reason": reason, "loss": progress.loss,
-            "batches_per_epoch": session.order.batches_per_epoch,
-            "data_position": list(session.order.position(progress.step)),
-            "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
-            "world_size": session.context.world_size, "threads": torch.get_num_threads(),
-            "config_hash": config_hash(session.config), "distributed": session.config.distributed}
-    # a sharded run keeps its optimizer in the per-process shard files
-    optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
-        else session.optimizer.state_dict()
-    rng = {"torch_cpu": torch.get_rng_state()}
-    state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
-    saved = save_checkpoint(session.run / "checkpoints", state,
-                            lambda path: model_module.save_model(path, model, weights),
-                            keep=session.config.keep_checkpoints, extra=shards)
-    if sharded:
-        pending.rmdir()
-        distributed.barrier(context)
-    return saved
-
-
-def _finish(session: Session, progress: Progress, last_saved: int, stopped_by: int,
-            steps_this_session: int) -> Path:
-    """The last checkpoint; then, when the budget is spent, the final weights and ``COMPLETE.json``."""
-    config, context, run = session.config, session.context, session.run
-    finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
-    if progress.step != last_saved:
-        _save(session, progress, "final" if finished else "stopped")
-    # gathering the weights is a collective: every process takes part, rank 0 writes them
-    weights = distributed.full_state_dict(session.model) if session.sharded and finished else None
-    if stopped_by and not finished:
-        raise TrainingInterrupted(f"stopped by {signal.Signals(stopped_by).name} after step {progress.step} "
-                                  f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens), checkpoint "
-                                  f"written; continue with --resume", stopped_by)
-    if not context.is_main:
-        return run
-    if not finished:
-        print(f"pairless train: stopped after {steps_this_session} steps at step {progress.step} "
-              f"({progress.tokens_seen:,} of {config.total_tokens:,} tokens); continue with --resume")
-        return run
-    model_module.save_model(run / MODEL_FILE, session.model, weights)  # atomic (pairless.utils.storage)
-    wall = _wall_seconds(session, progress)
-    modalities = session.data.modalities
-    mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
-                        "wall_seconds": wall, "world_size": context.world_size,
-                        "config_hash": config_hash(config),
-                        "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
-                                                        strict=True))})
-    print(f"pairless train: done, {progress.step} steps, {progress.tokens_seen:,} tokens, "
-          f"final loss {progress.loss:.4f}, {wall:.0f} s -> {run}")
-    return run

@@ -11,13 +11,8 @@ import math
 import pytest
 
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import (
-    findings,
-    quality_rows,
-    recovered_fraction,
-    translation_rows,
-    write_report,
-)
+from pairless.experiments.report import write_report
+from pairless.experiments.tables import findings, quality_rows, recovered_fraction, translation_rows
 
 
 def test_recovered_fraction():
@@ -142,7 +137,7 @@ def test_quality_bar_shows_ratio_and_ceiling_and_refuses_a_fraction_of_no_gap(tm
 
 
 def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin():
-    from pairless.experiments.report import CHAIN_MARGIN, chained_lines, chained_rows
+    from pairless.experiments.tables import CHAIN_MARGIN, chained_lines, chained_rows
 
     def results(chained_value, direct_value, dst="depth"):
         runs = {"zs": {"role": "zero-shot", "withheld": [["rgb", dst]], "universe": None, "label": dst},

@@ -22,13 +22,8 @@ from pairless.training.checkpoint import (
     list_checkpoints,
     read_state,
 )
-from pairless.training.train import (
-    TrainConfig,
-    TrainingDiverged,
-    TrainingInterrupted,
-    learning_rate,
-    train,
-)
+from pairless.training.run import TrainingDiverged, TrainingInterrupted
+from pairless.training.train import TrainConfig, learning_rate, train
 from pairless.utils.storage import FolderLock, is_complete, read_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -231,7 +226,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor(tmp_path):
 
 
 def test_snapshots_keep_the_weights_of_that_step_and_change_nothing_else(shards, tmp_path):
-    from pairless.training.train import SNAPSHOT_FILE, snapshot_folder
+    from pairless.training.saving import SNAPSHOT_FILE, snapshot_folder
 
     run = train(config(shards, tmp_path / "with", snapshots=[0.25, 0.5]))
     plain = train(config(shards, tmp_path / "without"))
