@@ -10,7 +10,8 @@ normal      angular_error (mean degrees), within_11.25 (fraction of pixels)
 semseg      miou, pixel_accuracy
 rgb         psnr (dB, mean over images), ssim (torchmetrics)
 det         map_50 (mean average precision at IoU 0.5, COCO rule, :func:`average_precision`)
-caption     bleu4 (torchmetrics, corpus level); fact_accuracy when scenes are given
+caption     bleu4 (torchmetrics, corpus level); with scenes: fact_accuracy and which claimed colours, shapes and
+            counts hold, also on mismatched scenes (world.captions.attribute_accuracy)
 embed       cosine
 ==========  ===================================================================
 
@@ -143,10 +144,11 @@ def caption_metrics(prediction: list[str], target: list[str],
                     scenes: Sequence[dict | None] | None = None) -> dict:
     out = {"bleu4": float(bleu_score(list(prediction), [[text] for text in target], n_gram=4))}
     if scenes is not None and any(scene is not None for scene in scenes):
-        from pairless.world.captions import fact_accuracy
+        from pairless.world.captions import attribute_accuracy, fact_accuracy
 
-        scored = [fact_accuracy(text, scene) for text, scene in zip(prediction, scenes, strict=True) if scene]
-        out["fact_accuracy"] = float(np.mean(scored))
+        known = [(text, scene) for text, scene in zip(prediction, scenes, strict=True) if scene]
+        out["fact_accuracy"] = float(np.mean([fact_accuracy(text, scene) for text, scene in known]))
+        out.update(attribute_accuracy([text for text, _ in known], [scene for _, scene in known]))
     return out
 
 

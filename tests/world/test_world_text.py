@@ -159,3 +159,21 @@ def test_fact_accuracy_is_the_fraction_of_true_claims():
     assert fact_accuracy("the blue cube is behind the red sphere.", scene) == 1.0
     assert fact_accuracy("the blue cube is in front of the red sphere.", scene) == 0.0
     assert fact_accuracy("two spheres.", scene) == 0.0  # a bare plural claims at least two
+
+
+def test_attribute_accuracy_tells_captions_of_their_own_scene_from_mismatched_ones(world):
+    from pairless.inference.decoded_metrics import caption_metrics
+    from pairless.world.captions import attribute_accuracy
+
+    columns, scenes = world
+    captions = list(columns["caption"])
+    own = attribute_accuracy(captions, scenes)
+    assert own["colour_claims_true"] == own["shape_claims_true"] == own["count_claims_true"] == 1.0
+    assert own["colour_claims_true_mismatched"] < 0.8
+    assert own["count_claims_true_mismatched"] < 0.6
+    # a caption that names a colour no object has is a false colour claim, on any scene
+    absent = [_corrupt_colour(caption, scene) for caption, scene in zip(captions, scenes, strict=True)]
+    assert attribute_accuracy(absent, scenes)["colour_claims_true"] < 1.0
+    scored = caption_metrics(captions, captions, scenes)
+    assert scored["fact_accuracy"] == 1.0 and scored["colour_claims_true"] == 1.0
+    assert attribute_accuracy(captions[:1], scenes[:1]) == {}
