@@ -10,8 +10,8 @@ normal      angular_error (mean degrees), within_11.25 (fraction of pixels)
 semseg      miou, pixel_accuracy
 rgb         psnr (dB, mean over images), ssim (torchmetrics)
 det         map_50 (mean average precision at IoU 0.5, COCO rule, :func:`average_precision`)
-caption     bleu4 (torchmetrics, corpus level); with scenes: fact_accuracy and which claimed colours, shapes and
-            counts hold, also on mismatched scenes (world.captions.attribute_accuracy)
+caption     bleu4 (torchmetrics, corpus level); with scenes: fact_accuracy and which claimed colours,
+            shapes and counts hold, also on mismatched scenes (world.captions.attribute_accuracy)
 embed       cosine
 ==========  ===================================================================
 
