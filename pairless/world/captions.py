@@ -210,30 +210,26 @@ def fact_accuracy(text: str, scene: dict) -> float:
     return sum(fact.holds(scene) for fact in facts) / len(facts)
 
 
-
 def attribute_accuracy(texts: list[str], scenes: list[dict]) -> dict[str, float]:
     """Which parts of the captions come from their scenes: the fraction of claimed object colours present
     in the scene, of claimed shapes present, and of count claims right; each also against a mismatched
     scene (every caption scored on the next sample's scene), the level a caption that ignores its image
     reaches. A kind no caption claims is left out."""
-    def fractions(paired_scenes: list[dict]) -> dict[str, list[bool]]:
+    if len(texts) < 2:
+        return {}
+    claims = [parse_caption(text) for text in texts]  # parsed once, scored on both pairings
+    out = {}
+    for suffix, paired in (("", list(scenes)), ("_mismatched", [*scenes[1:], scenes[0]])):
         found: dict[str, list[bool]] = {"colour": [], "shape": [], "count": []}
-        for text, scene in zip(texts, paired_scenes, strict=True):
+        for facts, scene in zip(claims, paired, strict=True):
             objects = scene["objects"]
-            for fact in parse_caption(text):
+            for fact in facts:
                 if fact.kind == "count":
                     found["count"].append(fact.holds(scene))
                 elif fact.kind == "object":
                     found["shape"].append(any(obj["shape"] == fact.subject.shape for obj in objects))
                     if fact.subject.colour is not None:
                         found["colour"].append(any(obj["colour"] == fact.subject.colour for obj in objects))
-        return found
-
-    out = {}
-    if len(texts) < 2:
-        return out
-    for suffix, paired in (("", scenes), ("_mismatched", scenes[1:] + scenes[:1])):
-        for kind, hits in fractions(list(paired)).items():
-            if hits:
-                out[f"{kind}_claims_true{suffix}"] = float(np.mean(hits))
+        out.update({f"{kind}_claims_true{suffix}": float(np.mean(hits))
+                    for kind, hits in found.items() if hits})
     return out
