@@ -15,12 +15,12 @@ from statistics import mean
 from pairless.experiments.report import _table, pyplot, save_figure
 from pairless.experiments.tables import (
     LEARNED_RATIO,
-    _ce,
-    _fmt,
-    _ratio,
-    _role_run,
-    _runs_by_base,
+    ce_ratio,
+    ce_values,
+    mean_sd,
     recovered_fraction,
+    role_run,
+    runs_by_base,
     unlearned_note,
 )
 
@@ -31,7 +31,7 @@ NEGLIGIBLE = 0.01
 def _adapters(results: dict) -> list[str]:
     """Base names of the adapter runs, in the recipe's order."""
     return [stage["name"] for stage in results["config"].get("adapters", [])
-            if stage["name"] in _runs_by_base(results)]
+            if stage["name"] in runs_by_base(results)]
 
 
 def adapter_rows(results: dict) -> list[dict]:
@@ -39,21 +39,21 @@ def adapter_rows(results: dict) -> list[dict]:
     adapters = _adapters(results)
     if not adapters:
         return []
-    groups = _runs_by_base(results)
-    reference = _role_run(results, "many-shot")
+    groups = runs_by_base(results)
+    reference = role_run(results, "many-shot")
     stages = {stage["name"]: stage for stage in results["config"]["adapters"]}
     rows = []
     for direction in results["config"]["directions"]:
         src, dst = direction.split(":")
         first = stages[adapters[0]]
         anchor_pair = {first["anchor"], first["modality"]} == {src, dst}
-        start = _ce(results, groups.get(reference, []), direction)
-        unconditional = _ce(results, groups[adapters[0]], direction, "ce_unconditional")
-        ratio = _ratio(results, groups[reference], direction) if reference in groups else None
+        start = ce_values(results, groups.get(reference, []), direction)
+        unconditional = ce_values(results, groups[adapters[0]], direction, "ce_unconditional")
+        ratio = ce_ratio(results, groups[reference], direction) if reference in groups else None
         learned = ratio is None or ratio <= LEARNED_RATIO
         per_adapter = {}
         for name in adapters:
-            values = _ce(results, groups[name], direction)
+            values = ce_values(results, groups[name], direction)
             recovered = [recovered_fraction(u, value, mean(start)) if learned and start else float("nan")
                          for u, value in zip(unconditional, values, strict=False)]
             per_adapter[name] = {"ce": values, "recovered": recovered}
@@ -69,7 +69,7 @@ def summary(results: dict) -> dict:
     info = {name: {key: results["runs"][name].get(key) for key in
                    ("trainable_parameters", "model_parameters", "trainable_fraction", "train_seconds",
                     "structure_weight", "frozen_hash", "base_hash")}
-            for names in _runs_by_base(results).values() for name in names
+            for names in runs_by_base(results).values() for name in names
             if results["runs"][name]["role"] == "adapter"}
     return {"rows": rows, "adapters": info}
 
@@ -101,9 +101,9 @@ def markdown(results: dict) -> list[str]:
     headers = ["Task", "seen by the adapter"] + [f"{name}: CE" for name in adapters] + [
         "from the start", "no input"] + [f"{name}: recovered" for name in adapters]
     table = [[r["direction"].replace(":", " → "), "yes (anchor)" if r["seen_by_adapter"] else "no"]
-             + [_fmt(r["adapters"][name]["ce"]) for name in adapters]
-             + [_fmt(r["from_start"]), _fmt(r["unconditional"])]
-             + [_fmt(r["adapters"][name]["recovered"], 2) for name in adapters] for r in rows]
+             + [mean_sd(r["adapters"][name]["ce"]) for name in adapters]
+             + [mean_sd(r["from_start"]), mean_sd(r["unconditional"])]
+             + [mean_sd(r["adapters"][name]["recovered"], 2) for name in adapters] for r in rows]
     parts += [_table(headers, table), ""]
     unseen = [r for r in rows if not r["seen_by_adapter"]]
     if len(adapters) > 1 and unseen:

@@ -14,12 +14,12 @@ from statistics import mean, stdev
 from pairless.experiments.report import _table, pyplot, save_figure
 from pairless.experiments.tables import (
     LEARNED_RATIO,
-    _ce,
-    _fmt,
-    _ratio,
-    _role_run,
-    _runs_by_base,
+    ce_ratio,
+    ce_values,
+    mean_sd,
     recovered_fraction,
+    role_run,
+    runs_by_base,
 )
 
 PREFIX = "binder:"
@@ -27,7 +27,7 @@ PREFIX = "binder:"
 
 def strength_rows(results: dict) -> list[dict]:
     """Per binder (in the recipe's order) and direction: zero-shot, matched many-shot, no input, recovered."""
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     labels = []
     for run in results["config"]["runs"]:
         label = run.get("label", "")
@@ -35,13 +35,14 @@ def strength_rows(results: dict) -> list[dict]:
             labels.append(label)
     rows = []
     for label in labels:
-        zero, matched = _role_run(results, "zero-shot", label), _role_run(results, "many-shot", label)
+        zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
         for direction in results["config"]["directions"]:
-            zs, ms = _ce(results, groups[zero], direction), _ce(results, groups[matched], direction)
-            un = _ce(results, groups[zero], direction, "ce_unconditional")
-            ratio = _ratio(results, groups[matched], direction)
+            zs = ce_values(results, groups[zero], direction)
+            ms = ce_values(results, groups[matched], direction)
+            un = ce_values(results, groups[zero], direction, "ce_unconditional")
+            ratio = ce_ratio(results, groups[matched], direction)
             learned = ratio is None or ratio <= LEARNED_RATIO
             rows.append(dict(binder=label[len(PREFIX):], direction=direction, zero_shot=zs,
                              matched_many_shot=ms, unconditional=un, matched_ratio=ratio,
@@ -58,8 +59,9 @@ def markdown(results: dict) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
-    table = [[r["binder"], r["direction"].replace(":", " → "), _fmt(r["zero_shot"]),
-              _fmt(r["matched_many_shot"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2)] for r in rows]
+    table = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+              mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2)]
+             for r in rows]
     parts = ["## Binding strength: one binding modality, strong to weak", "",
              "rgb and depth never together; each zero-shot model has one binding modality (none, normal: the "
              "geometry; semseg: where the objects are; embed: a global feature vector, no layout) and a "

@@ -13,7 +13,14 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from pairless.experiments.report import _num, _table, pyplot, save_figure
-from pairless.experiments.tables import LEARNED_RATIO, MAIN_METRIC, _ce, _fmt, _ratio, _runs_by_base
+from pairless.experiments.tables import (
+    LEARNED_RATIO,
+    MAIN_METRIC,
+    ce_ratio,
+    ce_values,
+    mean_sd,
+    runs_by_base,
+)
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
@@ -52,7 +59,7 @@ def curve_rows(results: dict) -> list[dict]:
     found = curve_runs(results)
     if found is None:
         return []
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     decoded = (results.get("generation") or {}).get("metrics") or {}
     rows = []
     for direction in results["config"]["directions"]:
@@ -62,7 +69,7 @@ def curve_rows(results: dict) -> list[dict]:
         metric = MAIN_METRIC.get(dst, (None, "lower"))[0]
 
         def values(run, key="ce", direction=direction):
-            return _ce(results, groups.get(run, []), direction, key) if run else []
+            return ce_values(results, groups.get(run, []), direction, key) if run else []
 
         def scored(run, direction=direction, metric=metric):
             return (decoded.get(direction, {}).get(run) or {}).get(metric) if run and metric else None
@@ -119,7 +126,7 @@ def exchange_sentence(results: dict, direction: str, rows: list[dict] | None = N
     arrow = direction.replace(":", " → ")
     head = f"Exchange rate ({arrow}): "
     many = next((row["run"] for row in rows if row["k"] == ALL), None)
-    ratio = _ratio(results, _runs_by_base(results).get(many, []), direction) if many else None
+    ratio = ce_ratio(results, runs_by_base(results).get(many, []), direction) if many else None
     if ratio is not None and ratio > LEARNED_RATIO:
         sentence = (head + f"the many-shot model has not learned this direction (CE ratio {ratio:.2f}, above "
                     f"{LEARNED_RATIO:.2f}), so there is nothing to exchange.")
@@ -220,8 +227,8 @@ def markdown(results: dict) -> list[str]:
         metric = row["metric"]
         scored = metric and (row["decoded"] is not None or row["paired_only_decoded"] is not None)
         decoded = f"{metric} {_num(row['decoded'])} / {_num(row['paired_only_decoded'])}" if scored else "–"
-        table.append([str(row["k"]), row["direction"].replace(":", " → "), _fmt(row["few_shot"]),
-                      _fmt(row["paired_only"]), _fmt(row["unconditional"]), decoded])
+        table.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
+                      mean_sd(row["paired_only"]), mean_sd(row["unconditional"]), decoded])
     parts += [_table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
                       "Decoded (few-shot / paired-only)"], table), ""]
     parts += [f"- {line}" for line in statements(results, rows)] + [""]

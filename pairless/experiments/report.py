@@ -18,11 +18,11 @@ from statistics import mean, stdev
 
 from pairless.experiments.tables import (
     LEARNED_RATIO,
-    _fmt,
     binding_rows,
     chained_lines,
     chained_rows,
     findings,
+    mean_sd,
     quality_notes,
     quality_rows,
     region_rows,
@@ -91,8 +91,9 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         on_world = not results["config"].get("data")  # the study's numbers are for its own world only
         for r in rows:
             paper = PAPER_TABLE_I.get(r["direction"]) if on_world else None
-            table.append([r["direction"].replace(":", " → "), _fmt(r["zero_shot"]), _fmt(r["many_shot"]),
-                          _fmt(r["larger"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
+            table.append([r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+                          mean_sd(r["many_shot"]), mean_sd(r["larger"]), mean_sd(r["unconditional"]),
+                          mean_sd(r["recovered"], 2),
                           " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
         parts += [_table(["Task", "0-shot", "Many-shot", "Larger", "No input", "Recovered",
                           "Study 0-shot / many / 4M-L"], table), ""]
@@ -116,8 +117,8 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                   "Each binding set trains a zero-shot model (rgb and depth never together) and a *matched* "
                   "many-shot model on the same restricted universe, so that the recovered fraction separates "
                   "binding from how often rgb and depth are seen.", ""]
-        table = [[str(r["binding"]), r["direction"].replace(":", " → "), _fmt(r["zero_shot"]),
-                  _fmt(r["matched_many_shot"]), _fmt(r["unconditional"]), _fmt(r["recovered"], 2),
+        table = [[str(r["binding"]), r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+                  mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2),
                   _tokens(r["rgb_tokens"]), _tokens(r["depth_tokens"]),
                   f"{PAPER_TABLE_II[r['binding']]:.2f}"
                   if r["direction"] == "rgb:depth" and r["binding"] in PAPER_TABLE_II else "–"]

@@ -4,8 +4,8 @@ Each builder reads results.json (as a dict) and returns plain rows (one dict
 per direction, run or binding set) or sentences; :mod:`pairless.experiments.report`
 renders them as markdown tables and figures and writes them to summary.json.
 :func:`findings` checks each of the study's findings against our numbers and
-states it as holding or not, with the numbers. The helpers here (``_ce``,
-``_ratio``, ``_role_run``, ...) are shared by the report's other sections.
+states it as holding or not, with the numbers. The helpers here (``ce_values``,
+``ce_ratio``, ``role_run``, ...) are shared by the report's other sections.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_sho
     return (ce_unconditional - ce_zero_shot) / gap
 
 
-def _runs_by_base(results: dict) -> dict[str, list[str]]:
+def runs_by_base(results: dict) -> dict[str, list[str]]:
     """Base run name -> the names of its seeds (``name``, ``name@s1``, ...)."""
     groups: dict[str, list[str]] = {}
     for name in results["runs"]:
@@ -52,7 +52,7 @@ def _runs_by_base(results: dict) -> dict[str, list[str]]:
     return groups
 
 
-def _ce(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
+def ce_values(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
     values = []
     for name in run_names:
         entry = results["evals"].get(name, {}).get(direction)
@@ -61,7 +61,8 @@ def _ce(results: dict, run_names: list[str], direction: str, key: str = "ce") ->
     return values
 
 
-def _fmt(values: list[float], digits: int = 3) -> str:
+def mean_sd(values: list[float], digits: int = 3) -> str:
+    """``values`` as a table cell: the one value, or mean ± standard deviation over seeds; – when none."""
     if not values:
         return "–"
     if not all(math.isfinite(value) for value in values):
@@ -79,7 +80,7 @@ def _full_universe_first(results: dict) -> list[tuple[str, dict]]:
     set); the Table I rows compare the zero-shot and many-shot runs that see every modality, not a
     restricted universe's run against the full many-shot model (which they once did).
     """
-    runs = [(base, results["runs"][names[0]]) for base, names in _runs_by_base(results).items()]
+    runs = [(base, results["runs"][names[0]]) for base, names in runs_by_base(results).items()]
     return sorted(runs, key=lambda item: item[1].get("universe") is not None)
 
 
@@ -94,7 +95,7 @@ def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> s
     return None
 
 
-def _role_run(results: dict, role: str, label: str | None = None) -> str | None:
+def role_run(results: dict, role: str, label: str | None = None) -> str | None:
     for base, info in _full_universe_first(results):
         if info["role"] == role and (label is None or info.get("label") == label):
             return base
@@ -103,18 +104,18 @@ def _role_run(results: dict, role: str, label: str | None = None) -> str | None:
 
 def translation_rows(results: dict) -> list[dict]:
     """One row per direction: zero-shot, many-shot, larger, no-input CE, recovered fraction (with seeds)."""
-    groups = _runs_by_base(results)
-    many, larger = _role_run(results, "many-shot"), _role_run(results, "larger")
+    groups = runs_by_base(results)
+    many, larger = role_run(results, "many-shot"), role_run(results, "larger")
     rows = []
     for direction in results["config"]["directions"]:
         zero = _zero_shot_run(results, direction)
         if zero is None:
             continue
-        zs = _ce(results, groups[zero], direction)
-        ms = _ce(results, groups[many], direction) if many else []
-        lg = _ce(results, groups[larger], direction) if larger else []
-        un = _ce(results, groups[zero], direction, "ce_unconditional")
-        many_ratio = _ratio(results, groups[many], direction) if many else None
+        zs = ce_values(results, groups[zero], direction)
+        ms = ce_values(results, groups[many], direction) if many else []
+        lg = ce_values(results, groups[larger], direction) if larger else []
+        un = ce_values(results, groups[zero], direction, "ce_unconditional")
+        many_ratio = ce_ratio(results, groups[many], direction) if many else None
         learned = many_ratio is None or many_ratio <= LEARNED_RATIO
         # Where the many-shot model learned nothing, the gap is not there: no fraction of it is computed.
         recovered = [recovered_fraction(u, z, m) if learned else float("nan")
@@ -125,9 +126,10 @@ def translation_rows(results: dict) -> list[dict]:
     return rows
 
 
-def _ratio(results: dict, run_names: list[str], direction: str) -> float | None:
+def ce_ratio(results: dict, run_names: list[str], direction: str) -> float | None:
     """Mean conditional CE / mean no-input CE of a run (over its seeds); None when not evaluated."""
-    ce, un = _ce(results, run_names, direction), _ce(results, run_names, direction, "ce_unconditional")
+    ce = ce_values(results, run_names, direction)
+    un = ce_values(results, run_names, direction, "ce_unconditional")
     if not ce or not un or mean(un) <= 0:
         return None
     return mean(ce) / mean(un)
@@ -135,7 +137,7 @@ def _ratio(results: dict, run_names: list[str], direction: str) -> float | None:
 
 def quality_rows(results: dict) -> list[dict]:
     """Per direction and run: CE ratio (conditional / no input), decoded metric and its tokenizer ceiling."""
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     decoded = (results.get("generation") or {}).get("metrics") or {}
     ceiling = results.get("tokenizer_ceiling") or {}
     rows = []
@@ -143,7 +145,7 @@ def quality_rows(results: dict) -> list[dict]:
         destination = direction.split(":")[1]
         metric, better = MAIN_METRIC.get(destination, (None, "lower"))
         for base, names in groups.items():
-            ratio = _ratio(results, names, direction)
+            ratio = ce_ratio(results, names, direction)
             if ratio is None:
                 continue
             value = (decoded.get(direction, {}).get(base) or {}).get(metric) if metric else None
@@ -170,21 +172,21 @@ def quality_notes(results: dict) -> list[str]:
 
 def binding_rows(results: dict) -> list[dict]:
     """Per binding set (label = number of binding modalities): zero-shot vs matched many-shot."""
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     rows = []
     labels = sorted({info.get("label") for info in results["runs"].values()
                      if info.get("label", "").isdigit()},
                     key=int)
     for label in labels:
-        zero, matched = _role_run(results, "zero-shot", label), _role_run(results, "many-shot", label)
+        zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
         for direction in results["config"]["directions"]:
-            zs = _ce(results, groups[zero], direction)
-            ms = _ce(results, groups[matched], direction)
-            un = _ce(results, groups[zero], direction, "ce_unconditional")
+            zs = ce_values(results, groups[zero], direction)
+            ms = ce_values(results, groups[matched], direction)
+            un = ce_values(results, groups[zero], direction, "ce_unconditional")
             seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
-            matched_ratio = _ratio(results, groups[matched], direction)
+            matched_ratio = ce_ratio(results, groups[matched], direction)
             learned = matched_ratio is None or matched_ratio <= LEARNED_RATIO
             rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
                              unconditional=un, matched_ratio=matched_ratio,
@@ -201,7 +203,7 @@ def chained_rows(results: dict) -> list[dict]:
     rows = []
     for direction, chain in (generation.get("chained") or {}).items():
         metric, better = MAIN_METRIC.get(direction.split(":")[1], (None, None))
-        zero, many = _zero_shot_run(results, direction), _role_run(results, "many-shot")
+        zero, many = _zero_shot_run(results, direction), role_run(results, "many-shot")
         if metric is None or zero is None:
             continue
 
@@ -278,7 +280,7 @@ def findings(results: dict) -> list[str]:
         worse = [r for r in rows if r["zero_shot"] and r["many_shot"]
                  and mean(r["zero_shot"]) > mean(r["many_shot"])]
         verdict = "holds" if len(worse) == len(rows) else f"holds in {len(worse)} of {len(rows)} directions"
-        detail = "; ".join(f"{r['direction']}: {_fmt(r['zero_shot'])} vs {_fmt(r['many_shot'])}"
+        detail = "; ".join(f"{r['direction']}: {mean_sd(r['zero_shot'])} vs {mean_sd(r['many_shot'])}"
                            for r in rows)
         lines.append(f"Zero-shot CE is worse than many-shot in every direction: **{verdict}** ({detail}).")
         per_seed = _seed_ordering(rows)

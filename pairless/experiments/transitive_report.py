@@ -14,19 +14,19 @@ from statistics import mean, stdev
 from pairless.experiments.report import _table, pyplot, save_figure
 from pairless.experiments.tables import (
     LEARNED_RATIO,
-    _ce,
-    _fmt,
-    _ratio,
-    _role_run,
-    _runs_by_base,
+    ce_ratio,
+    ce_values,
+    mean_sd,
     recovered_fraction,
+    role_run,
+    runs_by_base,
     unlearned_note,
 )
 
 
 def _pseudo_runs(results: dict) -> list[str]:
     """Base names of the runs continued on pseudo-pairs, in the recipe's order."""
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     return [run["name"] for run in results["config"]["runs"]
             if run["role"] == "pseudo-pairs" and run["name"] in groups]
 
@@ -34,19 +34,19 @@ def _pseudo_runs(results: dict) -> list[str]:
 def transitive_rows(results: dict) -> list[dict]:
     """Per direction: CE of base, control, each pseudo-pair run, many-shot, no input (per seed), the
     recovered fractions and pseudo - control per seed."""
-    pseudo_runs, control_run = _pseudo_runs(results), _role_run(results, "continued")
+    pseudo_runs, control_run = _pseudo_runs(results), role_run(results, "continued")
     if not pseudo_runs or control_run is None:
         return []
-    groups = _runs_by_base(results)
+    groups = runs_by_base(results)
     base = results["runs"][groups[pseudo_runs[0]][0]].get("init_from", "").split("@")[0]
-    many = _role_run(results, "many-shot")
+    many = role_run(results, "many-shot")
     rows = []
     for direction in results["config"]["directions"]:
-        values = {key: _ce(results, groups[name], direction) if name in groups else []
+        values = {key: ce_values(results, groups[name], direction) if name in groups else []
                   for key, name in (("base", base), ("control", control_run), ("many_shot", many))}
-        pseudo = {name: _ce(results, groups[name], direction) for name in pseudo_runs}
-        unconditional = _ce(results, groups.get(base, []), direction, "ce_unconditional")
-        ratio = _ratio(results, groups[many], direction) if many in groups else None
+        pseudo = {name: ce_values(results, groups[name], direction) for name in pseudo_runs}
+        unconditional = ce_values(results, groups.get(base, []), direction, "ce_unconditional")
+        ratio = ce_ratio(results, groups[many], direction) if many in groups else None
         learned = ratio is None or ratio <= LEARNED_RATIO
         many_mean = mean(values["many_shot"]) if values["many_shot"] else float("nan")
 
@@ -128,13 +128,13 @@ def markdown(results: dict) -> list[str]:
     table = []
     for r in rows:
         task = r["direction"].replace(":", " → ")
-        table.append([task, "zero-shot base", _fmt(r["base"]), _fmt(r["recovered"]["base"], 2), "–"])
-        table.append([task, "continued (control)", _fmt(r["control"]), _fmt(r["recovered"]["control"], 2),
-                      "–"])
-        table += [[task, f"continued on pseudo-pairs: {name}", _fmt(r["pseudo"][name]),
-                   _fmt(r["recovered"][name], 2), _fmt(r["difference"][name])] for name in names]
-        table.append([task, "many-shot", _fmt(r["many_shot"]), "1 (by definition)", "–"])
-        table.append([task, "no input", _fmt(r["unconditional"]), "0", "–"])
+        table.append([task, "zero-shot base", mean_sd(r["base"]), mean_sd(r["recovered"]["base"], 2), "–"])
+        table.append([task, "continued (control)", mean_sd(r["control"]),
+                      mean_sd(r["recovered"]["control"], 2), "–"])
+        table += [[task, f"continued on pseudo-pairs: {name}", mean_sd(r["pseudo"][name]),
+                   mean_sd(r["recovered"][name], 2), mean_sd(r["difference"][name])] for name in names]
+        table.append([task, "many-shot", mean_sd(r["many_shot"]), "1 (by definition)", "–"])
+        table.append([task, "no input", mean_sd(r["unconditional"]), "0", "–"])
     parts += [_table(["Task", "model", "CE", "recovered", "− control"], table), ""]
     parts += [f"- {verdict(row, name)}" for row in rows for name in names] + [""]
     notes = [unlearned_note(r["direction"], r["many_shot_ratio"], "many-shot") for r in rows]
