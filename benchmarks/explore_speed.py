@@ -29,7 +29,8 @@ from eval_speed import load
 from pairless.commands.explore import preset_values, translate
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.runner import run_experiment
-from pairless.inference.explore import ExploreSession, discover
+from pairless.inference.catalogue import discover
+from pairless.inference.explore import ExploreSession
 from pairless.model import FourM, ModelConfig, save_model
 from pairless.utils.threads import choose_threads
 

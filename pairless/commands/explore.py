@@ -21,15 +21,8 @@ import numpy as np
 
 from pairless import modalities as registry
 from pairless.config import ConfigError
-from pairless.inference.explore import (
-    Catalogue,
-    ExploreSession,
-    Sample,
-    discover,
-    never_together,
-    picture,
-    schedule_from_fields,
-)
+from pairless.inference.catalogue import Catalogue, discover, never_together
+from pairless.inference.explore import ExploreSession, Sample, picture, schedule_from_fields
 from pairless.inference.generate import PRESETS, schedule_preset
 from pairless.modalities import parse_chain
 from pairless.utils.threads import choose_threads

@@ -11,16 +11,8 @@ from PIL import Image
 
 from pairless.commands import explore as page
 from pairless.config import ConfigError
-from pairless.inference.explore import (
-    ExploreSession,
-    RunInfo,
-    chain_status,
-    discover,
-    link_status,
-    never_together,
-    picture,
-    schedule_from_fields,
-)
+from pairless.inference.catalogue import RunInfo, chain_status, discover, link_status, never_together
+from pairless.inference.explore import ExploreSession, picture, schedule_from_fields
 from pairless.inference.generate import schedule_preset
 from pairless.modalities import parse_chain
 
@@ -267,7 +259,7 @@ def test_a_copied_run_folder_is_explored_from_anywhere(demo_results, tmp_path):
 def test_pairs_the_training_data_never_holds_together_count_as_never_seen(tmp_path):
     from pairless.batch import TokenSpec
     from pairless.data.shards import ShardSplit, write_shards
-    from pairless.inference.explore import RunInfo, _add, chain_status, never_in_data, never_together
+    from pairless.inference.catalogue import RunInfo, _add, chain_status, never_in_data, never_together
 
     specs = {name: TokenSpec(name, "image", num_tokens=4, vocab_size=8)
              for name in ("rgb", "depth", "normal")}
