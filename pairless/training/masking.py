@@ -7,7 +7,10 @@ become integer counts that sum exactly to the budget, capped by what each
 modality holds (images/vectors: all their tokens; sequences: the non-pad
 length including EOS); what a full modality cannot take goes to the others
 with room, so budgets are filled whenever the view has enough tokens.
-Inputs are chosen first, targets from the rest, so they are disjoint.
+Inputs are chosen first, targets from the rest, so they are disjoint. A view
+with fewer tokens than the two budgets together is split between inputs and
+targets in the budgets' proportion (before 2026-12-04 inputs took all of it,
+and a one-modality view of 64 tokens had nothing left to predict).
 
 - images and vectors: random token subsets;
 - sequences: targets are the prefix 0..k-1 (predicted left to right, the
@@ -170,7 +173,7 @@ class Masker:
         input_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
         target_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
         empty = torch.rand(batch, generator=generator) < self.config.empty_input_fraction
-        input_budget = torch.where(empty, 0, self.config.input_budget)
+        input_budget = torch.where(empty, 0, self.input_budgets(lengths.sum(1)))
         input_counts = allocate(input_weights, lengths, input_budget)
         target_counts = allocate(target_weights, lengths - input_counts,
                                  torch.full((batch,), self.config.target_budget))
@@ -200,6 +203,19 @@ class Masker:
             values.append(token)
         return self._assemble(torch.cat(is_input, 1), torch.cat(is_target, 1), torch.cat(values, 1),
                               torch.cat(previous, 1), self.config.input_budget, self.config.target_budget)
+
+    def input_budgets(self, available: torch.Tensor) -> torch.Tensor:
+        """Each sample's input budget, given the tokens its view holds (B,).
+
+        The configured input budget when the view holds both budgets; otherwise the view's tokens are
+        split between inputs and targets in the budgets' proportion (targets rounded up), so that a small
+        view (one 64-token modality against budgets of 64 + 64) still trains on targets instead of
+        becoming all input and nothing to predict.
+        """
+        inputs, targets = self.config.input_budget, self.config.target_budget
+        target_share = torch.div(available * targets + inputs + targets - 1, inputs + targets,
+                                 rounding_mode="floor")
+        return torch.where(available >= inputs + targets, inputs, (available - target_share).clamp_min(0))
 
     def _available(self, tokens: dict[str, torch.Tensor], views: torch.Tensor) -> torch.Tensor:
         """Tokens each sample can give per modality: (B, M), 0 outside its view."""

@@ -3,6 +3,8 @@ evaluation batches."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from translation_oracle import full_translation_batch
@@ -53,7 +55,8 @@ def test_budgets_filled_capped_and_disjoint():
         in_view = sum(available[m] for m in range(4) if views[row, m])
         inputs, targets = selections(batch, row)
         assert not inputs & targets
-        assert len(inputs) == min(12, in_view)
+        # a view smaller than both budgets is split in their proportion 12 : 14, targets rounded up
+        assert len(inputs) == (12 if in_view >= 26 else in_view - math.ceil(in_view * 14 / 26))
         assert len(targets) == min(14, in_view - len(inputs))
         for modality, position in inputs | targets:
             assert views[row, modality] and position < available[modality]
@@ -62,6 +65,18 @@ def test_budgets_filled_capped_and_disjoint():
             if batch.enc_valid[row, slot]:
                 name = MODALITIES[int(batch.enc_modality[row, slot])]
                 assert batch.enc_tokens[row, slot] == tokens[name][row, batch.enc_positions[row, slot]]
+
+
+def test_a_one_modality_view_smaller_than_the_budgets_still_has_targets():
+    """Budgets 16 + 16 and views of rgb alone (16 tokens): inputs used to take all 16 and leave no target,
+    so such samples trained nothing; now 8 are inputs and 8 targets."""
+    tokens = make_tokens(32, seed=7)
+    views = torch.zeros(32, 4, dtype=torch.bool)
+    views[:, 0] = True
+    masker = Masker(SPECS, MaskingConfig(input_budget=16, target_budget=16, empty_input_fraction=0.0))
+    batch = masker(tokens, views, torch.Generator().manual_seed(0))
+    assert (batch.enc_valid.sum(1) == 8).all() and (batch.dec_valid.sum(1) == 8).all()
+    assert masker.input_budgets(torch.tensor([0, 1, 2, 31, 32, 100])).tolist() == [0, 0, 1, 15, 16, 16]
 
 
 def test_sequence_targets_are_prefixes_with_previous_tokens():
