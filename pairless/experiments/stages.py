@@ -39,7 +39,7 @@ from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.run import without_added_options
 from pairless.training.saving import SNAPSHOT_FILE, snapshot_folder
 from pairless.training.train import TrainConfig, train
-from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json
+from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json, weights_digest
 from pairless.utils.threads import choose_threads
 from pairless.world.dataset import WorldConfig, write_world
 
@@ -242,15 +242,37 @@ def _directions_for(run: TrainingRun, directions: list[str]) -> list[str]:
     return out
 
 
+WEIGHTS_KEY = "_weights"  # in a per-run cache file: the hash of the weights it was computed from
+
+
+def read_run_cache(cache_file: Path, run_dir: Path) -> dict:
+    """A per-run cache (evaluations, probes, regions) if it was computed from the run's present weights, else
+    empty: a run trained again under the same config (its folder deleted, say) is evaluated again. A file
+    from before the weights were stamped counts when it is newer than the weights."""
+    if not cache_file.is_file():
+        return {}
+    cached = read_json(cache_file)
+    stamp = cached.pop(WEIGHTS_KEY, None)
+    if stamp is not None:
+        return cached if stamp == weights_digest(run_dir) else {}
+    weights = run_dir / "model.safetensors"
+    fresh = weights.is_file() and cache_file.stat().st_mtime >= weights.stat().st_mtime
+    return cached if fresh else {}
+
+
+def write_run_cache(cache_file: Path, cached: dict, run_dir: Path) -> None:
+    atomic_write_json(cache_file, {**cached, WEIGHTS_KEY: weights_digest(run_dir)})
+
+
 def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path) -> dict:
     """Translation CE of one run for the recipe's directions, cached per (run, samples)."""
-    cached = read_json(cache_file) if cache_file.is_file() else {}
+    cached = read_run_cache(cache_file, run_dir)
     wanted = [d for d in _directions_for(run, config.directions) if d not in cached]
     if wanted:
         results = evaluate_directions(run_dir, wanted, num_samples=config.eval_samples,
                                       batch_size=config.eval_batch_size, threads=choose_threads())
         cached.update(results)
-        atomic_write_json(cache_file, cached)
+        write_run_cache(cache_file, cached, run_dir)
     return {d: cached[d] for d in _directions_for(run, config.directions) if d in cached}
 
 
@@ -307,7 +329,7 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
     """Alignment probes of one run (last layer, shuffled control), cached per (run, samples, k)."""
     if not config.probe_samples:
         return {}
-    cached = read_json(cache_file) if cache_file.is_file() else {}
+    cached = read_run_cache(cache_file, run_dir)
     wanted = [pair for pair in probe_pairs(run, config.directions) if pair not in cached]
     if wanted:
         model, shards = load_run_model(run_dir), open_shards(run_shards_path(run_dir), "val")
@@ -319,7 +341,7 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
                 cached[pair] = {key: result[key] for key in ("num_samples", "k", "summary", "shuffled")}
             except ValueError as error:  # too few samples with both: say so in the report
                 cached[pair] = {"skipped": str(error)}
-        atomic_write_json(cache_file, cached)
+        write_run_cache(cache_file, cached, run_dir)
     return {pair: cached[pair] for pair in probe_pairs(run, config.directions) if pair in cached}
 
 
@@ -329,7 +351,7 @@ def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_
     samples); not on a user's data (its semseg classes need not mean the world's sky and floor)."""
     if not config.region_samples or config.data is not None:
         return {}
-    cached = read_json(cache_file) if cache_file.is_file() else {}
+    cached = read_run_cache(cache_file, run_dir)
     directions = _directions_for(run, config.directions)
     wanted = [d for d in directions if d not in cached]
     if wanted:  # evaluate_regions splits the directions it applies to (region_directions); the rest: none
@@ -337,7 +359,7 @@ def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_
                                    batch_size=config.eval_batch_size, threads=choose_threads())
         for direction in wanted:
             cached[direction] = results.get(direction, {"skipped": "no token split for this destination"})
-        atomic_write_json(cache_file, cached)
+        write_run_cache(cache_file, cached, run_dir)
     return {d: cached[d] for d in directions if d in cached and "skipped" not in cached[d]}
 
 

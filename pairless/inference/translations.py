@@ -22,7 +22,6 @@ request reuses it)::
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +45,11 @@ from pairless.utils.storage import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    canonical_safetensors,
     config_hash,
     is_complete,
     read_json,
     staged_dir,
+    weights_digest,
 )
 from pairless.utils.threads import torch_threads
 
@@ -175,12 +174,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
 def _weights_stamp(run: Path) -> str:
     """A run's path plus a hash of its weights, so that retrained weights are not reused (and the same
     weights give the same request, whenever and by whichever process they were written)."""
-    weights = run / "model.safetensors"
-    if not weights.is_file():
-        return str(run)
-    # Of the file with its header sorted: the writer orders the header differently in every process.
-    digest = hashlib.sha256(canonical_safetensors(weights.read_bytes()))
-    return f"{run} (weights sha256 {digest.hexdigest()[:16]})"
+    digest = weights_digest(run)
+    return str(run) if digest is None else f"{run} (weights sha256 {digest})"
 
 
 def _label(schedule: GenerationSchedule) -> str:

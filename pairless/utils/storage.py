@@ -119,6 +119,15 @@ def canonical_safetensors(data: bytes) -> bytes:
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
+def weights_digest(folder: Path) -> str | None:
+    """A hash (16 hex digits) of the weights in ``folder/model.safetensors``, the same whichever process
+    wrote them (of :func:`canonical_safetensors`); None when there are none."""
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        return None
+    return hashlib.sha256(canonical_safetensors(weights.read_bytes())).hexdigest()[:16]
+
+
 def read_json(path: str | os.PathLike):
     """Read a JSON file, naming the file in the error if it is unreadable."""
     path = Path(path)

@@ -157,6 +157,28 @@ def test_second_run_trains_nothing(results_root, capsys):
     assert mtimes == {name: (path / "model.safetensors").stat().st_mtime for name, path in plan.runs.items()}
 
 
+def test_evaluations_are_cached_for_the_weights_they_were_computed_from(results_root):
+    """A cached evaluation counts only for the weights it was computed from: a run trained again (say after
+    a fix in the training code, with the same config) is evaluated again, not reported with old numbers."""
+    config = _micro("demo")
+    run_experiment(config, results_root)
+    plan = Plan(config, results_root)
+    cache_file = plan.eval_file("zs-rgb-depth")
+    original = json.loads(cache_file.read_text())
+    assert original["_weights"]  # stamped with the weights' hash
+    doctored = {direction: {**value, "ce": 123.0} for direction, value in original.items()
+                if direction != "_weights"}
+    try:
+        cache_file.write_text(json.dumps({**doctored, "_weights": original["_weights"]}))
+        _, results = _read_report(run_experiment(config, results_root))
+        assert results["evals"]["zs-rgb-depth"]["rgb:depth"]["ce"] == 123.0  # same weights: the cache holds
+        cache_file.write_text(json.dumps({**doctored, "_weights": "other weights"}))
+        _, results = _read_report(run_experiment(config, results_root))
+        assert results["evals"]["zs-rgb-depth"]["rgb:depth"]["ce"] == original["rgb:depth"]["ce"]
+    finally:
+        cache_file.write_text(json.dumps(original))
+
+
 def test_changed_setting_recomputes_only_dependants(results_root):
     base = _micro("demo")
     changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}),
