@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -125,7 +126,15 @@ def weights_digest(folder: Path) -> str | None:
     weights = Path(folder) / "model.safetensors"
     if not weights.is_file():
         return None
-    return hashlib.sha256(canonical_safetensors(weights.read_bytes())).hexdigest()[:16]
+    stat = weights.stat()
+    return _file_digest(str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """Once per file version and process: a report reads a run's caches several times (50 ms per tiny
+    model, seconds for a large one); a rewritten file has a new mtime or size, so it is hashed again."""
+    return hashlib.sha256(canonical_safetensors(Path(path).read_bytes())).hexdigest()[:16]
 
 
 def read_json(path: str | os.PathLike):
