@@ -136,3 +136,11 @@ def test_readme_pipeline_runs_as_written(tmp_path):
         assert (tmp_path / "runs" / run / "COMPLETE.json").is_file()
     assert (tmp_path / "runs" / "zero-shot" / "eval.json").is_file()
     assert (tmp_path / "figures" / "figure.png").is_file()
+
+
+def test_the_files_the_pages_name_exist():
+    """A page that points at ``tests/...``, ``benchmarks/...`` or ``pairless/...`` points at a real file."""
+    named = re.compile(r"(?<![\w/.-])((?:tests|benchmarks|pairless|scripts)/[\w/.-]+\.(?:py|md|png))")
+    missing = [f"{page.name}: {path}" for page in [*PAGES, *sorted((ROOT / "docs").rglob("*/*.md"))]
+               for path in named.findall(page.read_text(encoding="utf-8")) if not (ROOT / path).exists()]
+    assert not missing, missing
