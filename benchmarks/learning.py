@@ -73,6 +73,12 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "small-codebooks": {"train": ["model.token_init_std=1.0"],
                         "tokenizers": ['spatial.modality_levels='
                                        '{"semseg":[4,4,4],"depth":[5,5,5],"normal":[8,5,5]}']},
+    # against today's default: rgb's target loss weighs half / twice the others'; fewer inputs and more
+    # targets per sample, or the reverse (the total per sample stays 128 tokens)
+    "rgb-loss-0.5": {"train": ['loss_weights={"rgb":0.5}']},
+    "rgb-loss-2": {"train": ['loss_weights={"rgb":2.0}']},
+    "budgets-32-96": {"train": ["masking.input_budget=32", "masking.target_budget=96"]},
+    "budgets-96-32": {"train": ["masking.input_budget=96", "masking.target_budget=32"]},
 }
 
 

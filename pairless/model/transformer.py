@@ -146,6 +146,7 @@ class FourM(nn.Module):
                                     for spec in specs.values()])
         self.apply(self._init)
         self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
+        self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
         for parameter in (self.modality_embedding, self.null_token, self.mask_token):
             nn.init.normal_(parameter, std=0.02)
 
@@ -267,8 +268,8 @@ class FourM(nn.Module):
         return self.decode(*self.encode(batch), batch)
 
     def forward(self, batch: MaskedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality
-        losses."""
+        """Mean over target modalities of each modality's mean token cross-entropy (weighted by
+        ``loss_weights`` where set); and the per-modality losses."""
         hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
         modality = batch.dec_modality.flatten()
         valid = batch.dec_valid.flatten()
@@ -285,6 +286,10 @@ class FourM(nn.Module):
                 losses[name] = F.cross_entropy(logits.float(), targets[rows])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             loss = hidden.sum() * 0.0
+        elif self.loss_weights:
+            weights = torch.tensor([self.loss_weights.get(name, 1.0) for name in losses],
+                                   device=hidden.device)
+            loss = (torch.stack(list(losses.values())) * weights).sum() / weights.sum()
         else:
             loss = torch.stack(list(losses.values())).mean()
         if self.touch_every_parameter:

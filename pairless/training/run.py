@@ -37,7 +37,8 @@ RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoin
 ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_paired": False,
                                     "budget_modalities": None, "distributed": "ddp",
                                     "init_from": None, "snapshots": [], "data_order": "global",
-                                    "shard_samples": None, "stream_groups": 1}
+                                    "shard_samples": None, "stream_groups": 1,
+                                    "loss_weights": {}}
 
 
 def _added_option_parents(config: dict):

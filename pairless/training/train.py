@@ -115,6 +115,9 @@ class TrainConfig(Config):
     shard_samples: int | None = Field(None, ge=1)  # "shards" on packed shards: rows per shard (None: 1,000)
     stream_groups: int = Field(1, ge=1)  # "shards": streams a batch is drawn from (set it to the process
     # count so that each process reads its own shards only)
+    # weight of each modality's target loss in the step's loss (a weighted mean over the modalities a batch
+    # predicts); modalities not named weigh 1. Empty = 4M's plain mean
+    loss_weights: dict[str, float] = {}
 
     @field_validator("snapshots")
     @classmethod
@@ -122,6 +125,14 @@ class TrainConfig(Config):
         if any(not 0.0 < fraction < 1.0 for fraction in value):
             raise ValueError(f"each snapshot is a fraction of total_tokens in (0, 1), got {value}")
         return sorted(set(value))
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _positive_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not weight > 0:
+                raise ValueError(f"loss_weights.{name}: a weight must be > 0, got {weight}")
+        return value
 
     @field_validator("betas")
     @classmethod
@@ -283,7 +294,12 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
     batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, data.modalities),
                           config.seed, config.num_workers, own=(slices[0][0], slices[-1][1]))
     torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
+    unknown = sorted(set(config.loss_weights) - set(data.modalities))
+    if unknown:
+        raise ValueError(f"loss_weights: {', '.join(map(repr, unknown))} not among the trained modalities "
+                         f"({', '.join(data.modalities)})")
     model = model_module.FourM(config.model, data.specs).to(context.device)
+    model.loss_weights = dict(config.loss_weights)
     if config.init_from is not None:
         initialise_from(model, Path(config.init_from))
     if config.distributed == "fsdp":  # before the optimizer: sharding replaces the parameters

@@ -188,6 +188,7 @@ def test_sigterm_finishes_the_step_checkpoints_and_resumes(shards, tmp_path, mon
     ({"betas": [0.9, 1.5]}, "betas"),
     ({"warmup_fraction": 1.0}, "warmup_fraction"),
     ({"learning_rate": 0.1}, "learning_rate"),
+    ({"loss_weights": {"rgb": 0.0}}, "loss_weights"),
 ])
 def test_invalid_configs_name_the_field(tmp_path, changes, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
@@ -199,6 +200,9 @@ def test_errors_found_at_start_name_the_field(shards, tmp_path, capsys):
         train(config(shards, tmp_path / "a", micro_batch_size=5))
     with pytest.raises(ValueError, match="fragment.universe: unknown modality 'embed'"):
         train(config(shards, tmp_path / "b", fragment={"universe": ["rgb", "embed"]}))
+    with pytest.raises(ValueError, match="loss_weights: 'normal' not among the trained modalities"):
+        train(config(shards, tmp_path / "b2", fragment={"universe": ["rgb", "depth"], "withheld": []},
+                     loss_weights={"normal": 2.0}))
     assert main(["--shards", str(shards), "--out", str(tmp_path / "c"), "--withhold", "rgb"]) == 2
     assert "--withhold: pair 'rgb': expected A:B" in capsys.readouterr().err
     assert main(["--out", str(tmp_path / "c")]) == 2
