@@ -79,6 +79,12 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "rgb-loss-2": {"train": ['loss_weights={"rgb":2.0}']},
     "budgets-32-96": {"train": ["masking.input_budget=32", "masking.target_budget=96"]},
     "budgets-96-32": {"train": ["masking.input_budget=96", "masking.target_budget=32"]},
+    # the schedule against today's (5% linear warm-up, cosine to 10% of the peak): shorter / longer warm-up,
+    # cosine to zero, no decay at all
+    "warmup-1pct": {"train": ["warmup_fraction=0.01"]},
+    "warmup-20pct": {"train": ["warmup_fraction=0.2"]},
+    "min-lr-0": {"train": ["min_lr_fraction=0.0"]},
+    "constant-lr": {"train": ["min_lr_fraction=1.0"]},
 }
 
 
