@@ -85,6 +85,9 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "warmup-20pct": {"train": ["warmup_fraction=0.2"]},
     "min-lr-0": {"train": ["min_lr_fraction=0.0"]},
     "constant-lr": {"train": ["min_lr_fraction=1.0"]},
+    # the learned modality embedding starts at std 0.02 against positions of amplitude 1
+    "modality-std-1": {"train": ["model.modality_init_std=1.0"]},
+    "modality-std-0.3": {"train": ["model.modality_init_std=0.3"]},
 }
 
 

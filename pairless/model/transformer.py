@@ -63,6 +63,9 @@ class ModelConfig(Config):
     # and ignored its input (benchmarks/learning.py, docs/learning.md: rgb -> depth CE ratio 0.75 -> 0.66).
     token_init_std: float = Field(1.0, gt=0)
     position_scale: float = Field(1.0, ge=0)
+    # initial std of the learned modality embedding, the only thing that tells a decoder query of one modality
+    # from another's at the same position (4M's 0.02; the ablation is in docs/learning.md)
+    modality_init_std: float = Field(0.02, gt=0)
     # Longest sin-cos period / 2 pi (10000 in 4M): on an 8x8 grid most of those frequencies barely change
     # across the grid, so only a few dimensions tell positions apart.
     position_temperature: float = Field(10000.0, gt=1)
@@ -147,8 +150,9 @@ class FourM(nn.Module):
         self.apply(self._init)
         self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
         self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
-        for parameter in (self.modality_embedding, self.null_token, self.mask_token):
-            nn.init.normal_(parameter, std=0.02)
+        for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
+                               (self.mask_token, 0.02)):  # this order: the same weights as before the option
+            nn.init.normal_(parameter, std=std)
 
     def _init(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):

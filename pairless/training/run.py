@@ -38,7 +38,7 @@ ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_p
                                     "budget_modalities": None, "distributed": "ddp",
                                     "init_from": None, "snapshots": [], "data_order": "global",
                                     "shard_samples": None, "stream_groups": 1,
-                                    "loss_weights": {}}
+                                    "loss_weights": {}, "model.modality_init_std": 0.02}
 
 
 def _added_option_parents(config: dict):

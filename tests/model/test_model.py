@@ -201,6 +201,16 @@ def test_mismatched_batch_and_bad_config_raise():
         ModelConfig.from_preset("huge")
 
 
+def test_modality_init_std_sets_only_the_modality_embedding_scale():
+    torch.manual_seed(0)
+    default = FourM(ModelConfig(**TINY), SPECS)
+    torch.manual_seed(0)
+    wide = FourM(ModelConfig(**TINY, modality_init_std=1.0), SPECS)
+    assert default.modality_embedding.std() < 0.05 < 0.5 < wide.modality_embedding.std()
+    assert torch.allclose(wide.modality_embedding, default.modality_embedding * 50)  # same draw, scaled
+    assert torch.equal(wide.null_token, default.null_token) and torch.equal(wide.mask_token, default.mask_token)
+
+
 def test_tiny_preset_size():
     specs = {f"image{i}": TokenSpec(f"image{i}", "image", 64, 1024, grid=(8, 8)) for i in range(4)}
     specs["caption"] = TokenSpec("caption", "sequence", 32, 3000, pad_id=0, bos_id=1, eos_id=2)
