@@ -208,7 +208,8 @@ def test_modality_init_std_sets_only_the_modality_embedding_scale():
     wide = FourM(ModelConfig(**TINY, modality_init_std=1.0), SPECS)
     assert default.modality_embedding.std() < 0.05 < 0.5 < wide.modality_embedding.std()
     assert torch.allclose(wide.modality_embedding, default.modality_embedding * 50)  # same draw, scaled
-    assert torch.equal(wide.null_token, default.null_token) and torch.equal(wide.mask_token, default.mask_token)
+    assert torch.equal(wide.null_token, default.null_token)
+    assert torch.equal(wide.mask_token, default.mask_token)
 
 
 def test_tiny_preset_size():
