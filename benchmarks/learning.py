@@ -88,6 +88,7 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     # the learned modality embedding starts at std 0.02 against positions of amplitude 1
     "modality-std-1": {"train": ["model.modality_init_std=1.0"]},
     "modality-std-0.3": {"train": ["model.modality_init_std=0.3"]},
+    "lr-x2": {"train": ["base_lr=0.016"]},  # peak 2e-3 at batch 32
 }
 
 
