@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pairless.config import ConfigError, apply_overrides, validate
 from pairless.inference.evaluate import run_shards_path
+from pairless.inference.known import know_modalities
 from pairless.training.adapter import AdapterConfig, add_modality, base_paths, resolve_config
 from pairless.training.run import TrainingDiverged
 from pairless.utils.storage import read_json
@@ -53,6 +54,7 @@ def config_from_args(args: argparse.Namespace) -> AdapterConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        know_modalities(args.base, shards=args.shards)
         config = config_from_args(args)
         with torch_threads(choose_threads(config.threads)):
             out = add_modality(config)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from pairless.inference.evaluate import evaluate_directions, format_table, record_results
+from pairless.inference.known import know_modalities
 from pairless.inference.regions import evaluate_regions, format_regions
 from pairless.utils.threads import choose_threads
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directions = [text.strip() for text in args.directions.split(",") if text.strip()]
     try:
+        know_modalities(args.run, shards=args.shards, tokenizers=args.tokenizers)
         results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
                                       args.shards, threads=choose_threads())
         regions = {}

@@ -12,6 +12,7 @@ from pathlib import Path
 from pairless.config import ConfigError, apply_overrides
 from pairless.inference.evaluate import run_shards_path
 from pairless.inference.generate import default_schedule, schedule_preset
+from pairless.inference.known import know_modalities
 from pairless.inference.translations import generate_and_score, tokenizers_of
 from pairless.modalities import get, parse_chain
 from pairless.utils.threads import choose_threads
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = parse_runs(args.run, args.runs)
+        know_modalities(*runs.values(), shards=args.shards, tokenizers=args.tokenizers)
         shards = args.shards or run_shards_path(args.run)
         tokenizers = args.tokenizers or tokenizers_of(shards)
         final = parse_chain(f"{args.src}:{args.dst}")[-1][0]

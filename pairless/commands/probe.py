@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.inference.known import know_modalities
 from pairless.inference.probes import format_table, probe_run, record_probes
 from pairless.utils.threads import choose_threads
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = choose_threads()
     results = {}
     try:
+        know_modalities(args.run, shards=args.shards)
         for pair in pairs:
             result = probe_run(args.run, pair, args.num_samples, args.batch_size, threads, args.split,
                                args.shards)

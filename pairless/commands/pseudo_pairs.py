@@ -19,6 +19,7 @@ from pairless.config import ConfigError, validate
 from pairless.data.validate import DataError
 from pairless.experiments.pseudo_pairs import PseudoPairsConfig, format_summary, make_pseudo_pairs
 from pairless.inference.generate import PRESETS as SCHEDULES
+from pairless.inference.known import know_modalities
 from pairless.utils.threads import choose_threads
 
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        know_modalities(args.run, shards=args.shards)
         config = validate(PseudoPairsConfig, {
             "run": str(args.run), "out": str(args.out), "direction": args.direction, "via": args.via,
             "schedule": args.schedule, "threshold": args.threshold, "keep_fraction": args.keep_fraction,

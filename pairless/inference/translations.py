@@ -95,7 +95,9 @@ def _save_values(folder: Path, modality: str, values) -> None:
 
         for index, image in enumerate(values):
             buffer = BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
+            # a declared 1-channel image is (S, S, 1); PIL takes a grey image as (S, S)
+            Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image).save(
+                buffer, format="PNG")
             atomic_write_bytes(folder / f"{modality}_{index}.png", buffer.getvalue())
 
 

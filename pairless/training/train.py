@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from pairless import model as model_module
 from pairless.config import Config, ConfigError
+from pairless.data.declared import record_declared
 from pairless.model import ModelConfig
 from pairless.training import distributed, masking, saving
 from pairless.training.data import (
@@ -243,6 +244,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
         write_config(run, config)
+        record_declared(session.data.modalities, run)  # what opens the run knows its declared modalities
         if session.data.paired_ids:  # which samples kept both modalities of a withheld pair
             atomic_write_json(run / PAIRED_IDS_FILE, session.data.paired_ids)
     def spent() -> int:

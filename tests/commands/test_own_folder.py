@@ -1,0 +1,49 @@
+"""A user's own folder through every command (issue 29): a declared 1-channel ``thermal`` png never recorded
+with depth, nested ``train/rgb/part0/...``; one micro own-data run, then each command on its outputs."""
+
+from __future__ import annotations
+
+import pytest
+from byod_helpers import write_user_folder
+
+from pairless import modalities as registry
+from pairless.cli import main as cli_main
+from pairless.utils.storage import read_json
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own")
+    data = write_user_folder(root / "data")
+    try:
+        assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
+                         "--out", str(root / "results")]) == 0
+        results = read_json(root / "results" / "own-data" / "results.json")
+        yield root, results
+    finally:
+        registry.unregister("thermal")
+
+
+def forget_thermal() -> None:
+    """The next command starts as a fresh process would: 'thermal' unknown until it reads a declaration."""
+    registry.unregister("thermal")
+
+
+def test_every_command_knows_the_declared_modality_without_a_flag(own_run, capsys):
+    root, results = own_run
+    run = results["runs"]["all-data"]["path"]
+    assert (root / "results" / "cache" / "runs").is_dir() and read_json(f"{run}/modalities.json")
+    forget_thermal()
+    assert cli_main(["generate", run, "--from", "rgb", "--to", "thermal", "--num", "2",
+                     "--out", str(root / "gen")]) == 0  # a 1-channel png written and drawn
+    assert (root / "gen" / "figure.png").is_file() and (root / "gen").glob("thermal_0.png")
+    forget_thermal()
+    assert cli_main(["eval", run, "--directions", "rgb:thermal", "--num-samples", "4"]) == 0
+    assert "rgb:thermal" in capsys.readouterr().out
+    forget_thermal()
+    assert cli_main(["report", str(root / "results" / "own-data")]) == 0
+    forget_thermal()
+    from pairless.inference.catalogue import discover
+
+    discover([root / "results"])
+    assert "thermal" in registry.names()
