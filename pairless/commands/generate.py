@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, KeyError, ConfigError) as error:
         print(f"pairless generate: {error}", file=sys.stderr)
         return 2
+    no_truth = result["metrics"].get("_no_ground_truth")
+    if no_truth:
+        print(f"pairless generate: {args.src} -> {args.dst}: {no_truth}; the figure shows the translations "
+              "beside their inputs", file=sys.stderr)
     for name, values in result["metrics"].items():
-        if not name.startswith("_"):
+        if not name.startswith("_") and values:
             print(f"{name:<16} " + "  ".join(f"{key}={value:.4f}" for key, value in values.items()))
     print(f"wrote {result['out']} (figure: {result['figure']})")
     return 0

@@ -36,6 +36,10 @@ def direction_name(src: list[str], dst: str) -> str:
     return "+".join(src) + ":" + dst
 
 
+class NoSamplesError(ValueError):
+    """No sample of the split holds every modality a direction needs (a pair never recorded together)."""
+
+
 def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndarray:
     """Indices (in shard order) of the first ``num_samples`` samples that have every one of ``modalities``."""
     for name in modalities:
@@ -45,7 +49,9 @@ def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndar
     has_all = np.logical_and.reduce([np.asarray(shards.present[name], dtype=bool) for name in modalities])
     indices = np.flatnonzero(has_all)[:num_samples]
     if len(indices) == 0:
-        raise ValueError(f"no sample in these shards has all of {modalities}")
+        split = getattr(shards, "split", None)
+        where = f"of the {split!r} split" if split else "in these shards"
+        raise NoSamplesError(f"no sample {where} has all of {modalities}")
     return indices
 
 
@@ -133,10 +139,12 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
 
 def evaluate_directions(run: Path, directions: list[str], num_samples: int = 2500, batch_size: int = 64,
                         split: str = "val", shards_path: Path | None = None,
-                        threads: int | None = None) -> dict[str, dict]:
+                        threads: int | None = None, skipped: dict[str, str] | None = None) -> dict[str, dict]:
     """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}.
 
-    ``threads``: torch threads (None: the current count).
+    ``threads``: torch threads (None: the current count). ``skipped``: a dict that receives {direction:
+    reason} for the directions no sample of the split can score (without it, such a direction raises
+    :class:`NoSamplesError`); the others are evaluated all the same.
     """
     run = Path(run)
     parsed = [parse_direction(text) for text in directions]
@@ -144,7 +152,13 @@ def evaluate_directions(run: Path, directions: list[str], num_samples: int = 250
     model = load_run_model(run)
     results, unconditional = {}, {}
     for src, dst in parsed:
-        row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
+        try:
+            row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
+        except NoSamplesError as error:
+            if skipped is None:
+                raise
+            skipped[direction_name(src, dst)] = str(error)
+            continue
         results[direction_name(src, dst)] = {**row, "split": split}
     return results
 

@@ -9,6 +9,11 @@ truth, so that tokenizer error is not charged to the model). The figure is
 laid out as the study's Figures 4-9: rows are samples, columns are the
 decoded tokenized input | one prediction per run | the decoded ground truth.
 
+A pair that no sample of the split holds (never recorded together) is still
+translated, from the first ``num`` samples with the source: nothing is
+scored, ``metrics.json`` says why under ``_no_ground_truth``, and the
+figure's last column reads "no ground truth".
+
 Output folder (published atomically with ``COMPLETE.json``; an identical
 request reuses it)::
 
@@ -16,7 +21,7 @@ request reuses it)::
     OUT/metrics.json               {run: {metric: value}}
     OUT/figure.png                 the grid
     OUT/input/<src>.npy|.txt       decoded tokenized inputs
-    OUT/ground_truth/<dst>.npy|.txt
+    OUT/ground_truth/<dst>.npy|.txt   (absent when no sample of the split holds both: see below)
     OUT/<run>/<dst>.npy|.txt, <dst>.tokens.npy, <dst>_<i>.png (uint8 images)
 """
 
@@ -30,7 +35,7 @@ from tqdm import tqdm
 
 from pairless.data.shards import open_shards
 from pairless.inference.decoded_metrics import score
-from pairless.inference.evaluate import eligible_samples, load_run_model, model_modalities
+from pairless.inference.evaluate import NoSamplesError, eligible_samples, load_run_model, model_modalities
 from pairless.inference.figures import draw_grid
 from pairless.inference.generate import (
     GenerationSchedule,
@@ -143,24 +148,30 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
         return {"out": out, "figure": out / "figure.png", "metrics": read_json(out / "metrics.json"),
                 "num_samples": read_json(out / "metrics.json").get("_num_samples")}
     data = open_shards(shards, split)
-    rows = eligible_samples(data, [*sources, final], num)
+    try:
+        rows = eligible_samples(data, [*sources, final], num)
+        no_truth = None
+    except NoSamplesError as error:  # a pair never recorded together: translate it anyway, score nothing
+        rows = eligible_samples(data, sources, num)
+        no_truth = f"{error}: no ground truth, nothing scored"
     decode = make_decoder(Path(tokenizers))
     scenes = [data.scenes[row] for row in rows] if data.scenes else None
     inputs = {name: decode(name, data.tokens[name][rows]) for name in sources}
-    truth = decode(final, data.tokens[final][rows])
+    truth = decode(final, data.tokens[final][rows]) if no_truth is None else None
     predictions, results = {}, {}
     for name, path in runs.items():
         model = load_run_model(path)
         generated = generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
-        results[name] = score(final, predictions[name][final][1], truth, scenes)
-    metrics = {**results, "_num_samples": len(rows)}
+        results[name] = score(final, predictions[name][final][1], truth, scenes) if truth is not None else {}
+    metrics = {**results, "_num_samples": len(rows), **({"_no_ground_truth": no_truth} if no_truth else {})}
     with FolderLock(out), staged_dir(out, overwrite=True) as staging:
         atomic_write_json(staging / "request.json", request)
         atomic_write_json(staging / "metrics.json", metrics)
         for name, values in inputs.items():
             _save_values(staging / "input", name, values)
-        _save_values(staging / "ground_truth", final, truth)
+        if truth is not None:
+            _save_values(staging / "ground_truth", final, truth)
         for name, links in predictions.items():
             for link, (ids, values) in links.items():
                 atomic_save_npy(staging / name / f"{link}.tokens.npy", ids)
@@ -168,7 +179,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
         shown = min(figure_rows or num, len(rows))
         columns = [(f"input ({sources[0]}, tokenized)", sources[0], inputs[sources[0]])]
         columns += [(f"{name}", final, predictions[name][final][1]) for name in runs]
-        columns += [(f"ground truth ({final}, tokenized)", final, truth)]
+        columns += [(f"ground truth ({final}, tokenized)", final, truth) if truth is not None else
+                    ("no ground truth", final, [None] * len(rows))]
         draw_grid(staging / "figure.png", columns, shown, f"{'+'.join(sources)} → {dst} ({_label(schedule)})")
     return {"out": out, "figure": out / "figure.png", "metrics": metrics, "num_samples": len(rows)}
 

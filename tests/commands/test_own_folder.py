@@ -47,3 +47,28 @@ def test_every_command_knows_the_declared_modality_without_a_flag(own_run, capsy
 
     discover([root / "results"])
     assert "thermal" in registry.names()
+
+
+def test_eval_scores_what_it_can_and_names_the_split_of_what_it_skips(own_run, capsys):
+    root, results = own_run
+    run = results["runs"]["all-data"]["path"]
+    assert cli_main(["eval", run, "--directions", "thermal:depth,rgb:depth", "--num-samples", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "rgb:depth" in captured.out
+    skipped = "thermal:depth: skipped, no sample of the 'val' split has all of ['thermal', 'depth']"
+    assert skipped in captured.err
+    assert cli_main(["eval", run, "--directions", "thermal:depth,rgb:depth", "--strict"]) == 1
+    assert cli_main(["eval", run, "--directions", "thermal:depth"]) == 2
+    assert "no direction could be evaluated" in capsys.readouterr().err
+
+
+def test_generate_translates_a_pair_no_sample_holds_and_scores_nothing(own_run, capsys):
+    root, results = own_run
+    run = results["runs"]["all-data"]["path"]
+    out = root / "thermal-to-depth"
+    assert cli_main(["generate", run, "--from", "thermal", "--to", "depth", "--num", "2",
+                     "--out", str(out)]) == 0
+    assert "no ground truth, nothing scored" in capsys.readouterr().err
+    metrics = read_json(out / "metrics.json")
+    assert metrics["_num_samples"] == 2 and metrics[run.rsplit("/", 1)[1]] == {}
+    assert (out / "figure.png").is_file() and not (out / "ground_truth").exists()
