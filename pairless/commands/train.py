@@ -45,8 +45,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     data = read_json(args.config) if args.config else {}
     for key, value in (("shards", args.shards), ("out", args.out), ("total_tokens", args.total_tokens),
                        ("batch_size", args.batch_size), ("init_from", args.init_from)):
-        if value is not None:
-            data[key] = str(value) if isinstance(value, Path) else value
+        if value is not None:  # paths from the current directory, recorded absolute (read from anywhere)
+            data[key] = str(value.absolute()) if isinstance(value, Path) else value
     if args.preset:
         if "model" in data:
             raise ConfigError(f"--preset {args.preset}: {args.config} has a model section already; "

@@ -35,7 +35,8 @@ class Plan:
 
     def __init__(self, config: ExperimentConfig, out: Path):
         self.config = config
-        self.out = out
+        # absolute: the runs record their shards, and a later command may open them from another directory
+        out = self.out = Path(out).absolute()
         self.cache = out / "cache"
         if config.data is not None:  # a user's folder: keyed by its path and its file listing
             self.world = Path(config.data)

@@ -175,7 +175,16 @@ def run_shards_path(run: Path) -> Path:
     if not isinstance(found, str):
         raise ValueError(f"{run / 'config.json'}: no 'shards' path recorded; pass --shards")
     path = Path(found)
-    return path if path.is_absolute() or path.exists() else run / path
+    if path.is_absolute():
+        return path
+    # runs record absolute paths now; an older one recorded the path as given, relative to the directory it
+    # was trained in: the current one, or (a run inside a results tree) a folder above the run
+    candidates = [path, *(folder / path for folder in [run.absolute(), *run.absolute().parents])]
+    for candidate in candidates:
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ValueError(f"{run / 'config.json'}: records the shards as {found!r}, a relative path found neither "
+                     "from the current directory nor above the run; pass --shards")
 
 
 def _find_key(node, key: str):

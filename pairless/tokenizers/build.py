@@ -179,6 +179,11 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
                            remedy="choose another --out or remove it"):
             return None
         started = time.perf_counter()
+        if report:  # the report reads val after hours of training: a bad val file stops the call now instead
+            from pairless.data import list_splits, open_dataset
+
+            if "val" in list_splits(data):
+                open_dataset(data, "val", on_bad_sample=on_bad_sample)
         info = train_all(data, out, config, modalities, threads, on_bad_sample)
         if report:
             from pairless.tokenizers.report import write_report

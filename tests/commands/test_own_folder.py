@@ -72,3 +72,42 @@ def test_generate_translates_a_pair_no_sample_holds_and_scores_nothing(own_run, 
     metrics = read_json(out / "metrics.json")
     assert metrics["_num_samples"] == 2 and metrics[run.rsplit("/", 1)[1]] == {}
     assert (out / "figure.png").is_file() and not (out / "ground_truth").exists()
+
+
+def test_tokenizers_train_refuses_a_nan_in_val_before_training_anything(tmp_path, capsys):
+    data = write_user_folder(tmp_path / "data", train=8, val=4, nan_in_val=True)
+    try:
+        assert cli_main(["tokenizers", "train", "--data", str(data), "--out", str(tmp_path / "tok"),
+                         "--preset", "micro"]) == 1
+    finally:
+        forget_thermal()
+    assert "val/depth/part0/000000.npy: contains NaN or inf" in capsys.readouterr().err
+    assert not (tmp_path / "tok").exists() or not any((tmp_path / "tok").iterdir())  # nothing trained
+
+
+def test_paths_are_read_from_the_current_directory_wherever_the_run_was_made(own_run, tmp_path,
+                                                                               monkeypatch, capsys):
+    from pairless.commands.train import build_parser, config_from_args
+    from pairless.inference.evaluate import run_shards_path
+
+    root, results = own_run
+    shards = root / "results" / "cache" / results["paths"]["shards"].rsplit("/", 1)[1]
+    monkeypatch.chdir(root)
+    args = build_parser().parse_args(["--shards", shards.relative_to(root).as_posix(), "--out", "runs/mine",
+                                      "--preset", "tiny"])
+    config = config_from_args(args)
+    assert str(config.shards) == str(shards) and str(config.out) == str(root / "runs" / "mine")
+    # a run recorded before paths were made absolute: its relative shards are found from a folder above it
+    old_run = root / "results" / "old-run"
+    old_run.mkdir()
+    (old_run / "config.json").write_text(f'{{"shards": "results/cache/{shards.name}"}}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_shards_path(old_run) == root / "results" / "cache" / shards.name
+    # a relative --shards is read from the current directory, not from the run folder
+    run = results["runs"]["all-data"]["path"]
+    relative = "../" * len(elsewhere.parts) + shards.as_posix().lstrip("/")
+    assert cli_main(["eval", run, "--directions", "rgb:depth", "--num-samples", "2",
+                     "--shards", relative]) == 0
+    assert "rgb:depth" in capsys.readouterr().out
