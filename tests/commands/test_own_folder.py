@@ -111,3 +111,9 @@ def test_paths_are_read_from_the_current_directory_wherever_the_run_was_made(own
     assert cli_main(["eval", run, "--directions", "rgb:depth", "--num-samples", "2",
                      "--shards", relative]) == 0
     assert "rgb:depth" in capsys.readouterr().out
+
+
+def test_no_lock_is_left_behind(own_run):
+    """After the recipe and every command above (in this module, the fixture's folder is shared)."""
+    root, _ = own_run
+    assert sorted(path.relative_to(root) for path in root.rglob("*.lock")) == []
