@@ -299,7 +299,7 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
         result = generate_and_score(runs=runs, src=figure.src, dst=figure.dst, schedule=figure.schedule,
                                     num=max(figure.num, config.decoded_samples), tokenizers=plan.tokenizers,
                                     shards=plan.shards, out=out, figure_rows=figure.num,
-                                    threads=choose_threads())
+                                    threads=choose_threads(), no_input=True)
         if result.get("figure"):
             figures[f"{figure.src} → {figure.dst} ({figure.schedule})"] = str(result["figure"])
         metrics[direction] = result.get("metrics", {})
@@ -310,8 +310,11 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
                                        num=max(figure.num, config.decoded_samples),
                                        tokenizers=plan.tokenizers, shards=plan.shards,
                                        out=out.with_name(f"{out.name}-scored"), figure_rows=figure.num,
-                                       threads=choose_threads())
-            metrics[direction] = {**extra.get("metrics", {}), **metrics[direction]}
+                                       threads=choose_threads(), no_input=True)
+            no_input = {**extra.get("metrics", {}).get("_no_input", {}),
+                        **metrics[direction].get("_no_input", {})}
+            metrics[direction] = {**extra.get("metrics", {}), **metrics[direction],
+                                  **({"_no_input": no_input} if no_input else {})}
     return {"figures": figures, "metrics": metrics, "chained": chained}
 
 

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from pairless.data.shards import open_shards
+from pairless.experiments.tables import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
 from pairless.modalities import parse_direction
@@ -208,10 +209,27 @@ def load_run_model(run: Path) -> FourM:
     return load_model(weights)
 
 
+def verdict(row: dict) -> str:
+    """A direction's CE against its no-input CE, in words: what a bare pair of numbers would hide."""
+    ratio = row["ce"] / row["ce_unconditional"] if row["ce_unconditional"] > 0 else float("nan")
+    if ratio > WORSE_RATIO:
+        return "worse than no input"
+    if ratio > LEARNED_RATIO:
+        return f"not learned (ratio > {LEARNED_RATIO:.2f})"
+    return ""
+
+
 def format_table(results: dict[str, dict]) -> str:
-    lines = [f"{'direction':<24} {'CE (nats/token)':>16} {'CE no input':>12} {'samples':>8} {'tokens':>9}"]
+    lines = [f"{'direction':<24} {'CE (nats/token)':>16} {'CE no input':>12} {'ratio':>6} {'samples':>8} "
+             f"{'tokens':>9}  note"]
     for name, row in results.items():
-        lines.append(f"{name:<24} {row['ce']:>16.4f} {row['ce_unconditional']:>12.4f} "
-                     f"{row['num_samples']:>8d} {row['num_tokens']:>9d}")
+        ratio = row["ce"] / row["ce_unconditional"] if row["ce_unconditional"] > 0 else float("nan")
+        lines.append(f"{name:<24} {row['ce']:>16.4f} {row['ce_unconditional']:>12.4f} {ratio:>6.2f} "
+                     f"{row['num_samples']:>8d} {row['num_tokens']:>9d}  {verdict(row)}".rstrip())
+    worse = [name for name, row in results.items() if verdict(row) == "worse than no input"]
+    if worse:
+        lines.append(f"{', '.join(worse)}: the CE is more than {WORSE_RATIO - 1:.0%} above the CE with no "
+                     "input: the model predicts the destination worse when it sees the source than when it "
+                     "sees nothing.")
     return "\n".join(lines)
 

@@ -40,6 +40,7 @@ from pairless.inference.figures import draw_grid
 from pairless.inference.generate import (
     GenerationSchedule,
     default_schedule,
+    generate,
     generate_chain,
     schedule_preset,
 )
@@ -106,6 +107,24 @@ def _save_values(folder: Path, modality: str, values) -> None:
             atomic_write_bytes(folder / f"{modality}_{index}.png", buffer.getvalue())
 
 
+def generate_unconditional(model, count: int, dst: str, schedule: GenerationSchedule, seed: int,
+                           batch_size: int, threads: int | None) -> np.ndarray:
+    """``count`` generations of ``dst`` from no input (ids, numpy [count, L]): the floor a translation's
+    decoded metric has to beat, as the no-input CE is the floor of its CE."""
+    specs = {name: model.specs[name] for name in model.specs}
+    schedule = _schedule_for(specs[dst].kind, schedule)
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    model.eval()
+    for start in range(0, count, batch_size):
+        rows = min(batch_size, count - start)
+        # the samplers take the batch size from the source tokens: an empty one of the destination's shape
+        placeholder = {dst: torch.zeros((rows, specs[dst].num_tokens), dtype=torch.long)}
+        parts.append(generate(model, placeholder, [], dst, specs, model.modalities, schedule, generator,
+                              threads=threads))
+    return torch.cat(parts).numpy()
+
+
 def make_decoder(tokenizers: Path):
     from pairless.tokenizers import load_tokenizer
 
@@ -122,7 +141,8 @@ def make_decoder(tokenizers: Path):
 
 def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
                        shards: Path, out: Path, figure_rows: int | None = None, split: str = "val",
-                       seed: int = 0, batch_size: int = 64, threads: int | None = None) -> dict:
+                       seed: int = 0, batch_size: int = 64, threads: int | None = None,
+                       no_input: bool = False) -> dict:
     """Generate ``dst`` from ``src`` with every run, decode, score, draw; returns what the report needs.
 
     ``src``: a modality, ``"a+b"`` or a list; ``dst`` may be a chain
@@ -130,6 +150,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     for the last link). ``schedule``: a preset name or a GenerationSchedule;
     links whose kind it does not fit (e.g. text in a chain of images) use the
     study's default for their kind. ``threads``: torch threads (None: the current count).
+    ``no_input``: also generate the destination from no input with each run and score it the same way
+    (``metrics["_no_input"][run]``): what the decoded metric of a translation has to beat.
     Returns ``{"out", "figure", "metrics":
     {run: {metric: value}}, "num_samples"}``.
     """
@@ -142,7 +164,9 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain,
                "split": split,
                "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
-               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows}
+               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows,
+               # absent when off: the requests made before the option keep their hash
+               **({"no_input": True} if no_input else {})}
     request["hash"] = config_hash(request)
     if is_complete(out) and read_json(out / "request.json").get("hash") == request["hash"]:
         return {"out": out, "figure": out / "figure.png", "metrics": read_json(out / "metrics.json"),
@@ -158,13 +182,17 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     scenes = [data.scenes[row] for row in rows] if data.scenes else None
     inputs = {name: decode(name, data.tokens[name][rows]) for name in sources}
     truth = decode(final, data.tokens[final][rows]) if no_truth is None else None
-    predictions, results = {}, {}
+    predictions, results, unconditional = {}, {}, {}
     for name, path in runs.items():
         model = load_run_model(path)
         generated = generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
         results[name] = score(final, predictions[name][final][1], truth, scenes) if truth is not None else {}
-    metrics = {**results, "_num_samples": len(rows), **({"_no_ground_truth": no_truth} if no_truth else {})}
+        if no_input and truth is not None:
+            ids = generate_unconditional(model, len(rows), final, schedule, seed, batch_size, threads)
+            unconditional[name] = score(final, decode(final, ids), truth, scenes)
+    metrics = {**results, "_num_samples": len(rows), **({"_no_ground_truth": no_truth} if no_truth else {}),
+               **({"_no_input": unconditional} if unconditional else {})}
     with FolderLock(out), staged_dir(out, overwrite=True) as staging:
         atomic_write_json(staging / "request.json", request)
         atomic_write_json(staging / "metrics.json", metrics)

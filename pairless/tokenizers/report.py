@@ -49,6 +49,18 @@ def score(tokenizer, original, reconstruction) -> dict[str, float]:
     return {"rmse": metrics.rmse(reconstruction, original, valid=np.ones(original.shape, dtype=bool))}
 
 
+def declared_score(modality: str, original, reconstruction) -> dict[str, float] | None:
+    """The decoded generations' metrics of a modality declared with the data (None for a built-in one), so
+    that its ceiling sits beside the same metric of its translations."""
+    from pairless import modalities as registry
+    from pairless.inference.decoded_metrics import declared_metrics
+
+    entry = registry.get(modality)
+    if modality in registry.WORLD_MODALITIES or "declaration" not in entry.extra:
+        return None
+    return declared_metrics(entry, reconstruction, original)
+
+
 def reconstruction_metrics(tokenizer_root: str | Path, data: str | Path, split: str = "val",
                            max_samples: int | None = None, threads: int | None = None,
                            on_bad_sample: str = "error") -> dict[str, dict]:
@@ -83,7 +95,8 @@ def _score_all(tokenizer_root, dataset, max_samples: int | None) -> dict[str, di
         else:
             original = np.asarray(values[indices])
         reconstruction = tokenizer.decode(tokenizer.encode(original))
-        results[modality] = {**score(tokenizer, original, reconstruction), **extra,
+        declared = declared_score(modality, original, reconstruction)
+        results[modality] = {**score(tokenizer, original, reconstruction), **(declared or {}), **extra,
                              "num_samples": int(len(indices))}
     return results
 

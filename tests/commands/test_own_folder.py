@@ -113,6 +113,20 @@ def test_paths_are_read_from_the_current_directory_wherever_the_run_was_made(own
     assert "rgb:depth" in capsys.readouterr().out
 
 
+def test_the_report_scores_the_declared_modality_and_gives_no_verdict_it_cannot_back(own_run):
+    root, results = own_run
+    report = (root / "results" / "own-data" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| rgb → thermal | all-data |"))
+    # a declared 8-bit image: PSNR, beside no input's and the tokenizer's ceiling; the samples stated
+    assert "| 4 |" in row and "psnr (higher is better)" in row and "| – |" not in row
+    assert "psnr" in results["tokenizer_ceiling"]["thermal"]
+    assert "_no_input" in results["generation"]["metrics"]["rgb:thermal"]
+    # 4 held-out samples and nothing learned at micro: no verdict of the unpaired section may stand
+    assert "uses its input" not in report and "survives the trip" not in report
+    assert "**no verdict**: 4 held-out samples, fewer than the 16 a verdict needs" in report
+    assert not (root / "results" / "own-data" / "probes.png").exists()  # too few points to plot
+
+
 def test_no_lock_is_left_behind(own_run):
     """After the recipe and every command above (in this module, the fixture's folder is shared)."""
     root, _ = own_run
