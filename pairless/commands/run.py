@@ -11,11 +11,14 @@ from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
+from pairless.experiments.scale import presets_epilog
 from pairless.utils.storage import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0],
+                                     epilog=presets_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
     parser.add_argument("--preset", default="tiny",
                         help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
@@ -26,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
     parser.add_argument("--data", default=None,
-                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones)")
+                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones). "
+                             "Bad files (unreadable, NaN, wrong size or extension) are skipped, counted and "
+                             "listed in the report; their samples keep the rest (no --on-bad-sample needed)")
     parser.add_argument("--withhold", action="append", default=[], type=pair_argument, metavar="A:B",
                         help="own-data: also never show A and B together in training, to simulate a pair "
                              "never recorded together (repeatable)")

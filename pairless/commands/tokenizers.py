@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pairless.config import ConfigError, apply_overrides
+from pairless.experiments.scale import presets_epilog
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.train import preset_config
 from pairless.utils.threads import choose_threads
@@ -19,7 +20,8 @@ from pairless.utils.threads import choose_threads
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless tokenizers", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset")
+    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset",
+                             epilog=presets_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--data", required=True, type=Path,
                        help="dataset folder (with train/ and val/ splits)")
     train.add_argument("--out", required=True, type=Path, help="tokenizer folder TOKDIR")

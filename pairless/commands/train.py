@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from pairless.config import ConfigError, apply_overrides, validate
+from pairless.experiments.scale import presets_epilog
 from pairless.modalities import parse_pair
 from pairless.model import PRESETS
 from pairless.training.run import TrainingDiverged, TrainingInterrupted
@@ -20,7 +21,9 @@ from pairless.utils.storage import read_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pairless train", description=__doc__.split("\n\n")[0],
+                                     epilog=presets_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="a TrainConfig as JSON (flags and --set apply on top)")
     parser.add_argument("--shards", type=Path, help="token shards folder")
     parser.add_argument("--out", type=Path, help="run folder")

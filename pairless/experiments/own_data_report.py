@@ -26,13 +26,19 @@ def inspection_markdown(results: dict) -> list[str]:
     inspection = results.get("inspection")
     if not inspection:
         return []
-    parts = ["## Your data", "",
-             f"`{results['config'].get('data')}`, counted from the file listing (files that proved "
-             "unreadable are listed below).", ""]
-    for split, counts in inspection.get("splits", {}).items():
+    used = inspection.get("used") or {}
+    source = ("the samples used (the token shards, after the bad files below were skipped)" if used else
+              "the file listing (files that proved unreadable are listed below)")
+    parts = ["## Your data", "", f"`{results['config'].get('data')}`, counted from {source}.", ""]
+    skipped = _skipped_per_modality(inspection)
+    for split, listed in inspection.get("splits", {}).items():
+        counts = used.get(split) or listed
         names = list(counts["modalities"])
-        parts += [f"**{split}**: {counts['num_samples']} samples. Samples with both modalities (diagonal: "
-                  "with the modality):", ""]
+        dropped = skipped.get(split) or {}
+        listed_bad = ", ".join(f"{name} {count}" for name, count in sorted(dropped.items()))
+        note = f"; bad files skipped: {listed_bad}" if dropped else "; no file skipped"
+        parts += [f"**{split}**: {counts['num_samples']} samples used ({listed['num_samples']} in the listing"
+                  f"{note}). Samples with both modalities (diagonal: with the modality):", ""]
         rows = []
         for a in names:
             row = [a]
@@ -53,6 +59,17 @@ def inspection_markdown(results: dict) -> list[str]:
     else:
         parts += ["No bad file was found.", ""]
     return parts
+
+
+def _skipped_per_modality(inspection: dict) -> dict[str, dict[str, int]]:
+    """{split: {modality: bad files skipped}}, from the listed paths (``SPLIT/MODALITY/...``)."""
+    out: dict[str, dict[str, int]] = {}
+    for split, items in (inspection.get("bad_samples") or {}).items():
+        for path, _ in items:
+            parts = path.replace("\\", "/").split("/")
+            modality = parts[parts.index(split) + 1] if split in parts[:-1] else "?"
+            out.setdefault(split, {})[modality] = out.setdefault(split, {}).get(modality, 0) + 1
+    return out
 
 
 def _refusal(subject: str, samples: int | None, rests_on: list[str], learned: dict | None,

@@ -148,6 +148,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with FolderLock(plan.recipe_dir):
+        check_same_data(config, plan.recipe_dir)
         started = time.perf_counter()
         inspection = None
         if config.data is None:
@@ -162,6 +163,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["tokenizers+shards"] = time.perf_counter() - started
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
+            inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
 
         runs_info, pseudo = {}, {}
         # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
@@ -246,6 +248,22 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         report = write_report(plan.recipe_dir)
     print(f"report: {report}", flush=True)
     return plan.recipe_dir
+
+
+def check_same_data(config: ExperimentConfig, recipe_dir: Path) -> None:
+    """Refuse to replace the report of one user folder with another's in the same ``--out`` (the cache
+    beside it is keyed by the data and shared; the report folder is not)."""
+    previous = recipe_dir / "results.json"
+    if config.data is None or not previous.is_file():
+        return
+    from pairless.config import ConfigError
+    from pairless.utils.storage import read_json
+
+    before = (read_json(previous).get("config") or {}).get("data")
+    if before is not None and Path(before) != Path(config.data):
+        raise ConfigError(f"{recipe_dir} holds the report of {before}; this run is on {config.data} and "
+                          "would replace it: give this dataset its own --out, or remove "
+                          f"{recipe_dir} to replace it")
 
 
 def _cpu_count() -> int:

@@ -83,6 +83,25 @@ def inspect_data(data: Path) -> dict:
     return {"splits": {split: co_occurrence(data, split) for split in list_splits(data)}}
 
 
+def used_counts(shards: Path) -> dict:
+    """Per split, samples per modality and per pair that the token shards hold: what training and evaluation
+    use, after the bad files were skipped (same form as :func:`pairless.data.inspect.co_occurrence`)."""
+    import itertools
+
+    import numpy as np
+
+    out = {}
+    for split in list_splits(shards):
+        tokens = open_shards(shards, split)
+        present = {name: np.asarray(mask, bool) for name, mask in tokens.present.items()}
+        names = list(present)
+        out[split] = {"num_samples": len(tokens),
+                      "modalities": {name: int(present[name].sum()) for name in names},
+                      "pairs": {f"{a}:{b}": int((present[a] & present[b]).sum())
+                                for a, b in itertools.combinations(names, 2)}}
+    return out
+
+
 def bad_samples(tokenizers: Path, shards: Path) -> dict:
     """{split: [[file, reason], ...]} skipped by the tokenizer and tokenize stages (merged)."""
     found: dict[str, dict[str, str]] = {}
