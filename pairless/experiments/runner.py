@@ -137,6 +137,9 @@ class Plan:
             line(f"add {stage.modality} ({stage.name})", self.runs[stage.name], stage.total_tokens / 12_000)
         evaluations = len(self.runs) * len(self.config.directions)
         lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
+        if self.config.unpaired:  # own-data: the measures of the pairs never recorded together
+            lines.append(f"  and {len(self.config.unpaired)} unpaired analyses (both directions of "
+                         f"{', '.join(self.config.unpaired)}: direct, chained, no input, cycle)")
         lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
         return "\n".join(lines)
 

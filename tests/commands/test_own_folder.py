@@ -15,6 +15,7 @@ from pairless.utils.storage import read_json
 def own_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
     data = write_user_folder(root / "data")
+    (data / "train" / "rgb" / "part0" / "000003.png").write_bytes(b"not a png")  # a bad file, skipped
     try:
         assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
                          "--out", str(root / "results")]) == 0
@@ -125,6 +126,21 @@ def test_the_report_scores_the_declared_modality_and_gives_no_verdict_it_cannot_
     assert "uses its input" not in report and "survives the trip" not in report
     assert "**no verdict**: 4 held-out samples, fewer than the 16 a verdict needs" in report
     assert not (root / "results" / "own-data" / "probes.png").exists()  # too few points to plot
+
+
+def test_your_data_counts_what_was_used_and_a_second_folder_into_the_same_out_is_refused(own_run, capsys):
+    root, _ = own_run
+    report = (root / "results" / "own-data" / "report.md").read_text()
+    assert "**train**: 48 samples used (48 in the listing; bad files skipped: rgb 1)" in report
+    assert "| rgb | 24 | 47 | 23 |" in report  # 48 rgb files, one skipped
+    other = write_user_folder(root / "other", train=8, val=4)
+    try:
+        assert cli_main(["run", "own-data", "--data", str(other), "--preset", "micro",
+                         "--out", str(root / "results")]) == 1
+    finally:
+        forget_thermal()
+    assert f"holds the report of {root / 'data'}; this run is on {other}" in capsys.readouterr().err
+    assert str(root / "data") in (root / "results" / "own-data" / "report.md").read_text()  # kept
 
 
 def test_no_lock_is_left_behind(own_run):
