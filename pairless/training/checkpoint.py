@@ -26,7 +26,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_bytes, is_complete, staged_dir
+from pairless.utils.storage import atomic_write_bytes, is_complete, ordered_safetensors, staged_dir
 
 STATE_FORMAT = "pairless-training-state"
 STATE_VERSION = 1
@@ -66,7 +66,7 @@ def state_to_bytes(state: TrainingState) -> bytes:
         "optimizer_scalars": scalars,
     }
     metadata = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "state": json.dumps(payload)}
-    return safetensors.torch.save(tensors, metadata=metadata)
+    return ordered_safetensors(safetensors.torch.save(tensors, metadata=metadata))
 
 
 def write_state(path: str | Path, state: TrainingState) -> None:
