@@ -186,6 +186,7 @@ def save(session: Session, progress: Progress, reason: str) -> Path | None:
             "data_position": list(session.order.position(progress.step)),
             "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
             "world_size": session.context.world_size, "threads": torch.get_num_threads(),
+            "device": str(session.context.device),
             "config_hash": config_hash(session.config), "distributed": session.config.distributed}
     # a sharded run keeps its optimizer in the per-process shard files
     optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
@@ -225,6 +226,7 @@ def finish(session: Session, progress: Progress, last_saved: int, stopped_by: in
     modalities = session.data.modalities
     mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
                         "wall_seconds": wall, "world_size": context.world_size,
+                        "threads": torch.get_num_threads(), "device": str(context.device),
                         "config_hash": config_hash(config),
                         "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
                                                         strict=True))})

@@ -54,6 +54,8 @@ def test_tokenizers_tokenize_and_train_record_the_count_and_device(pipeline):
     assert manifest["threads"] == 1 and manifest["device"] == "cpu"
     config = read_json(pipeline / "zs" / "config.json")
     assert config["num_threads"] == 1 and config["device"] == "cpu"
+    complete = read_json(pipeline / "zs" / "COMPLETE.json")
+    assert complete["threads"] == 1 and complete["device"] == "cpu"
     # no --threads: the fixed default (one thread under this test's fixture), recorded all the same
     assert read_json(pipeline / "base" / "config.json")["num_threads"] == 1
 
