@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.inference.evaluate import evaluate_directions, format_table, record_results
 from pairless.inference.known import know_modalities
 from pairless.inference.regions import evaluate_regions, format_regions
-from pairless.utils.threads import choose_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tokenizer folder for --regions (default: the shards')")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when any direction is skipped (default: only when all are)")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -43,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     directions = [text.strip() for text in args.directions.split(",") if text.strip()]
     skipped: dict[str, str] = {}
     try:
+        runtime = resolve_runtime(args)
         know_modalities(args.run, shards=args.shards, tokenizers=args.tokenizers)
         results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
-                                      args.shards, threads=choose_threads(), skipped=skipped)
+                                      args.shards, threads=runtime.threads, device=runtime.device,
+                                      skipped=skipped)
         regions = {}
         if args.regions and results:
             regions = evaluate_regions(args.run, list(results), args.tokenizers, args.num_samples,
-                                       args.batch_size, args.split, args.shards, threads=choose_threads())
+                                       args.batch_size, args.split, args.shards, threads=runtime.threads,
+                                       device=runtime.device)
     except (ValueError, FileNotFoundError) as error:
         print(f"pairless eval: {error}", file=sys.stderr)
         return 2
