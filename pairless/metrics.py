@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The quality bar (reports and ``pairless eval``): a direction whose CE is above LEARNED_RATIO of the run's
+# own no-input CE has learned little of it, and a recovered fraction of the gap would be noise (DESIGN.md,
+# "Quality bar"); above WORSE_RATIO the input makes the model worse than no input at all, and the reports
+# say so in those words (a CE within 1% of no input is the noise of a few hundred samples).
+LEARNED_RATIO = 0.9
+WORSE_RATIO = 1.01
+
 
 def psnr(prediction: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB, averaged per image (not over the pooled MSE)."""

@@ -13,12 +13,9 @@ from __future__ import annotations
 import math
 from statistics import mean, stdev
 
-# A model whose conditional CE is within 10% of its own no-input CE has learned little of that direction:
-# a recovered fraction of the gap between it and no input would be noise (DESIGN.md, "Quality bar").
-LEARNED_RATIO = 0.9
-# Above this the input makes the model worse than no input at all, and the reports say so in those words (a
-# CE within 1% of no input is the noise of a few hundred samples, called "not learned" like the rest).
-WORSE_RATIO = 1.01
+# the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
+from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
+
 # The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
 # better).
 MAIN_METRIC = {"depth": ("abs_rel", "lower"), "semseg": ("miou", "higher"),

@@ -24,9 +24,9 @@ import torch
 from tqdm import tqdm
 
 from pairless.data.shards import open_shards
-from pairless.experiments.tables import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
+from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
 from pairless.modalities import parse_direction
 from pairless.model import FourM, load_model
 from pairless.utils.runtime import resolve_device
