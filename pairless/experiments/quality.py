@@ -39,16 +39,25 @@ def main_metric(modality: str, available=None) -> tuple[str | None, str]:
     if modality in MAIN_METRIC and (available is None or MAIN_METRIC[modality][0] in available):
         return MAIN_METRIC[modality]
     preferred = list(_FALLBACK.get(modality, ()))
-    try:
-        from pairless import modalities as registry
+    from pairless import modalities as registry
 
+    try:
         entry = registry.get(modality)
-        if entry.kind == "image" and entry.dtype == "uint8" and not entry.num_classes:
-            preferred.append(("psnr", "higher"))
     except KeyError:
-        pass
+        entry = None
+    if entry is not None:  # a declared modality: the metric of its kind first
+        if entry.kind == "sequence":
+            preferred.append(("token_f1", "higher"))
+        elif entry.kind == "vector":
+            preferred.append(("cosine", "higher"))
+        elif entry.num_classes:
+            preferred.append(("miou", "higher"))
+        else:
+            preferred.append(("psnr", "higher") if entry.dtype == "uint8" else ("rmse", "lower"))
+    if available is None:  # nothing measured to choose among: the kind's metric, or none for an unknown name
+        return preferred[0] if preferred else (None, "lower")
     for name, better in [*preferred, *_GENERIC]:
-        if available is None or name in available:
+        if name in available:
             return name, better
     return None, "lower"
 
