@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 
 DIM, HEADS, DEPTH = 32, 4, 2
 IMAGE_SIZE, PATCH_SIZE = 64, 16  # the config's default image: a 4 x 4 token grid
-TEXT_VOCAB, TEXT_LENGTH = 256, 12  # a WordPiece-like vocabulary: [PAD] 0, [UNK] 1, [SOS] 2, [EOS] 3, [S_0] 4...
+TEXT_VOCAB, TEXT_LENGTH = 256, 12  # WordPiece-like: [PAD] 0, [UNK] 1, [SOS] 2, [EOS] 3, [S_0] 4...
 EOS, S0 = 3, 4
 
 # (released name, kind, vocabulary, input size, patch size, sin-cos positions)
@@ -77,7 +77,10 @@ def import_ml4m(source: Path):
 
     # FM shuffles its decoder modalities with random.sample(dict.items(), n); Python 3.11 no longer turns a
     # set-like population into a sequence by itself (3.8-3.10 did, with a warning). Do what they did.
-    fm.random = types.SimpleNamespace(sample=lambda population, count: random.sample(tuple(population), count))
+    def sample(population, count):
+        return random.sample(tuple(population), count)
+
+    fm.random = types.SimpleNamespace(sample=sample)
     return fm, encoder_embeddings, decoder_embeddings, table
 
 
@@ -88,16 +91,14 @@ def modality_table(modalities, encoder_embeddings, decoder_embeddings) -> dict:
     table = {}
     for index, (name, kind, vocab, size, patch, sincos) in enumerate(modalities):
         if kind == "img":
+            options = {"vocab_size": vocab, "sincos_pos_emb": sincos}
             entry = {"input_size": size, "patch_size": patch,
-                     "encoder_embedding": partial(encoder_embeddings.ImageTokenEncoderEmbedding, vocab_size=vocab,
-                                                  sincos_pos_emb=sincos),
-                     "decoder_embedding": partial(decoder_embeddings.ImageTokenDecoderEmbedding, vocab_size=vocab,
-                                                  sincos_pos_emb=sincos)}
+                     "encoder_embedding": partial(encoder_embeddings.ImageTokenEncoderEmbedding, **options),
+                     "decoder_embedding": partial(decoder_embeddings.ImageTokenDecoderEmbedding, **options)}
         else:
-            entry = {"encoder_embedding": partial(encoder_embeddings.SequenceEncoderEmbedding, vocab_size=vocab,
-                                                  max_length=TEXT_LENGTH, padding_idx=0),
-                     "decoder_embedding": partial(decoder_embeddings.SequenceDecoderEmbedding, vocab_size=vocab,
-                                                  max_length=TEXT_LENGTH, padding_idx=0)}
+            options = {"vocab_size": vocab, "max_length": TEXT_LENGTH, "padding_idx": 0}
+            entry = {"encoder_embedding": partial(encoder_embeddings.SequenceEncoderEmbedding, **options),
+                     "decoder_embedding": partial(decoder_embeddings.SequenceDecoderEmbedding, **options)}
         table[name] = {**entry, "type": kind, "vocab_size": vocab, "id": 100 + index}
     return table
 
@@ -262,8 +263,10 @@ def main(argv: list[str] | None = None) -> int:
             for modality, fields in mod_dict.items():
                 for field, tensor in fields.items():
                     cases[f"{prefix}/{modality}/{field}"] = tensor.contiguous()
-            cases[f"{prefix}/logits"] = ml4m_logits(model, mod_dict, name, num_encoder, num_decoder).contiguous()
-            entries.append({"target": name, "num_encoder_tokens": num_encoder, "num_decoder_tokens": num_decoder})
+            logits = ml4m_logits(model, mod_dict, name, num_encoder, num_decoder)
+            cases[f"{prefix}/logits"] = logits.contiguous()
+            entries.append({"target": name, "num_encoder_tokens": num_encoder,
+                            "num_decoder_tokens": num_decoder})
         record["flavours"][flavour] = {"config": config, "cases": entries, "text_length": TEXT_LENGTH,
                                        "sequence_target_offset": TEXT_LENGTH}
     save_file(cases, str(args.out / "cases.safetensors"))

@@ -55,6 +55,7 @@ class Ml4mModel:
     names: dict[str, str]  # pairless modality -> ml-4m modality
     config: dict  # ml-4m's FM config as read (export starts from it)
     skipped: list[str] = field(default_factory=list)  # ml-4m modalities left out (--skip)
+    position_rows: dict[str, int] = field(default_factory=dict)  # ml-4m modality -> rows of its table
 
 
 def read_mapping(path: Path | None = None) -> dict:
@@ -143,11 +144,14 @@ def _spec(ml4m_name: str, name: str, entry: dict, mapping: dict, vocab: int, row
     if kind == "vector":
         return TokenSpec(name, "vector", rows, vocab)
     grid = tuple(entry["grid"]) if entry.get("grid") else None
-    if grid is None or grid[0] * grid[1] != rows:
+    if grid is not None and grid[0] * grid[1] != rows:
+        raise Ml4mError(f"modality {ml4m_name!r}: {rows} position rows, but the mapping's grid is "
+                        f"{list(grid)}; give its 'grid' [h, w] in a --modalities file")
+    if grid is None:
         side = round(rows ** 0.5)
         if side * side != rows:
-            raise Ml4mError(f"modality {ml4m_name!r}: {rows} position rows and no grid of that size in the "
-                            "mapping; give its 'grid' [h, w] in a --modalities file")
+            raise Ml4mError(f"modality {ml4m_name!r}: {rows} position rows and no grid in the mapping; give "
+                            "its 'grid' [h, w] in a --modalities file")
         grid = (side, side)
     return TokenSpec(name, "image", rows, vocab, grid=grid)
 
@@ -184,7 +188,7 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
         raise Ml4mError(f"modalities {', '.join(unknown)} are not in the modality mapping; add them to a "
                         "--modalities file (a copy of pairless/model/ml4m_modalities.json)")
     shared = bool(config.get("share_modality_embeddings", True))
-    names, specs, state = {}, {}, {}
+    names, specs, state, position_rows = {}, {}, {}, {}
     for ml4m_name in order:
         entry = mapping["modalities"][ml4m_name]
         encoder, decoder = f"encoder_embeddings.{ml4m_name}", f"decoder_embeddings.{ml4m_name}"
@@ -195,6 +199,7 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
             rows = (SEQUENCE_TABLE_ROWS if entry.get("kind") == "sequence"
                     else entry["grid"][0] * entry["grid"][1])
         spec = _spec(ml4m_name, entry["name"], entry, mapping, vocab, rows)
+        position_rows[ml4m_name] = rows
         if spec.name in specs:
             raise Ml4mError(f"modalities {names[spec.name]!r} and {ml4m_name!r} both map to {spec.name!r}")
         names[spec.name], specs[spec.name] = ml4m_name, spec
@@ -227,7 +232,7 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
     with torch.random.fork_rng():  # FourM draws initial weights; all are replaced
         model = FourM(model_config, specs)
     _load(model, joined)
-    return Ml4mModel(model, names, dict(config), list(skip))
+    return Ml4mModel(model, names, dict(config), list(skip), position_rows)
 
 
 def _model_config(config: dict, bias: bool, shared: bool) -> ModelConfig:
@@ -276,3 +281,114 @@ def _load(model: FourM, state: dict[str, torch.Tensor]) -> None:
     unused = sorted(set(state) - set(expected))
     if unused:
         raise Ml4mError(f"converted tensors the model has no place for: {', '.join(unused[:5])}")
+
+
+def check_exportable(model: FourM) -> None:
+    """Refuse a model that ml-4m's FM cannot compute, naming every option that differs."""
+    architecture = model.architecture
+    wanted = {key: value for key, value in STYLES["ml4m"].items()
+              if key not in ("mlp", "separate_decoder_modalities")}
+    wrong = [f"{key}={getattr(architecture, key)!r} (ml-4m: {value!r})" for key, value in wanted.items()
+             if getattr(architecture, key) != value]
+    if architecture.head_bias:
+        wrong.append("head_bias=True (ml-4m: False)")
+    if wrong:
+        raise Ml4mError("the model lacks ml-4m's options: " + ", ".join(wrong)
+                        + "; only a model trained with model.style=ml4m (or imported) can be exported")
+    if model.config.dropout:
+        raise Ml4mError(f"model.dropout={model.config.dropout}: ml-4m's FM has no dropout")
+
+
+def to_ml4m(model: FourM, names: dict[str, str] | None = None, config: dict | None = None,
+            mapping: dict | None = None, position_rows: dict[str, int] | None = None,
+            ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """ml-4m tensors and safetensors metadata for ``model`` (inverse of :func:`from_ml4m`).
+
+    ``names``: pairless modality -> ml-4m name (an imported run's own; default: the mapping file's);
+    ``config``: the ml-4m config to start from (an imported run's; its shape keys are rewritten);
+    ``position_rows``: rows of each ml-4m position table (an imported run's; default: 512 for sin-cos
+    sequences, as ml-4m builds them, else the modality's token count).
+    """
+    check_exportable(model)
+    mapping = mapping if mapping is not None else read_mapping()
+    reverse = {entry["name"]: name for name, entry in mapping["modalities"].items()}
+    names = dict(names or {})
+    missing = [name for name in model.modalities if name not in names and name not in reverse]
+    if missing:
+        raise Ml4mError(f"modalities {', '.join(missing)} have no ml-4m name (the mapping file maps "
+                        f"{', '.join(sorted(reverse))}); add them to a --modalities file")
+    names = {name: names.get(name, reverse.get(name)) for name in model.modalities}
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    dim, bias = model.config.dim, model.config.bias
+    tensors: dict[str, torch.Tensor] = {}
+    separate = model.decoder_modality_embedding is not None
+    for index, name in enumerate(model.modalities):
+        spec, ml4m_name = model.specs[name], names[name]
+        entry = mapping["modalities"].get(ml4m_name, {})
+        grid = entry.get("grid")
+        if spec.kind == "image" and grid and tuple(grid) != spec.grid:
+            raise Ml4mError(f"modality {name!r}: token grid {spec.grid}, ml-4m's {ml4m_name} has "
+                            f"{tuple(grid)} (tokens of another tokenizer or resolution); map it to another "
+                            "ml-4m name")
+        vocab = slice(int(model.vocab_offset[index]), int(model.vocab_offset[index]) + spec.vocab_size)
+        slots = slice(int(model.slot_offset[index]), int(model.slot_offset[index]) + spec.num_tokens)
+        for side, prefix in (("encoder", f"encoder_embeddings.{ml4m_name}"),
+                             ("decoder", f"decoder_embeddings.{ml4m_name}")):
+            table = "token_embedding.weight" if side == "encoder" else "decoder_token_embedding.weight"
+            tensors[f"{prefix}.token_emb.weight"] = state[table][vocab]
+            positions = state[f"{side}_positions"][slots]
+            total = (position_rows or {}).get(ml4m_name, SEQUENCE_TABLE_ROWS if spec.kind == "sequence"
+                                              else spec.num_tokens)
+            if total > spec.num_tokens:  # ml-4m's sequence tables keep rows no token reaches: sin-cos ones
+                rest = sincos_1d(torch.arange(spec.num_tokens, total), dim)
+                positions = torch.cat([positions, rest.to(positions.dtype)])
+            tensors[f"{prefix}.pos_emb"] = positions[None]
+            table = "decoder_modality_embedding" if side == "decoder" and separate else "modality_embedding"
+            tensors[f"{prefix}.mod_emb"] = state[table][index].reshape(1, 1, dim)
+        tensors[f"decoder_embeddings.{ml4m_name}.to_logits.weight"] = state[f"heads.{index}.weight"]
+    tensors["mask_token"] = state["mask_token"].reshape(1, 1, dim)
+    for ours, value in state.items():
+        top = ours.split(".")[0]
+        if top not in ("encoder", "decoder", *_TOP_PARTS):
+            continue
+        tensors[_ml4m_key(ours)] = value
+    for key in [key for key in tensors if key.endswith(".weight") and _is_norm(key)]:
+        tensors.setdefault(key[: -len("weight")] + "bias", torch.zeros(dim))  # ml-4m's zero bias buffer
+    exported = dict(config or {})
+    exported.update(_exported_config(model, names, bias, separate, exported))
+    tensors = {key: value.contiguous().clone() for key, value in tensors.items()}
+    return tensors, {key: str(value) for key, value in exported.items()}
+
+
+def _is_norm(key: str) -> bool:
+    return any(part in key for part in ("norm1.", "norm2.", "query_norm.", "context_norm.", "encoder_norm.",
+                                        "decoder_norm."))
+
+
+def _ml4m_key(ours: str) -> str:
+    """ml-4m's name of a pairless transformer tensor."""
+    top, *rest = ours.split(".")
+    if top in _TOP_PARTS:
+        return ".".join([_TOP_PARTS[top], *rest])
+    index, *part = rest
+    attention = "attn" if top == "encoder" else "self_attn"
+    for mine, theirs in sorted(_BLOCK_PARTS.items(), key=lambda item: -len(item[0])):
+        if ".".join(part).startswith(mine + "."):
+            tail = ".".join(part)[len(mine) + 1:]
+            return f"{top}.{index}.{theirs.format(attention=attention)}.{tail}"
+    raise Ml4mError(f"tensor {ours!r} has no ml-4m counterpart")
+
+
+def _exported_config(model: FourM, names: dict[str, str], bias: bool, separate: bool, base: dict) -> dict:
+    config = model.config
+    ordered = [names[name] for name in model.modalities]
+    gated = model.architecture.mlp == "swiglu"
+    values = {"domains_in": ordered, "domains_out": ordered, "dim": config.dim,
+              "encoder_depth": config.encoder_layers, "decoder_depth": config.decoder_layers,
+              "num_heads": config.heads, "mlp_ratio": config.mlp_ratio, "qkv_bias": bias, "proj_bias": bias,
+              "mlp_bias": bias, "norm_bias": bias, "act_layer": "SiLU" if gated else "GELU",
+              "gated_mlp": gated, "qk_norm": False, "decoder_causal_mask": False, "decoder_sep_mask": True,
+              "num_register_tokens": 0, "share_modality_embeddings": not separate}
+    values.setdefault("image_size", base.get("image_size", 224))
+    values.setdefault("patch_size", base.get("patch_size", 16))
+    return values
