@@ -63,6 +63,19 @@ def import_checkpoint(checkpoint: Path, out: Path, mapping_file: Path | None = N
     return record
 
 
+def _import_record(folder: Path) -> dict:
+    """RUN/ml4m.json of an imported run, or of the base run an added modality was trained on ({} if none)."""
+    if (folder / RECORD_FILE).is_file():
+        return read_json(folder / RECORD_FILE)
+    config = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    base = Path(config["base"]) if isinstance(config.get("base"), str) else None
+    if base is not None:
+        base = base if base.is_dir() else base.parent
+        if (base / RECORD_FILE).is_file():
+            return read_json(base / RECORD_FILE)
+    return {}
+
+
 def export_run(run: Path, out: Path, mapping_file: Path | None = None) -> dict:
     """Write the ml-4m checkpoint of a run (its model.safetensors) to ``out``; returns a summary."""
     run = Path(run)
@@ -70,8 +83,7 @@ def export_run(run: Path, out: Path, mapping_file: Path | None = None) -> dict:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no model weights (a run folder holds model.safetensors)")
     model = load_model(weights)
-    folder = weights.parent
-    record = read_json(folder / RECORD_FILE) if (folder / RECORD_FILE).is_file() else {}
+    record = _import_record(weights.parent)
     names = {name: ml4m for name, ml4m in (record.get("modalities") or {}).items() if name in model.specs}
     tensors, metadata = to_ml4m(model, names, record.get("config"), read_mapping(mapping_file),
                                 record.get("position_rows"))
