@@ -262,3 +262,23 @@ def test_base_size_checkpoint_imports(tmp_path):
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.config.preset == "base" and model.specs["caption"].num_tokens == 256
     assert model.specs["rgb"].grid == (14, 14) and model.specs["caption"].bos_id == 5
+
+
+def test_imported_model_generates_tokens_with_pairless_samplers():
+    """ROAR for an image, AR with guidance for a caption (the no-input rows run with an empty encoder):
+    the KV cache gives what re-decoding the prefix gives."""
+    from pairless.inference.generate import default_schedule, generate
+
+    model = _import("fm21")[0].model.eval()
+    rng = torch.Generator().manual_seed(0)
+    source = {"rgb": torch.randint(0, 64, (2, 16), generator=rng),
+              "depth": torch.randint(0, 48, (2, 16), generator=rng)}
+    image = generate(model, source, ["rgb"], "normal", model.specs, model.modalities,
+                     default_schedule("image"), torch.Generator().manual_seed(1))
+    assert image.shape == (2, 8) and int(image.max()) < 40
+    schedule = default_schedule("sequence").model_copy(update={"guidance_scale": 2.0})
+    cached, plain = (generate(model, source, ["rgb", "depth"], "caption", model.specs, model.modalities,
+                              schedule, torch.Generator().manual_seed(2), use_cache=use)
+                     for use in (True, False))
+    assert torch.equal(cached, plain) and cached.shape == (2, 12)
+    assert not bool((cached == model.specs["caption"].bos_id).any())  # [S_1] starts, it is never produced
