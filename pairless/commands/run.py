@@ -10,6 +10,7 @@ from pairless.commands.audit import pair_argument
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
+from pairless.experiments.references import parse_reference
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.utils.storage import atomic_write_json
 
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", action="append", default=[], type=pair_argument, metavar="A:B",
                         help="own-data: a pair with paired samples to run the study's zero-shot vs "
                              "all-data comparison on (repeatable)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=RUN",
+                        help="an outside model (e.g. an imported 4M-L) evaluated on the same samples and "
+                             "printed as a column of its own; its tokenizers must be the recipe's "
+                             "(repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
     return parser
@@ -47,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds is not None:
             config = apply_overrides(config, [f"seeds={args.seeds}"])
         config = apply_overrides(config, args.overrides)
-    except (ConfigError, DataError) as error:
+        references = dict(parse_reference(text) for text in args.reference)
+        for name, run in references.items():
+            if not (run / "model.safetensors").is_file():
+                raise ConfigError(f"--reference {name}={run}: no model.safetensors there (not a run folder)")
+    except (ConfigError, DataError, ValueError) as error:
         parser.error(str(error))
     if args.config_out:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))
@@ -55,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(Plan(config, args.out).summary())
         return 0
-    run_experiment(config, args.out)
+    try:
+        run_experiment(config, args.out, references)
+    except ValueError as error:
+        if not str(error).startswith("--reference"):
+            raise
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pairless.experiments import stages
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
@@ -140,8 +141,12 @@ class Plan:
         return "\n".join(lines)
 
 
-def run_experiment(config: ExperimentConfig, out: Path) -> Path:
-    """Execute every stage of ``config`` under ``out``; returns the recipe folder."""
+def run_experiment(config: ExperimentConfig, out: Path, references: dict[str, Path] | None = None) -> Path:
+    """Execute every stage of ``config`` under ``out``; returns the recipe folder.
+
+    ``references``: outside models (name -> run folder) evaluated on the same samples and shown as columns
+    of their own (:mod:`pairless.experiments.references`).
+    """
     plan = Plan(config, out)
     print(plan.summary(), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +164,8 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample)
         stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample)
         timings["tokenizers+shards"] = time.perf_counter() - started
+        # outside models: their tokenizers checked now, before anything is trained
+        chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
 
@@ -189,6 +196,10 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         started = time.perf_counter()
         for run in every_run:
             evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
+        outside = {}
+        if references:
+            outside = evaluate_references(references, chosen, plan.shards, config.eval_samples,
+                                          config.eval_batch_size)
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -228,6 +239,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,
+            **({"references": outside} if outside else {}),
             "probes": probes,
             "regions": {name: value for name, value in regions.items() if value},
             **({"inspection": inspection} if inspection is not None else {}),

@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from pairless.batch import TokenSpec
 from pairless.model.architecture import STYLES
 from pairless.model.blocks import sincos_1d
-from pairless.model.transformer import PRESETS, FourM, ModelConfig
+from pairless.model.transformer import PRESETS, FourM, ModelConfig, index_buffers
 
 MAPPING_FILE = Path(__file__).with_name("ml4m_modalities.json")
 SEQUENCE_TABLE_ROWS = 512  # ml-4m's sin-cos table of a sequence keeps all 512 rows it builds
@@ -161,7 +161,9 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
     """An ml-4m-style FourM holding the weights of an ml-4m FM checkpoint (``read_checkpoint``'s output).
 
     ``skip``: ml-4m modalities to leave out (only pixel or T5 inputs may be left out: the model computes the
-    rest exactly as ml-4m does when those inputs are not given).
+    rest exactly as ml-4m does when those inputs are not given). The model is built on the meta device and
+    takes the tensors as its weights (no copy where no concatenation is needed: a base-size import needs no
+    second copy of the checkpoint), so ``tensors`` must not be changed or reused afterwards.
     """
     mapping = mapping if mapping is not None else read_mapping()
     bias = _check_config(config)
@@ -229,9 +231,11 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
     model_config = _model_config(config, bias, shared)
     joined["mask_token"] = _one(tensors, "mask_token", "mask_token").reshape(-1)
     _add_blocks(joined, tensors, model_config, bias)
-    with torch.random.fork_rng():  # FourM draws initial weights; all are replaced
+    with torch.device("meta"):  # no memory and no initial draws: every weight comes from the checkpoint
         model = FourM(model_config, specs)
     _load(model, joined)
+    for name, tensor in index_buffers(model_config, specs).items():  # the tables computed, not loaded
+        setattr(model, name, tensor)
     return Ml4mModel(model, names, dict(config), list(skip), position_rows)
 
 
@@ -275,7 +279,7 @@ def _load(model: FourM, state: dict[str, torch.Tensor]) -> None:
                             f"{tuple(expected[key].shape)}")
     try:
         model.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()
-                               if key in expected}, strict=True)
+                               if key in expected}, strict=True, assign=True)
     except RuntimeError as error:
         raise Ml4mError(f"the converted weights do not fit: {error}") from error
     unused = sorted(set(state) - set(expected))

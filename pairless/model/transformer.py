@@ -131,6 +131,28 @@ def _bucket(count: int, step: int = 256) -> int:
     return -(-count // step) * step
 
 
+def index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
+    """FourM's tables computed from its config and specs (buffers not saved with the weights), in the
+    order FourM registers them. Always computed on the CPU (also inside ``torch.device("meta")``, where
+    :mod:`pairless.model.ml4m` builds a model whose weights all come from a file)."""
+    with torch.device("cpu"):
+        return _index_buffers(config, specs)
+
+
+def _index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
+    vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
+    lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
+    return {
+        "vocab_size": vocab, "vocab_offset": torch.cumsum(vocab, 0) - vocab,
+        "slot_offset": torch.cumsum(lengths, 0) - lengths,
+        "slot_modality": torch.repeat_interleave(torch.arange(len(specs)), lengths),
+        "sincos": config.position_scale * torch.cat([position_table(spec, config.dim,
+                                                                    config.position_temperature)
+                                                     for spec in specs.values()]),
+        "is_sequence": torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
+    }
+
+
 class FourM(nn.Module):
     """Any-to-any masked encoder-decoder over the modalities of ``specs`` (in that order)."""
 
@@ -139,23 +161,12 @@ class FourM(nn.Module):
         self.config, self.specs = config, dict(specs)
         self.modalities = tuple(specs)
         dim = config.dim
-        vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
-        lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
         self.vocab_sizes = [spec.vocab_size for spec in specs.values()]
         self.max_vocab = max(self.vocab_sizes)
-        self.register_buffer("vocab_size", vocab, persistent=False)
-        self.register_buffer("vocab_offset", torch.cumsum(vocab, 0) - vocab, persistent=False)
-        self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
-        self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
-                             persistent=False)
-        self.register_buffer("sincos", config.position_scale
-                             * torch.cat([position_table(spec, dim, config.position_temperature)
-                                          for spec in specs.values()]),
-                             persistent=False)
-        self.register_buffer("is_sequence",
-                             torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
-                             persistent=False)
-        self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
+        for name, tensor in index_buffers(config, specs).items():
+            self.register_buffer(name, tensor, persistent=False)
+        total_vocab = sum(self.vocab_sizes)  # python ints: a model built on the meta device has no values
+        self.token_embedding = nn.Embedding(total_vocab, dim)
         self.modality_embedding = nn.Parameter(torch.zeros(len(specs), dim))
         architecture = self.architecture = config.architecture()
         self.null_token = nn.Parameter(torch.zeros(dim)) if architecture.null_token else None
@@ -169,7 +180,7 @@ class FourM(nn.Module):
                                     for spec in specs.values()])
         # ml-4m's parts (each exists only with its option, so a default model has exactly its old weights)
         self.context_projection = nn.Linear(dim, dim) if architecture.context_projection else None
-        self.decoder_token_embedding = (nn.Embedding(int(vocab.sum()), dim)
+        self.decoder_token_embedding = (nn.Embedding(total_vocab, dim)
                                         if architecture.decoder_token_table else None)
         self.decoder_modality_embedding = (nn.Parameter(torch.zeros(len(specs), dim))
                                            if architecture.separate_decoder_modalities else None)
