@@ -1,5 +1,6 @@
-"""Building blocks of :class:`~pairless.model.transformer.FourM`: fixed sin-cos positions and the
-pre-norm transformer block (self-attention with an optional KV cache, optional cross-attention, MLP)."""
+"""Building blocks of :class:`~pairless.model.transformer.FourM`: fixed sin-cos positions, the index
+tables computed from the specs, and the pre-norm transformer block (self-attention with an optional KV
+cache, optional cross-attention, MLP)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,28 @@ def position_table(spec: TokenSpec, dim: int, temperature: float = 10000.0) -> t
         return torch.cat([sincos_1d(rows, dim // 2, temperature), sincos_1d(columns, dim // 2, temperature)],
                          1)
     return sincos_1d(torch.arange(spec.num_tokens), dim, temperature)
+
+
+def index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
+    """FourM's tables computed from its config and specs (buffers not saved with the weights), in the
+    order FourM registers them. Always computed on the CPU (also inside ``torch.device("meta")``, where
+    :mod:`pairless.model.ml4m` builds a model whose weights all come from a file)."""
+    with torch.device("cpu"):
+        return _index_buffers(config, specs)
+
+
+def _index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
+    vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
+    lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
+    return {
+        "vocab_size": vocab, "vocab_offset": torch.cumsum(vocab, 0) - vocab,
+        "slot_offset": torch.cumsum(lengths, 0) - lengths,
+        "slot_modality": torch.repeat_interleave(torch.arange(len(specs)), lengths),
+        "sincos": config.position_scale * torch.cat([position_table(spec, config.dim,
+                                                                    config.position_temperature)
+                                                     for spec in specs.values()]),
+        "is_sequence": torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
+    }
 
 
 class SelfAttention(nn.Module):

@@ -34,7 +34,7 @@ from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config
 from pairless.model.architecture import Architecture, MlpKind, Style, resolve
 from pairless.model.attention import AttentionKind, prepare_mask
-from pairless.model.blocks import Block, position_table
+from pairless.model.blocks import Block, index_buffers
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(dim=192, encoder_layers=4, decoder_layers=4, heads=3),  # ~4-5M parameters: CPU tests, demos
@@ -129,28 +129,6 @@ class DecoderCache:
 def _bucket(count: int, step: int = 256) -> int:
     """``count`` rounded up to a multiple of ``step``: few distinct matmul shapes across batches."""
     return -(-count // step) * step
-
-
-def index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
-    """FourM's tables computed from its config and specs (buffers not saved with the weights), in the
-    order FourM registers them. Always computed on the CPU (also inside ``torch.device("meta")``, where
-    :mod:`pairless.model.ml4m` builds a model whose weights all come from a file)."""
-    with torch.device("cpu"):
-        return _index_buffers(config, specs)
-
-
-def _index_buffers(config: ModelConfig, specs: dict[str, TokenSpec]) -> dict[str, torch.Tensor]:
-    vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
-    lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
-    return {
-        "vocab_size": vocab, "vocab_offset": torch.cumsum(vocab, 0) - vocab,
-        "slot_offset": torch.cumsum(lengths, 0) - lengths,
-        "slot_modality": torch.repeat_interleave(torch.arange(len(specs)), lengths),
-        "sincos": config.position_scale * torch.cat([position_table(spec, config.dim,
-                                                                    config.position_temperature)
-                                                     for spec in specs.values()]),
-        "is_sequence": torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
-    }
 
 
 class FourM(nn.Module):
