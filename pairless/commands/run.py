@@ -53,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
             config = apply_overrides(config, [f"seeds={args.seeds}"])
         config = apply_overrides(config, args.overrides)
         references = dict(parse_reference(text) for text in args.reference)
-        for name, run in references.items():
-            if not (run / "model.safetensors").is_file():
-                raise ConfigError(f"--reference {name}={run}: no model.safetensors there (not a run folder)")
     except (ConfigError, DataError, ValueError) as error:
         parser.error(str(error))
     if args.config_out:
@@ -63,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dry_run:
         print(Plan(config, args.out).summary())
+        for name, run in references.items():
+            print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0
+    for name, run in references.items():
+        if not (run / "model.safetensors").is_file():
+            parser.error(f"--reference {name}={run}: no model.safetensors there (not a run folder)")
     try:
         run_experiment(config, args.out, references)
     except ValueError as error:

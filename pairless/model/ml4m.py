@@ -198,6 +198,9 @@ def from_ml4m(tensors: dict[str, torch.Tensor], config: dict, mapping: dict | No
         table = tensors.get(f"{encoder}.pos_emb")
         rows = table.shape[1] if table is not None else None
         if rows is None:  # a file without ml-4m's sin-cos buffers: rebuild them as ml-4m does
+            if entry.get("kind") not in ("sequence", "image") or not (entry.get("grid") or
+                                                                      entry.get("kind") == "sequence"):
+                raise Ml4mError(f"{encoder}.pos_emb is missing and cannot be rebuilt (no sin-cos grid)")
             rows = (SEQUENCE_TABLE_ROWS if entry.get("kind") == "sequence"
                     else entry["grid"][0] * entry["grid"][1])
         spec = _spec(ml4m_name, entry["name"], entry, mapping, vocab, rows)

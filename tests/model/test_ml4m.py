@@ -282,3 +282,23 @@ def test_imported_model_generates_tokens_with_pairless_samplers():
                      for use in (True, False))
     assert torch.equal(cached, plain) and cached.shape == (2, 12)
     assert not bool((cached == model.specs["caption"].bos_id).any())  # [S_1] starts, it is never produced
+
+
+def test_missing_sincos_buffers_are_rebuilt_as_ml4m_builds_them():
+    from pairless.model.blocks import sincos_1d
+    from pairless.model.ml4m import ml4m_sincos_2d
+
+    _, tensors, config = _import("fm7")
+    dropped = {key: value for key, value in tensors.items()
+               if not key.endswith(("tok_normal@224.pos_emb", "caption.pos_emb"))}
+    model = from_ml4m(dropped, config, MAPPING).model
+    normal, caption = model.modalities.index("normal"), model.modalities.index("caption")
+    rows = slice(int(model.slot_offset[normal]), int(model.slot_offset[normal]) + 8)
+    assert torch.equal(model.encoder_positions[rows], ml4m_sincos_2d(2, 4, 32))
+    assert not torch.equal(ml4m_sincos_2d(2, 4, 32), ml4m_sincos_2d(4, 2, 32))  # the axes matter off-square
+    rows = slice(int(model.slot_offset[caption]), int(model.slot_offset[caption]) + 12)
+    assert torch.equal(model.decoder_positions[rows], sincos_1d(torch.arange(12), 32))
+    learned = {key: value for key, value in _import("fm21")[1].items()
+               if key != "encoder_embeddings.tok_dinov2_global.pos_emb"}
+    with pytest.raises(Ml4mError, match="tok_dinov2_global.pos_emb is missing"):
+        from_ml4m(learned, _import("fm21")[2], MAPPING)
