@@ -2,6 +2,7 @@
 own model code, for pairless's equivalence tests (tests/model/test_ml4m.py; docs/ml4m.md).
 
     python scripts/make_ml4m_fixture.py --ml4m /path/to/ml-4m [--out tests/fixtures/ml4m]
+    python scripts/make_ml4m_fixture.py --ml4m /path/to/ml-4m --check-export EXPORTED.safetensors --flavour fm7
 
 Run it with a Python that has ml-4m's model dependencies (torch, einops, huggingface_hub, safetensors) and
 NOT pairless's venv: ml-4m is never a pairless dependency, and nothing in pairless imports it. For example:
@@ -230,18 +231,69 @@ def ml4m_commit(source: Path) -> str:
         return (source / "COMMIT").read_text().strip() if (source / "COMMIT").is_file() else "unknown"
 
 
+def check_export(fm, encoder_embeddings, decoder_embeddings, table, checkpoint: Path, fixture: Path,
+                 flavour: str) -> float:
+    """Load ``checkpoint`` (written by ``pairless export-4m``) into ml-4m's FM with strict key checking and
+    return the max |logit difference| from the fixture's logits over every case's target slots."""
+    import ast
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        config = {}
+        for key, text in (handle.metadata() or {}).items():
+            try:
+                config[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                config[key] = text
+    table.MODALITY_INFO.clear()
+    table.MODALITY_INFO.update(modality_table(MODALITIES_21 if flavour == "fm21" else MODALITIES_7,
+                                              encoder_embeddings, decoder_embeddings))
+    model = fm.FM(config=config).eval()
+    model.load_state_dict(load_file(str(checkpoint)), strict=True)
+    cases = load_file(str(fixture / "cases.safetensors"))
+    record = json.loads((fixture / "fixture.json").read_text(encoding="utf-8"))
+    worst = 0.0
+    for case in record["flavours"][flavour]["cases"]:
+        prefix, mod_dict = f"{flavour}/{case['target']}", {}
+        for key, tensor in cases.items():
+            if key.startswith(prefix + "/") and not key.endswith("/logits"):
+                _, _, modality, field = key.split("/")
+                mod_dict.setdefault(modality, {})[field] = tensor
+        logits = ml4m_logits(model, mod_dict, case["target"], case["num_encoder_tokens"],
+                             case["num_decoder_tokens"])
+        target = mod_dict[case["target"]]["target_mask"]
+        for row in range(target.shape[0]):  # the target slots; padded slots carry no prediction
+            count = int((~target[row]).sum())
+            count = count - 1 if case["target"] in ("caption", "det") and count else count
+            if count:
+                worst = max(worst, float((logits[row, :count] - cases[f"{prefix}/logits"][row, :count])
+                                         .abs().max()))
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ml4m", type=Path, required=True, help="ml-4m source tree (holds fourm/)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "fixtures"
                         / "ml4m")
     parser.add_argument("--commit", default=None, help="ml-4m commit to record (default: git rev-parse HEAD)")
+    parser.add_argument("--check-export", type=Path, default=None, metavar="CHECKPOINT",
+                        help="instead of writing: load a `pairless export-4m` file of a fixture model into "
+                             "ml-4m's FM (strict) and print its logits' max difference from the fixture's")
+    parser.add_argument("--flavour", choices=["fm7", "fm21"], default="fm7", help="with --check-export")
     args = parser.parse_args(argv)
     if not (args.ml4m / "fourm" / "models" / "fm.py").is_file():
         print(f"make_ml4m_fixture: {args.ml4m} is not an ml-4m source tree (no fourm/models/fm.py)",
               file=sys.stderr)
         return 2
     fm, encoder_embeddings, decoder_embeddings, table = import_ml4m(args.ml4m)
+    if args.check_export is not None:
+        worst = check_export(fm, encoder_embeddings, decoder_embeddings, table, args.check_export, args.out,
+                             args.flavour)
+        print(f"{args.check_export}: loaded by ml-4m's FM (strict); max |logit difference| {worst:.2e}")
+        return 0 if worst <= 1e-4 else 1
     args.out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(4)
     cases, record = {}, {"ml4m_commit": args.commit or ml4m_commit(args.ml4m), "torch": torch.__version__,
