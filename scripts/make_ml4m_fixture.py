@@ -2,7 +2,8 @@
 own model code, for pairless's equivalence tests (tests/model/test_ml4m.py; docs/ml4m.md).
 
     python scripts/make_ml4m_fixture.py --ml4m /path/to/ml-4m [--out tests/fixtures/ml4m]
-    python scripts/make_ml4m_fixture.py --ml4m /path/to/ml-4m --check-export EXPORTED.safetensors --flavour fm7
+    python scripts/make_ml4m_fixture.py --ml4m /path/to/ml-4m --check-export EXPORTED.safetensors \
+        --flavour fm7
 
 Run it with a Python that has ml-4m's model dependencies (torch, einops, huggingface_hub, safetensors) and
 NOT pairless's venv: ml-4m is never a pairless dependency, and nothing in pairless imports it. For example:
