@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pairless.commands.audit import pair_argument
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
 
 
@@ -67,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (run / "model.safetensors").is_file():
             parser.error(f"--reference {name}={run}: no model.safetensors there (not a run folder)")
     try:
-        run_experiment(config, args.out, references)
+        runtime = resolve_runtime(args)
+    except ValueError as error:
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_experiment(config, args.out, runtime, references)
     except ValueError as error:
         if not str(error).startswith("--reference"):
             raise

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pairless.inference.evaluate import evaluate_directions, load_run_model, run_shards_path
 from pairless.inference.translations import tokenizers_of
 from pairless.modalities import parse_direction
 from pairless.utils.storage import read_json
-from pairless.utils.threads import choose_threads
 
 
 def parse_reference(text: str) -> tuple[str, Path]:
@@ -66,11 +67,12 @@ def reference_directions(references: dict[str, Path], directions: list[str],
 
 
 def evaluate_references(references: dict[str, Path], chosen: dict[str, list[str]], shards: Path,
-                        num_samples: int, batch_size: int) -> dict[str, dict]:
+                        num_samples: int, batch_size: int, threads: int | None = None,
+                        device: str | torch.device = "cpu") -> dict[str, dict]:
     """{name: {"path", "outside": True, "evals": {direction: result}}}."""
     results = {}
     for name, run in references.items():
         evals = evaluate_directions(run, chosen[name], num_samples, batch_size, shards_path=shards,
-                                    threads=choose_threads()) if chosen[name] else {}
+                                    threads=threads, device=device) if chosen[name] else {}
         results[name] = {"path": str(run), "outside": True, "evals": evals}
     return results

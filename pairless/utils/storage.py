@@ -120,6 +120,16 @@ def canonical_safetensors(data: bytes) -> bytes:
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
+def ordered_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its header's keys sorted (a valid file, unlike
+    :func:`canonical_safetensors`): written through this, the same tensors and metadata give the same bytes
+    in every process, so that two runs of one command leave byte-identical weights."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the writer's own alignment of the tensor data, kept
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
+
+
 def weights_digest(folder: Path) -> str | None:
     """A hash (16 hex digits) of the weights in ``folder/model.safetensors``, the same whichever process
     wrote them (of :func:`canonical_safetensors`); None when there are none."""

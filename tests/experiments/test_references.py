@@ -20,7 +20,7 @@ def test_reference_column_and_refusal(tmp_path, capsys):
     config = get_recipe("demo", "micro")
     folder = run_experiment(config, tmp_path)
     outside = Plan(config, tmp_path).runs["zs-rgb-depth"]  # a run with the recipe's own tokenizers
-    run_experiment(config, tmp_path, {"outside": outside})
+    run_experiment(config, tmp_path, references={"outside": outside})
     results = json.loads((folder / "results.json").read_text())
     entry = results["references"]["outside"]
     assert entry["outside"] is True and entry["path"] == str(outside)
