@@ -90,15 +90,22 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                   "The study's numbers (4M-B on CC12M, theirs, not ours) are given for reference.", ""]
         table = []
         on_world = not results["config"].get("data")  # the study's numbers are for its own world only
+        outside = results.get("references") or {}
         for r in rows:
             paper = PAPER_TABLE_I.get(r["direction"]) if on_world else None
+            columns = [_num(entry["evals"].get(r["direction"], {}).get("ce")) for entry in outside.values()]
             table.append([r["direction"].replace(":", " → "), _samples(results, r["direction"]),
                           mean_sd(r["zero_shot"]),
-                          mean_sd(r["many_shot"]), mean_sd(r["larger"]), mean_sd(r["unconditional"]),
-                          mean_sd(r["recovered"], 2),
+                          mean_sd(r["many_shot"]), mean_sd(r["larger"]), *columns,
+                          mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2),
                           " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
-        parts += [_table(["Task", "samples", "0-shot", "Many-shot", "Larger", "No input", "Recovered",
+        parts += [_table(["Task", "samples", "0-shot", "Many-shot", "Larger",
+                          *[f"{name} (outside model)" for name in outside], "No input", "Recovered",
                           "Study 0-shot / many / 4M-L"], table), ""]
+        if outside:
+            parts += [f"*{name} (outside model)*: {entry['path']}, not trained by this recipe, evaluated on "
+                      "the same held-out samples with the same tokenizers (the study's 4M-L column)."
+                      for name, entry in outside.items()] + [""]
     quality = quality_rows(results)
     if quality:
         parts += ["## Quality bar: did each model learn each direction?", "",

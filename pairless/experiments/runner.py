@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pairless.experiments import stages
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
@@ -145,11 +146,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None) -> Path:
+def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
+                   references: dict[str, Path] | None = None) -> Path:
     """Execute every stage of ``config`` under ``out``; returns the recipe folder.
 
     ``runtime``: the thread count and device of every stage (default: the fixed count of the usable cores,
-    on the CPU); recorded in results.json.
+    on the CPU); recorded in results.json. ``references``: outside models (name -> run folder) evaluated on
+    the same samples and shown as columns of their own (:mod:`pairless.experiments.references`).
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
@@ -170,6 +173,8 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
         stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample, runtime)
         stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample, runtime)
         timings["tokenizers+shards"] = time.perf_counter() - started
+        # outside models: their tokenizers checked now, before anything is trained
+        chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
             inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
@@ -201,7 +206,11 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
         started = time.perf_counter()
         for run in every_run:
             evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name),
-                                             runtime)
+                                                  runtime)
+        outside = {}
+        if references:
+            outside = evaluate_references(references, chosen, plan.shards, config.eval_samples,
+                                          config.eval_batch_size, runtime.threads, runtime.device)
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -242,6 +251,7 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,
+            **({"references": outside} if outside else {}),
             "probes": probes,
             "regions": {name: value for name, value in regions.items() if value},
             **({"inspection": inspection} if inspection is not None else {}),

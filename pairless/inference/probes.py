@@ -183,8 +183,9 @@ def pooled_encodings(model, shards, modality: str, indices: np.ndarray, batch_si
         batch = pack_batch({modality: (tokens, torch.ones_like(tokens, dtype=torch.bool))}, {}, shards.specs,
                            modalities)
         states, valid = model.encode_layers(batch.to(device))
-        weights = valid[:, 1:, None].float()  # (B, Ni, 1); slot 0 is the null token, left out
-        pooled = [((state[:, 1:].float() * weights).sum(1) / weights.sum(1)).cpu().numpy()
+        offset = model.input_offset  # slot 0 is the null token (if the model has one), left out
+        weights = valid[:, offset:, None].float()  # (B, Ni, 1)
+        pooled = [((state[:, offset:].float() * weights).sum(1) / weights.sum(1)).cpu().numpy()
                   for state in states]
         layers = [[] for _ in pooled] if layers is None else layers
         for layer, array in zip(layers, pooled, strict=True):

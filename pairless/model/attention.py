@@ -32,13 +32,15 @@ def compute_dtype(reference: torch.Tensor) -> torch.dtype:
 
 
 def prepare_mask(mask: torch.Tensor, reference: torch.Tensor, kind: AttentionKind,
-                 heads: int) -> torch.Tensor:
+                 heads: int, finite: bool = False) -> torch.Tensor:
     """Additive mask (0 where allowed, -inf elsewhere) in the compute dtype of ``reference``.
 
-    Every query row must allow at least one key, or its softmax is NaN.
+    Every query row must allow at least one key, or its softmax is NaN. ``finite`` (ml-4m's choice) fills
+    with the dtype's lowest finite value instead: a row that allows no key then averages all of them.
     """
-    bias = torch.zeros(mask.shape, dtype=compute_dtype(reference), device=mask.device)
-    bias.masked_fill_(~mask, float("-inf"))
+    dtype = compute_dtype(reference)
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    bias.masked_fill_(~mask, -torch.finfo(dtype).max if finite else float("-inf"))
     if kind == "sdpa":
         return bias
     batch, _, queries, keys = mask.shape

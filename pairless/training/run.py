@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pairless.model.architecture import OPTION_NAMES
 from pairless.training import distributed
 from pairless.training.checkpoint import latest_checkpoint
 from pairless.utils.storage import atomic_write_json, atomic_write_text, first_difference, read_json
@@ -41,7 +42,10 @@ ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_p
                                     "budget_modalities": None, "distributed": "ddp",
                                     "init_from": None, "snapshots": [], "data_order": "global",
                                     "shard_samples": None, "stream_groups": 1,
-                                    "loss_weights": {}, "model.modality_init_std": 0.02}
+                                    "loss_weights": {}, "model.modality_init_std": 0.02,
+                                    # ml-4m compatibility (pairless.model.architecture): None = the style's
+                                    **{f"model.{name}": None for name in OPTION_NAMES},
+                                    "model.style": "pairless"}
 
 
 def _added_option_parents(config: dict):
