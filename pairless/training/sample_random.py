@@ -1,0 +1,95 @@
+"""Per-sample random numbers for masking: a pure function of ``(seed, step, sample index, purpose, k)``.
+
+The ``sample`` masking stream (``TrainConfig.masking_stream``) gives every sample of every step its own
+key, derived from the training seed, the step and the sample's index in the training data. Every random
+number its masking uses is then counter-based: uniform number ``k`` of purpose ``p`` for a sample is the
+SplitMix64 output at counter ``p + k`` of that sample's key. Nothing depends on the other samples of the
+batch or on the order of draws, so
+
+- a process can mask its own slice of the global batch and get exactly the rows that masking the whole
+  batch would give (the batch does not depend on the number of processes);
+- the token counts of the whole global batch (what the budget counts) can be computed without the
+  expensive part of masking (the per-slot noise), by drawing only the counters that decide them;
+- everything is vectorised over samples with numpy's wrapping uint64 arithmetic: no generator per sample.
+
+SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014) passes
+BigCrush; its output is a bijective mix of ``key + counter * golden gamma``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2 = np.uint64(0x94D049BB133111EB)
+
+# Counter regions of one sample's stream; regions never overlap for any realistic size.
+ALPHA = 0  # which Dirichlet concentration of MaskingConfig.alphas
+EMPTY = 1  # whether the sample gets no input
+BOOST = 16  # the alpha < 1 boost of each gamma entry (inputs: modality m, targets: M + m)
+NOISE = 1 << 24  # one uniform per (modality, position) slot: the order tokens are chosen in
+GAMMA = 1 << 40  # Marsaglia-Tsang candidates: round r, entry j -> 3 uniforms
+
+
+def _mix(values: np.ndarray) -> np.ndarray:
+    """SplitMix64's output function (a bijection on uint64; arrays wrap modulo 2**64)."""
+    values = (values ^ (values >> np.uint64(30))) * _MIX_1
+    values = (values ^ (values >> np.uint64(27))) * _MIX_2
+    return values ^ (values >> np.uint64(31))
+
+
+def sample_keys(step_seed: int, indices: np.ndarray) -> np.ndarray:
+    """One uint64 key per sample from the step's seed and the samples' indices in the training data."""
+    indices = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    base = np.full(indices.shape, step_seed & 0xFFFF_FFFF_FFFF_FFFF, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(base ^ _mix((indices + np.uint64(1)) * GOLDEN_GAMMA))
+
+
+def uniforms(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """Uniform float64 in [0, 1) at ``counters`` of each key; ``keys`` (B,), ``counters`` (B, K) or (K,)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    counters = np.asarray(counters, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        state = keys[:, None] + (counters + np.uint64(1)) * GOLDEN_GAMMA
+        return (_mix(state) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def gamma(keys: np.ndarray, concentration: np.ndarray) -> np.ndarray:
+    """Gamma(concentration, 1) samples ``(B, J)``, entry ``j`` of row ``b`` from key ``b`` only.
+
+    Marsaglia-Tsang rejection like :func:`pairless.training.masking.sample_gamma`, with each round's
+    candidates at counters ``GAMMA + 3 (r J + j) + {0, 1, 2}`` (two uniforms make the normal by
+    Box-Muller, the third decides acceptance), and the alpha < 1 boost at ``BOOST + j``.
+    """
+    alpha = np.asarray(concentration, dtype=np.float64)
+    batch, count = alpha.shape
+    boosted = np.where(alpha < 1, alpha + 1, alpha)
+    d = boosted - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9.0 * d)
+    result = np.zeros_like(alpha)
+    pending = np.ones_like(alpha, dtype=bool)
+    entry = np.arange(count)
+    round_number = 0
+    while pending.any():
+        rows, columns = np.nonzero(pending)
+        base = GAMMA + 3 * (round_number * count + entry[columns])
+        draws = uniforms(keys[rows], np.stack([base, base + 1, base + 2], 1))  # (P, 3)
+        normal = np.sqrt(-2.0 * np.log1p(-draws[:, 0])) * np.cos(2.0 * np.pi * draws[:, 1])
+        shift, scale = d[rows, columns], c[rows, columns]
+        v = (1 + scale * normal) ** 3
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accept = (v > 0) & (np.log(draws[:, 2]) < 0.5 * normal**2 + shift - shift * v
+                                + shift * np.log(np.maximum(v, 1e-300)))
+        result[rows[accept], columns[accept]] = (shift * v)[accept]
+        pending[rows[accept], columns[accept]] = False
+        round_number += 1
+    boost = uniforms(keys, BOOST + entry) if batch else np.zeros((0, count))
+    return np.where(alpha < 1, result * boost ** (1.0 / alpha), result)
+
+
+def noise(keys: np.ndarray, slots: int) -> torch.Tensor:
+    """One float32 uniform per (modality, position) slot of each sample: ``(B, slots)``."""
+    return torch.from_numpy(uniforms(keys, NOISE + np.arange(slots)).astype(np.float32))
