@@ -2,11 +2,12 @@
 
 Everything random here is a pure function of ``(seed, stream, index)``: the
 sample order of epoch ``e`` comes from a generator seeded by ``(seed, e)``,
-the masking of step ``s`` from one seeded by ``(seed, s)``. Resuming at step
-``s`` therefore needs no saved data-loader state, and every process of a
-multi-process run computes the same global batch (each then trains on its
-own slice of it), so results do not depend on the number of processes
-beyond floating-point summation order.
+the masking of sample ``i`` at step ``s`` from a key of ``(seed, s, i)``
+(the ``sample`` stream; the older ``batch`` stream seeds one generator by
+``(seed, s)`` for the whole batch). Resuming at step ``s`` therefore needs
+no saved data-loader state, and every process of a multi-process run agrees
+on the global batch while masking only its own slice of it, so results do
+not depend on the number of processes beyond floating-point summation order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
-from pairless.training import fragment
+from pairless.training import fragment, sample_random
 
 # Independent random streams derived from the one training seed.
 EPOCH_ORDER_STREAM = 1
@@ -126,33 +127,69 @@ class SampleOrder:
         return self._permutation[offset * self.batch_size:(offset + 1) * self.batch_size]
 
 
+@dataclass
+class PreparedBatch:
+    """What one step trains on, as this process prepared it."""
+
+    indices: np.ndarray  # int [batch_size]: the global batch's sample indices
+    batch: MaskedBatch  # this process's rows of it (``own``), in pinned memory when it feeds a GPU
+    offset: int  # position of ``batch``'s first row in the global batch
+    modality_tokens: np.ndarray  # int64 [M]: valid input + target tokens of the whole global batch
+
+    @property
+    def num_valid_tokens(self) -> int:
+        return int(self.modality_tokens.sum())
+
+
 class BatchSource:
-    """The masked global batch of each step, identical on every process; optionally prepared ahead."""
+    """The masked batch of each step: this process's rows of the global batch, optionally prepared ahead by
+    background threads.
+
+    ``stream="sample"``: each sample is masked from a key of ``(seed, step, sample index)``
+    (:mod:`pairless.training.sample_random`), so the process masks only its own rows ``own`` and computes the
+    global batch's token counts (the budget) without masking the rest. ``stream="batch"``: the stream of runs
+    trained before 2026-12-07, one generator per step for the whole batch, which every process masks whole.
+    """
 
     def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int,
-                 own: tuple[int, int] | None = None):
+                 own: tuple[int, int] | None = None, stream: str = "sample", pin_memory: bool = False):
         # own: the positions of the global batch this process trains on (streamed shards read only those)
         self.data, self.order, self.masker, self.seed, self.own = data, order, masker, seed, own
+        self.stream, self.pin_memory = stream, pin_memory
+        if stream not in ("sample", "batch"):
+            raise ValueError(f"masking_stream: {stream!r} is not one of sample, batch")
         self.pool = None
         if num_workers > 0:
             self.pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="pairless-batches")
         self.ahead = num_workers
         self.pending: dict = {}
 
-    def _make(self, step: int, indices: np.ndarray):
+    def _make(self, step: int, indices: np.ndarray) -> PreparedBatch:
         tokens, views = self.data.gather(indices, self.own)
-        return self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
+        start, stop = self.own if self.own is not None else (0, len(indices))
+        if self.stream == "batch":
+            whole = self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
+            counts = tokens_per_modality(whole)
+            batch = whole if (start, stop) == (0, len(indices)) else slice_batch(whole, start, stop)
+        else:
+            keys = sample_random.sample_keys(derive_seed(self.seed, MASKING_STREAM, step), indices)
+            counts = self.masker.sample_token_counts(tokens, views, keys)
+            batch = self.masker.mask_samples({name: value[start:stop] for name, value in tokens.items()},
+                                             views[start:stop], keys[start:stop])
+        if self.pin_memory:
+            batch = batch.pin_memory()
+        return PreparedBatch(indices, batch, start, counts)
 
-    def get(self, step: int):
-        """(sample indices, MaskedBatch) of ``step``."""
+    def get(self, step: int) -> PreparedBatch:
+        """This process's share of the batch of ``step``."""
         indices = self.order.indices(step)
         if self.pool is None:
-            return indices, self._make(step, indices)
+            return self._make(step, indices)
         for upcoming in range(step, step + self.ahead + 1):
             if upcoming not in self.pending:
                 self.pending[upcoming] = self.pool.submit(self._make, upcoming,
                                                           self.order.indices(upcoming).copy())
-        return indices, self.pending.pop(step).result()
+        return self.pending.pop(step).result()
 
     def close(self) -> None:
         if self.pool is not None:
@@ -161,14 +198,9 @@ class BatchSource:
 
 def slice_batch(batch: MaskedBatch, start: int, stop: int) -> MaskedBatch:
     """Samples ``start:stop`` of a masked batch (a process's share, or one micro-batch)."""
-    parts = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    parts = {f.name: getattr(batch, f.name) for f in fields(batch) if f.name not in ROW_FIELDS}
     return MaskedBatch(**{name: value[start:stop] if isinstance(value, torch.Tensor) else value
                           for name, value in parts.items()})
 
 
-def tokens_per_modality(batch: MaskedBatch) -> np.ndarray:
-    """Valid input + target tokens of each modality in ``batch``, int64 [M]."""
-    count = len(batch.modalities)
-    inputs = torch.bincount(batch.enc_modality[batch.enc_valid], minlength=count)
-    targets = torch.bincount(batch.dec_modality[batch.dec_valid], minlength=count)
-    return (inputs + targets).numpy().astype(np.int64)
+ROW_FIELDS = ("target_rows", "target_counts")  # describe a whole batch: not sliced (with_target_rows)
