@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -173,6 +174,7 @@ class FourM(nn.Module):
         self.apply(self._init)
         self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
         self.touch_unused_heads = False  # set by pairless.training.distributed.wrap_model (DDP)
+        self.checkpoint_blocks = False  # recompute each block in the backward (activation_checkpointing)
         self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
         for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
                                (self.mask_token, 0.02)):  # this order: the same weights as before the option
@@ -242,8 +244,15 @@ class FourM(nn.Module):
         """Encoder output ``(B, 1 + Ni, D)`` (null token first) and its validity ``(B, 1 + Ni)``."""
         x, memory_valid, mask = self._encoder_input(batch)
         for block in self.encoder:
-            x = block(x, mask)
+            x = self._run_block(block, x, mask)
         return self.encoder_norm(x), memory_valid
+
+    def _run_block(self, block: Block, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``block(x, ...)``; with ``checkpoint_blocks`` while gradients are on, its activations are not
+        kept but recomputed in the backward (same values: the recompute replays the RNG state)."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False, **kwargs)
+        return block(x, *args, **kwargs)
 
     def encode_layers(self, batch: MaskedBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The states ``(B, 1 + Ni, D)`` of every encoder layer, and their validity ``(B, 1 + Ni)``.
@@ -288,7 +297,7 @@ class FourM(nn.Module):
         memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
                                    self.config.heads)
         for block in self.decoder:
-            x = block(x, self_mask, memory_mask=memory_mask, memory=memory)
+            x = self._run_block(block, x, self_mask, memory_mask=memory_mask, memory=memory)
         return self.decoder_norm(x)
 
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:

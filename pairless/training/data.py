@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
+from pairless.model.transformer import with_target_rows
 from pairless.training import fragment, sample_random
 
 # Independent random streams derived from the one training seed.
@@ -135,6 +136,9 @@ class PreparedBatch:
     batch: MaskedBatch  # this process's rows of it (``own``), in pinned memory when it feeds a GPU
     offset: int  # position of ``batch``'s first row in the global batch
     modality_tokens: np.ndarray  # int64 [M]: valid input + target tokens of the whole global batch
+    # ``batch`` cut into the micro-batches of ``BatchSource.micro``, each with its target rows found on the
+    # host (pairless.model.transformer.with_target_rows)
+    micro_batches: list[MaskedBatch]
 
     @property
     def num_valid_tokens(self) -> int:
@@ -152,10 +156,12 @@ class BatchSource:
     """
 
     def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int,
-                 own: tuple[int, int] | None = None, stream: str = "sample", pin_memory: bool = False):
-        # own: the positions of the global batch this process trains on (streamed shards read only those)
+                 own: tuple[int, int] | None = None, stream: str = "sample", pin_memory: bool = False,
+                 micro: list[tuple[int, int]] | None = None):
+        # own: the positions of the global batch this process trains on (streamed shards read only those);
+        # micro: its micro-batches, positions relative to own[0] (None: one micro-batch)
         self.data, self.order, self.masker, self.seed, self.own = data, order, masker, seed, own
-        self.stream, self.pin_memory = stream, pin_memory
+        self.stream, self.pin_memory, self.micro = stream, pin_memory, micro
         if stream not in ("sample", "batch"):
             raise ValueError(f"masking_stream: {stream!r} is not one of sample, batch")
         self.pool = None
@@ -176,9 +182,11 @@ class BatchSource:
             counts = self.masker.sample_token_counts(tokens, views, keys)
             batch = self.masker.mask_samples({name: value[start:stop] for name, value in tokens.items()},
                                              views[start:stop], keys[start:stop])
+        micro = [with_target_rows(slice_batch(batch, first, last) if (first, last) != (0, stop - start)
+                                  else batch) for first, last in (self.micro or [(0, stop - start)])]
         if self.pin_memory:
-            batch = batch.pin_memory()
-        return PreparedBatch(indices, batch, start, counts)
+            micro = [part.pin_memory() for part in micro]
+        return PreparedBatch(indices, batch, start, counts, micro)
 
     def get(self, step: int) -> PreparedBatch:
         """This process's share of the batch of ``step``."""
@@ -204,3 +212,11 @@ def slice_batch(batch: MaskedBatch, start: int, stop: int) -> MaskedBatch:
 
 
 ROW_FIELDS = ("target_rows", "target_counts")  # describe a whole batch: not sliced (with_target_rows)
+
+
+def tokens_per_modality(batch: MaskedBatch) -> np.ndarray:
+    """Valid input + target tokens of each modality in ``batch``, int64 [M]."""
+    count = len(batch.modalities)
+    inputs = torch.bincount(batch.enc_modality[batch.enc_valid], minlength=count)
+    targets = torch.bincount(batch.dec_modality[batch.dec_valid], minlength=count)
+    return (inputs + targets).numpy().astype(np.int64)
