@@ -151,7 +151,9 @@ class FourM(nn.Module):
         self.register_buffer("vocab_size", vocab, persistent=False)
         self.register_buffer("vocab_offset", torch.cumsum(vocab, 0) - vocab, persistent=False)
         self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
-        self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
+        # output_size: also computable on the meta device (a sharded model is built there)
+        self.register_buffer("slot_modality", torch.repeat_interleave(
+            torch.arange(len(specs)), lengths, output_size=sum(spec.num_tokens for spec in specs.values())),
                              persistent=False)
         self.register_buffer("sincos", config.position_scale
                              * torch.cat([position_table(spec, dim, config.position_temperature)
@@ -160,7 +162,7 @@ class FourM(nn.Module):
         self.register_buffer("is_sequence",
                              torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
                              persistent=False)
-        self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
+        self.token_embedding = nn.Embedding(sum(self.vocab_sizes), dim)
         self.modality_embedding = nn.Parameter(torch.zeros(len(specs), dim))
         self.null_token = nn.Parameter(torch.zeros(dim))
         self.mask_token = nn.Parameter(torch.zeros(dim))
