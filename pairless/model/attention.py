@@ -36,7 +36,7 @@ def resolve_attention(kind: AttentionKind, device_type: str) -> str:
 def compute_dtype(reference: torch.Tensor) -> torch.dtype:
     """The dtype matmuls run in: the autocast dtype when autocast is on, else the tensor's own."""
     device_type = reference.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return reference.dtype
 
