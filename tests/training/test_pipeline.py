@@ -19,7 +19,13 @@ from pairless.model import FourM, ModelConfig
 from pairless.model.transformer import with_target_rows
 from pairless.training import distributed
 from pairless.training.checkpoint import STATE_FILE, latest_checkpoint, read_state
-from pairless.training.data import MASKING_STREAM, BatchSource, derive_seed, seeded_generator, tokens_per_modality
+from pairless.training.data import (
+    MASKING_STREAM,
+    BatchSource,
+    derive_seed,
+    seeded_generator,
+    tokens_per_modality,
+)
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.run import ADDED_OPTIONS, StepHealth, StepStatistics, without_added_options
 from pairless.training.setup import training_data
@@ -41,7 +47,8 @@ def _rows(batch, start: int, stop: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("micro_batch_size", [None, 2])
-def test_each_process_masks_its_own_slice_and_gets_the_rows_of_one_process(shards, tmp_path, micro_batch_size):
+def test_each_process_masks_its_own_slice_and_gets_the_rows_of_one_process(shards, tmp_path,
+                                                                          micro_batch_size):
     """1, 2 and 4 processes: every sample's inputs and targets are the same, and every process counts the
     tokens of the whole global batch (the budget) without masking it."""
     config = _config(shards, tmp_path / "run", batch_size=8, micro_batch_size=micro_batch_size)
@@ -199,7 +206,8 @@ def test_asynchronous_checkpoints_resume_exactly(shards, tmp_path):
     losses = [[json.loads(line)["loss"] for line in (folder / "log.jsonl").read_text().splitlines()]
               for folder in (reference, run)]
     assert losses[0] == losses[1]
-    final = [model_module.load_model(folder / "model.safetensors").state_dict() for folder in (reference, run)]
+    final = [model_module.load_model(folder / "model.safetensors").state_dict()
+             for folder in (reference, run)]
     assert all(torch.equal(final[0][name], final[1][name]) for name in final[0])
 
 
