@@ -179,9 +179,11 @@ class BatchSource:
             batch = whole if (start, stop) == (0, len(indices)) else slice_batch(whole, start, stop)
         else:
             keys = sample_random.sample_keys(derive_seed(self.seed, MASKING_STREAM, step), indices)
-            counts = self.masker.sample_token_counts(tokens, views, keys)
+            inputs, targets = self.masker.sample_counts(tokens, views, keys)  # every row: cheap
+            counts = (inputs + targets).sum(0).numpy().astype(np.int64)
             batch = self.masker.mask_samples({name: value[start:stop] for name, value in tokens.items()},
-                                             views[start:stop], keys[start:stop])
+                                             views[start:stop], keys[start:stop],
+                                             (inputs[start:stop], targets[start:stop]))
         micro = [with_target_rows(slice_batch(batch, first, last) if (first, last) != (0, stop - start)
                                   else batch) for first, last in (self.micro or [(0, stop - start)])]
         if self.pin_memory:

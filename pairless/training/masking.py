@@ -184,22 +184,29 @@ class Masker:
                            for name in self.modalities], 1)
         return self._select(tokens, lengths, input_counts, target_counts, noise)
 
-    def mask_samples(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
-                     keys: np.ndarray) -> MaskedBatch:
+    def mask_samples(self, tokens: dict[str, torch.Tensor], views: torch.Tensor, keys: np.ndarray,
+                     counts: tuple[torch.Tensor, torch.Tensor] | None = None) -> MaskedBatch:
         """The ``sample`` stream: row ``b`` is masked from ``keys[b]`` alone
-        (:mod:`pairless.training.sample_random`), so any slice of a batch masks to the same rows."""
+        (:mod:`pairless.training.sample_random`), so any slice of a batch masks to the same rows.
+        ``counts``: these rows of :meth:`sample_counts`, when already computed."""
         views = self._check_views(views)
         lengths = self._available(tokens, views)
-        input_counts, target_counts = self._sample_counts(lengths, views, keys)
+        input_counts, target_counts = counts if counts is not None else self._sample_counts(lengths, views,
+                                                                                            keys)
         return self._select(tokens, lengths, input_counts, target_counts,
                             sample_random.noise(keys, len(self.slot_modality)))
 
+    def sample_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
+                      keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and target tokens per sample and modality ``(B, M)`` that :meth:`mask_samples` gives these
+        samples, without choosing the tokens (a process's budget count of the whole global batch)."""
+        views = self._check_views(views)
+        return self._sample_counts(self._available(tokens, views), views, keys)
+
     def sample_token_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                             keys: np.ndarray) -> np.ndarray:
-        """Valid input + target tokens per modality that :meth:`mask_samples` gives these samples, int64
-        ``(M,)``, without choosing the tokens (a process's budget count of the whole global batch)."""
-        views = self._check_views(views)
-        input_counts, target_counts = self._sample_counts(self._available(tokens, views), views, keys)
+        """Valid input + target tokens per modality of :meth:`sample_counts`, int64 ``(M,)``."""
+        input_counts, target_counts = self.sample_counts(tokens, views, keys)
         return (input_counts + target_counts).sum(0).numpy().astype(np.int64)
 
     def _check_views(self, views) -> torch.Tensor:
