@@ -60,6 +60,10 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def sequence_lengths(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Non-pad tokens of each sequence modality of samples ``indices``."""
+        return sequence_lengths(self, indices)
+
     def gather(self, indices: np.ndarray, own: tuple[int, int] | None = None
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Token tensors ``{modality: LongTensor (B, L)}`` and views ``BoolTensor (B, M)`` of ``indices``
@@ -67,6 +71,12 @@ class TrainingData:
         tokens = {name: torch.from_numpy(np.asarray(self.tokens[name][indices], dtype=np.int64))
                   for name in self.specs}
         return tokens, torch.from_numpy(np.ascontiguousarray(self.views[indices]))
+
+
+def sequence_lengths(data, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Non-pad tokens of each sequence modality of samples ``indices`` (what masking's budgets read)."""
+    return {name: (np.asarray(data.tokens[name][indices]) != spec.pad_id).sum(1)
+            for name, spec in data.specs.items() if spec.kind == "sequence"}
 
 
 def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig) -> TrainingData:
@@ -171,18 +181,21 @@ class BatchSource:
         self.pending: dict = {}
 
     def _make(self, step: int, indices: np.ndarray) -> PreparedBatch:
-        tokens, views = self.data.gather(indices, self.own)
         start, stop = self.own if self.own is not None else (0, len(indices))
         if self.stream == "batch":
+            tokens, views = self.data.gather(indices, self.own)
             whole = self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
             counts = tokens_per_modality(whole)
             batch = whole if (start, stop) == (0, len(indices)) else slice_batch(whole, start, stop)
         else:
             keys = sample_random.sample_keys(derive_seed(self.seed, MASKING_STREAM, step), indices)
-            inputs, targets = self.masker.sample_counts(tokens, views, keys)  # every row: cheap
+            # every row's token counts (the budget), from the texts' lengths alone; this process's rows whole
+            views = torch.from_numpy(np.ascontiguousarray(self.data.views[indices]))
+            inputs, targets = self.masker.sample_counts_from_lengths(self.data.sequence_lengths(indices),
+                                                                     views, keys)
             counts = (inputs + targets).sum(0).numpy().astype(np.int64)
-            batch = self.masker.mask_samples({name: value[start:stop] for name, value in tokens.items()},
-                                             views[start:stop], keys[start:stop],
+            tokens, own_views = self.data.gather(indices[start:stop])
+            batch = self.masker.mask_samples(tokens, own_views, keys[start:stop],
                                              (inputs[start:stop], targets[start:stop]))
         micro = [with_target_rows(slice_batch(batch, first, last) if (first, last) != (0, stop - start)
                                   else batch) for first, last in (self.micro or [(0, stop - start)])]

@@ -203,6 +203,17 @@ class Masker:
         views = self._check_views(views)
         return self._sample_counts(self._available(tokens, views), views, keys)
 
+    def sample_counts_from_lengths(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor,
+                                   keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_counts` from what it reads of the tokens: each sequence modality's non-pad length
+        per sample (the other modalities always hold all their tokens)."""
+        views = self._check_views(views)
+        columns = [torch.as_tensor(np.asarray(sequence_lengths[name]), dtype=torch.long)
+                   if self.specs[name].kind == "sequence"
+                   else torch.full((views.shape[0],), self.specs[name].num_tokens, dtype=torch.long)
+                   for name in self.modalities]
+        return self._sample_counts(torch.where(views, torch.stack(columns, 1), 0), views, keys)
+
     def sample_token_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                             keys: np.ndarray) -> np.ndarray:
         """Valid input + target tokens per modality of :meth:`sample_counts`, int64 ``(M,)``."""
