@@ -194,7 +194,7 @@ class Masker:
         input_counts, target_counts = counts if counts is not None else self._sample_counts(lengths, views,
                                                                                             keys)
         return self._select(tokens, lengths, input_counts, target_counts,
-                            sample_random.noise(keys, len(self.slot_modality)))
+                            sample_random.order_keys(keys, len(self.slot_modality)))
 
     def sample_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                       keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,8 +255,9 @@ class Masker:
         return input_counts, target_counts
 
     def _select(self, tokens, lengths, input_counts, target_counts, noise) -> MaskedBatch:
-        """Choose the input and target tokens of each modality (``noise``: one uniform per slot, ``(B, T)``)
-        and pack them into a batch."""
+        """Choose the input and target tokens of each modality and pack them into a batch. ``noise``: one
+        float uniform per slot ``(B, T)`` (batch stream: ranked by argsort), or an int64 numpy array of
+        distinct keys per row (sample stream: :func:`sample_random.first_of`)."""
         batch = lengths.shape[0]
         is_input, is_target, values, previous = [], [], [], []
         offset = 0
@@ -269,17 +270,30 @@ class Masker:
             n_target = target_counts[:, index:index + 1]
             slot_noise = noise[:, offset:offset + length]
             offset += length
+            keyed = isinstance(slot_noise, np.ndarray)
             if spec.kind == "sequence":
                 target = position < n_target
                 eligible = (position >= n_target) & (position < lengths[:, index:index + 1])
-                rank = _ranks(torch.where(eligible, slot_noise, 2.0))
-                is_input.append(eligible & (rank < n_in))
+                if keyed:
+                    last = np.iinfo(np.int64).max  # ineligible slots sort after every eligible one
+                    chosen = sample_random.first_of(np.where(eligible.numpy(), slot_noise, last),
+                                                    n_in.numpy())[0]
+                    is_input.append(eligible & torch.from_numpy(chosen))
+                else:
+                    rank = _ranks(torch.where(eligible, slot_noise, 2.0))
+                    is_input.append(eligible & (rank < n_in))
                 bos = torch.full((batch, 1), spec.bos_id, dtype=torch.long)
                 previous.append(torch.cat([bos, token[:, :-1]], 1))
             else:
-                rank = _ranks(slot_noise)
-                is_input.append(rank < n_in)
-                target = (rank >= n_in) & (rank < n_in + n_target)
+                if keyed:
+                    first, first_two = sample_random.first_of(slot_noise, torch.cat([n_in, n_in + n_target],
+                                                                                    1).numpy())
+                    is_input.append(torch.from_numpy(first))
+                    target = torch.from_numpy(first_two & ~first)
+                else:
+                    rank = _ranks(slot_noise)
+                    is_input.append(rank < n_in)
+                    target = (rank >= n_in) & (rank < n_in + n_target)
                 previous.append(torch.zeros_like(token))
             is_target.append(target)
             values.append(token)

@@ -19,7 +19,6 @@ BigCrush; its output is a bijective mix of ``key + counter * golden gamma``.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -90,6 +89,28 @@ def gamma(keys: np.ndarray, concentration: np.ndarray) -> np.ndarray:
     return np.where(alpha < 1, result * boost ** (1.0 / alpha), result)
 
 
-def noise(keys: np.ndarray, slots: int) -> torch.Tensor:
-    """One float32 uniform per (modality, position) slot of each sample: ``(B, slots)``."""
-    return torch.from_numpy(uniforms(keys, NOISE + np.arange(slots)).astype(np.float32))
+def order_keys(keys: np.ndarray, slots: int) -> np.ndarray:
+    """A random order of each sample's (modality, position) slots: int64 ``(B, slots)``, smaller first.
+
+    40 random bits above the slot's own index, so that no two slots of a sample tie (a float32 uniform per
+    slot ties at the 2**-24 resolution in about one 256-slot row in 500) and the k first slots of a row are
+    exactly those below its k-th smallest key: one sort per modality instead of argsort twice.
+    """
+    slot = np.arange(slots, dtype=np.uint64)
+    keys = np.asarray(keys, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        state = keys[:, None] + (slot + np.uint64(NOISE + 1)) * GOLDEN_GAMMA
+        return ((_mix(state) >> np.uint64(24)) << np.uint64(16) | slot).astype(np.int64)
+
+
+def first_of(order: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
+    """For each column of ``counts`` ``(B, K)``, the mask of each row's ``counts[:, k]`` first entries of
+    ``order`` ``(B, L)`` (distinct within a row)."""
+    ordered = np.sort(order, axis=1)
+    last = order.shape[1] - 1
+    masks = []
+    for column in range(counts.shape[1]):
+        count = counts[:, column:column + 1]
+        threshold = np.take_along_axis(ordered, np.clip(count - 1, 0, last), axis=1)
+        masks.append((order <= threshold) & (count > 0))
+    return masks
