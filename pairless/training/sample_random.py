@@ -56,12 +56,14 @@ def uniforms(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
         return (_mix(state) >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def gamma(keys: np.ndarray, concentration: np.ndarray) -> np.ndarray:
+def gamma(keys: np.ndarray, concentration: np.ndarray, first_candidates: int = 3) -> np.ndarray:
     """Gamma(concentration, 1) samples ``(B, J)``, entry ``j`` of row ``b`` from key ``b`` only.
 
-    Marsaglia-Tsang rejection like :func:`pairless.training.masking.sample_gamma`, with each round's
-    candidates at counters ``GAMMA + 3 (r J + j) + {0, 1, 2}`` (two uniforms make the normal by
-    Box-Muller, the third decides acceptance), and the alpha < 1 boost at ``BOOST + j``.
+    Marsaglia-Tsang rejection like :func:`pairless.training.masking.sample_gamma`: candidate ``r`` of entry
+    ``j`` uses counters ``GAMMA + 3 (r J + j) + {0, 1, 2}`` (two uniforms make the normal by Box-Muller,
+    the third decides acceptance) and the first accepted candidate is the sample; the alpha < 1 boost is
+    at ``BOOST + j``. The first ``first_candidates`` candidates of every entry are tried at once (each is
+    accepted with probability > 0.95), the rest one round at a time: the result does not depend on it.
     """
     alpha = np.asarray(concentration, dtype=np.float64)
     batch, count = alpha.shape
@@ -71,20 +73,26 @@ def gamma(keys: np.ndarray, concentration: np.ndarray) -> np.ndarray:
     result = np.zeros_like(alpha)
     pending = np.ones_like(alpha, dtype=bool)
     entry = np.arange(count)
-    round_number = 0
+    candidate = 0
     while pending.any():
         rows, columns = np.nonzero(pending)
-        base = GAMMA + 3 * (round_number * count + entry[columns])
-        draws = uniforms(keys[rows], np.stack([base, base + 1, base + 2], 1))  # (P, 3)
-        normal = np.sqrt(-2.0 * np.log1p(-draws[:, 0])) * np.cos(2.0 * np.pi * draws[:, 1])
-        shift, scale = d[rows, columns], c[rows, columns]
+        tries = first_candidates if candidate == 0 else 1
+        rounds = candidate + np.arange(tries)  # (K,)
+        base = GAMMA + 3 * (rounds[None, :] * count + entry[columns][:, None])  # (P, K)
+        draws = uniforms(keys[rows], np.concatenate([base, base + 1, base + 2], 1))  # (P, 3K)
+        first, second, third = draws[:, :tries], draws[:, tries:2 * tries], draws[:, 2 * tries:]
+        normal = np.sqrt(-2.0 * np.log1p(-first)) * np.cos(2.0 * np.pi * second)
+        shift, scale = d[rows, columns][:, None], c[rows, columns][:, None]
         v = (1 + scale * normal) ** 3
         with np.errstate(invalid="ignore", divide="ignore"):
-            accept = (v > 0) & (np.log(draws[:, 2]) < 0.5 * normal**2 + shift - shift * v
+            accept = (v > 0) & (np.log(third) < 0.5 * normal**2 + shift - shift * v
                                 + shift * np.log(np.maximum(v, 1e-300)))
-        result[rows[accept], columns[accept]] = (shift * v)[accept]
-        pending[rows[accept], columns[accept]] = False
-        round_number += 1
+        found = accept.any(1)
+        chosen = accept.argmax(1)  # the first accepted candidate
+        value = (shift[:, 0] * v[np.arange(len(rows)), chosen])
+        result[rows[found], columns[found]] = value[found]
+        pending[rows[found], columns[found]] = False
+        candidate += tries
     boost = uniforms(keys, BOOST + entry) if batch else np.zeros((0, count))
     return np.where(alpha < 1, result * boost ** (1.0 / alpha), result)
 

@@ -222,3 +222,15 @@ def test_checks_happen_only_at_the_steps_that_log_save_or_stop(shards, tmp_path,
     monkeypatch.setattr(StepHealth, "check", counted)
     train(_config(shards, tmp_path / "run", log_every=4, checkpoint_every=6, stop_after_steps=9))
     assert steps == [4, 6, 8, 9]
+
+
+def test_per_sample_gamma_draws_have_the_gamma_moments_and_do_not_depend_on_the_batching():
+    from pairless.training import sample_random
+
+    keys = sample_random.sample_keys(11, np.arange(20000))
+    concentration = np.array([[0.3, 0.5, 1.0, 2.5]] * 20000)
+    draws = sample_random.gamma(keys, concentration)
+    assert np.allclose(draws.mean(0), [0.3, 0.5, 1.0, 2.5], rtol=0.05)  # Gamma(a, 1): mean a, variance a
+    assert np.allclose(draws.var(0), [0.3, 0.5, 1.0, 2.5], rtol=0.1)
+    assert np.array_equal(draws, sample_random.gamma(keys, concentration, first_candidates=1))
+    assert np.array_equal(draws[5:9], sample_random.gamma(keys[5:9], concentration[5:9]))
