@@ -145,14 +145,15 @@ class PreparedBatch:
     indices: np.ndarray  # int [batch_size]: the global batch's sample indices
     batch: MaskedBatch  # this process's rows of it (``own``), in pinned memory when it feeds a GPU
     offset: int  # position of ``batch``'s first row in the global batch
-    modality_tokens: np.ndarray  # int64 [M]: valid input + target tokens of the whole global batch
+    # int64 [M]: valid input + target tokens per modality, of the whole global batch, or (with
+    # ``modality_tokens_global`` False) of this process's rows only: the loop sums them over processes when
+    # it syncs
+    modality_tokens: np.ndarray
     # ``batch`` cut into the micro-batches of ``BatchSource.micro``, each with its target rows found on the
     # host (pairless.model.transformer.with_target_rows)
     micro_batches: list[MaskedBatch]
-
-    @property
-    def num_valid_tokens(self) -> int:
-        return int(self.modality_tokens.sum())
+    num_valid_tokens: int  # valid input + target tokens of the whole global batch (the budget)
+    modality_tokens_global: bool = True
 
 
 class BatchSource:
@@ -167,11 +168,14 @@ class BatchSource:
 
     def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int,
                  own: tuple[int, int] | None = None, stream: str = "sample", pin_memory: bool = False,
-                 micro: list[tuple[int, int]] | None = None):
+                 micro: list[tuple[int, int]] | None = None, global_modality_tokens: bool = True):
         # own: the positions of the global batch this process trains on (streamed shards read only those);
         # micro: its micro-batches, positions relative to own[0] (None: one micro-batch)
         self.data, self.order, self.masker, self.seed, self.own = data, order, masker, seed, own
         self.stream, self.pin_memory, self.micro = stream, pin_memory, micro
+        # False: the per-modality counts of this process's rows only (the totals stay global; the sample
+        # stream then splits no other process's budgets, the costly part of counting); True: of every row
+        self.global_modality_tokens = global_modality_tokens
         if stream not in ("sample", "batch"):
             raise ValueError(f"masking_stream: {stream!r} is not one of sample, batch")
         self.pool = None
@@ -182,26 +186,36 @@ class BatchSource:
 
     def _make(self, step: int, indices: np.ndarray) -> PreparedBatch:
         start, stop = self.own if self.own is not None else (0, len(indices))
+        whole_batch = (start, stop) == (0, len(indices))
         if self.stream == "batch":
             tokens, views = self.data.gather(indices, self.own)
             whole = self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
-            counts = tokens_per_modality(whole)
-            batch = whole if (start, stop) == (0, len(indices)) else slice_batch(whole, start, stop)
+            counts, complete = tokens_per_modality(whole), True
+            total = int(counts.sum())
+            batch = whole if whole_batch else slice_batch(whole, start, stop)
         else:
             keys = sample_random.sample_keys(derive_seed(self.seed, MASKING_STREAM, step), indices)
-            # every row's token counts (the budget), from the texts' lengths alone; this process's rows whole
+            # every row's token count (the budget) from the texts' lengths alone; this process's rows whole
             views = torch.from_numpy(np.ascontiguousarray(self.data.views[indices]))
-            inputs, targets = self.masker.sample_counts_from_lengths(self.data.sequence_lengths(indices),
-                                                                     views, keys)
-            counts = (inputs + targets).sum(0).numpy().astype(np.int64)
+            lengths = self.data.sequence_lengths(indices)
+            complete = self.global_modality_tokens or whole_batch
+            if complete:  # every row's split across modalities
+                all_inputs, all_targets = self.masker.sample_counts_from_lengths(lengths, views, keys)
+                counts = (all_inputs + all_targets).sum(0).numpy().astype(np.int64)
+                inputs, targets = all_inputs[start:stop], all_targets[start:stop]
+            else:  # this process's rows only
+                own = {name: value[start:stop] for name, value in lengths.items()}
+                inputs, targets = self.masker.sample_counts_from_lengths(own, views[start:stop],
+                                                                         keys[start:stop])
+                counts = (inputs + targets).sum(0).numpy().astype(np.int64)
+            total = int(self.masker.sample_totals_from_lengths(lengths, views, keys).sum())
             tokens, own_views = self.data.gather(indices[start:stop])
-            batch = self.masker.mask_samples(tokens, own_views, keys[start:stop],
-                                             (inputs[start:stop], targets[start:stop]))
+            batch = self.masker.mask_samples(tokens, own_views, keys[start:stop], (inputs, targets))
         micro = [with_target_rows(slice_batch(batch, first, last) if (first, last) != (0, stop - start)
                                   else batch) for first, last in (self.micro or [(0, stop - start)])]
         if self.pin_memory:
             micro = [part.pin_memory() for part in micro]
-        return PreparedBatch(indices, batch, start, counts, micro)
+        return PreparedBatch(indices, batch, start, counts, micro, total, complete)
 
     def get(self, step: int) -> PreparedBatch:
         """This process's share of the batch of ``step``."""

@@ -208,11 +208,28 @@ class Masker:
         """:meth:`sample_counts` from what it reads of the tokens: each sequence modality's non-pad length
         per sample (the other modalities always hold all their tokens)."""
         views = self._check_views(views)
+        return self._sample_counts(self._lengths_from(sequence_lengths, views), views, keys)
+
+    def sample_totals_from_lengths(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor,
+                                   keys: np.ndarray) -> np.ndarray:
+        """Valid input + target tokens of each sample ``(B,)`` that :meth:`mask_samples` gives it, without
+        the Dirichlet split (whatever the split, inputs fill ``min(input budget, view)`` and targets the
+        target budget from what is left: ``allocate`` fills every budget its capacity allows)."""
+        views = self._check_views(views)
+        available = self._lengths_from(sequence_lengths, views).sum(1)
+        empty = torch.from_numpy(sample_random.uniforms(keys, [sample_random.EMPTY])[:, 0]
+                                 < self.config.empty_input_fraction)
+        inputs = torch.minimum(torch.where(empty, 0, self.input_budgets(available)), available)
+        targets = torch.clamp(available - inputs, max=self.config.target_budget)
+        return (inputs + targets).numpy().astype(np.int64)
+
+    def _lengths_from(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor) -> torch.Tensor:
+        """Tokens each sample can give per modality ``(B, M)``, from the sequences' non-pad lengths."""
         columns = [torch.as_tensor(np.asarray(sequence_lengths[name]), dtype=torch.long)
                    if self.specs[name].kind == "sequence"
                    else torch.full((views.shape[0],), self.specs[name].num_tokens, dtype=torch.long)
                    for name in self.modalities]
-        return self._sample_counts(torch.where(views, torch.stack(columns, 1), 0), views, keys)
+        return torch.where(views, torch.stack(columns, 1), 0)
 
     def sample_token_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                             keys: np.ndarray) -> np.ndarray:

@@ -264,6 +264,9 @@ class StepHealth:
         self.bad_loss = zero()  # 1: that step's total loss was not finite (else only its gradient norm)
         self.bad_norm = zero()  # that step's gradient norm
         self.batches: dict[int, np.ndarray] = {}  # step -> sample indices, since the last check
+        # valid tokens per modality of this process's rows since the last check (when a process counts only
+        # its own rows: pairless.training.data.PreparedBatch.modality_tokens_global)
+        self.own_modality_tokens = np.zeros(modality_count, dtype=np.int64)
 
     def record(self, stats: StepStatistics, grad_norm: torch.Tensor, step: int,
                indices: np.ndarray) -> torch.Tensor:
@@ -286,9 +289,15 @@ class StepHealth:
         stats.stop += float(stop_request.signal_number)
         reduced = stats.all_reduce(context)
         # every process has the same gradient norm, so the same first step; the modality flags are summed
+        count = len(modalities)
+        own_tokens = torch.from_numpy(self.own_modality_tokens.astype(np.float64)).to(self.first_bad.device)
         flags = distributed.all_reduce_sum(torch.cat([self.first_bad[None] + 1.0, self.bad_loss[None],
-                                                      self.bad_norm[None], self.bad_modalities]), context)
-        flags = (flags / context.world_size).cpu() if context.is_distributed else flags.cpu()
+                                                      self.bad_norm[None], self.bad_modalities, own_tokens]),
+                                           context).cpu()
+        # float64 sums of integers below 2**53: exact
+        progress.modality_tokens += flags[3 + count:].numpy().round().astype(np.int64)
+        self.own_modality_tokens[:] = 0
+        flags = flags[:3 + count] / context.world_size  # each process has the same first step and norm
         micro_steps = len(session.slices) * context.world_size  # micro-batches per optimizer step
         progress.loss = float(reduced.loss) / micro_steps
         batches, self.batches = self.batches, {}

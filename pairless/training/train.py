@@ -329,7 +329,10 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
     workers = config.num_workers if config.num_workers is not None else (2 if on_gpu else 0)
     batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, data.modalities),
                           config.seed, workers, own=own, stream=config.masking_stream, pin_memory=on_gpu,
-                          micro=[(start - own[0], stop - own[0]) for start, stop in slices])
+                          micro=[(start - own[0], stop - own[0]) for start, stop in slices],
+                          # the budget of budget_modalities needs every step's global split; otherwise the
+                          # per-modality counts are summed over processes only when the loop syncs
+                          global_modality_tokens=config.budget_modalities is not None)
     unknown = sorted(set(config.loss_weights) - set(data.modalities))
     if unknown:
         raise ValueError(f"loss_weights: {', '.join(map(repr, unknown))} not among the trained modalities "
@@ -420,5 +423,8 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     step_tokens = prepared.num_valid_tokens
     progress.step += 1
     progress.tokens_seen += step_tokens
-    progress.modality_tokens += prepared.modality_tokens
+    if prepared.modality_tokens_global:
+        progress.modality_tokens += prepared.modality_tokens
+    else:  # this process's rows: summed over processes at the next sync (StepHealth.check)
+        health.own_modality_tokens += prepared.modality_tokens
     return stats, grad_norm, lr, step_tokens

@@ -61,7 +61,8 @@ def test_each_process_masks_its_own_slice_and_gets_the_rows_of_one_process(shard
             slices = micro_batches(config, context)
             own = (slices[0][0], slices[-1][1])
             source = BatchSource(data, order, masker, config.seed, num_workers=1, own=own,
-                                 micro=[(a - own[0], b - own[0]) for a, b in slices])
+                                 micro=[(a - own[0], b - own[0]) for a, b in slices],
+                                 global_modality_tokens=False)
             prepared[world_size, rank] = [source.get(step) for step in range(5)]
             source.close()
     for step in range(5):
@@ -72,13 +73,16 @@ def test_each_process_masks_its_own_slice_and_gets_the_rows_of_one_process(shard
             for rank in range(world_size):
                 mine = prepared[world_size, rank][step]
                 assert mine.offset == rank * share and np.array_equal(mine.indices, one.indices)
-                assert np.array_equal(mine.modality_tokens, one.modality_tokens)
+                assert mine.num_valid_tokens == one.num_valid_tokens and not mine.modality_tokens_global
                 expected = _rows(one.batch, rank * share, (rank + 1) * share)
                 for name, value in _rows(mine.batch, 0, share).items():
                     assert torch.equal(value, expected[name]), (world_size, rank, name)
                 micro = torch.cat([part.enc_tokens for part in mine.micro_batches])
                 assert torch.equal(micro, expected["enc_tokens"])
+            summed = sum(prepared[world_size, rank][step].modality_tokens for rank in range(world_size))
+            assert np.array_equal(summed, one.modality_tokens)  # what the loop sums over processes
         assert np.array_equal(one.modality_tokens, tokens_per_modality(one.batch))
+        assert one.modality_tokens_global and one.num_valid_tokens == one.batch.num_valid_tokens()
 
 
 def test_the_sample_stream_masks_like_the_batch_stream_in_distribution():
@@ -234,3 +238,19 @@ def test_per_sample_gamma_draws_have_the_gamma_moments_and_do_not_depend_on_the_
     assert np.allclose(draws.var(0), [0.3, 0.5, 1.0, 2.5], rtol=0.1)
     assert np.array_equal(draws, sample_random.gamma(keys, concentration, first_candidates=1))
     assert np.array_equal(draws[5:9], sample_random.gamma(keys[5:9], concentration[5:9]))
+
+
+def test_the_totals_without_the_split_are_the_totals_of_the_split():
+    """A process counts the whole batch's tokens (the budget) without splitting the other processes' budgets
+    across modalities: small views, text lengths, empty inputs and all, the totals agree."""
+    from pairless.training import sample_random
+
+    masker = Masker(SPECS, MaskingConfig(input_budget=20, target_budget=14, empty_input_fraction=0.2,
+                                         alphas=[0.2, 1.0]))
+    generator = torch.Generator().manual_seed(3)
+    views = torch.rand(3000, len(SPECS), generator=generator) < 0.5
+    lengths = {"caption": torch.randint(0, 11, (3000,), generator=generator).numpy()}
+    keys = sample_random.sample_keys(99, np.arange(3000))
+    inputs, targets = masker.sample_counts_from_lengths(lengths, views, keys)
+    totals = masker.sample_totals_from_lengths(lengths, views, keys)
+    assert np.array_equal(totals, (inputs + targets).sum(1).numpy())
