@@ -77,7 +77,8 @@ def time_pipeline(data: TrainingData, ranks: int, stream: str, steps: int) -> tu
     masker = Masker(data.specs, MaskingConfig(input_budget=128, target_budget=128, alphas=[0.5]))
     share = BATCH // ranks
     source = BatchSource(data, SampleOrder(len(data), BATCH, seed=0), masker, 0, num_workers=0,
-                         own=(0, share), stream=stream, micro=[(0, share)])
+                         own=(0, share), stream=stream, micro=[(0, share)],
+                         global_modality_tokens=False)  # as training does without budget_modalities
     source.get(0)
     walls, cpus = [], []
     for step in range(1, steps + 1):
