@@ -7,15 +7,19 @@ import sys
 from pathlib import Path
 
 from pairless.commands.audit import pair_argument
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
+from pairless.experiments.scale import presets_epilog
 from pairless.utils.storage import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0],
+                                     epilog=presets_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
     parser.add_argument("--preset", default="tiny",
                         help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
@@ -26,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
     parser.add_argument("--data", default=None,
-                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones)")
+                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones). "
+                             "Bad files (unreadable, NaN, wrong size or extension) are skipped, counted and "
+                             "listed in the report; their samples keep the rest (no --on-bad-sample needed)")
     parser.add_argument("--withhold", action="append", default=[], type=pair_argument, metavar="A:B",
                         help="own-data: also never show A and B together in training, to simulate a pair "
                              "never recorded together (repeatable)")
@@ -35,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "all-data comparison on (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
 
 
@@ -55,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(Plan(config, args.out).summary())
         return 0
-    run_experiment(config, args.out)
+    try:
+        runtime = resolve_runtime(args)
+    except ValueError as error:
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
+    run_experiment(config, args.out, runtime)
     return 0
 
 

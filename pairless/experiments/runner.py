@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pairless.experiments import stages
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 # Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
@@ -35,7 +36,8 @@ class Plan:
 
     def __init__(self, config: ExperimentConfig, out: Path):
         self.config = config
-        self.out = out
+        # absolute: the runs record their shards, and a later command may open them from another directory
+        out = self.out = Path(out).absolute()
         self.cache = out / "cache"
         if config.data is not None:  # a user's folder: keyed by its path and its file listing
             self.world = Path(config.data)
@@ -136,17 +138,26 @@ class Plan:
             line(f"add {stage.modality} ({stage.name})", self.runs[stage.name], stage.total_tokens / 12_000)
         evaluations = len(self.runs) * len(self.config.directions)
         lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
+        if self.config.unpaired:  # own-data: the measures of the pairs never recorded together
+            lines.append(f"  and {len(self.config.unpaired)} unpaired analyses (both directions of "
+                         f"{', '.join(self.config.unpaired)}: direct, chained, no input, cycle)")
         lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
         return "\n".join(lines)
 
 
-def run_experiment(config: ExperimentConfig, out: Path) -> Path:
-    """Execute every stage of ``config`` under ``out``; returns the recipe folder."""
+def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None) -> Path:
+    """Execute every stage of ``config`` under ``out``; returns the recipe folder.
+
+    ``runtime``: the thread count and device of every stage (default: the fixed count of the usable cores,
+    on the CPU); recorded in results.json.
+    """
+    runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
     print(plan.summary(), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with FolderLock(plan.recipe_dir):
+        check_same_data(config, plan.recipe_dir)
         started = time.perf_counter()
         inspection = None
         if config.data is None:
@@ -156,11 +167,12 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["world"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample)
-        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample)
+        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample, runtime)
+        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample, runtime)
         timings["tokenizers+shards"] = time.perf_counter() - started
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
+            inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
 
         runs_info, pseudo = {}, {}
         # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
@@ -172,50 +184,51 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             if run.pseudo is not None:
                 shards = plan.pseudo_shards(run)
                 pseudo[run.name] = stages.make_pseudo(config.pseudo[run.pseudo], init_from, plan.shards,
-                                                      shards)
+                                                      shards, runtime)
                 timings[f"pseudo-pairs {run.name}"] = time.perf_counter() - started
                 started = time.perf_counter()
-            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from)
+            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from, runtime)
             timings[f"train {run.name}"] = time.perf_counter() - started
 
         for stage in config.expanded_adapters():
             started = time.perf_counter()
             runs_info[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
-                                                       plan.runs[stage.name])
+                                                       plan.runs[stage.name], runtime)
             timings[f"add {stage.modality} {stage.name}"] = time.perf_counter() - started
         every_run = [*config.expanded_runs(), *config.adapter_runs()]
 
         evals = {}
         started = time.perf_counter()
         for run in every_run:
-            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
+            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name),
+                                             runtime)
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
         regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
-                                               plan.tokenizers)
+                                               plan.tokenizers, runtime)
                    for run in every_run}
         timings["regions"] = time.perf_counter() - started
 
         started = time.perf_counter()
         probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
-                                                   plan.probe_file(run.name))
+                                                   plan.probe_file(run.name), runtime)
                   for run in every_run}
         timings["probes"] = time.perf_counter() - started
 
         snapshots = {}
         if any(run.snapshots for run in every_run):
             started = time.perf_counter()
-            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan)
+            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan, runtime)
                          for run in every_run if run.snapshots}
             timings["snapshots"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        figures = stages.make_figures(config, plan)
+        figures = stages.make_figures(config, plan, runtime)
         timings["generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        unpaired = stages.analyse_unpaired(config, plan)
+        unpaired = stages.analyse_unpaired(config, plan, runtime)
         if unpaired:
             timings["unpaired"] = time.perf_counter() - started
 
@@ -225,6 +238,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "config": config.model_dump(mode="json"),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+            "runtime": runtime.record(),
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,
@@ -245,6 +259,22 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         report = write_report(plan.recipe_dir)
     print(f"report: {report}", flush=True)
     return plan.recipe_dir
+
+
+def check_same_data(config: ExperimentConfig, recipe_dir: Path) -> None:
+    """Refuse to replace the report of one user folder with another's in the same ``--out`` (the cache
+    beside it is keyed by the data and shared; the report folder is not)."""
+    previous = recipe_dir / "results.json"
+    if config.data is None or not previous.is_file():
+        return
+    from pairless.config import ConfigError
+    from pairless.utils.storage import read_json
+
+    before = (read_json(previous).get("config") or {}).get("data")
+    if before is not None and Path(before) != Path(config.data):
+        raise ConfigError(f"{recipe_dir} holds the report of {before}; this run is on {config.data} and "
+                          "would replace it: give this dataset its own --out, or remove "
+                          f"{recipe_dir} to replace it")
 
 
 def _cpu_count() -> int:

@@ -73,3 +73,21 @@ def figure_of(preset: str, src: str, dst: str, runs: list[str]) -> Figure:
     """A generation figure of ``src`` -> ``dst`` with the study's schedule for that direction."""
     return Figure(src=src, dst=dst, schedule=SCHEDULE_FOR.get((src, dst), "roar8"), runs=runs,
                   num=SCALE[preset]["figure_num"])
+
+
+def presets_epilog() -> str:
+    """The preset table as the ``--help`` of run, tokenizers and train shows it."""
+    return "presets across commands (docs/data.md):\n" + preset_table()
+
+
+def preset_table() -> str:
+    """How the preset names of ``pairless run``, ``tokenizers train`` and ``train`` map to each other (a
+    markdown table, also shown by their ``--help``): each run preset is a tokenizer preset and a model preset
+    at one data scale."""
+    lines = ["| run --preset | tokenizers train --preset | train --preset (larger model) | world scenes | "
+             "tokens per run |", "|---|---|---|---|---|"]
+    for name, scale in SCALE.items():
+        model = scale["model"] + (" with dim 32, 1 layer each side" if scale.get("model_overrides") else "")
+        lines.append(f"| {name} | {scale['tokenizer_preset']} | {model} ({scale['larger']}) | "
+                     f"{scale['num_scenes']:,} | {scale['tokens']:,} |")
+    return "\n".join(lines)

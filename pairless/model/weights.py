@@ -16,7 +16,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from pairless.batch import TokenSpec
 from pairless.model.transformer import FourM, ModelConfig
-from pairless.utils.storage import atomic_write_bytes
+from pairless.utils.storage import atomic_write_bytes, ordered_safetensors
 
 
 def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | None = None) -> None:
@@ -31,7 +31,7 @@ def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | 
         "config": model.config.model_dump_json(),
         "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
     }
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    atomic_write_bytes(path, ordered_safetensors(safetensors_bytes(tensors, metadata=metadata)))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:

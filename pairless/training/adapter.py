@@ -39,8 +39,10 @@ from pydantic import Field, field_validator, model_validator
 from torch.func import functional_call
 from tqdm import tqdm
 
+from pairless import modalities as registry
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config, ConfigError, validate
+from pairless.data.declared import record_declared
 from pairless.model import FourM, load_model, save_model
 from pairless.model.extend import Adapter, FunctionCaller, extend_model, restricted_state_dict, tensor_hash
 from pairless.training.data import INIT_STREAM, MASKING_STREAM, SampleOrder, seeded_generator
@@ -328,6 +330,7 @@ def add_modality(config: AdapterConfig) -> Path:
         # staged_dir writes COMPLETE.json from ``record`` once the block succeeds, then publishes the folder
         with torch_threads(config.threads), storage.staged_dir(out, record) as staging:
             record.update(train_adapter(config, staging).summary)
+            record_declared(registry.names(), staging)  # what opens the run knows its declared modalities
     print(f"pairless add-modality: done, {record['steps']} steps, {record['tokens']:,} tokens, final loss "
           f"{record['final_loss']:.4f}, {record['wall_seconds']:.0f} s -> {out}")
     return out

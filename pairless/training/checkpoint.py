@@ -26,7 +26,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_bytes, is_complete, staged_dir
+from pairless.utils.storage import atomic_write_bytes, is_complete, ordered_safetensors, staged_dir
 
 STATE_FORMAT = "pairless-training-state"
 STATE_VERSION = 1
@@ -66,7 +66,7 @@ def state_to_bytes(state: TrainingState) -> bytes:
         "optimizer_scalars": scalars,
     }
     metadata = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "state": json.dumps(payload)}
-    return safetensors.torch.save(tensors, metadata=metadata)
+    return ordered_safetensors(safetensors.torch.save(tensors, metadata=metadata))
 
 
 def write_state(path: str | Path, state: TrainingState) -> None:
@@ -125,6 +125,16 @@ def shard_file(rank: int) -> str:
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def read_state_info(path: str | Path) -> dict:
+    """The ``info`` of a training-state file (thread count, wall time, ...) without reading its tensors."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return json.loads(metadata.get("state", "{}")).get("info", {})
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a pairless training-state file ({error})") from None
 
 
 def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:

@@ -33,6 +33,9 @@ RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoin
                               "activation_checkpointing", "checkpoint_writes"})
 
 
+# Paths a run records; older runs recorded them as given (relative to the directory they ran in).
+PATH_FIELDS = ("shards", "init_from")
+
 # Options added after runs were saved, with the value that trains exactly as before they existed: a saved
 # config.json without one was trained at that value (dotted path -> value).
 ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_paired": False,
@@ -79,7 +82,12 @@ def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS
         raise ValueError(f"{run}: has no config.json, so it cannot be checked against this config; "
                          f"choose another --out")
     saved = _with_added_options(read_json(saved_path))
-    difference = first_difference(saved, json.loads(config.model_dump_json()), allowed)
+    current = json.loads(config.model_dump_json())
+    for key in PATH_FIELDS:  # a run recorded with a relative path, resumed with the same one made absolute
+        if isinstance(saved.get(key), str) and isinstance(current.get(key), str) and \
+                Path(saved[key]).absolute() == Path(current[key]).absolute():
+            saved[key] = current[key]
+    difference = first_difference(saved, current, allowed)
     if difference is not None:
         key, saved, current = difference
         raise ValueError(f"{run}: was trained with {key}={saved!r}, this config has {key}={current!r}; "

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from pairless import model as model_module
 from pairless.config import Config, ConfigError
+from pairless.data.declared import record_declared
 from pairless.model import ModelConfig
 from pairless.model.attention import resolve_attention
 from pairless.training import distributed, masking, saving
@@ -227,13 +228,15 @@ def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> l
     return [(start, start + size) for start in range(first, first + share, size)]
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder."""
+def train(config: TrainConfig, resume: bool = False, accept_thread_change: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder.
+
+    The torch thread count is ``config.num_threads``, else the one a resumed run recorded, else the fixed
+    default of the usable cores; it is written into ``RUN/config.json`` and every checkpoint. Resuming with
+    another explicit count is refused unless ``accept_thread_change`` (:func:`saving.resolve_threads`).
+    """
     context = distributed.setup(config.device)
     threads_before = torch.get_num_threads()
-    if config.num_threads is not None:
-        # On a shared CPU, one thread per process is often several times faster than two that spin-wait.
-        torch.set_num_threads(config.num_threads)
     try:
         run = Path(config.out)
         if is_complete(run):
@@ -241,6 +244,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if context.is_main:
                 print(f"pairless train: {run} is already complete (COMPLETE.json); nothing to do")
             return run
+        threads = saving.resolve_threads(config, run, resume, accept_thread_change, context.is_main)
+        config = config.model_copy(update={"num_threads": threads})
+        torch.set_num_threads(threads)
         lock = FolderLock(run) if context.is_main else contextlib.nullcontext()
         # The loop seeds torch's global generator (initial weights, dropout); leave the caller's state alone.
         cuda_devices = [context.device] if context.device.type == "cuda" else []
@@ -263,6 +269,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
         write_config(run, config)
+        record_declared(session.data.modalities, run)  # what opens the run knows its declared modalities
         if session.data.paired_ids:  # which samples kept both modalities of a withheld pair
             atomic_write_json(run / PAIRED_IDS_FILE, session.data.paired_ids)
     def spent() -> int:

@@ -120,6 +120,16 @@ def canonical_safetensors(data: bytes) -> bytes:
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
+def ordered_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its header's keys sorted (a valid file, unlike
+    :func:`canonical_safetensors`): written through this, the same tensors and metadata give the same bytes
+    in every process, so that two runs of one command leave byte-identical weights."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the writer's own alignment of the tensor data, kept
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
+
+
 def weights_digest(folder: Path) -> str | None:
     """A hash (16 hex digits) of the weights in ``folder/model.safetensors``, the same whichever process
     wrote them (of :func:`canonical_safetensors`); None when there are none."""
@@ -296,29 +306,46 @@ def _locked_dir(folder: Path, wait: bool) -> Iterator[bool]:
 
 
 class FolderLock:
-    """An exclusive, non-blocking lock on ``<folder>.lock``; released when the process dies."""
+    """An exclusive, non-blocking lock on ``<folder>.lock``; released when the process dies, and the file
+    removed when its holder leaves the block (a killed holder leaves an empty file that locks nothing).
+
+    The holder deletes the file while it still holds it, so a process that opened the old file before the
+    deletion may lock that orphan: after locking, each process checks that the path still names the file it
+    holds, and starts again when it does not. Two processes can never both hold the lock on the path.
+    """
 
     def __init__(self, folder: str | os.PathLike):
         self.path = Path(str(Path(folder)) + ".lock")
         self._handle = None
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            self._handle = None
-            raise OutputBusyError(f"{self.path}: another pairless process is writing this output; "
-                                  "wait for it") from None
-        return self
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise OutputBusyError(f"{self.path}: another pairless process is writing this output; "
+                                      "wait for it") from None
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(handle.fileno())
+            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                self._handle = handle
+                return self
+            handle.close()  # the file was removed by the holder we waited behind: lock the new one
 
     def __exit__(self, *exc) -> None:
         if self._handle is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+            try:
+                self.path.unlink(missing_ok=True)  # still held: nobody can lock this path in between
+            finally:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+                self._handle.close()
+                self._handle = None
 
 
 def merge_json(path: str | os.PathLike, update: dict) -> Path:
