@@ -23,10 +23,11 @@ averaged over the modalities present in the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -56,7 +57,9 @@ class ModelConfig(Config):
     heads: int = Field(3, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
+    # "explicit" (matmul + softmax), "sdpa", or "auto" (sdpa on a GPU, explicit on a CPU; pairless train
+    # stores the kind it resolved for its device, so a CPU run's config still reads "explicit")
+    attention: AttentionKind = "auto"
     bias: bool = False  # biases in linear layers and layer norms
     # Initial scale of the token embeddings and of the fixed sin-cos positions (whose entries have amplitude
     # ``position_scale``). With 0.02 against 1.0 (the default until 2026-12), a token's content was ~2% of
@@ -131,6 +134,27 @@ def _bucket(count: int, step: int = 256) -> int:
     return -(-count // step) * step
 
 
+def _find_target_rows(batch: MaskedBatch) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Each modality's valid target rows of the flattened decoder ``(B * Nt)``, padded to a bucket, one
+    modality after another; and their counts (a host sync per modality when the batch is on a GPU)."""
+    modality, valid = batch.dec_modality.flatten(), batch.dec_valid.flatten()
+    rows, counts = [], []
+    for index in range(len(batch.modalities)):
+        found = (valid & (modality == index)).nonzero().squeeze(1)
+        counts.append(found.numel())
+        # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build (and
+        # cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
+        rows.append(F.pad(found, (0, _bucket(found.numel()) - found.numel())))
+    return torch.cat(rows), tuple(counts)
+
+
+def with_target_rows(batch: MaskedBatch) -> MaskedBatch:
+    """``batch`` (on the host) with ``target_rows`` / ``target_counts`` filled in, so that the forward on a
+    GPU finds each modality's targets without waiting for the GPU (the training loop calls it)."""
+    rows, counts = _find_target_rows(batch)
+    return replace(batch, target_rows=rows, target_counts=counts)
+
+
 class FourM(nn.Module):
     """Any-to-any masked encoder-decoder over the modalities of ``specs`` (in that order)."""
 
@@ -167,6 +191,8 @@ class FourM(nn.Module):
             self.register_buffer("decoder_positions", self.sincos.clone())
         self.apply(self._init)
         self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
+        self.touch_unused_heads = False  # set by pairless.training.distributed.wrap_model (DDP)
+        self.checkpoint_blocks = False  # recompute each block in the backward (activation_checkpointing)
         self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
         for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
                                (self.mask_token, 0.02),  # this order: the same weights as before the option
@@ -214,14 +240,29 @@ class FourM(nn.Module):
         rank = (same & (position.unsqueeze(1) < position.unsqueeze(2))).sum(2)
         return torch.where(self.is_sequence[modality] & valid, rank, position)
 
-    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
-                what: str, table: nn.Embedding | None = None) -> torch.Tensor:
-        out_of_range = valid & ((tokens < 0) | (tokens >= self.vocab_size[modality]))
+    def _check_token_ids(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                         what: str) -> None:
+        vocab = torch.tensor(self.vocab_sizes, device=tokens.device)
+        out_of_range = valid & ((tokens < 0) | (tokens >= vocab[modality]))
         if bool(out_of_range.any()):
             index = out_of_range.nonzero()[0]
             name = self.modalities[int(modality[tuple(index)])]
             raise ValueError(f"batch.{what}: token id {int(tokens[tuple(index)])} outside the vocabulary of "
                              f"{name!r} (size {self.vocab_sizes[self.modalities.index(name)]})")
+
+    def check_token_ids(self, batch: MaskedBatch) -> None:
+        """Raise ValueError naming the first token id outside its modality's vocabulary. The forward checks
+        a batch on the CPU itself; on a GPU that check would wait for the GPU, so the training loop calls
+        this on the host copy instead."""
+        self._check_token_ids(batch.enc_modality, batch.enc_tokens, batch.enc_valid, "enc_tokens")
+        is_sequence = torch.tensor([spec.kind == "sequence" for spec in self.specs.values()])
+        self._check_token_ids(batch.dec_modality, batch.dec_input_tokens, is_sequence[batch.dec_modality],
+                              "dec_input_tokens")
+
+    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                what: str, table: nn.Embedding | None = None) -> torch.Tensor:
+        if tokens.device.type == "cpu":
+            self._check_token_ids(modality, tokens, valid, what)
         table = self.token_embedding if table is None else table
         return table(self.vocab_offset[modality] + torch.where(valid, tokens, 0))
 
@@ -266,8 +307,15 @@ class FourM(nn.Module):
         """The decoder's memory ``(B, S, D)`` and its validity ``(B, S)`` (:meth:`_encoder_input`'s S)."""
         x, memory_valid, mask, embedded = self._encoder_input(batch)
         for block in self.encoder:
-            x = block(x, mask)
+            x = self._run_block(block, x, mask)
         return self._context(self.encoder_norm(x), embedded), memory_valid
+
+    def _run_block(self, block: Block, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``block(x, ...)``; with ``checkpoint_blocks`` while gradients are on, its activations are not
+        kept but recomputed in the backward (same values: the recompute replays the RNG state)."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False, **kwargs)
+        return block(x, *args, **kwargs)
 
     def encode_layers(self, batch: MaskedBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The states ``(B, S, D)`` of every encoder layer, and their validity ``(B, S)``.
@@ -319,7 +367,7 @@ class FourM(nn.Module):
         memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
                                    self.config.heads, finite)
         for block in self.decoder:
-            x = block(x, self_mask, memory_mask=memory_mask, memory=memory)
+            x = self._run_block(block, x, self_mask, memory_mask=memory_mask, memory=memory)
         return self.decoder_norm(x)
 
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
@@ -345,19 +393,20 @@ class FourM(nn.Module):
         """Mean over target modalities of each modality's mean token cross-entropy (weighted by
         ``loss_weights`` where set); and the per-modality losses."""
         hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
-        modality = batch.dec_modality.flatten()
-        valid = batch.dec_valid.flatten()
         targets = batch.dec_tokens.flatten()
-        losses = {}
-        for index, name in enumerate(self.modalities):
-            rows = (valid & (modality == index)).nonzero().squeeze(1)
-            count = rows.numel()
+        if batch.target_counts is None:
+            all_rows, counts = _find_target_rows(batch)
+        else:
+            all_rows, counts = batch.target_rows, batch.target_counts
+        losses, start, unused = {}, 0, []
+        for index, (name, count) in enumerate(zip(self.modalities, counts, strict=True)):
+            padded = all_rows[start:start + _bucket(count)]
+            start += _bucket(count)
             if count:
-                # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build
-                # (and cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
-                padded = F.pad(rows, (0, _bucket(count) - count))
                 logits = self.heads[index](hidden[padded])[:count]
-                losses[name] = F.cross_entropy(logits.float(), targets[rows])
+                losses[name] = F.cross_entropy(logits.float(), targets[padded[:count]])
+            else:
+                unused.append(self.heads[index])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             loss = hidden.sum() * 0.0
         elif self.loss_weights:
@@ -366,6 +415,10 @@ class FourM(nn.Module):
             loss = (torch.stack(list(losses.values())) * weights).sum() / weights.sum()
         else:
             loss = torch.stack(list(losses.values())).mean()
+        if self.touch_unused_heads and unused:
+            # Replicated (DDP) training without a search for unused parameters: every head gets a (zero)
+            # gradient, also when this process's micro-batch has no target of its modality.
+            loss = loss + 0.0 * sum(parameter.sum() for head in unused for parameter in head.parameters())
         if self.touch_every_parameter:
             # A sharded (FSDP) model reduce-scatters the gradients of exactly the parameters that have one:
             # every process must have the same set, also when its slice of the batch lacks a modality.

@@ -1,8 +1,9 @@
 """Saving and restoring a training run: checkpoints, snapshots along training and the final weights.
 
 - :func:`restore` continues exactly where a checkpoint stopped: weights, AdamW moments, step, tokens, RNG.
-- :func:`save` writes a checkpoint of the run as it stands; a sharded (FSDP) run adds one optimizer
-  shard per process.
+- :func:`save` writes a checkpoint of the run as it stands, before the next step or (``checkpoint_writes``,
+  :class:`CheckpointWriter`) in a background thread; a sharded (FSDP) run adds one optimizer shard per
+  process and writes before the next step.
 - :func:`save_snapshot` keeps the weights at a fraction of the budget (``RUN/snapshots/F/``).
 - :func:`finish` writes the last checkpoint and, once the budget is spent, the final weights and
   ``COMPLETE.json``.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +160,56 @@ def _sharded_optimizer_state(optimizer: torch.optim.Optimizer, local: dict) -> d
     return {**local, "state": state}
 
 
+class CheckpointWriter:
+    """Writes checkpoints in order, either before the next step or in a background thread.
+
+    Asynchronous: the weights and the optimizer state are copied to host memory first (the next steps change
+    them in place), then one thread serialises and publishes the checkpoint while training goes on. The
+    folder is still published atomically (``staged_dir``) and a new write waits for the one before it, so a
+    process killed at any point leaves the previous complete checkpoint as the newest one.
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        self.asynchronous = mode == "async" or (mode == "auto" and device.type == "cuda")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairless-checkpoint") \
+            if self.asynchronous else None
+        self.pending: Future | None = None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        """Run ``write`` after the previous write (raising its error, if it failed)."""
+        self.wait()
+        if self.pool is None:
+            write()
+        else:
+            self.pending = self.pool.submit(write)
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the last write is published; its error is raised (or, with ``raise_error=False``, dropped:
+        when another error is on its way out)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            error = pending.exception()
+            if error is not None and raise_error:
+                raise error
+
+
+def wait_for_writes(session: Session, raise_error: bool = True) -> None:
+    """Until every checkpoint this session started writing is published."""
+    if session.writer is not None:
+        session.writer.wait(raise_error)
+
+
+def _host_copy(value):
+    """``value`` (a state dict, nested) with every tensor copied to host memory."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _host_copy(entry) for key, entry in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_host_copy(entry) for entry in value)
+    return value
+
+
 def save(session: Session, progress: Progress, reason: str) -> Path | None:
     """A checkpoint of the run as it stands (rank 0 writes it; the others return None).
 
@@ -192,14 +245,25 @@ def save(session: Session, progress: Progress, reason: str) -> Path | None:
     optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
         else session.optimizer.state_dict()
     rng = {"torch_cpu": torch.get_rng_state()}
-    state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
-    saved = save_checkpoint(session.run / "checkpoints", state,
-                            lambda path: model_module.save_model(path, model, weights),
-                            keep=session.config.keep_checkpoints, extra=shards)
-    if sharded:
-        pending.rmdir()
-        distributed.barrier(context)
-    return saved
+    writer = session.writer
+    if sharded or writer is None or not writer.asynchronous:
+        if writer is not None:
+            writer.wait()
+        state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
+        saved = save_checkpoint(session.run / "checkpoints", state,
+                                lambda path: model_module.save_model(path, model, weights),
+                                keep=session.config.keep_checkpoints, extra=shards)
+        if sharded:
+            pending.rmdir()
+            distributed.barrier(context)
+        return saved
+    # asynchronous: what the next steps change in place is copied now, the rest happens in the background
+    weights = _host_copy(model.state_dict())
+    state = TrainingState(progress.step, progress.tokens_seen, _host_copy(optimizer), rng, info)
+    writer.submit(lambda: save_checkpoint(session.run / "checkpoints", state,
+                                          lambda path: model_module.save_model(path, model, weights),
+                                          keep=session.config.keep_checkpoints))
+    return session.run / "checkpoints" / checkpoint_name(progress.step)
 
 
 def finish(session: Session, progress: Progress, last_saved: int, stopped_by: int,
@@ -209,6 +273,7 @@ def finish(session: Session, progress: Progress, last_saved: int, stopped_by: in
     finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
     if progress.step != last_saved:
         save(session, progress, "final" if finished else "stopped")
+    wait_for_writes(session)  # every checkpoint is published before the run says it stopped or finished
     # gathering the weights is a collective: every process takes part, rank 0 writes them
     weights = distributed.full_state_dict(session.model) if session.sharded and finished else None
     if stopped_by and not finished:

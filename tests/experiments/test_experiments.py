@@ -313,7 +313,12 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
     assert run.withheld == [("rgb", "depth")]
     dumped = stages.train_config(run, Path("."), Path(".")).model_dump(mode="json")
     keyed = stages.run_key_fields(run)
+    # masking_stream is the one option whose default changed results on purpose (2026-12-07): runs cached
+    # before it masked with the batch stream and keep their keys, every run on the new default gets a new one
+    assert keyed["masking_stream"] == "sample" and ADDED_OPTIONS["masking_stream"] == "batch"
     for dotted, neutral in ADDED_OPTIONS.items():
+        if dotted == "masking_stream":
+            continue
         *sections, name = dotted.split(".")
         full, kept = dumped, keyed
         for section in sections:
