@@ -12,26 +12,26 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from pairless.batch import TokenSpec
 from pairless.model.transformer import FourM, ModelConfig
-from pairless.utils.storage import atomic_write_bytes
+from pairless.utils.storage import atomic_write_safetensors
 
 
 def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | None = None) -> None:
-    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata.
+    """Weights as safetensors (atomic, tensor by tensor), with the model config and token specs as JSON
+    metadata.
 
     ``state``: the weights to write instead of ``model.state_dict()`` (e.g. gathered from a sharded model).
     """
-    state = model.state_dict() if state is None else state
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    # no host copy here: the writer brings each tensor to the host on its own as it writes it
+    tensors = model.state_dict() if state is None else state
     metadata = {
         "format": "pairless.FourM",
         "config": model.config.model_dump_json(),
         "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
     }
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    atomic_write_safetensors(path, tensors, metadata)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
