@@ -34,8 +34,10 @@ def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | 
     atomic_write_safetensors(path, tensors, metadata)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
-    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+def read_weights(path: str | Path,
+                 device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of a file written by :func:`save_model` (without building a model: resuming
+    loads them straight into the one it trains, so a large model is not held twice)."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as handle:
@@ -45,6 +47,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
         raise ValueError(f"{path}: cannot read model weights ({error})") from error
     if metadata.get("format") != "pairless.FourM":
         raise ValueError(f"{path}: not a pairless model file (metadata format={metadata.get('format')!r})")
+    return tensors, metadata
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
+    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+    path = Path(path)
+    tensors, metadata = read_weights(path, device)
     config = ModelConfig.model_validate_json(metadata["config"])
     specs = {}
     for entry in json.loads(metadata["specs"]):

@@ -29,7 +29,8 @@ from pairless.utils.storage import atomic_write_json, atomic_write_text, first_d
 
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                              "device", "num_workers", "num_threads", "micro_batch_size"})
+                              "device", "num_workers", "num_threads", "micro_batch_size",
+                              "device_memory_gb"})
 
 
 # Options added after runs were saved, with the value that trains exactly as before they existed: a saved
