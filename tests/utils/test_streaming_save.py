@@ -113,12 +113,13 @@ def test_checkpoint_save_of_a_large_model_stays_within_one_tensor_of_the_state(t
 
 def test_streamed_file_is_what_safetensors_writes(tmp_path):
     tensors = {"b": torch.randn(3, 4).bfloat16(), "a": torch.randn(5), "i": torch.arange(7),
-               "scalar": torch.tensor(3.0), "flags": torch.ones(2, dtype=torch.bool), "empty": torch.zeros(0, 3),
-               "transposed": torch.randn(4, 3).t()}
+               "scalar": torch.tensor(3.0), "flags": torch.ones(2, dtype=torch.bool),
+               "empty": torch.zeros(0, 3), "transposed": torch.randn(4, 3).t()}
     atomic_write_safetensors(tmp_path / "w.safetensors", tensors, {"y": "2", "x": "1"})
     reference = safetensors.torch.save({name: t.contiguous() for name, t in tensors.items()},
                                        metadata={"x": "1", "y": "2"})
-    assert canonical_safetensors((tmp_path / "w.safetensors").read_bytes()) == canonical_safetensors(reference)
+    written = (tmp_path / "w.safetensors").read_bytes()
+    assert canonical_safetensors(written) == canonical_safetensors(reference)
     loaded = safetensors.torch.load_file(tmp_path / "w.safetensors")
     assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left
