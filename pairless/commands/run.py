@@ -11,6 +11,7 @@ from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
+from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
 from pairless.utils.storage import atomic_write_json
 
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="own-data: a pair with paired samples to run the study's zero-shot vs "
                              "all-data comparison on (repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--device-profile", choices=PROFILE_NAMES, default="cpu",
+                        help="with --dry-run: the device the plan's times and memory are for (h100, h200, "
+                             "a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: measured here)")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
     return parser
 
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))
         return 0
     if args.dry_run:
-        print(Plan(config, args.out).summary())
+        profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
+        print(Plan(config, args.out).summary(profile, measure_seconds=2.0))
         return 0
     run_experiment(config, args.out)
     return 0
