@@ -13,6 +13,9 @@ checkpoint disk, and per stage a time from the FLOPs it executes and the device'
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,9 @@ def planned_specs(world_size: int, tokenizer_settings, modalities: list[str],
         return specs_from_manifest(read_manifest(shards), shards), f"from {shards}"
     specs, spatial, vector = {}, tokenizer_settings.spatial, tokenizer_settings.vector
     for name in modalities:
-        entry = registry.get(name)
+        entry = registry.get(name) if name in registry.names() else None
+        if entry is None:
+            continue  # a modality declared beside the data and not loaded here: planned without it
         if entry.kind == "image":
             side = world_size // spatial.downsample
             vocab = math.prod(spatial.modality_levels.get(name, spatial.levels))
@@ -104,19 +109,28 @@ class Throughput:
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
             return self.profile.flops_per_second
-        shapes = sorted((name, spec.num_tokens, spec.vocab_size) for name, spec in specs.items())
-        key = repr((config.model.model_dump(), config.masking.input_budget, config.masking.target_budget,
-                    micro_batch, config.precision, shapes))
-        if key not in self.measured:
-            self.measured[key] = compute.measure_cpu(config, specs, micro_batch=micro_batch,
-                                                     seconds=self.measure_seconds)
+        shapes = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
+        key = (config.model_dump_json(include={"model", "masking", "precision"}), shapes, micro_batch)
+        self.measured[key] = _measured(config.model_dump_json(), shapes, micro_batch, self.measure_seconds)
         return self.measured[key]
 
     def any_rate(self) -> float:
-        """For stages without a measurement of their own (inference on the CPU): the mean training rate."""
+        """For stages without a measurement of their own (tokenizers, inference on the CPU): the best
+        measured training rate (larger matmuls and convolutions run nearer the peak than a tiny model)."""
         if self.profile is not None:
             return self.profile.flops_per_second
-        return float(np.mean(list(self.measured.values()))) if self.measured else 2e11
+        return max(self.measured.values()) if self.measured else 2e11
+
+
+@functools.lru_cache(maxsize=64)
+def _measured(config_json: str, specs_json: str, micro_batch: int, seconds: float) -> float:
+    """Once per run shape and process: every recipe of a plan (and a test suite's dry runs) shares them."""
+    from pairless.data.shards import spec_from_dict
+    from pairless.training.train import TrainConfig
+
+    specs = {entry["name"]: spec_from_dict(entry) for entry in json.loads(specs_json)}
+    return compute.measure_cpu(TrainConfig.model_validate_json(config_json), specs, micro_batch=micro_batch,
+                               seconds=seconds)
 
 
 def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
@@ -166,7 +180,9 @@ def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) 
 
     total, rng = 0.0, np.random.default_rng(0)
     for name in modalities:
-        entry = registry.get(name)
+        entry = registry.get(name) if name in registry.names() else None
+        if entry is None:
+            continue
         if entry.kind == "image":
             shape = (2, world_size, world_size, *((entry.channels,) if entry.channels else ()))
             values = (rng.integers(0, entry.num_classes, shape) if entry.num_classes

@@ -57,10 +57,12 @@ def plan_summary(plan, throughput: Throughput) -> str:
               else "this CPU: throughput measured on a few real training steps of each run's model")
     lines = [f"pairless run {config.recipe} (preset {config.preset}) -> {plan.recipe_dir}",
              f"  device: {device}", f"  token specs: {specs_source}"]
-    rows: list[tuple[str, str, float, Path | None, list[str]]] = []
+    rows: list[tuple[str, str, float | None, Path | None, list[str]]] = []
     scenes = config.world.num_scenes
     if config.data is None:
         rows.append(("world", "CPU", scenes / SCENES_PER_SECOND, plan.world, []))
+    else:
+        rows.append(("data (your folder)", "", None, plan.world, []))
     run_rows, run_estimates = [], {}
     for run in config.expanded_runs():
         train = stages.train_config(run, plan.shards, plan.runs[run.name])
@@ -109,9 +111,9 @@ def plan_summary(plan, throughput: Throughput) -> str:
                     passes=_schedule_steps(figure.schedule, target))
     total = 0.0
     for name, where, seconds, folder, details in rows:
-        done = folder is not None and is_complete(folder)
+        done = seconds is None or (folder is not None and is_complete(folder))
         total += 0.0 if done else seconds
-        state = "cached" if done else _duration(seconds)
+        state = "" if seconds is None else "cached" if done else _duration(seconds)
         lines.append(f"  {name:<34} {where:<4} {state:>10}   {folder}")
         lines += [f"      {detail}" for detail in details]
     lines.append(f"  {'evaluation (CE, regions, probes)':<34} {on_model:<4} "

@@ -237,7 +237,8 @@ def _cgroup_limit() -> int | None:
 
 
 def gib(count: int) -> str:
-    return f"{count / GIB:.1f} GiB"
+    """Bytes in words: GiB with one decimal, MiB below one GiB."""
+    return f"{count / GIB:.1f} GiB" if count >= GIB else f"{count / 2**20:.0f} MiB"
 
 
 def needed(memory: MemoryEstimate) -> tuple[int, str]:
