@@ -199,6 +199,15 @@ def checkpointing_of(config) -> bool:
                 or getattr(config.model, "activation_checkpointing", False))
 
 
+def checkpointing_key(config) -> str | None:
+    """The ``--set`` key of activation checkpointing in this version's config (None: it has none)."""
+    if "activation_checkpointing" in type(config).model_fields:
+        return "activation_checkpointing"
+    if "activation_checkpointing" in type(config.model).model_fields:
+        return "model.activation_checkpointing"
+    return None
+
+
 def available_memory(device: torch.device | str, stated_gb: float | None = None) -> tuple[int, str]:
     """Bytes the run may use on ``device`` and where that number comes from."""
     if stated_gb is not None:
@@ -274,12 +283,13 @@ def advice(config, specs: dict[str, TokenSpec], available: int, *, processes: in
                                            micro_batch=micro)))[0]
         options.append(f"a smaller micro-batch: --set micro_batch_size={micro} (or auto; the same batch of "
                        f"{config.batch_size} in {share // micro} passes, needs {gib(need)})")
-    if not workload.activation_checkpointing:
+    key = checkpointing_key(config)
+    if not workload.activation_checkpointing and key is not None:
         for size in sorted(divisors(share), reverse=True):
             need = needed(estimate(workload_of(config, specs, processes=processes, device_type=device_type,
                                                micro_batch=size, activation_checkpointing=True)))[0]
             if need <= available:
-                options.append(f"activation checkpointing: --set activation_checkpointing=true"
+                options.append(f"activation checkpointing: --set {key}=true"
                                f"{'' if size == workload.micro_batch else f' with micro_batch_size={size}'} "
                                f"(needs {gib(need)}; each block's forward runs twice)")
                 break
