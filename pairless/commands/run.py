@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dry_run:
         profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
-        print(Plan(config, args.out).summary(profile, measure_seconds=2.0))
+        print(Plan(config, args.out).summary(profile, measure_seconds=1.0))
         return 0
     run_experiment(config, args.out)
     return 0

@@ -14,7 +14,6 @@ checkpoint disk, and per stage a time from the FLOPs it executes and the device'
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from dataclasses import dataclass
@@ -109,10 +108,13 @@ class Throughput:
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
             return self.profile.flops_per_second
-        shapes = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
-        key = (config.model_dump_json(include={"model", "masking", "precision"}), shapes, micro_batch)
-        self.measured[key] = _measured(config.model_dump_json(), shapes, micro_batch, self.measure_seconds)
-        return self.measured[key]
+        # The rate (FLOP/s) depends on the model's shape and the batch, hardly on which modalities a run
+        # trains on: one measurement per shape, whatever its universe, seed or folder.
+        shape = config.model_dump_json(include=_SHAPE_FIELDS)
+        if shape not in self.measured:
+            specs_json = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
+            self.measured[shape] = _measured(shape, micro_batch, self.measure_seconds, specs_json)
+        return self.measured[shape]
 
     def any_rate(self) -> float:
         """For stages without a measurement of their own (tokenizers, inference on the CPU): the best
@@ -122,15 +124,25 @@ class Throughput:
         return max(self.measured.values()) if self.measured else 2e11
 
 
-@functools.lru_cache(maxsize=64)
-def _measured(config_json: str, specs_json: str, micro_batch: int, seconds: float) -> float:
-    """Once per run shape and process: every recipe of a plan (and a test suite's dry runs) shares them."""
+# What the measured rate of a run depends on (its TrainConfig without paths, seeds and budgets).
+_SHAPE_FIELDS = {"model", "masking", "precision", "batch_size", "micro_batch_size", "weight_decay", "betas",
+                 "base_lr"}
+
+
+_RATES: dict[tuple, float] = {}  # measured FLOP/s by shape, once per process (every plan shares them)
+
+
+def _measured(shape_json: str, micro_batch: int, seconds: float, specs_json: str) -> float:
+    """The rate of one run shape, measured on ``specs`` the first time the process asks for it."""
     from pairless.data.shards import spec_from_dict
     from pairless.training.train import TrainConfig
 
-    specs = {entry["name"]: spec_from_dict(entry) for entry in json.loads(specs_json)}
-    return compute.measure_cpu(TrainConfig.model_validate_json(config_json), specs, micro_batch=micro_batch,
-                               seconds=seconds)
+    key = (shape_json, micro_batch, seconds)
+    if key not in _RATES:
+        specs = {entry["name"]: spec_from_dict(entry) for entry in json.loads(specs_json)}
+        config = TrainConfig.model_validate({**json.loads(shape_json), "shards": ".", "out": "."})
+        _RATES[key] = compute.measure_cpu(config, specs, micro_batch=micro_batch, seconds=seconds)
+    return _RATES[key]
 
 
 def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
