@@ -294,12 +294,20 @@ def advice(config, specs: dict[str, TokenSpec], available: int, *, processes: in
                                f"(needs {gib(need)}; each block's forward runs twice)")
                 break
     if workload.model.attention == "explicit":
-        need = needed(estimate(Workload(**{**workload.__dict__, "model": workload.model.model_copy(
-            update={"attention": "sdpa"})})))[0]
-        options.append(f"attention without stored probabilities: --set model.attention=sdpa (needs "
-                       f"{gib(need)})")
+        sdpa_model = workload.model.model_copy(update={"attention": "sdpa"})
+        sdpa = Workload(**{**workload.__dict__, "model": sdpa_model})
+        fitting = [size for size in sorted(divisors(share), reverse=True)
+                   if needed(estimate(Workload(**{**sdpa.__dict__, "micro_batch": size})))[0] <= available]
+        if fitting:  # offered only where it makes the run fit
+            size = fitting[0]
+            need = needed(estimate(Workload(**{**sdpa.__dict__, "micro_batch": size})))[0]
+            options.append(f"attention without stored probabilities: --set model.attention=sdpa"
+                           f"{'' if size == workload.micro_batch else f' with micro_batch_size={size}'} "
+                           f"(needs {gib(need)})")
     if not workload.sharded:
-        options.append("shard weights, gradients and AdamW moments over several processes: torchrun "
+        # processes on one machine share its RAM: on CPUs sharding helps across machines only
+        where = "GPUs" if device_type == "cuda" else "machines (the processes of one machine share its RAM)"
+        options.append(f"shard weights, gradients and AdamW moments over several {where}: torchrun "
                        "--nproc-per-node N -m pairless train ... --set distributed=fsdp")
     if processes > 1 and device_type == "cpu":
         options.append(f"fewer processes on this machine (now {processes}: each holds a copy of the model)")
