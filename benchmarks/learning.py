@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1000, help="val samples for the final CE")
     parser.add_argument("--curve-samples", type=int, default=200, help="val samples per curve point")
     parser.add_argument("--decoded", type=int, default=64, help="generations scored per direction")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: chosen by load)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the usable cores, never chosen from load)")
     parser.add_argument("--list", action="store_true", help="print the known configurations and exit")
     args = parser.parse_args(argv)
     if args.list:

@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.inference.evaluate import evaluate_directions, format_table, record_results
 from pairless.inference.regions import evaluate_regions, format_regions
-from pairless.utils.threads import choose_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(object mask from the samples' semseg tokens; needs semseg in the shards)")
     parser.add_argument("--tokenizers", type=Path, default=None,
                         help="tokenizer folder for --regions (default: the shards')")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -37,12 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directions = [text.strip() for text in args.directions.split(",") if text.strip()]
     try:
+        runtime = resolve_runtime(args)
         results = evaluate_directions(args.run, directions, args.num_samples, args.batch_size, args.split,
-                                      args.shards, threads=choose_threads())
+                                      args.shards, threads=runtime.threads, device=runtime.device)
         regions = {}
         if args.regions:
             regions = evaluate_regions(args.run, directions, args.tokenizers, args.num_samples,
-                                       args.batch_size, args.split, args.shards, threads=choose_threads())
+                                       args.batch_size, args.split, args.shards, threads=runtime.threads,
+                                       device=runtime.device)
     except (ValueError, FileNotFoundError) as error:
         print(f"pairless eval: {error}", file=sys.stderr)
         return 2

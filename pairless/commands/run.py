@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pairless.commands.audit import pair_argument
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --dry-run: the device the plan's times and memory are for (h100, h200, "
                              "a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: measured here)")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
 
 
@@ -60,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
         print(Plan(config, args.out).summary(profile, measure_seconds=1.0))
         return 0
-    run_experiment(config, args.out)
+    try:
+        runtime = resolve_runtime(args)
+    except ValueError as error:
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
+    run_experiment(config, args.out, runtime)
     return 0
 
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments
 from pairless.config import ConfigError, apply_overrides, validate
 from pairless.modalities import parse_pair
 from pairless.model import PRESETS
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set masking.input_budget=32")
+    add_runtime_arguments(parser)  # --threads -> num_threads, --device -> device
+    parser.add_argument("--accept-thread-change", action="store_true",
+                        help="with --resume: continue on the --threads given although the run's checkpoints "
+                             "were trained with another count (the continuation is then not bit-identical "
+                             "to an uninterrupted run); without it that is refused")
     return parser
 
 
@@ -44,7 +50,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Config file, then flags, then ``--set`` overrides; validated with errors naming the field."""
     data = read_json(args.config) if args.config else {}
     for key, value in (("shards", args.shards), ("out", args.out), ("total_tokens", args.total_tokens),
-                       ("batch_size", args.batch_size), ("init_from", args.init_from)):
+                       ("batch_size", args.batch_size), ("init_from", args.init_from),
+                       ("num_threads", args.threads), ("device", args.device)):
         if value is not None:
             data[key] = str(value) if isinstance(value, Path) else value
     if args.preset:
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless train: {error}", file=sys.stderr)
         return 2
     try:
-        train(config, resume=args.resume)
+        train(config, resume=args.resume, accept_thread_change=args.accept_thread_change)
     except TrainingInterrupted as error:
         print(f"pairless train: {error}", file=sys.stderr)
         return 128 + error.signal_number

@@ -27,6 +27,7 @@ from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
 from pairless.experiments.plan import plan_summary
 from pairless.training.compute import DeviceProfile
+from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
 
 
@@ -107,8 +108,13 @@ class Plan:
         return plan_summary(self, Throughput(profile, measure_seconds))
 
 
-def run_experiment(config: ExperimentConfig, out: Path) -> Path:
-    """Execute every stage of ``config`` under ``out``; returns the recipe folder."""
+def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None) -> Path:
+    """Execute every stage of ``config`` under ``out``; returns the recipe folder.
+
+    ``runtime``: the thread count and device of every stage (default: the fixed count of the usable cores,
+    on the CPU); recorded in results.json.
+    """
+    runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
     print(plan.summary(), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +129,8 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["world"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample)
-        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample)
+        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample, runtime)
+        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample, runtime)
         timings["tokenizers+shards"] = time.perf_counter() - started
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
@@ -139,50 +145,51 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             if run.pseudo is not None:
                 shards = plan.pseudo_shards(run)
                 pseudo[run.name] = stages.make_pseudo(config.pseudo[run.pseudo], init_from, plan.shards,
-                                                      shards)
+                                                      shards, runtime)
                 timings[f"pseudo-pairs {run.name}"] = time.perf_counter() - started
                 started = time.perf_counter()
-            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from)
+            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from, runtime)
             timings[f"train {run.name}"] = time.perf_counter() - started
 
         for stage in config.expanded_adapters():
             started = time.perf_counter()
             runs_info[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
-                                                       plan.runs[stage.name])
+                                                       plan.runs[stage.name], runtime)
             timings[f"add {stage.modality} {stage.name}"] = time.perf_counter() - started
         every_run = [*config.expanded_runs(), *config.adapter_runs()]
 
         evals = {}
         started = time.perf_counter()
         for run in every_run:
-            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
+            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name),
+                                             runtime)
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
         regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
-                                               plan.tokenizers)
+                                               plan.tokenizers, runtime)
                    for run in every_run}
         timings["regions"] = time.perf_counter() - started
 
         started = time.perf_counter()
         probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
-                                                   plan.probe_file(run.name))
+                                                   plan.probe_file(run.name), runtime)
                   for run in every_run}
         timings["probes"] = time.perf_counter() - started
 
         snapshots = {}
         if any(run.snapshots for run in every_run):
             started = time.perf_counter()
-            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan)
+            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan, runtime)
                          for run in every_run if run.snapshots}
             timings["snapshots"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        figures = stages.make_figures(config, plan)
+        figures = stages.make_figures(config, plan, runtime)
         timings["generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        unpaired = stages.analyse_unpaired(config, plan)
+        unpaired = stages.analyse_unpaired(config, plan, runtime)
         if unpaired:
             timings["unpaired"] = time.perf_counter() - started
 
@@ -192,6 +199,7 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "config": config.model_dump(mode="json"),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+            "runtime": runtime.record(),
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,

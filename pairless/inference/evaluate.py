@@ -28,6 +28,7 @@ from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
 from pairless.modalities import parse_direction
 from pairless.model import FourM, load_model
+from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import merge_json, read_json
 from pairless.utils.threads import torch_threads
 
@@ -133,19 +134,22 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
 
 def evaluate_directions(run: Path, directions: list[str], num_samples: int = 2500, batch_size: int = 64,
                         split: str = "val", shards_path: Path | None = None,
-                        threads: int | None = None) -> dict[str, dict]:
+                        threads: int | None = None, device: str | torch.device = "cpu") -> dict[str, dict]:
     """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}.
 
-    ``threads``: torch threads (None: the current count).
+    ``threads``: torch threads (None: the current count); ``device``: where the model runs. Each result
+    records both (``threads``, ``device``).
     """
     run = Path(run)
     parsed = [parse_direction(text) for text in directions]
     shards = open_shards(shards_path or run_shards_path(run), split)
-    model = load_run_model(run)
+    model = load_run_model(run, device)
+    used = {"threads": torch.get_num_threads() if threads is None else threads,
+            "device": str(model_device(model))}
     results, unconditional = {}, {}
     for src, dst in parsed:
         row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
-        results[direction_name(src, dst)] = {**row, "split": split}
+        results[direction_name(src, dst)] = {**row, "split": split, **used}
     return results
 
 
@@ -177,12 +181,13 @@ def _find_key(node, key: str):
     return None
 
 
-def load_run_model(run: Path) -> FourM:
-    """``RUN/model.safetensors`` through ``pairless.model.load_model`` (the error names a missing file)."""
-    weights = run / "model.safetensors"
+def load_run_model(run: Path, device: str | torch.device = "cpu") -> FourM:
+    """``RUN/model.safetensors`` through ``pairless.model.load_model``, on ``device`` (``auto`` allowed; the
+    error names a missing file)."""
+    weights = Path(run) / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no final weights (has `pairless train` finished for this run?)")
-    return load_model(weights)
+    return load_model(weights, resolve_device(device))
 
 
 def format_table(results: dict[str, dict]) -> str:

@@ -239,12 +239,17 @@ def probe_model(model, shards, first: str, second: str, num_samples: int = 1000,
 
 
 def probe_run(run: Path, pair: str, num_samples: int = 1000, batch_size: int = 128,
-              threads: int | None = None, split: str = "val", shards_path: Path | None = None) -> dict:
-    """:func:`probe_model` for a trained run and a pair ``"Ma:Mb"`` on its shards' ``split``."""
+              threads: int | None = None, split: str = "val", shards_path: Path | None = None,
+              device: str | torch.device = "cpu") -> dict:
+    """:func:`probe_model` for a trained run and a pair ``"Ma:Mb"`` on its shards' ``split``, the model on
+    ``device``; the result records the thread count and device."""
     first, second = parse_pair(pair)
-    model = load_run_model(Path(run))
+    model = load_run_model(Path(run), device)
     shards = open_shards(shards_path or run_shards_path(Path(run)), split)
-    return {**probe_model(model, shards, first, second, num_samples, batch_size, threads), "split": split}
+    used = {"threads": torch.get_num_threads() if threads is None else threads,
+            "device": str(model_device(model))}
+    return {**probe_model(model, shards, first, second, num_samples, batch_size, threads), "split": split,
+            **used}
 
 
 def record_probes(run: Path, results: dict[str, dict]) -> Path:

@@ -39,6 +39,7 @@ from pairless.inference.generate import (
     schedule_preset,
 )
 from pairless.modalities import parse_chain
+from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import (
     FolderLock,
     atomic_save_npy,
@@ -78,7 +79,7 @@ def generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedu
             generated = generate_chain(model, source, chain, specs, model.modalities, schedules, generator)
             for name, ids in generated.items():
                 parts[name].append(ids)
-    return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
+    return {name: torch.cat(chunks).cpu().numpy() for name, chunks in parts.items()}
 
 
 def _save_values(folder: Path, modality: str, values) -> None:
@@ -115,17 +116,21 @@ def make_decoder(tokenizers: Path):
 
 def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
                        shards: Path, out: Path, figure_rows: int | None = None, split: str = "val",
-                       seed: int = 0, batch_size: int = 64, threads: int | None = None) -> dict:
+                       seed: int = 0, batch_size: int = 64, threads: int | None = None,
+                       device: str | torch.device = "cpu") -> dict:
     """Generate ``dst`` from ``src`` with every run, decode, score, draw; returns what the report needs.
 
     ``src``: a modality, ``"a+b"`` or a list; ``dst`` may be a chain
     ``"normal:depth"`` (generate normal, then depth; metrics and figure are
     for the last link). ``schedule``: a preset name or a GenerationSchedule;
     links whose kind it does not fit (e.g. text in a chain of images) use the
-    study's default for their kind. ``threads``: torch threads (None: the current count).
+    study's default for their kind. ``threads``: torch threads (None: the current count); ``device``: where
+    the models run (both are recorded in ``request.json``, outside its hash: a cached output is reused
+    whatever they are).
     Returns ``{"out", "figure", "metrics":
     {run: {metric: value}}, "num_samples"}``.
     """
+    device = resolve_device(device)
     sources = src.split("+") if isinstance(src, str) else list(src)
     chain = parse_chain("+".join(sources) + ":" + dst)
     final = chain[-1][0]
@@ -148,13 +153,14 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     truth = decode(final, data.tokens[final][rows])
     predictions, results = {}, {}
     for name, path in runs.items():
-        model = load_run_model(path)
+        model = load_run_model(path, device)
         generated = generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
         results[name] = score(final, predictions[name][final][1], truth, scenes)
     metrics = {**results, "_num_samples": len(rows)}
     with FolderLock(out), staged_dir(out, overwrite=True) as staging:
-        atomic_write_json(staging / "request.json", request)
+        used = {"threads": torch.get_num_threads() if threads is None else threads, "device": str(device)}
+        atomic_write_json(staging / "request.json", {**request, **used})
         atomic_write_json(staging / "metrics.json", metrics)
         for name, values in inputs.items():
             _save_values(staging / "input", name, values)

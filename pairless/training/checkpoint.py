@@ -126,6 +126,16 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def read_state_info(path: str | Path) -> dict:
+    """The ``info`` of a training-state file (thread count, wall time, ...) without reading its tensors."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return json.loads(metadata.get("state", "{}")).get("info", {})
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a pairless training-state file ({error})") from None
+
+
 def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints under ``checkpoints_dir`` as (step, folder), oldest first."""
     checkpoints_dir = Path(checkpoints_dir)

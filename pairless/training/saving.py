@@ -27,7 +27,9 @@ from pairless.training.checkpoint import (
     STATE_FILE,
     TrainingState,
     checkpoint_name,
+    latest_checkpoint,
     read_state,
+    read_state_info,
     save_checkpoint,
     shard_file,
     write_state,
@@ -35,6 +37,7 @@ from pairless.training.checkpoint import (
 from pairless.training.run import TrainingInterrupted, write_config
 from pairless.training.session import Progress, Session, budget_spent, wall_seconds
 from pairless.utils.storage import atomic_write_json, config_hash, mark_complete
+from pairless.utils.threads import default_threads
 
 SNAPSHOTS = "snapshots"  # RUN/snapshots/<fraction>/: the weights along training (TrainConfig.snapshots)
 SNAPSHOT_FILE = "snapshot.json"  # written last into a snapshot folder: fraction, step, tokens
@@ -73,19 +76,43 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
         elapsed_before=float(state.info.get("wall_seconds", 0.0)),
         loss=float(state.info.get("loss", float("nan"))),
         modality_tokens=np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64))
-    threads = state.info.get("threads")
-    if threads is not None and session.config.num_threads is None and context.device.type == "cpu":
-        # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
-        # whatever the machine's load is now (``train`` restores the caller's count afterwards).
-        torch.set_num_threads(int(threads))
-    if context.is_main and threads not in (None, torch.get_num_threads()):
-        print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
-              f"{threads}; the losses will differ from an uninterrupted run in the last bits",
-              file=sys.stderr)
+    # (the thread count it continues with was settled before: :func:`resolve_threads`)
     if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
         raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per "
                          f"epoch, now {session.order.batches_per_epoch} (different shards or batch_size)")
     return progress
+
+
+def recorded_threads(run: Path) -> int | None:
+    """The torch thread count of the newest checkpoint in ``run`` (None: no checkpoint, or none recorded)."""
+    latest = latest_checkpoint(Path(run) / "checkpoints")
+    if latest is None:
+        return None
+    threads = read_state_info(latest / STATE_FILE).get("threads")
+    return None if threads is None else int(threads)
+
+
+def resolve_threads(config, run: Path, resume: bool, accept_thread_change: bool = False,
+                    is_main: bool = True) -> int:
+    """The torch thread count a run trains with: resuming, the count its newest checkpoint recorded; else
+    ``config.num_threads``, else the fixed default of the usable cores (never the machine's load).
+
+    The count splits reductions, so a run continued on another count than it started with gives other last
+    bits than an uninterrupted one: an explicit ``num_threads`` that differs from the recorded count is
+    refused (ValueError naming both), unless ``accept_thread_change`` (then a warning).
+    """
+    recorded = recorded_threads(run) if resume else None
+    if config.num_threads is None:
+        return recorded if recorded is not None else default_threads()
+    if recorded is not None and config.num_threads != recorded:
+        message = (f"{run}: was trained with {recorded} torch threads (its newest checkpoint); continuing "
+                   f"with num_threads={config.num_threads} gives other results than an uninterrupted run")
+        if not accept_thread_change:
+            raise ValueError(f"{message}. Leave --threads / num_threads out to keep the run's {recorded}, or "
+                             "pass --accept-thread-change to continue anyway")
+        if is_main:
+            print(f"pairless train: warning: {message} (accepted by --accept-thread-change)", file=sys.stderr)
+    return config.num_threads
 
 
 def snapshot_folder(run: Path, fraction: float) -> Path:
@@ -164,6 +191,7 @@ def save(session: Session, progress: Progress, reason: str) -> Path | None:
             "data_position": list(session.order.position(progress.step)),
             "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
             "world_size": session.context.world_size, "threads": torch.get_num_threads(),
+            "device": str(session.context.device),
             "config_hash": config_hash(session.config), "distributed": session.config.distributed}
     # a sharded run keeps its optimizer in the per-process shard files
     optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
@@ -203,6 +231,7 @@ def finish(session: Session, progress: Progress, last_saved: int, stopped_by: in
     modalities = session.data.modalities
     mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
                         "wall_seconds": wall, "world_size": context.world_size,
+                        "threads": torch.get_num_threads(), "device": str(context.device),
                         "config_hash": config_hash(config),
                         "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
                                                         strict=True))})

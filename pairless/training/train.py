@@ -214,13 +214,15 @@ def micro_batches(config: TrainConfig, context: distributed.ProcessContext,
     return [(start, start + size) for start in range(first, first + share, size)]
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder."""
+def train(config: TrainConfig, resume: bool = False, accept_thread_change: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder.
+
+    The torch thread count is ``config.num_threads``, else the one a resumed run recorded, else the fixed
+    default of the usable cores; it is written into ``RUN/config.json`` and every checkpoint. Resuming with
+    another explicit count is refused unless ``accept_thread_change`` (:func:`saving.resolve_threads`).
+    """
     context = distributed.setup(config.device)
     threads_before = torch.get_num_threads()
-    if config.num_threads is not None:
-        # On a shared CPU, one thread per process is often several times faster than two that spin-wait.
-        torch.set_num_threads(config.num_threads)
     try:
         run = Path(config.out)
         if is_complete(run):
@@ -228,6 +230,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if context.is_main:
                 print(f"pairless train: {run} is already complete (COMPLETE.json); nothing to do")
             return run
+        threads = saving.resolve_threads(config, run, resume, accept_thread_change, context.is_main)
+        config = config.model_copy(update={"num_threads": threads})
+        torch.set_num_threads(threads)
         lock = FolderLock(run) if context.is_main else contextlib.nullcontext()
         # The loop seeds torch's global generator (initial weights, dropout); leave the caller's state alone.
         cuda_devices = [context.device] if context.device.type == "cuda" else []

@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_safetensors, canonical_safetensors
+from pairless.utils.storage import atomic_write_safetensors, canonical_safetensors, ordered_safetensors
 
 MIB = 1024**2
 SLACK = 64 * MIB
@@ -120,6 +120,7 @@ def test_streamed_file_is_what_safetensors_writes(tmp_path):
                                        metadata={"x": "1", "y": "2"})
     written = (tmp_path / "w.safetensors").read_bytes()
     assert canonical_safetensors(written) == canonical_safetensors(reference)
+    assert written == ordered_safetensors(reference)  # byte for byte: the same file in every process
     loaded = safetensors.torch.load_file(tmp_path / "w.safetensors")
     assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary file left
