@@ -51,7 +51,7 @@ class DeviceProfile:
 
 
 # Vendors' dense (no sparsity) bf16 peaks; MFU 0.40 is what a well-fed transformer of this size reaches
-# with bf16 and fused kernels (an assumption until benchmarks/gpu_check.py measures it).
+# with bf16 and fused kernels (an assumption: not yet measured on a GPU).
 GPU_PROFILES = {
     "h100": DeviceProfile("NVIDIA H100 SXM", "cuda", 989.0, 0.40, 80.0),
     "h200": DeviceProfile("NVIDIA H200 SXM", "cuda", 989.0, 0.40, 141.0),
