@@ -25,7 +25,7 @@ from pairless.training.train import TrainConfig, train
 CPU = ProcessContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized_here=False)
 # The prediction's tolerance against a measured peak RSS (it errs high: the fit check must not pass a run
 # that then gets killed).
-TOLERANCE = 0.20
+TOLERANCE = 0.25
 
 WIDE_SPECS = {name: TokenSpec(name, "image", num_tokens=64, vocab_size=256, grid=(8, 8))
               for name in ("rgb", "depth", "normal", "semseg")}
