@@ -14,6 +14,7 @@ from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.experiments.scale import presets_epilog
+from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
 from pairless.utils.storage import atomic_write_json
 
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "printed as a column of its own; its tokenizers must be the recipe's "
                              "(repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--device-profile", choices=PROFILE_NAMES, default="cpu",
+                        help="with --dry-run: the device the plan's times and memory are for (h100, h200, "
+                             "a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: measured here)")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
     add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))
         return 0
     if args.dry_run:
-        print(Plan(config, args.out).summary())
+        profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
+        print(Plan(config, args.out).summary(profile, measure_seconds=1.0))
         for name, run in references.items():
             print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0

@@ -23,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pairless.experiments import stages
+from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.plan import plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
+from pairless.training.compute import DeviceProfile
 from pairless.utils.runtime import Runtime
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
-
-# Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
-_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 24_000, "small": 10_000, "base": 1_000, "large": 250}
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
 
 
 class Plan:
@@ -103,47 +103,11 @@ class Plan:
         at = f"-at{snapshot}" if snapshot else ""
         return self.cache / "probes" / f"{self.runs[run_name].name}{at}-{key}.json"
 
-    def summary(self) -> str:
-        """What will run and roughly how long it takes (cached stages cost nothing)."""
-        lines = [f"pairless run {self.config.recipe} (preset {self.config.preset}) -> {self.recipe_dir}"]
-        total = 0.0
-
-        def line(name: str, folder: Path, seconds: float) -> None:
-            nonlocal total
-            done = is_complete(folder)
-            total += 0 if done else seconds
-            state = "cached" if done else f"~{seconds / 60:.1f} min"
-            lines.append(f"  {name:<34} {state:>10}   {folder}")
-
-        scenes = self.config.world.num_scenes
-        if self.config.data is None:
-            line("world", self.world, scenes / 400)
-        else:
-            lines.append(f"  {'data (your folder)':<34} {'':>10}   {self.world}")
-        line("tokenizers", self.tokenizers,
-             {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
-        line("shards", self.shards, scenes / 400)
-        for run in self.config.expanded_runs():
-            rate = _ESTIMATED_TOKENS_PER_SECOND.get(run.model_preset, 5_000)
-            if any(item.startswith("model.") for item in run.overrides):  # micro models: far faster
-                rate *= 10
-            tokens = run.total_tokens
-            if any(item.startswith("budget_modalities=") for item in run.overrides):
-                # the budget counts some modalities only: about total x universe size / counted ones
-                universe = len(run.universe or []) or 7
-                tokens = run.total_tokens * max(1.0, universe / 2)
-            if run.pseudo is not None:
-                line(f"pseudo-pairs {run.pseudo}", self.pseudo_shards(run), scenes / 200)
-            line(f"train {run.name} ({run.role})", self.runs[run.name], tokens / rate)
-        for stage in self.config.expanded_adapters():
-            line(f"add {stage.modality} ({stage.name})", self.runs[stage.name], stage.total_tokens / 12_000)
-        evaluations = len(self.runs) * len(self.config.directions)
-        lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
-        if self.config.unpaired:  # own-data: the measures of the pairs never recorded together
-            lines.append(f"  and {len(self.config.unpaired)} unpaired analyses (both directions of "
-                         f"{', '.join(self.config.unpaired)}: direct, chained, no input, cycle)")
-        lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
-        return "\n".join(lines)
+    def summary(self, profile: DeviceProfile | None = None, measure_seconds: float = 0.5) -> str:
+        """What will run, where, how long it takes and what memory and disk it needs (cached stages cost
+        nothing): per stage a time from the FLOPs it executes over the throughput of ``profile`` (None:
+        this CPU, measured on real training steps of each run's model for ``measure_seconds``)."""
+        return plan_summary(self, Throughput(profile, measure_seconds))
 
 
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,

@@ -181,7 +181,7 @@ def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | No
 # a resumed run continues bit-identically); the runner's cache key leaves them out.
 # (init_from is a path too: the runner's key holds the key of the run it names instead)
 _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every", "checkpoint_every",
-                     "keep_checkpoints", "init_from"}
+                     "keep_checkpoints", "init_from", "device_memory_gb"}
 
 
 def run_key_fields(run: TrainingRun) -> dict:

@@ -31,7 +31,7 @@ from pairless.utils.storage import atomic_write_json, atomic_write_text, first_d
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                               "device", "num_workers", "num_threads", "micro_batch_size", "compile",
-                              "activation_checkpointing", "checkpoint_writes"})
+                              "activation_checkpointing", "checkpoint_writes", "device_memory_gb"})
 
 
 # Paths a run records; older runs recorded them as given (relative to the directory they ran in).

@@ -55,7 +55,7 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
     if checkpoint is None:
         return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
     state = read_state(checkpoint / STATE_FILE)
-    weights = model_module.load_model(checkpoint / MODEL_FILE).state_dict()
+    weights, _ = model_module.read_weights(checkpoint / MODEL_FILE)  # loaded into the model below
     if session.sharded:
         saved = state.info.get("world_size")
         if state.info.get("distributed") != "fsdp" or saved != context.world_size:
@@ -66,7 +66,12 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
         shard = read_state(checkpoint / shard_file(context.rank))
         session.optimizer.load_state_dict(_sharded_optimizer_state(session.optimizer, shard.optimizer))
     else:
-        session.model.load_state_dict(weights)
+        try:
+            session.model.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{checkpoint / MODEL_FILE}: the weights do not fit this run's model "
+                             f"({error})") from None
+        del weights
         session.optimizer.load_state_dict(state.optimizer)
     torch.set_rng_state(state.rng["torch_cpu"])
     progress = Progress(

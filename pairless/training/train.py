@@ -28,7 +28,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -39,7 +39,7 @@ from pairless.config import Config, ConfigError
 from pairless.data.declared import record_declared
 from pairless.model import ModelConfig
 from pairless.model.attention import resolve_attention
-from pairless.training import distributed, masking, saving
+from pairless.training import distributed, masking, memory, saving
 from pairless.training.data import (
     DROPOUT_STREAM,
     INIT_STREAM,
@@ -60,7 +60,7 @@ from pairless.training.run import (
 )
 from pairless.training.session import Progress, Session, budget_spent, wall_seconds
 from pairless.training.setup import initialise_from, training_data
-from pairless.utils.storage import FolderLock, atomic_write_json, is_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, is_complete, remove_interrupted_writes
 
 PAIRED_IDS_FILE = "paired_ids.json"
 
@@ -77,7 +77,9 @@ class TrainConfig(Config):
     # global batch, over all processes; 32 at a peak lr of 1e-3 learned more per CPU-second than 64 or 16
     # (benchmarks/learning.py, docs/learning.md)
     batch_size: int = Field(32, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)  # per forward pass; None = batch_size / processes
+    # samples per forward pass; None = batch_size / processes; "auto" = the largest that fits the memory
+    # (pairless.training.memory)
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     total_tokens: int = Field(10_000_000, gt=0)  # budget: valid input + target tokens seen
     # when set, the budget (and the lr schedule) counts only these modalities' tokens: runs over different
     # universes then see each of them equally often (the exposure-matched binding ablation)
@@ -100,6 +102,9 @@ class TrainConfig(Config):
     num_workers: int | None = Field(None, ge=0)
     num_threads: int | None = Field(None, ge=1)  # CPU intra-op threads per process; None = torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the memory the run may use (GiB of host RAM for a CPU run, of the GPU's for a GPU run), for the fit
+    # check and micro_batch_size="auto"; None = detected (pairless.training.memory.available_memory)
+    device_memory_gb: float | None = Field(None, gt=0)
     # several processes: "ddp" replicates the model, "fsdp" shards weights, gradients and AdamW moments
     # (torch FSDP2, for models too large to replicate; checkpoints keep one optimizer shard per process)
     distributed: Literal["ddp", "fsdp"] = "ddp"
@@ -214,13 +219,15 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.peak_lr, betas=config.betas, fused=fused)
 
 
-def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> list[tuple[int, int]]:
-    """(start, stop) of this process's micro-batches inside the global batch."""
+def micro_batches(config: TrainConfig, context: distributed.ProcessContext,
+                  size: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) of this process's micro-batches inside the global batch (of ``size`` samples, else
+    ``config.micro_batch_size``, else the whole per-process batch)."""
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {context.world_size} "
                           "processes")
     share = config.batch_size // context.world_size
-    size = config.micro_batch_size or share
+    size = size or (config.micro_batch_size if isinstance(config.micro_batch_size, int) else None) or share
     if share % size:
         raise ConfigError(f"micro_batch_size: {size} does not divide the per-process batch {share} "
                           f"(batch_size {config.batch_size} over {context.world_size} processes)")
@@ -263,6 +270,8 @@ def train(config: TrainConfig, resume: bool = False, accept_thread_change: bool 
 
 def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
            stop_request: StopRequest) -> Path:
+    if context.is_main:  # under the run's lock: no other process writes here now
+        _remove_interrupted_saves(run)
     session = _start(config, context, run)
     progress = saving.restore(session, find_resume_checkpoint(run, config, resume, context))
     network = distributed.wrap_model(session.model, context)
@@ -280,8 +289,10 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
     steps_this_session, last_saved, stopped_by = 0, progress.step, 0
     window_tokens, window_start = 0, time.perf_counter()
     health = StepHealth(len(session.data.modalities), context.device)
+    during = f"step {progress.step + 1}"  # what runs now, for an out-of-memory report
     try:
         while spent() < config.total_tokens:
+            during = f"step {progress.step + 1}"
             if config.stop_after_steps is not None and steps_this_session >= config.stop_after_steps:
                 break
             before = spent()
@@ -306,6 +317,7 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                           seconds=wall_seconds(session, progress))
                 bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
+            during = f"the checkpoint save after step {progress.step}"
             for fraction in crossed:
                 saving.save_snapshot(session, progress, fraction)
             if saved:
@@ -315,21 +327,42 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                 # the signal may have reached another process only
                 stopped_by = stop_request.signal_number or signal.SIGTERM
                 break
-    except BaseException:
-        saving.wait_for_writes(session, raise_error=False)
-        raise
-    finally:
+        during = f"the final save after step {progress.step}"
         bar.close()
         session.batches.close()
         log.close()  # before COMPLETE.json, whose content hash covers the TensorBoard files
-    return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
+        return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
+    except (MemoryError, RuntimeError) as error:
+        saving.wait_for_writes(session, raise_error=False)
+        if not memory.is_out_of_memory(error):
+            raise
+        micro = session.slices[0][1] - session.slices[0][0]
+        raise memory.out_of_memory(error, config, session.data.specs, context, micro, during) from None
+    except BaseException:
+        saving.wait_for_writes(session, raise_error=False)
+        raise
+    finally:  # (again, after an error; closing twice does nothing)
+        bar.close()
+        session.batches.close()
+        log.close()
+
+
+def _remove_interrupted_saves(run: Path) -> None:
+    """Remove what a save killed part-way left in the run folder (a large model's staging folder holds
+    gigabytes), saying so."""
+    folders = [run, run / "checkpoints", *sorted((run / "snapshots").glob("*"))]
+    for folder in folders:
+        for path, size in remove_interrupted_writes(folder):
+            print(f"pairless train: removed {path} ({size / 1e9:.2f} GB), left by a save that was "
+                  "interrupted")
 
 
 def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) -> Session:
     """The data, its order and masking, the initial model (the same on every process) and its optimizer."""
     started = time.perf_counter()
     data, order = training_data(config)
-    slices = micro_batches(config, context)
+    # before the model exists: a run that cannot fit says so in words, not with the kernel's kill
+    slices = micro_batches(config, context, memory.check_fit(config, data.specs, context))
     masking.check_budget(config.masking, data.specs, data.modalities)
     own = (slices[0][0], slices[-1][1])
     on_gpu = context.device.type == "cuda"
