@@ -52,7 +52,7 @@ def test_parameter_count_is_exact(changes):
 
 
 def test_checkpointing_and_sdpa_need_less_than_explicit_attention():
-    config = ModelConfig(preset="large")
+    config = ModelConfig(preset="large", attention="explicit")  # "auto" would be sdpa on cuda
     base = memory.Workload(config, WIDE_SPECS, input_tokens=128, target_tokens=128, micro_batch=64,
                            device_type="cuda")
     sdpa = memory.Workload(**{**base.__dict__, "model": config.model_copy(update={"attention": "sdpa"})})
