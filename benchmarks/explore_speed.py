@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("paths", nargs="*", type=Path, help="results or run folders (default: a stand-in)")
     parser.add_argument("--runs", default=None, help="the two runs, name,name (default: the first two)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the free cores)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the usable cores, never chosen from load)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         paths = args.paths or stand_in_runs(Path(scratch))

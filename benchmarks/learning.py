@@ -89,6 +89,12 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "modality-std-1": {"train": ["model.modality_init_std=1.0"]},
     "modality-std-0.3": {"train": ["model.modality_init_std=0.3"]},
     "lr-x2": {"train": ["base_lr=0.016"]},  # peak 2e-3 at batch 32
+    # ml-4m's architecture choices (docs/ml4m.md), alone, together, and all of them (model.style=ml4m);
+    # not measured yet (2026-12): run them on an idle machine before adopting any
+    "ml4m-swiglu": {"train": ["model.mlp=swiglu"]},
+    "ml4m-context": {"train": ["model.context_projection=true"]},
+    "ml4m-swiglu-context": {"train": ["model.mlp=swiglu", "model.context_projection=true"]},
+    "ml4m-all": {"train": ["model.style=ml4m"]},
 }
 
 
@@ -247,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1000, help="val samples for the final CE")
     parser.add_argument("--curve-samples", type=int, default=200, help="val samples per curve point")
     parser.add_argument("--decoded", type=int, default=64, help="generations scored per direction")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: chosen by load)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: the usable cores, never chosen from load)")
     parser.add_argument("--list", action="store_true", help="print the known configurations and exit")
     args = parser.parse_args(argv)
     if args.list:

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     from pairless.config import apply_overrides
     from pairless.tokenizers.build import train_all
     from pairless.tokenizers.shards import tokenize_dataset
-    from pairless.tokenizers.train import choose_threads, preset_config
+    from pairless.tokenizers.train import preset_config
     from pairless.utils.storage import read_json
+    from pairless.utils.threads import choose_threads
 
     scratch = Path(tempfile.mkdtemp(prefix="tokenizers-speed-"))
     data = args.data

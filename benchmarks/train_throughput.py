@@ -1,4 +1,4 @@
-"""Training-step throughput of FourM on CPU: valid tokens per second and MFU.
+"""Training-step throughput of FourM on a CPU or a GPU: valid tokens per second and MFU.
 
 Times full training steps (forward, backward, AdamW step; masking done
 beforehand and timed separately) after warm-up, for the tiny/small/anchor
@@ -8,6 +8,10 @@ presets on the ANCHOR data shape: 4 image-like modalities of 8x8 = 64 tokens
 alpha 0.5 over all modalities, batch 32. The fp32 and bf16 matmul peaks are
 measured in the same run (square matmuls), so MFU is relative to what this
 machine delivers right now (it is shared: read ratios within one run).
+``--device cuda`` (the default ``auto`` picks a GPU when there is one) runs the same steps on a GPU, in bf16
+autocast on that device, timed with its queue synchronised, against the GPU's own measured matmul peak
+(square 8192), and prints the peak GPU memory of each configuration. ``--compile`` and ``--checkpointing``
+train as ``TrainConfig.compile`` / ``activation_checkpointing`` do.
 
 Two FLOP counts, both on valid tokens only (padding is neither computed nor counted):
   model FLOPs, the usual MFU convention (Kaplan et al., PaLM, nanoGPT): 6 x N per token, N = all
@@ -55,6 +59,8 @@ import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.model import FourM, ModelConfig
+from pairless.model.transformer import with_target_rows
+from pairless.training.distributed import resolve_device
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.train import build_optimizer
 
@@ -86,7 +92,8 @@ def make_batches(specs, batch_size: int, count: int, seed: int = 0) -> tuple[lis
                                         torch.where(position == lengths, 2, 0))
         views = torch.ones(batch_size, len(specs), dtype=torch.bool)
         start = time.perf_counter()
-        batches.append(masker(tokens, views, generator))
+        # the training loop finds each micro-batch's target rows on the host (no GPU sync in the forward)
+        batches.append(with_target_rows(masker(tokens, views, generator)))
         times.append(time.perf_counter() - start)
     return batches, 1e3 * statistics.median(times)
 
@@ -116,47 +123,83 @@ def step_flops(model: FourM, batch: MaskedBatch) -> float:
     return linear + 12.0 * dim * float(per_sample.sum())
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> tuple[float, float]:
-    """Median FLOP/s of a square ``size`` matmul in ``dtype``: per wall second and per CPU second / threads.
+CPU = torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously; the CPU has nothing to wait for)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 7,
+                device: torch.device = CPU) -> tuple[float, float]:
+    """Median FLOP/s of a square ``size`` matmul in ``dtype`` on ``device``: per wall second and per CPU
+    second / threads (on a GPU both are per wall second, and the square is 8192: a GPU's peak needs it).
     """
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    if device.type == "cuda":
+        size = max(size, 8192)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
     torch.matmul(a, b)
+    synchronize(device)
     walls, cpus = [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         torch.matmul(a, b)
+        synchronize(device)
         walls.append(time.perf_counter() - wall)
         cpus.append((time.process_time() - cpu) / torch.get_num_threads())
+    if device.type == "cuda":
+        cpus = walls
     return 2.0 * size**3 / statistics.median(walls), 2.0 * size**3 / statistics.median(cpus)
 
 
-def time_training(preset: str, attention: str, dtype: str, batches, warmup: int, steps: int) -> dict:
-    """Median seconds per training step (wall, and CPU / threads), FLOPs and valid tokens per step."""
+def time_training(preset: str, attention: str, dtype: str, batches, warmup: int, steps: int,
+                  device: torch.device = CPU, compile_blocks: bool = False,
+                  checkpointing: bool = False) -> dict:
+    """Median seconds per training step (wall, and CPU / threads), FLOPs and valid tokens per step, and the
+    peak device memory (GPU only; 0 on the CPU). The step is the training loop's: bf16 autocast on the
+    model's device, fused AdamW; ``compile_blocks`` and ``checkpointing`` as TrainConfig's ``compile`` and
+    ``activation_checkpointing``."""
     torch.manual_seed(0)
-    model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs())
+    model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs()).to(device)
+    model.checkpoint_blocks = checkpointing
+    if compile_blocks:
+        for block in [*model.encoder, *model.decoder]:
+            block.compile()
     optimizer = training_optimizer(model)
+    on_device = [batch.to(device) for batch in batches]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
     def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
+        return (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16"
+                else contextlib.nullcontext())
 
     walls, cpus, flops, model_fl, tokens = [], [], [], [], []
     for index in range(warmup + steps):
         batch = batches[index % len(batches)]
+        synchronize(device)
         wall, cpu = time.perf_counter(), time.process_time()
         with autocast():
-            loss, _ = model(batch)
+            loss, _ = model(on_device[index % len(batches)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize(device)
         if index >= warmup:
             walls.append(time.perf_counter() - wall)
             cpus.append((time.process_time() - cpu) / torch.get_num_threads())
             flops.append(step_flops(model, batch))
             model_fl.append(model_flops(model, batch))
             tokens.append(batch.num_valid_tokens())
+    if device.type == "cuda":
+        cpus = walls  # the host's CPU time says nothing about a GPU step
+    memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return dict(wall=statistics.median(walls), cpu=statistics.median(cpus), flops=statistics.median(flops),
                 model_flops=statistics.median(model_fl), tokens=statistics.median(tokens),
-                params=model.num_parameters())
+                params=model.num_parameters(), memory=memory)
 
 
 MATMUL_OPS = {"aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::matmul", "aten::linear",
@@ -213,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,small,anchor")
     parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--attention", default="explicit,sdpa", help="attention kernels to compare")
+    parser.add_argument("--attention", default="explicit,sdpa",
+                        help="attention kernels to compare (auto: sdpa on a GPU, explicit on a CPU)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each block (TrainConfig.compile)")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="recompute each block in the backward (TrainConfig.activation_checkpointing)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
@@ -227,11 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         peak_rss_child(args.rss_child, 3)
         return 0
-    print(f"# threads={args.threads} OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
-          f"load average={os.getloadavg()[0]:.1f} torch={torch.__version__}")
+    device = resolve_device(args.device)
+    print(f"# device={device} threads={args.threads} "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
+          f"load average={os.getloadavg()[0]:.1f} torch={torch.__version__}"
+          + (f" gpu={torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print("# wall = per wall-clock second; cpu = per (process CPU second / threads), which a loaded machine"
           " distorts less (spinning threads count as busy, so it errs low)")
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_peak(torch.float32, device=device),
+             "bf16": matmul_peak(torch.bfloat16, device=device)}
     print("# matmul peak GFLOP/s: " + " ".join(f"{k}: wall={v[0] / 1e9:.0f} cpu={v[1] / 1e9:.0f}"
                                                for k, v in peaks.items()))
     batches, masking_ms = make_batches(anchor_specs(), args.batch_size, 4)
@@ -239,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     for preset in args.configs.split(","):
         for dtype in args.dtypes.split(","):
             for attention in args.attention.split(","):
-                r = time_training(preset, attention, dtype, batches, args.warmup, args.steps)
+                r = time_training(preset, attention, dtype, batches, args.warmup, args.steps, device,
+                                  args.compile, args.checkpointing)
                 wall_peak, cpu_peak = peaks[dtype]
                 executed = r["flops"] / r["wall"] / wall_peak
                 print(f"{preset}/{attention} {dtype} tokens/s={r['tokens'] / r['wall']:.0f} "
@@ -249,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"mfu_executed={r['flops'] / r['cpu'] / cpu_peak:.2f}  "
                       f"(step {r['wall'] * 1e3:.0f} ms wall, {r['params'] / 1e6:.1f}M params, "
                       f"{r['model_flops'] / 1e9:.0f} model / {r['flops'] / 1e9:.0f} executed GFLOP/step, "
-                      f"load {os.getloadavg()[0]:.1f})", flush=True)
+                      + (f"peak memory {r['memory'] / 2**30:.2f} GiB, " if r["memory"] else "")
+                      + f"load {os.getloadavg()[0]:.1f})", flush=True)
                 if args.breakdown:
                     shares = time_breakdown(preset, attention, dtype, batches)
                     print("#   time shares: " + " ".join(f"{k}={v:.2f}" for k, v in shares.items())

@@ -54,14 +54,26 @@ class MaskedBatch:
     dec_modality: torch.Tensor  # (B, Nt) long
     dec_positions: torch.Tensor  # (B, Nt) long
     dec_valid: torch.Tensor  # (B, Nt) bool
+    # Optional, computed on the host by :func:`pairless.training.data.with_target_rows` so that the training
+    # forward needs no host sync: the flattened decoder rows ``B * Nt`` of each modality's valid targets, one
+    # modality after another, each padded to a bucket; and each modality's count of them.
+    target_rows: torch.Tensor | None = None  # (sum of padded counts,) long
+    target_counts: tuple[int, ...] | None = None  # (M,)
 
     def to(self, device: torch.device | str) -> MaskedBatch:
+        """The batch on ``device``; non-blocking copies (truly asynchronous from pinned memory)."""
         moved = {
             f.name: (getattr(self, f.name).to(device, non_blocking=True)
                      if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name))
             for f in fields(self)
         }
         return MaskedBatch(**moved)
+
+    def pin_memory(self) -> MaskedBatch:
+        """The batch in page-locked host memory, from which copies to a GPU overlap with its work."""
+        return MaskedBatch(**{f.name: (getattr(self, f.name).pin_memory()
+                                       if isinstance(getattr(self, f.name), torch.Tensor)
+                                       else getattr(self, f.name)) for f in fields(self)})
 
     @property
     def batch_size(self) -> int:

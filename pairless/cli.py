@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pairless.commands.train", "train a 4M-style model on token shards"),
     "add-modality": ("pairless.commands.add_modality",
                      "add a modality to a trained model, training only its own weights (a light adapter)"),
+    "import-4m": ("pairless.commands.import_4m", "an ml-4m checkpoint (4M-7, 4M-21) as a pairless run"),
+    "export-4m": ("pairless.commands.export_4m", "a run's model as an ml-4m checkpoint"),
     "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
     "probe": ("pairless.commands.probe", "alignment of the Ma-only and Mb-only encodings of a pair"),
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),

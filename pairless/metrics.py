@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The quality bar (reports and ``pairless eval``): a direction whose CE is above LEARNED_RATIO of the run's
+# own no-input CE has learned little of it, and a recovered fraction of the gap would be noise (DESIGN.md,
+# "Quality bar"); above WORSE_RATIO the input makes the model worse than no input at all, and the reports
+# say so in those words (a CE within 1% of no input is the noise of a few hundred samples).
+LEARNED_RATIO = 0.9
+WORSE_RATIO = 1.01
+
 
 def psnr(prediction: np.ndarray, target: np.ndarray, data_range: float = 255.0) -> float:
     """Peak signal-to-noise ratio in dB, averaged per image (not over the pooled MSE)."""
@@ -124,3 +131,35 @@ def _masked(prediction, target, valid, name):
     if not valid.any():
         raise ValueError(f"{name}: no valid pixel")
     return prediction, target, valid
+
+
+def token_f1(prediction: list[str], target: list[str]) -> float:
+    """Mean over texts of the F1 between the bags of lower-cased, whitespace-separated words of a prediction
+    and its target (1 = the same words as often; 0 = none in common; two empty texts count 1)."""
+    from collections import Counter
+
+    scores = []
+    for predicted, true in zip(prediction, target, strict=True):
+        have, want = Counter(predicted.lower().split()), Counter(true.lower().split())
+        if not have and not want:
+            scores.append(1.0)
+            continue
+        common = sum((have & want).values())
+        if common == 0:
+            scores.append(0.0)
+            continue
+        precision, recall = common / sum(have.values()), common / sum(want.values())
+        scores.append(2 * precision * recall / (precision + recall))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def data_range(modality, target: np.ndarray) -> float:
+    """The range a PSNR of ``modality`` is taken over: 255 for 8-bit images, a declared ``value_range``'s
+    width, else the targets' own spread (max - min)."""
+    declared = modality.extra.get("value_range")
+    if declared:
+        return float(declared[1] - declared[0])
+    if modality.dtype == "uint8":
+        return 255.0
+    spread = float(np.max(target) - np.min(target)) if np.size(target) else 0.0
+    return spread if spread > 0 else 1.0

@@ -70,9 +70,17 @@ class Modality:
 
 def declared_note(modality: Modality, key: str) -> str:
     """`` (declared in FILE: modalities.NAME.KEY)`` for a modality declared in a file, else ``""``: appended
-    to the message of a sample that contradicts the declaration."""
+    to the message of a sample that contradicts the declaration. A key the file leaves out is named with the
+    default it took (``channels`` not given: 0, a plain (S, S) map), so that the user knows what to add."""
     source = modality.extra.get("declared_in")
-    return f" (declared in {source}: modalities.{modality.name}.{key})" if source else ""
+    if not source:
+        return ""
+    written = modality.extra.get("declaration")
+    if isinstance(written, dict) and key not in written:
+        default = getattr(modality, key, None)
+        meaning = ": a plain (S, S) map, from a 1-channel file" if key == "channels" and not default else ""
+        return f" (declared in {source}: modalities.{modality.name}.{key} not given, so {default!r}{meaning})"
+    return f" (declared in {source}: modalities.{modality.name}.{key})"
 
 
 # The semseg classes of the built-in world (index = class id).

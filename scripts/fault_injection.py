@@ -1,11 +1,13 @@
 """The full fault-injection harness: SIGKILL every stage at >= 20 random moments and compare.
 
-    .venv/bin/python scripts/fault_injection.py --kills 20 [--stages world train ...] [--work DIR]
+    .venv/bin/python scripts/fault_injection.py --kills 20 [--stages world train ...] [--work DIR] [--load]
 
 Builds the small inputs once (world, tokenizers, shards, a trained run, a
 micro recipe's results), then for each stage runs ``check_stage`` of ``tests/faults/fault_harness.py``
 and prints the summary table (kills, resumes, mismatches; mismatches must be
-0) and the details of any mismatch. Exit status 1 when there is a mismatch.
+0) and the details of any mismatch. Exit status 1 when there is a mismatch. With ``--load`` every trial runs
+beside a CPU-burning process the harness starts and stops itself (one busy core), the stages at their
+default thread count, against a reference made on a quiet machine: results must not depend on the load.
 The bounded CI form of the same checks is ``tests/faults/test_faults.py``.
 """
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", type=Path, default=None, help="also write the counts as JSON here")
+    parser.add_argument("--load", action="store_true",
+                        help="background-load mode: one busy core beside every trial, the stages at their "
+                             "default thread count")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="pairless-faults-"))
     started = time.perf_counter()
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = stage_cases(work / "inputs")
     reports = []
     for name in args.stages:
-        report = check_stage(cases[name], work / name, args.kills, seed=args.seed)
+        report = check_stage(cases[name], work / name, args.kills, seed=args.seed, load=args.load)
         reports.append(report)
         print(f"{name}: {report.kills} kills, {report.resumes} resumes, {report.mismatches} mismatches",
               flush=True)

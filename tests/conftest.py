@@ -24,3 +24,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def modality_registry_restored():
+    """Each test starts from the registry the test before it found: a command run in-process registers the
+    modalities a folder declares, and a later test in the same worker declaring another ``thermal`` then
+    failed (tests/docs/test_docs_commands.py before tests/training/test_adapter.py)."""
+    from pairless import modalities
+
+    before = dict(modalities._REGISTRY)
+    yield
+    modalities._REGISTRY.clear()
+    modalities._REGISTRY.update(before)

@@ -12,12 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments
 from pairless.config import ConfigError, apply_overrides, validate
 from pairless.inference.evaluate import run_shards_path
+from pairless.inference.known import know_modalities
 from pairless.training.adapter import AdapterConfig, add_modality, base_paths, resolve_config
 from pairless.training.run import TrainingDiverged
+from pairless.utils.runtime import Runtime
 from pairless.utils.storage import read_json
-from pairless.utils.threads import choose_threads, torch_threads
+from pairless.utils.threads import torch_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (a run folder)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any AdapterConfig field, e.g. --set rank=16 --set structure_weight=1")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -47,14 +51,20 @@ def config_from_args(args: argparse.Namespace) -> AdapterConfig:
     data = {"base": str(args.base), "shards": str(shards), "out": str(args.out), "modality": args.modality,
             "anchor": args.anchor}
     # resolved first, so that --set masking.input_budget=... finds the masking section (the base run's)
-    return apply_overrides(resolve_config(validate(AdapterConfig, data)), args.set)
+    config = apply_overrides(resolve_config(validate(AdapterConfig, data)), args.set)
+    # --threads, else --set threads=N, else the default; --device, else --set device=..., else auto. Both
+    # are written into OUT/config.json as resolved.
+    runtime = Runtime.resolve(args.threads if args.threads is not None else config.threads,
+                              args.device or config.device)
+    return config.model_copy(update={"threads": runtime.threads, "device": str(runtime.device)})
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        know_modalities(args.base, shards=args.shards)
         config = config_from_args(args)
-        with torch_threads(choose_threads(config.threads)):
+        with torch_threads(config.threads):
             out = add_modality(config)
     except (TrainingDiverged, ConfigError, ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"pairless add-modality: {error}", file=sys.stderr)

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from pairless import modalities as registry
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError
 from pairless.inference.catalogue import Catalogue, discover, never_together
 from pairless.inference.explore import ExploreSession, Sample, picture, schedule_from_fields
 from pairless.inference.generate import PRESETS, schedule_preset
 from pairless.modalities import parse_chain
-from pairless.utils.threads import choose_threads
 
 # Set before gradio is imported: no analytics, no version check, no Hugging Face calls.
 OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to serve on (default: this machine only)")
     parser.add_argument("--split", default="val", help="the split whose samples are shown (default val)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the 'random sample' button")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the free cores)")
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         catalogue = discover(args.paths)
         if not catalogue.runs:
             raise ValueError(f"no trained run under {', '.join(map(str, args.paths))}")
-        session = ExploreSession(catalogue, args.split, choose_threads(args.threads))
+        runtime = resolve_runtime(args)
+        print(f"pairless explore: models on {runtime.device}, {runtime.threads} torch thread(s)", flush=True)
+        session = ExploreSession(catalogue, args.split, runtime.threads, runtime.device)
         session.warm(lambda line: print(line, flush=True))
         app = build_app(session, args.seed)
     except (ValueError, FileNotFoundError, KeyError, ConfigError) as error:

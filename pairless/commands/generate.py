@@ -9,12 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.inference.evaluate import run_shards_path
 from pairless.inference.generate import default_schedule, schedule_preset
+from pairless.inference.known import know_modalities
 from pairless.inference.translations import generate_and_score, tokenizers_of
 from pairless.modalities import get, parse_chain
-from pairless.utils.threads import choose_threads
 
 
 def parse_runs(first: Path, extra: str | None) -> dict[str, Path]:
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--figure-rows", type=int, default=None)
+    add_runtime_arguments(parser)
     return parser
 
 
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        runtime = resolve_runtime(args)
         runs = parse_runs(args.run, args.runs)
+        know_modalities(*runs.values(), shards=args.shards, tokenizers=args.tokenizers)
         shards = args.shards or run_shards_path(args.run)
         tokenizers = args.tokenizers or tokenizers_of(shards)
         final = parse_chain(f"{args.src}:{args.dst}")[-1][0]
@@ -64,12 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         schedule = apply_overrides(schedule, args.overrides)
         result = generate_and_score(runs, args.src, args.dst, schedule, args.num, tokenizers, shards,
                                     args.out, args.figure_rows, args.split, args.seed, args.batch_size,
-                                    threads=choose_threads())
+                                    threads=runtime.threads, device=runtime.device)
     except (ValueError, FileNotFoundError, KeyError, ConfigError) as error:
         print(f"pairless generate: {error}", file=sys.stderr)
         return 2
+    no_truth = result["metrics"].get("_no_ground_truth")
+    if no_truth:
+        print(f"pairless generate: {args.src} -> {args.dst}: {no_truth}; the figure shows the translations "
+              "beside their inputs", file=sys.stderr)
     for name, values in result["metrics"].items():
-        if not name.startswith("_"):
+        if not name.startswith("_") and values:
             print(f"{name:<16} " + "  ".join(f"{key}={value:.4f}" for key, value in values.items()))
     print(f"wrote {result['out']} (figure: {result['figure']})")
     return 0

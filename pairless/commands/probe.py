@@ -10,8 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
+from pairless.inference.known import know_modalities
 from pairless.inference.probes import format_table, probe_run, record_probes
-from pairless.utils.threads import choose_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,18 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--split", default="val")
     parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
+    add_runtime_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     pairs = [text.strip() for text in args.pair.split(",") if text.strip()]
-    threads = choose_threads()
     results = {}
     try:
+        runtime = resolve_runtime(args)
+        know_modalities(args.run, shards=args.shards)
         for pair in pairs:
-            result = probe_run(args.run, pair, args.num_samples, args.batch_size, threads, args.split,
-                               args.shards)
+            result = probe_run(args.run, pair, args.num_samples, args.batch_size, runtime.threads, args.split,
+                               args.shards, device=runtime.device)
             results[result["pair"]] = result
     except (ValueError, FileNotFoundError) as error:
         print(f"pairless probe: {error}", file=sys.stderr)

@@ -15,11 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, validate
 from pairless.data.validate import DataError
 from pairless.experiments.pseudo_pairs import PseudoPairsConfig, format_summary, make_pseudo_pairs
 from pairless.inference.generate import PRESETS as SCHEDULES
-from pairless.utils.threads import choose_threads
+from pairless.inference.known import know_modalities
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,19 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shards", type=Path, default=None, help="token shards (default: the run's own)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    add_runtime_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        know_modalities(args.run, shards=args.shards)
         config = validate(PseudoPairsConfig, {
             "run": str(args.run), "out": str(args.out), "direction": args.direction, "via": args.via,
             "schedule": args.schedule, "threshold": args.threshold, "keep_fraction": args.keep_fraction,
             "max_samples": args.max_samples,
             "shards": str(args.shards) if args.shards else None, "batch_size": args.batch_size,
             "seed": args.seed})
-        summary = make_pseudo_pairs(config, threads=choose_threads())
+        runtime = resolve_runtime(args)
+        summary = make_pseudo_pairs(config, threads=runtime.threads, device=runtime.device)
     except (ConfigError, DataError, ValueError, FileNotFoundError, FileExistsError) as error:
         print(f"pairless pseudo-pairs: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from pairless.experiments.report import write_report
-from pairless.utils.storage import FolderLock
+from pairless.inference.known import know_modalities
+from pairless.utils.storage import FolderLock, read_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.recipe_dir / "results.json").is_file():
         parser.error(f"{args.recipe_dir}: no results.json (run `pairless run RECIPE` first)")
+    paths = read_json(args.recipe_dir / "results.json").get("paths") or {}
+    know_modalities(shards=paths.get("shards"), tokenizers=paths.get("tokenizers"))  # declared modalities
     with FolderLock(args.recipe_dir):  # the same lock `pairless run` holds while it writes this folder
         print(write_report(args.recipe_dir))
     return 0

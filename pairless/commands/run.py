@@ -7,15 +7,21 @@ import sys
 from pathlib import Path
 
 from pairless.commands.audit import pair_argument
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
+from pairless.experiments.references import parse_reference
 from pairless.experiments.runner import Plan, run_experiment
+from pairless.experiments.scale import presets_epilog
+from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
 from pairless.utils.storage import atomic_write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pairless run", description=__doc__.splitlines()[0],
+                                     epilog=presets_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", choices=sorted(RECIPES), help="which experiment")
     parser.add_argument("--preset", default="tiny",
                         help="micro (seconds, tests) | quick (CPU, first look) | tiny (CPU) | paper (GPU)")
@@ -26,15 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
     parser.add_argument("--data", default=None,
-                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones)")
+                        help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones). "
+                             "Bad files (unreadable, NaN, wrong size or extension) are skipped, counted and "
+                             "listed in the report; their samples keep the rest (no --on-bad-sample needed)")
     parser.add_argument("--withhold", action="append", default=[], type=pair_argument, metavar="A:B",
                         help="own-data: also never show A and B together in training, to simulate a pair "
                              "never recorded together (repeatable)")
     parser.add_argument("--compare", action="append", default=[], type=pair_argument, metavar="A:B",
                         help="own-data: a pair with paired samples to run the study's zero-shot vs "
                              "all-data comparison on (repeatable)")
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME=RUN",
+                        help="an outside model (e.g. an imported 4M-L) evaluated on the same samples and "
+                             "printed as a column of its own; its tokenizers must be the recipe's "
+                             "(repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--device-profile", choices=PROFILE_NAMES, default="cpu",
+                        help="with --dry-run: the device the plan's times and memory are for (h100, h200, "
+                             "a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: measured here)")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
+    add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
 
 
@@ -47,15 +63,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds is not None:
             config = apply_overrides(config, [f"seeds={args.seeds}"])
         config = apply_overrides(config, args.overrides)
-    except (ConfigError, DataError) as error:
+        references = dict(parse_reference(text) for text in args.reference)
+    except (ConfigError, DataError, ValueError) as error:
         parser.error(str(error))
     if args.config_out:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))
         return 0
     if args.dry_run:
-        print(Plan(config, args.out).summary())
+        profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
+        print(Plan(config, args.out).summary(profile, measure_seconds=1.0))
+        for name, run in references.items():
+            print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0
-    run_experiment(config, args.out)
+    for name, run in references.items():
+        if not (run / "model.safetensors").is_file():
+            parser.error(f"--reference {name}={run}: no model.safetensors there (not a run folder)")
+    try:
+        runtime = resolve_runtime(args)
+    except ValueError as error:
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_experiment(config, args.out, runtime, references)
+    except ValueError as error:
+        if not str(error).startswith("--reference"):
+            raise
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -7,11 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.data.streamed import write_streamed
 from pairless.data.validate import DataError
 from pairless.tokenizers.shards import write_token_shards
 from pairless.utils.storage import is_complete
-from pairless.utils.threads import choose_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
                         help="a bad file: stop naming it (error), or mark that modality absent for its "
                              "sample, count it and list it in the shards' manifest under bad_samples (skip)")
+    add_runtime_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        runtime = resolve_runtime(args)
         if args.format == "webdataset" and is_complete(args.out) and not args.overwrite:
             written = False
         else:
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             target = args.out if args.format == "packed" else args.out.with_name(args.out.name + ".packed")
             written = write_token_shards(args.data, args.tokenizers, target, args.batch_size,
                                          overwrite=args.overwrite, truncate_text=args.truncate_text,
-                                         threads=choose_threads(), on_bad_sample=args.on_bad_sample)
+                                         threads=runtime.threads, on_bad_sample=args.on_bad_sample,
+                                         device=runtime.device)
             if args.format == "webdataset":
                 if args.out.exists():  # an incomplete one (killed), or --overwrite
                     shutil.rmtree(args.out)

@@ -10,16 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
+from pairless.experiments.scale import presets_epilog
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.train import preset_config
-from pairless.utils.threads import choose_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairless tokenizers", description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset")
+    train = verbs.add_parser("train", help="train the tokenizers of every modality in a dataset",
+                             epilog=presets_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--data", required=True, type=Path,
                        help="dataset folder (with train/ and val/ splits)")
     train.add_argument("--out", required=True, type=Path, help="tokenizer folder TOKDIR")
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a bad file (unreadable, wrong shape, NaN, a stray non-sample file): stop "
                             "naming it (error), or leave it out, count it and list it in "
                             "TOKDIR/bad_samples.json (skip)")
+    add_runtime_arguments(train)
     return parser
 
 
@@ -40,12 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = apply_overrides(preset_config(args.preset, seed=args.seed), args.overrides)
-    except ConfigError as error:
+        runtime = resolve_runtime(args, config.threads)  # --threads, else --set threads=N, else the default
+    except (ConfigError, ValueError) as error:
         print(f"pairless tokenizers: {error}", file=sys.stderr)
         return 2
     try:
         info = build_tokenizers(args.data, args.out, config, args.modalities, report=not args.no_report,
-                                threads=choose_threads(config.threads), on_bad_sample=args.on_bad_sample)
+                                threads=runtime.threads, on_bad_sample=args.on_bad_sample,
+                                device=runtime.device)
     except (ValueError, KeyError, FileExistsError, FileNotFoundError, RuntimeError) as error:
         # Bad data, a clashing earlier run or a held lock: the message names the file or field.
         print(f"pairless tokenizers: {error}", file=sys.stderr)

@@ -11,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.runtime import add_runtime_arguments
 from pairless.config import ConfigError, apply_overrides, validate
+from pairless.experiments.scale import presets_epilog
 from pairless.modalities import parse_pair
 from pairless.model import PRESETS
 from pairless.training.run import TrainingDiverged, TrainingInterrupted
@@ -20,7 +22,9 @@ from pairless.utils.storage import read_json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pairless train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="pairless train", description=__doc__.split("\n\n")[0],
+                                     epilog=presets_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="a TrainConfig as JSON (flags and --set apply on top)")
     parser.add_argument("--shards", type=Path, help="token shards folder")
     parser.add_argument("--out", type=Path, help="run folder")
@@ -37,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set masking.input_budget=32")
+    add_runtime_arguments(parser)  # --threads -> num_threads, --device -> device
+    parser.add_argument("--accept-thread-change", action="store_true",
+                        help="with --resume: continue on the --threads given although the run's checkpoints "
+                             "were trained with another count (the continuation is then not bit-identical "
+                             "to an uninterrupted run); without it that is refused")
     return parser
 
 
@@ -44,9 +53,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Config file, then flags, then ``--set`` overrides; validated with errors naming the field."""
     data = read_json(args.config) if args.config else {}
     for key, value in (("shards", args.shards), ("out", args.out), ("total_tokens", args.total_tokens),
-                       ("batch_size", args.batch_size), ("init_from", args.init_from)):
-        if value is not None:
-            data[key] = str(value) if isinstance(value, Path) else value
+                       ("batch_size", args.batch_size), ("init_from", args.init_from),
+                       ("num_threads", args.threads), ("device", args.device)):
+        if value is not None:  # paths from the current directory, recorded absolute (read from anywhere)
+            data[key] = str(value.absolute()) if isinstance(value, Path) else value
     if args.preset:
         if "model" in data:
             raise ConfigError(f"--preset {args.preset}: {args.config} has a model section already; "
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless train: {error}", file=sys.stderr)
         return 2
     try:
-        train(config, resume=args.resume)
+        train(config, resume=args.resume, accept_thread_change=args.accept_thread_change)
     except TrainingInterrupted as error:
         print(f"pairless train: {error}", file=sys.stderr)
         return 128 + error.signal_number

@@ -8,43 +8,37 @@ for what it is, with a plain verdict where a baseline shows the measure says not
 
 from __future__ import annotations
 
+from pairless.experiments.quality import compare, learned_directions, main_metric
 from pairless.experiments.report import _num, _table
-from pairless.experiments.tables import CHAIN_MARGIN, MAIN_METRIC
+from pairless.experiments.tables import CHAIN_MARGIN
 
 BAD_SHOWN = 10  # bad files listed by name in the report (all of them are in results.json)
-# generic metrics of pairless.inference.decoded_metrics.score, in order of preference
-_GENERIC = (("miou", "higher"), ("bleu4", "higher"), ("cosine", "higher"), ("rmse", "lower"))
+# A verdict of the unpaired section needs this many held-out samples: at 4 a difference of 5% is noise.
+MIN_VERDICT_SAMPLES = 16
 
 
 def metric_for(modality: str, metrics: dict) -> tuple[str | None, str]:
     """(metric name, "lower"/"higher" better) to show for ``modality`` among ``metrics``."""
-    if modality in MAIN_METRIC and MAIN_METRIC[modality][0] in metrics:
-        return MAIN_METRIC[modality]
-    for name, better in _GENERIC:
-        if name in metrics:
-            return name, better
-    return None, "lower"
-
-
-def compare(value: float, baseline: float, better: str) -> str:
-    """"better", "worse" or "tie" (within CHAIN_MARGIN of the baseline, relative: one seed, few samples)."""
-    gain = (baseline - value) if better == "lower" else (value - baseline)
-    if abs(gain) <= CHAIN_MARGIN * max(abs(baseline), 1e-12):
-        return "tie"
-    return "better" if gain > 0 else "worse"
+    return main_metric(modality, set(metrics))
 
 
 def inspection_markdown(results: dict) -> list[str]:
     inspection = results.get("inspection")
     if not inspection:
         return []
-    parts = ["## Your data", "",
-             f"`{results['config'].get('data')}`, counted from the file listing (files that proved "
-             "unreadable are listed below).", ""]
-    for split, counts in inspection.get("splits", {}).items():
+    used = inspection.get("used") or {}
+    source = ("the samples used (the token shards, after the bad files below were skipped)" if used else
+              "the file listing (files that proved unreadable are listed below)")
+    parts = ["## Your data", "", f"`{results['config'].get('data')}`, counted from {source}.", ""]
+    skipped = _skipped_per_modality(inspection)
+    for split, listed in inspection.get("splits", {}).items():
+        counts = used.get(split) or listed
         names = list(counts["modalities"])
-        parts += [f"**{split}**: {counts['num_samples']} samples. Samples with both modalities (diagonal: "
-                  "with the modality):", ""]
+        dropped = skipped.get(split) or {}
+        listed_bad = ", ".join(f"{name} {count}" for name, count in sorted(dropped.items()))
+        note = f"; bad files skipped: {listed_bad}" if dropped else "; no file skipped"
+        parts += [f"**{split}**: {counts['num_samples']} samples used ({listed['num_samples']} in the listing"
+                  f"{note}). Samples with both modalities (diagonal: with the modality):", ""]
         rows = []
         for a in names:
             row = [a]
@@ -67,25 +61,63 @@ def inspection_markdown(results: dict) -> list[str]:
     return parts
 
 
-def unpaired_lines(direction: str, entry: dict) -> list[str]:
-    """The verdicts of one direction's measures, in words."""
+def _skipped_per_modality(inspection: dict) -> dict[str, dict[str, int]]:
+    """{split: {modality: bad files skipped}}, from the listed paths (``SPLIT/MODALITY/...``)."""
+    out: dict[str, dict[str, int]] = {}
+    for split, items in (inspection.get("bad_samples") or {}).items():
+        for path, _ in items:
+            parts = path.replace("\\", "/").split("/")
+            modality = parts[parts.index(split) + 1] if split in parts[:-1] else "?"
+            out.setdefault(split, {})[modality] = out.setdefault(split, {}).get(modality, 0) + 1
+    return out
+
+
+def _refusal(subject: str, samples: int | None, rests_on: list[str], learned: dict | None,
+             run: str | None) -> str | None:
+    """Why no verdict may be given (too few samples, a direction it rests on not learned), or None."""
+    if samples is not None and samples < MIN_VERDICT_SAMPLES:
+        return (f"{subject} **no verdict**: {samples} held-out samples, fewer than the "
+                f"{MIN_VERDICT_SAMPLES} a verdict needs.")
+    for direction in rests_on:
+        row = (learned or {}).get((direction, run))
+        name = direction.replace(":", " → ")
+        if row is None:
+            return (f"{subject} **no verdict**: it rests on {name}, which has no measured quality (no "
+                    "held-out sample with both).")
+        if not row["learned"]:
+            why = row["reason"] if row["reason"] != "CE ratio" else f"CE ratio {row['ratio']:.2f}"
+            return f"{subject} **no verdict**: it rests on {name}, which the run has not learned ({why})."
+    return None
+
+
+def unpaired_lines(direction: str, entry: dict, learned: dict | None = None) -> list[str]:
+    """The verdicts of one direction's measures, in words, each naming the directions it rests on; a
+    verdict resting on a direction not learned (``learned``: :func:`learned_directions`), or on fewer than
+    MIN_VERDICT_SAMPLES samples, is refused."""
     src, dst = direction.split(":")
+    run = entry.get("run")
     lines = []
     for bridge, values in (entry.get("bridges") or {}).items():
         if "direct" not in values:
             lines.append(f"No held-out sample has both {src} and {bridge}: no proxy through {bridge}.")
             continue
         metric, better = metric_for(dst, values["direct"])
-        if metric is not None:
-            lines.append(_verdict(
-                f"Through {bridge}: the direct {src} → {dst} is", "closer to the proxy than a generation "
-                "with no input", metric, better, values["direct"][metric], values["no_input"][metric],
-                f"it uses its input, as far as {bridge} → {dst} can tell", "it may ignore its input"))
+        if metric is None:
+            continue
+        subject = f"Through {bridge} (rests on {bridge} → {dst}, the proxy; {values['num_samples']} samples):"
+        refused = _refusal(subject, values.get("num_samples"), [f"{bridge}:{dst}"], learned, run)
+        lines.append(refused or _verdict(
+            f"{subject} the direct {src} → {dst} is", "closer to the proxy than a generation "
+            "with no input", metric, better, values["direct"][metric], values["no_input"][metric],
+            f"it uses its input, as far as {bridge} → {dst} can tell", "it may ignore its input"))
     cycle = entry.get("cycle") or {}
     metric, better = metric_for(src, cycle.get("metrics", {}))
     if metric is not None:
-        lines.append(_verdict(
-            f"Cycle {src} → {dst} → {src}:", f"closer to the real {src} than to another sample's", metric,
+        subject = (f"Cycle {src} → {dst} → {src} (rests on {src} → {dst} and {dst} → {src}, neither with "
+                   f"ground truth; {entry.get('num_samples')} samples):")
+        refused = _refusal(subject, entry.get("num_samples"), [], learned, run)
+        lines.append(refused or _verdict(
+            subject, f"closer to the real {src} than to another sample's", metric,
             better, cycle["metrics"][metric], cycle["shuffled"][metric],
             f"some of the input survives the trip through {dst}",
             f"nothing of the input is shown to be carried through {dst}"))
@@ -106,6 +138,7 @@ def unpaired_markdown(results: dict) -> list[str]:
     if not unpaired:
         return []
     evaluated = set(results["config"].get("directions", []))
+    learned = learned_directions(results)
     parts = ["## Pairs never recorded together", "",
              "No training sample has both modalities of these pairs, so the model never saw them together. "
              "Where no held-out sample has both either, **there is no ground truth for the translation**: no "
@@ -149,7 +182,7 @@ def unpaired_markdown(results: dict) -> list[str]:
             parts += [_table(["cycle", "metric", "against the real source", "against another sample's"],
                              [[f"{src} → {dst} → {src}", f"{metric} ({better} is better)",
                                _num(cycle["metrics"][metric]), _num(cycle["shuffled"][metric])]]), ""]
-        parts += [f"- {line}" for line in unpaired_lines(direction, entry)]
+        parts += [f"- {line}" for line in unpaired_lines(direction, entry, learned)]
         figure = entry.get("figure")  # relative to the recipe folder, where report.md is
         if figure:
             parts += ["", f"![{src} → {dst}, no ground truth]({figure})"]

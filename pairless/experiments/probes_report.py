@@ -157,9 +157,14 @@ def markdown(results: dict) -> list[str]:
                            *[_num(r[m]) for m in METRICS]] for r in along]), ""]
     result = summary(results)
     if not result["correlations"]:
+        tail = " and no scatter plot is drawn; the points:" if result["points"] else "."
         parts += [f"Does a shared latent predict zero-shot quality? {len(result['points'])} (zero-shot run, "
                   f"direction) points with a learned many-shot direction: fewer than {MIN_POINTS}, so no "
-                  "correlation is computed.", ""]
+                  f"correlation is computed{tail}", ""]
+        if result["points"]:
+            parts += [_table(["run", "direction", "recovered", *METRICS],
+                             [[p["run"], p["direction"].replace(":", " → "), _num(p["recovered"]),
+                               *[_num(p[m]) for m in METRICS]] for p in result["points"]]), ""]
         return parts
     corr_rows = [[metric, f"{c['rho']:+.2f}", f"[{c['low']:+.2f}, {c['high']:+.2f}]", str(c["n"])]
                  for metric, c in result["correlations"].items()]
@@ -203,8 +208,10 @@ def plot_training(results: dict, out: Path) -> bool:
 
 
 def plot(results: dict, out: Path) -> bool:
+    """Each probe metric against the recovered fraction, one panel per metric; not drawn with fewer than
+    MIN_POINTS points (a table of them in the report instead: two dots per panel say nothing)."""
     found = summary(results)["points"]
-    if len(found) < 2:
+    if len(found) < MIN_POINTS:
         return False
     plt = pyplot()
 

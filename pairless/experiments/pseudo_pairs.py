@@ -124,8 +124,12 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
             "mean": float(values.mean())}
 
 
-def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> dict:
+def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None,
+                      device: str | torch.device = "cpu") -> dict:
     """Generate, filter and write the pseudo-pair shards of ``config``; returns the summary it records.
+
+    ``threads``: torch threads (None: the current count); ``device``: where the model runs (the summary
+    records both).
 
     Raises ConfigError when the direction is not a pair the run withheld, or names a modality the
     shards or the model lack; an existing complete ``out`` is reused (its summary returned).
@@ -155,7 +159,7 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> 
     for name in (src, dst, *([config.via] if config.via else [])):
         if name not in data.specs:
             raise ConfigError(f"direction: {name!r} is not in {shards_path} ({', '.join(data.specs)})")
-    model = load_run_model(Path(config.run))
+    model = load_run_model(Path(config.run), device)
     model_modalities(model, data.specs, [src, dst, *([config.via] if config.via else [])])
     rows = candidate_rows(data, fragment, src, dst)
     if config.max_samples is not None:
@@ -178,6 +182,8 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None) -> 
         "candidates": int(len(rows)), "kept": int(kept.sum()),
         "consistency_all": _quantiles(scores), "consistency_kept": _quantiles(scores[kept]),
         "seconds": round(time.perf_counter() - started, 1),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "device": str(model_device(model)),
     }
     splits = {}
     for split in manifest["splits"]:

@@ -16,15 +16,15 @@ import io
 from pathlib import Path
 from statistics import mean, stdev
 
+from pairless.experiments.quality import learned_cell, quality_notes, quality_rows, recovered_notes
 from pairless.experiments.tables import (
     LEARNED_RATIO,
+    WORSE_RATIO,
     binding_rows,
     chained_lines,
     chained_rows,
     findings,
     mean_sd,
-    quality_notes,
-    quality_rows,
     region_rows,
     translation_rows,
 )
@@ -77,8 +77,9 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
     parts = [f"# pairless report: {results['recipe']} (preset {results['preset']})", "",
              f"Run on {results.get('date', '?')}, {results.get('machine', '?')}. Seeds: "
              f"{config.get('seeds', 1)}. "
-             f"Cross-entropies are mean nats per target token over {config['eval_samples']} held-out samples "
-             "(fewer if the split is smaller); ± is the standard deviation over seeds.", ""]
+             f"Cross-entropies are mean nats per target token over at most {config['eval_samples']} held-out "
+             "samples per direction (those that have both modalities; the tables give the count); ± is the "
+             "standard deviation over seeds.", ""]
     from pairless.experiments import own_data_report  # it imports this module's helpers
 
     parts += own_data_report.inspection_markdown(results)
@@ -89,28 +90,39 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
                   "The study's numbers (4M-B on CC12M, theirs, not ours) are given for reference.", ""]
         table = []
         on_world = not results["config"].get("data")  # the study's numbers are for its own world only
+        outside = results.get("references") or {}
         for r in rows:
             paper = PAPER_TABLE_I.get(r["direction"]) if on_world else None
-            table.append([r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
-                          mean_sd(r["many_shot"]), mean_sd(r["larger"]), mean_sd(r["unconditional"]),
-                          mean_sd(r["recovered"], 2),
+            columns = [_num(entry["evals"].get(r["direction"], {}).get("ce")) for entry in outside.values()]
+            table.append([r["direction"].replace(":", " → "), _samples(results, r["direction"]),
+                          mean_sd(r["zero_shot"]),
+                          mean_sd(r["many_shot"]), mean_sd(r["larger"]), *columns,
+                          mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2),
                           " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
-        parts += [_table(["Task", "0-shot", "Many-shot", "Larger", "No input", "Recovered",
+        parts += [_table(["Task", "samples", "0-shot", "Many-shot", "Larger",
+                          *[f"{name} (outside model)" for name in outside], "No input", "Recovered",
                           "Study 0-shot / many / 4M-L"], table), ""]
+        if outside:
+            parts += [f"*{name} (outside model)*: {entry['path']}, not trained by this recipe, evaluated on "
+                      "the same held-out samples with the same tokenizers (the study's 4M-L column)."
+                      for name, entry in outside.items()] + [""]
     quality = quality_rows(results)
     if quality:
         parts += ["## Quality bar: did each model learn each direction?", "",
                   f"*ratio* = the run's CE / its own no-input CE (1.00 = the input is ignored; above "
-                  f"{LEARNED_RATIO:.2f} = not learned). The decoded metric scores generations against the "
-                  "tokenized ground truth; the ceiling is the tokenizer's own encode → decode score.", ""]
-        table = [[r["direction"].replace(":", " → "), r["run"], r["role"], f"{r['ratio']:.2f}",
-                  "yes" if r["learned"] else "**no**",
+                  f"{LEARNED_RATIO:.2f} = not learned; above {WORSE_RATIO:.2f} = worse than no input). The "
+                  "decoded metric "
+                  "scores generations against the tokenized ground truth, beside the same run's generation "
+                  "from no input (a learned direction beats it) and the tokenizer's own encode → decode "
+                  "score (the ceiling). *samples*: held-out samples the CE is measured on.", ""]
+        table = [[r["direction"].replace(":", " → "), r["run"], r["role"], _count(r["samples"]),
+                  f"{r['ratio']:.2f}", learned_cell(r),
                   f"{r['metric']} ({r['better']} is better)" if r["metric"] else "–", _num(r["value"]),
-                  _num(r["ceiling"])] for r in quality]
-        parts += [_table(["Task", "run", "role", "CE ratio", "learned", "decoded metric", "value",
-                          "tokenizer ceiling"], table), ""]
-        parts += [f"- {note}" for note in quality_notes(results)]
-        parts += [""] if quality_notes(results) else []
+                  _num(r["no_input"]), _num(r["ceiling"])] for r in quality]
+        parts += [_table(["Task", "run", "role", "samples", "CE ratio", "learned", "decoded metric", "value",
+                          "no input", "tokenizer ceiling"], table), ""]
+        notes = recovered_notes(results) + quality_notes(results, quality)
+        parts += [f"- {note}" for note in notes] + ([""] if notes else [])
     brows = binding_rows(results)
     if brows:
         parts += ["## Binding modalities (the study's Table II, with matched many-shot controls)", "",
@@ -161,11 +173,17 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
         parts += ["## Decoded generations", "",
                   "Generations decoded by the tokenizers and scored in each modality's own terms "
                   "(schedules from the study's Table III).", ""]
-        for direction, per_run in decoded["metrics"].items():
-            per_run = {run: metrics for run, metrics in per_run.items() if isinstance(metrics, dict)}
+        for direction, entry in decoded["metrics"].items():
+            per_run = {run: metrics for run, metrics in entry.items()
+                       if isinstance(metrics, dict) and not run.startswith("_")}
+            # the same runs generating with no input, on the same samples: what a translation has to beat
+            no_input = entry.get("_no_input") or {}
+            per_run.update({f"{run}, no input": metrics for run, metrics in no_input.items()})
             names = sorted({key for metrics in per_run.values() for key in metrics})
             table = [[run] + [_num(metrics.get(key)) for key in names] for run, metrics in per_run.items()]
-            parts += [f"**{direction.replace(':', ' → ')}**", "", _table(["run"] + names, table), ""]
+            count = entry.get("_num_samples")
+            samples = f" ({count} held-out samples)" if count is not None else ""
+            parts += [f"**{direction.replace(':', ' → ')}**{samples}", "", _table(["run"] + names, table), ""]
     ceiling = results.get("tokenizer_ceiling") or {}
     if ceiling:
         parts += ["## Tokenizer ceiling (encode → decode on the val split)", "",
@@ -182,6 +200,19 @@ def render_markdown(results: dict, figures: dict[str, str]) -> str:
 
 def _tokens(value) -> str:
     return "–" if value is None else f"{value / 1e6:.2f}M"
+
+
+def _samples(results: dict, direction: str) -> str:
+    """The held-out samples a direction's CE rests on, over the runs evaluated on it (a count or a range)."""
+    counts = {entry[direction]["num_samples"] for entry in results["evals"].values()
+              if direction in entry and "num_samples" in entry[direction]}
+    if not counts:
+        return "–"
+    return str(min(counts)) if len(counts) == 1 else f"{min(counts)}–{max(counts)}"
+
+
+def _count(value) -> str:
+    return "–" if value is None else str(int(value))
 
 
 def _num(value) -> str:

@@ -23,11 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pairless.experiments import stages
+from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
-
-# Rough CPU throughputs (valid tokens/s, bf16, 2 cores) used only for the time estimate.
-_ESTIMATED_TOKENS_PER_SECOND = {"tiny": 24_000, "small": 10_000, "base": 1_000, "large": 250}
+from pairless.experiments.plan import plan_summary
+from pairless.experiments.references import evaluate_references, reference_directions
+from pairless.training.compute import DeviceProfile
+from pairless.utils.runtime import Runtime
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
 
 
 class Plan:
@@ -35,7 +37,8 @@ class Plan:
 
     def __init__(self, config: ExperimentConfig, out: Path):
         self.config = config
-        self.out = out
+        # absolute: the runs record their shards, and a later command may open them from another directory
+        out = self.out = Path(out).absolute()
         self.cache = out / "cache"
         if config.data is not None:  # a user's folder: keyed by its path and its file listing
             self.world = Path(config.data)
@@ -100,53 +103,28 @@ class Plan:
         at = f"-at{snapshot}" if snapshot else ""
         return self.cache / "probes" / f"{self.runs[run_name].name}{at}-{key}.json"
 
-    def summary(self) -> str:
-        """What will run and roughly how long it takes (cached stages cost nothing)."""
-        lines = [f"pairless run {self.config.recipe} (preset {self.config.preset}) -> {self.recipe_dir}"]
-        total = 0.0
-
-        def line(name: str, folder: Path, seconds: float) -> None:
-            nonlocal total
-            done = is_complete(folder)
-            total += 0 if done else seconds
-            state = "cached" if done else f"~{seconds / 60:.1f} min"
-            lines.append(f"  {name:<34} {state:>10}   {folder}")
-
-        scenes = self.config.world.num_scenes
-        if self.config.data is None:
-            line("world", self.world, scenes / 400)
-        else:
-            lines.append(f"  {'data (your folder)':<34} {'':>10}   {self.world}")
-        line("tokenizers", self.tokenizers,
-             {"micro": 10, "demo": 180, "tiny": 600}.get(self.config.tokenizers.preset, 3600))
-        line("shards", self.shards, scenes / 400)
-        for run in self.config.expanded_runs():
-            rate = _ESTIMATED_TOKENS_PER_SECOND.get(run.model_preset, 5_000)
-            if any(item.startswith("model.") for item in run.overrides):  # micro models: far faster
-                rate *= 10
-            tokens = run.total_tokens
-            if any(item.startswith("budget_modalities=") for item in run.overrides):
-                # the budget counts some modalities only: about total x universe size / counted ones
-                universe = len(run.universe or []) or 7
-                tokens = run.total_tokens * max(1.0, universe / 2)
-            if run.pseudo is not None:
-                line(f"pseudo-pairs {run.pseudo}", self.pseudo_shards(run), scenes / 200)
-            line(f"train {run.name} ({run.role})", self.runs[run.name], tokens / rate)
-        for stage in self.config.expanded_adapters():
-            line(f"add {stage.modality} ({stage.name})", self.runs[stage.name], stage.total_tokens / 12_000)
-        evaluations = len(self.runs) * len(self.config.directions)
-        lines.append(f"  then {evaluations} evaluations, {len(self.config.figures)} figures, the report")
-        lines.append(f"  estimated time for what is not cached: ~{total / 60:.0f} min (+ evaluation)")
-        return "\n".join(lines)
+    def summary(self, profile: DeviceProfile | None = None, measure_seconds: float = 0.5) -> str:
+        """What will run, where, how long it takes and what memory and disk it needs (cached stages cost
+        nothing): per stage a time from the FLOPs it executes over the throughput of ``profile`` (None:
+        this CPU, measured on real training steps of each run's model for ``measure_seconds``)."""
+        return plan_summary(self, Throughput(profile, measure_seconds))
 
 
-def run_experiment(config: ExperimentConfig, out: Path) -> Path:
-    """Execute every stage of ``config`` under ``out``; returns the recipe folder."""
+def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
+                   references: dict[str, Path] | None = None) -> Path:
+    """Execute every stage of ``config`` under ``out``; returns the recipe folder.
+
+    ``runtime``: the thread count and device of every stage (default: the fixed count of the usable cores,
+    on the CPU); recorded in results.json. ``references``: outside models (name -> run folder) evaluated on
+    the same samples and shown as columns of their own (:mod:`pairless.experiments.references`).
+    """
+    runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
     print(plan.summary(), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with FolderLock(plan.recipe_dir):
+        check_same_data(config, plan.recipe_dir)
         started = time.perf_counter()
         inspection = None
         if config.data is None:
@@ -156,11 +134,14 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         timings["world"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample)
-        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample)
+        stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample, runtime)
+        stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample, runtime)
         timings["tokenizers+shards"] = time.perf_counter() - started
+        # outside models: their tokenizers checked now, before anything is trained
+        chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
         if inspection is not None:
             inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
+            inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
 
         runs_info, pseudo = {}, {}
         # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
@@ -172,50 +153,55 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             if run.pseudo is not None:
                 shards = plan.pseudo_shards(run)
                 pseudo[run.name] = stages.make_pseudo(config.pseudo[run.pseudo], init_from, plan.shards,
-                                                      shards)
+                                                      shards, runtime)
                 timings[f"pseudo-pairs {run.name}"] = time.perf_counter() - started
                 started = time.perf_counter()
-            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from)
+            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from, runtime)
             timings[f"train {run.name}"] = time.perf_counter() - started
 
         for stage in config.expanded_adapters():
             started = time.perf_counter()
             runs_info[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
-                                                       plan.runs[stage.name])
+                                                       plan.runs[stage.name], runtime)
             timings[f"add {stage.modality} {stage.name}"] = time.perf_counter() - started
         every_run = [*config.expanded_runs(), *config.adapter_runs()]
 
         evals = {}
         started = time.perf_counter()
         for run in every_run:
-            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name))
+            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name),
+                                                  runtime)
+        outside = {}
+        if references:
+            outside = evaluate_references(references, chosen, plan.shards, config.eval_samples,
+                                          config.eval_batch_size, runtime.threads, runtime.device)
         timings["evaluation"] = time.perf_counter() - started
 
         started = time.perf_counter()
         regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
-                                               plan.tokenizers)
+                                               plan.tokenizers, runtime)
                    for run in every_run}
         timings["regions"] = time.perf_counter() - started
 
         started = time.perf_counter()
         probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
-                                                   plan.probe_file(run.name))
+                                                   plan.probe_file(run.name), runtime)
                   for run in every_run}
         timings["probes"] = time.perf_counter() - started
 
         snapshots = {}
         if any(run.snapshots for run in every_run):
             started = time.perf_counter()
-            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan)
+            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan, runtime)
                          for run in every_run if run.snapshots}
             timings["snapshots"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        figures = stages.make_figures(config, plan)
+        figures = stages.make_figures(config, plan, runtime)
         timings["generation"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        unpaired = stages.analyse_unpaired(config, plan)
+        unpaired = stages.analyse_unpaired(config, plan, runtime)
         if unpaired:
             timings["unpaired"] = time.perf_counter() - started
 
@@ -225,9 +211,11 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
             "config": config.model_dump(mode="json"),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+            "runtime": runtime.record(),
             "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
             "runs": runs_info,
             "evals": evals,
+            **({"references": outside} if outside else {}),
             "probes": probes,
             "regions": {name: value for name, value in regions.items() if value},
             **({"inspection": inspection} if inspection is not None else {}),
@@ -245,6 +233,22 @@ def run_experiment(config: ExperimentConfig, out: Path) -> Path:
         report = write_report(plan.recipe_dir)
     print(f"report: {report}", flush=True)
     return plan.recipe_dir
+
+
+def check_same_data(config: ExperimentConfig, recipe_dir: Path) -> None:
+    """Refuse to replace the report of one user folder with another's in the same ``--out`` (the cache
+    beside it is keyed by the data and shared; the report folder is not)."""
+    previous = recipe_dir / "results.json"
+    if config.data is None or not previous.is_file():
+        return
+    from pairless.config import ConfigError
+    from pairless.utils.storage import read_json
+
+    before = (read_json(previous).get("config") or {}).get("data")
+    if before is not None and Path(before) != Path(config.data):
+        raise ConfigError(f"{recipe_dir} holds the report of {before}; this run is on {config.data} and "
+                          "would replace it: give this dataset its own --out, or remove "
+                          f"{recipe_dir} to replace it")
 
 
 def _cpu_count() -> int:

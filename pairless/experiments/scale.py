@@ -20,8 +20,10 @@ SCALE: dict[str, dict] = {
                  decoded=64, figure_num=8),
     "paper": dict(num_scenes=200_000, size=64, tokenizer_preset="base", model="base", larger="large",
                   # 4M's own learning rate (base 1e-4 per 256 samples); the CPU presets use the trainer's
-                  # default
-                  train_overrides=["base_lr=0.0001"],
+                  # default. The micro-batch that fits the device: the larger run's batch of 256 needs
+                  # ~123 GiB in one pass with explicit attention, 128 per pass fits an 80 GB GPU
+                  # (pairless.training.memory; docs/training.md)
+                  train_overrides=["base_lr=0.0001", "micro_batch_size=auto"],
                   tokens=2_000_000_000, larger_tokens=10_000_000_000, batch=256, budget=(128, 128),
                   eval_samples=2500, decoded=256, figure_num=8),
 }
@@ -73,3 +75,21 @@ def figure_of(preset: str, src: str, dst: str, runs: list[str]) -> Figure:
     """A generation figure of ``src`` -> ``dst`` with the study's schedule for that direction."""
     return Figure(src=src, dst=dst, schedule=SCHEDULE_FOR.get((src, dst), "roar8"), runs=runs,
                   num=SCALE[preset]["figure_num"])
+
+
+def presets_epilog() -> str:
+    """The preset table as the ``--help`` of run, tokenizers and train shows it."""
+    return "presets across commands (docs/data.md):\n" + preset_table()
+
+
+def preset_table() -> str:
+    """How the preset names of ``pairless run``, ``tokenizers train`` and ``train`` map to each other (a
+    markdown table, also shown by their ``--help``): each run preset is a tokenizer preset and a model preset
+    at one data scale."""
+    lines = ["| run --preset | tokenizers train --preset | train --preset (larger model) | world scenes | "
+             "tokens per run |", "|---|---|---|---|---|"]
+    for name, scale in SCALE.items():
+        model = scale["model"] + (" with dim 32, 1 layer each side" if scale.get("model_overrides") else "")
+        lines.append(f"| {name} | {scale['tokenizer_preset']} | {model} ({scale['larger']}) | "
+                     f"{scale['num_scenes']:,} | {scale['tokens']:,} |")
+    return "\n".join(lines)

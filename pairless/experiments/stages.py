@@ -4,8 +4,10 @@ Each function takes the stage's recipe config and its output folder; when the fo
 is complete (its ``COMPLETE.json`` marker exists) the stage is skipped, and
 when it exists but is incomplete (a killed run) the stage resumes or redoes it.
 Errors are the library's own exceptions, with their tracebacks. Thread counts are
-chosen here by the machine's load (:func:`~pairless.utils.threads.choose_threads`),
-outside every config hash: they change only the last bits of results.
+and devices come from one :class:`~pairless.utils.runtime.Runtime` the runner passes to every stage
+(``pairless run --threads N --device ...``; by default the fixed count of the usable cores, never chosen from
+the machine's load), outside every config hash; each output records them. A resumed training run keeps the
+count its checkpoints recorded.
 """
 
 from __future__ import annotations
@@ -37,11 +39,16 @@ from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.run import without_added_options
-from pairless.training.saving import SNAPSHOT_FILE, snapshot_folder
+from pairless.training.saving import SNAPSHOT_FILE, recorded_threads, snapshot_folder
 from pairless.training.train import TrainConfig, train
+from pairless.utils.runtime import Runtime
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json, weights_digest
-from pairless.utils.threads import choose_threads
 from pairless.world.dataset import WorldConfig, write_world
+
+
+def _or_default(runtime: Runtime | None) -> Runtime:
+    """The runner's runtime; called without one (a library caller, a test), the CPU and the default count."""
+    return runtime if runtime is not None else Runtime.resolve(None, "cpu")
 
 
 def build_world(config: WorldStage, out: Path) -> None:
@@ -51,18 +58,25 @@ def build_world(config: WorldStage, out: Path) -> None:
                             val_fraction=config.val_fraction), out)
 
 
-def train_tokenizers(config: TokenizerStage, data: Path, out: Path, on_bad_sample: str = "error") -> None:
+def train_tokenizers(config: TokenizerStage, data: Path, out: Path, on_bad_sample: str = "error",
+                     runtime: Runtime | None = None) -> None:
     if is_complete(out):
         return
+    runtime = _or_default(runtime)
     settings = apply_overrides(preset_config(config.preset, seed=config.seed), config.overrides)
-    build_tokenizers(data, out, settings, config.modalities or None, threads=choose_threads(settings.threads),
-                     on_bad_sample=on_bad_sample)
+    # a recipe's own count (its tokenizer overrides) wins over the runner's
+    threads = settings.threads if settings.threads is not None else runtime.threads
+    build_tokenizers(data, out, settings, config.modalities or None, threads=threads,
+                     on_bad_sample=on_bad_sample, device=runtime.device)
 
 
-def tokenize(data: Path, tokenizers: Path, out: Path, on_bad_sample: str = "error") -> None:
+def tokenize(data: Path, tokenizers: Path, out: Path, on_bad_sample: str = "error",
+             runtime: Runtime | None = None) -> None:
     if is_complete(out):
         return
-    write_token_shards(data, tokenizers, out, threads=choose_threads(), on_bad_sample=on_bad_sample)
+    runtime = _or_default(runtime)
+    write_token_shards(data, tokenizers, out, threads=runtime.threads, on_bad_sample=on_bad_sample,
+                       device=runtime.device)
 
 
 def listing_fingerprint(data: Path) -> str:
@@ -83,6 +97,25 @@ def inspect_data(data: Path) -> dict:
     return {"splits": {split: co_occurrence(data, split) for split in list_splits(data)}}
 
 
+def used_counts(shards: Path) -> dict:
+    """Per split, samples per modality and per pair that the token shards hold: what training and evaluation
+    use, after the bad files were skipped (same form as :func:`pairless.data.inspect.co_occurrence`)."""
+    import itertools
+
+    import numpy as np
+
+    out = {}
+    for split in list_splits(shards):
+        tokens = open_shards(shards, split)
+        present = {name: np.asarray(mask, bool) for name, mask in tokens.present.items()}
+        names = list(present)
+        out[split] = {"num_samples": len(tokens),
+                      "modalities": {name: int(present[name].sum()) for name in names},
+                      "pairs": {f"{a}:{b}": int((present[a] & present[b]).sum())
+                                for a, b in itertools.combinations(names, 2)}}
+    return out
+
+
 def bad_samples(tokenizers: Path, shards: Path) -> dict:
     """{split: [[file, reason], ...]} skipped by the tokenizer and tokenize stages (merged)."""
     found: dict[str, dict[str, str]] = {}
@@ -96,11 +129,12 @@ def bad_samples(tokenizers: Path, shards: Path) -> dict:
     return {split: sorted([path, reason] for path, reason in items.items()) for split, items in found.items()}
 
 
-def analyse_unpaired(config: ExperimentConfig, plan) -> dict:
+def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = None) -> dict:
     """For each pair never recorded together, both directions with the all-data run (the first run):
     direct, chained, bridge-proxy, no-input and cycle measures (pairless.inference.unpaired)."""
     if not config.unpaired:
         return {}
+    runtime = _or_default(runtime)
     run = config.runs[0]
     out = {}
     for pair in config.unpaired:
@@ -111,7 +145,8 @@ def analyse_unpaired(config: ExperimentConfig, plan) -> dict:
                 folder = Path("unpaired") / f"{src}-to-{dst}"  # relative to the recipe folder
                 out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, **unpaired_analysis(
                     plan.runs[run.name], src, dst, bridges, plan.tokenizers, plan.shards,
-                    plan.recipe_dir / folder, num=max(config.decoded_samples, 1), threads=choose_threads()),
+                    plan.recipe_dir / folder, num=max(config.decoded_samples, 1), threads=runtime.threads,
+                    device=runtime.device),
                     "figure": str(folder / "figure.png")}
             except ValueError as error:  # e.g. no held-out sample has src
                 out[f"{src}:{dst}"] = {"run": run.name, "pair": pair, "skipped": str(error)}
@@ -146,7 +181,7 @@ def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | No
 # a resumed run continues bit-identically); the runner's cache key leaves them out.
 # (init_from is a path too: the runner's key holds the key of the run it names instead)
 _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every", "checkpoint_every",
-                     "keep_checkpoints", "init_from"}
+                     "keep_checkpoints", "init_from", "device_memory_gb"}
 
 
 def run_key_fields(run: TrainingRun) -> dict:
@@ -166,15 +201,18 @@ def tokenizer_key_fields(config: TokenizerStage) -> dict:
             "modalities": sorted(config.modalities or [])}
 
 
-def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> dict:
+def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None,
+              runtime: Runtime | None = None) -> dict:
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
     if not is_complete(out):
-        config = train_config(run, shards, out, init_from)
-        # A resumed run keeps the thread count its checkpoint recorded (``train`` does that when none is
-        # given), so that it continues bit-identically whatever the load is now.
+        runtime = _or_default(runtime)
+        # The device and thread count stay outside the run's cache key (run_key_fields).
+        config = train_config(run, shards, out, init_from).model_copy(update={"device": str(runtime.device)})
         resume = out.exists()
-        if not resume:
-            config = apply_overrides(config, [f"num_threads={choose_threads()}"])
+        # A resumed run keeps the thread count its checkpoints recorded (``train`` takes it when none is
+        # given), so that it continues bit-identically whatever runs beside it now.
+        if recorded_threads(out) is None:
+            config = config.model_copy(update={"num_threads": runtime.threads})
         train(config, resume=resume)
     summary = read_json(out / "COMPLETE.json")
     return {"role": run.role, "label": run.label, "withheld": [list(p) for p in run.withheld],
@@ -186,13 +224,16 @@ def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None 
             **({"pseudo": run.pseudo} if run.pseudo else {})}
 
 
-def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path) -> dict:
+def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path,
+                runtime: Runtime | None = None) -> dict:
     """Add ``stage.modality`` to the frozen run in ``base`` (reused when complete); what the report needs."""
     if not is_complete(out):
+        runtime = _or_default(runtime)
         config = apply_overrides(validate(AdapterConfig, {
             "base": str(base), "shards": str(shards), "out": str(out), "modality": stage.modality,
             "anchor": stage.anchor, "total_tokens": stage.total_tokens, "rank": stage.rank,
-            "structure_weight": stage.structure_weight}), [*stage.overrides, f"threads={choose_threads()}"])
+            "structure_weight": stage.structure_weight}), [*stage.overrides, f"threads={runtime.threads}",
+                                                          f"device={runtime.device}"])
         add_modality(config)
     summary = read_json(out / "COMPLETE.json")
     keys = ("steps", "tokens", "final_loss", "wall_seconds", "trainable_parameters", "model_parameters",
@@ -207,7 +248,8 @@ def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path) -> dic
             "train_seconds": summary.get("wall_seconds"), **{key: summary.get(key) for key in keys}}
 
 
-def snapshot_runs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, plan) -> dict:
+def snapshot_runs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, plan,
+                  runtime: Runtime | None = None) -> dict:
     """Evaluations and probes of a run's snapshots along training (``run.snapshots``), cached like the final
     weights'; {fraction: {"fraction", "step", "tokens", "evals", "probes"}} of those that exist."""
     out = {}
@@ -217,16 +259,18 @@ def snapshot_runs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, pla
             continue
         tag = f"{fraction:g}"
         out[tag] = {**read_json(folder / SNAPSHOT_FILE),
-                    "evals": evaluate_run(run, folder, config, plan.eval_file(run.name, tag)),
-                    "probes": probe_run_pairs(run, folder, config, plan.probe_file(run.name, tag))}
+                    "evals": evaluate_run(run, folder, config, plan.eval_file(run.name, tag), runtime),
+                    "probes": probe_run_pairs(run, folder, config, plan.probe_file(run.name, tag), runtime)}
     return out
 
 
-def make_pseudo(stage: PseudoStage, generator: Path, shards: Path, out: Path) -> dict:
+def make_pseudo(stage: PseudoStage, generator: Path, shards: Path, out: Path,
+                runtime: Runtime | None = None) -> dict:
     """Pseudo-pair shards made by the run in ``generator`` from ``shards`` (reused when complete)."""
     config = validate(PseudoPairsConfig, {"run": str(generator), "out": str(out), "shards": str(shards),
                                           **stage.model_dump(mode="json")})
-    return make_pseudo_pairs(config, threads=choose_threads())
+    runtime = _or_default(runtime)
+    return make_pseudo_pairs(config, threads=runtime.threads, device=runtime.device)
 
 
 def _directions_for(run: TrainingRun, directions: list[str]) -> list[str]:
@@ -264,20 +308,24 @@ def write_run_cache(cache_file: Path, cached: dict, run_dir: Path) -> None:
     atomic_write_json(cache_file, {**cached, WEIGHTS_KEY: weights_digest(run_dir)})
 
 
-def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path) -> dict:
+def evaluate_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
+                 runtime: Runtime | None = None) -> dict:
     """Translation CE of one run for the recipe's directions, cached per (run, samples)."""
     cached = read_run_cache(cache_file, run_dir)
     wanted = [d for d in _directions_for(run, config.directions) if d not in cached]
     if wanted:
+        runtime = _or_default(runtime)
         results = evaluate_directions(run_dir, wanted, num_samples=config.eval_samples,
-                                      batch_size=config.eval_batch_size, threads=choose_threads())
+                                      batch_size=config.eval_batch_size, threads=runtime.threads,
+                                      device=runtime.device)
         cached.update(results)
         write_run_cache(cache_file, cached, run_dir)
     return {d: cached[d] for d in _directions_for(run, config.directions) if d in cached}
 
 
-def make_figures(config: ExperimentConfig, plan) -> dict:
+def make_figures(config: ExperimentConfig, plan, runtime: Runtime | None = None) -> dict:
     """Generation grids and decoded metrics for every figure of the recipe."""
+    runtime = _or_default(runtime)
     figures, metrics, chained = {}, {}, {}
     for figure in config.figures:
         runs = {name: plan.runs[name] for name in figure.runs if name in plan.runs}
@@ -289,7 +337,8 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
             result = generate_and_score(runs=runs, src=figure.src, dst=f"{figure.via}:{figure.dst}",
                                         schedule=figure.schedule, num=max(figure.num, config.decoded_samples),
                                         tokenizers=plan.tokenizers, shards=plan.shards, out=out,
-                                        figure_rows=figure.num, threads=choose_threads())
+                                        figure_rows=figure.num, threads=runtime.threads,
+                                        device=runtime.device)
             if result.get("figure"):
                 name = f"{figure.src} → {figure.via} → {figure.dst} ({figure.schedule})"
                 figures[name] = str(result["figure"])
@@ -299,7 +348,7 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
         result = generate_and_score(runs=runs, src=figure.src, dst=figure.dst, schedule=figure.schedule,
                                     num=max(figure.num, config.decoded_samples), tokenizers=plan.tokenizers,
                                     shards=plan.shards, out=out, figure_rows=figure.num,
-                                    threads=choose_threads())
+                                    threads=runtime.threads, device=runtime.device, no_input=True)
         if result.get("figure"):
             figures[f"{figure.src} → {figure.dst} ({figure.schedule})"] = str(result["figure"])
         metrics[direction] = result.get("metrics", {})
@@ -310,8 +359,11 @@ def make_figures(config: ExperimentConfig, plan) -> dict:
                                        num=max(figure.num, config.decoded_samples),
                                        tokenizers=plan.tokenizers, shards=plan.shards,
                                        out=out.with_name(f"{out.name}-scored"), figure_rows=figure.num,
-                                       threads=choose_threads())
-            metrics[direction] = {**extra.get("metrics", {}), **metrics[direction]}
+                                       threads=runtime.threads, device=runtime.device, no_input=True)
+            no_input = {**extra.get("metrics", {}).get("_no_input", {}),
+                        **metrics[direction].get("_no_input", {})}
+            metrics[direction] = {**extra.get("metrics", {}), **metrics[direction],
+                                  **({"_no_input": no_input} if no_input else {})}
     return {"figures": figures, "metrics": metrics, "chained": chained}
 
 
@@ -325,19 +377,21 @@ def probe_pairs(run: TrainingRun, directions: list[str]) -> list[str]:
     return pairs
 
 
-def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path) -> dict:
+def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
+                    runtime: Runtime | None = None) -> dict:
     """Alignment probes of one run (last layer, shuffled control), cached per (run, samples, k)."""
     if not config.probe_samples:
         return {}
     cached = read_run_cache(cache_file, run_dir)
     wanted = [pair for pair in probe_pairs(run, config.directions) if pair not in cached]
     if wanted:
-        model, shards = load_run_model(run_dir), open_shards(run_shards_path(run_dir), "val")
+        runtime = _or_default(runtime)
+        model, shards = load_run_model(run_dir, runtime.device), open_shards(run_shards_path(run_dir), "val")
         for pair in wanted:
             first, second = pair.split(":")
             try:
                 result = probe_model(model, shards, first, second, config.probe_samples,
-                                     config.eval_batch_size, choose_threads(), k=config.probe_neighbours)
+                                     config.eval_batch_size, runtime.threads, k=config.probe_neighbours)
                 cached[pair] = {key: result[key] for key in ("num_samples", "k", "summary", "shuffled")}
             except ValueError as error:  # too few samples with both: say so in the report
                 cached[pair] = {"skipped": str(error)}
@@ -346,7 +400,7 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
 
 
 def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_file: Path,
-               tokenizers: Path) -> dict:
+               tokenizers: Path, runtime: Runtime | None = None) -> dict:
     """Object / background (images) and content / template (captions) CE of one run, cached per (run,
     samples); not on a user's data (its semseg classes need not mean the world's sky and floor)."""
     if not config.region_samples or config.data is not None:
@@ -355,8 +409,10 @@ def region_run(run: TrainingRun, run_dir: Path, config: ExperimentConfig, cache_
     directions = _directions_for(run, config.directions)
     wanted = [d for d in directions if d not in cached]
     if wanted:  # evaluate_regions splits the directions it applies to (region_directions); the rest: none
+        runtime = _or_default(runtime)
         results = evaluate_regions(run_dir, wanted, tokenizers, num_samples=config.region_samples,
-                                   batch_size=config.eval_batch_size, threads=choose_threads())
+                                   batch_size=config.eval_batch_size, threads=runtime.threads,
+                                   device=runtime.device)
         for direction in wanted:
             cached[direction] = results.get(direction, {"skipped": "no token split for this destination"})
         write_run_cache(cache_file, cached, run_dir)

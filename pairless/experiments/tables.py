@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from statistics import mean, stdev
 
-# A model whose conditional CE is within 10% of its own no-input CE has learned little of that direction:
-# a recovered fraction of the gap between it and no input would be noise (DESIGN.md, "Quality bar").
-LEARNED_RATIO = 0.9
+# the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
+from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
+
 # The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
 # better).
 MAIN_METRIC = {"depth": ("abs_rel", "lower"), "semseg": ("miou", "higher"),
@@ -24,8 +24,6 @@ MAIN_METRIC = {"depth": ("abs_rel", "lower"), "semseg": ("miou", "higher"),
                "embed": ("cosine", "higher")}
 # Chained and direct decoded metrics closer than this (relative) are reported as a tie: one seed, 64 samples.
 CHAIN_MARGIN = 0.05
-# The tokenizer report names some of them differently.
-CEILING_NAME = {"angular_error": "angular_error_degrees"}
 
 
 def unlearned_note(direction: str, ratio: float | None, reference: str) -> str | None:
@@ -133,41 +131,6 @@ def ce_ratio(results: dict, run_names: list[str], direction: str) -> float | Non
     if not ce or not un or mean(un) <= 0:
         return None
     return mean(ce) / mean(un)
-
-
-def quality_rows(results: dict) -> list[dict]:
-    """Per direction and run: CE ratio (conditional / no input), decoded metric and its tokenizer ceiling."""
-    groups = runs_by_base(results)
-    decoded = (results.get("generation") or {}).get("metrics") or {}
-    ceiling = results.get("tokenizer_ceiling") or {}
-    rows = []
-    for direction in results["config"]["directions"]:
-        destination = direction.split(":")[1]
-        metric, better = MAIN_METRIC.get(destination, (None, "lower"))
-        for base, names in groups.items():
-            ratio = ce_ratio(results, names, direction)
-            if ratio is None:
-                continue
-            value = (decoded.get(direction, {}).get(base) or {}).get(metric) if metric else None
-            bound = (ceiling.get(destination) or {}).get(CEILING_NAME.get(metric, metric)) if metric else None
-            rows.append(dict(direction=direction, run=base, role=results["runs"][names[0]]["role"],
-                             ratio=ratio,
-                             learned=ratio <= LEARNED_RATIO, metric=metric, better=better, value=value,
-                             ceiling=bound))
-    return rows
-
-
-def quality_notes(results: dict) -> list[str]:
-    """Plain words for each direction that the many-shot model has not learned (nothing to compare there)."""
-    notes = []
-    for row in translation_rows(results):
-        if not row["many_shot_learned"]:
-            notes.append(f"{row['direction'].replace(':', ' → ')}: the many-shot model is within "
-                         f"{1 - LEARNED_RATIO:.0%} of its no-input CE (ratio {row['many_shot_ratio']:.2f}): "
-                         "it has "
-                         "not learned this direction, so there is nothing to compare the zero-shot model "
-                         "with; no recovered fraction is computed (n/a).")
-    return notes
 
 
 def binding_rows(results: dict) -> list[dict]:

@@ -174,6 +174,10 @@ def discover(paths: list[str | Path]) -> Catalogue:
                 "holds no results.json, no run (config.json + model.safetensors) and no folder with either"
             raise ValueError(f"{folder}: {what}; give a recipe's results folder (e.g. results/demo), a run "
                              "folder, or a folder of runs")
+    from pairless.inference.known import know_modalities
+
+    for run in runs.values():  # a modality declared with the data is known to the page with no flag
+        know_modalities(run.path, shards=run.shards, tokenizers=run.tokenizers)
     return Catalogue(runs, results)
 
 

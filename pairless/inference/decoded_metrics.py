@@ -13,6 +13,8 @@ det         map_50 (mean average precision at IoU 0.5, COCO rule, :func:`average
 caption     bleu4 (torchmetrics, corpus level); with scenes: fact_accuracy and which claimed colours,
             shapes and counts hold, also on mismatched scenes (world.captions.attribute_accuracy)
 embed       cosine
+declared    by kind (:func:`declared_metrics`): text bleu4 and token_f1, vector cosine, label map miou,
+            other images rmse (own units) and psnr (over the declared range)
 ==========  ===================================================================
 
 Generated boxes carry no confidence, so every predicted box scores 1 and
@@ -142,7 +144,8 @@ def det_metrics(prediction: list[str], target: list[str]) -> dict[str, float]:
 
 def caption_metrics(prediction: list[str], target: list[str],
                     scenes: Sequence[dict | None] | None = None) -> dict:
-    out = {"bleu4": float(bleu_score(list(prediction), [[text] for text in target], n_gram=4))}
+    out = {"bleu4": float(bleu_score(list(prediction), [[text] for text in target], n_gram=4)),
+           "token_f1": metrics.token_f1(list(prediction), list(target))}
     if scenes is not None and any(scene is not None for scene in scenes):
         from pairless.world.captions import attribute_accuracy, fact_accuracy
 
@@ -172,10 +175,20 @@ def score(modality: str, predictions, targets, scenes: Sequence[dict | None] | N
         return caption_metrics(list(predictions), list(targets), scenes)
     if modality == "embed":
         return {"cosine": metrics.cosine_similarity(predictions, targets)}
-    modality_info = registry.get(modality)  # unknown names raise with the list of known ones
-    if modality_info.kind == "sequence":
-        return {"bleu4": caption_metrics(list(predictions), list(targets))["bleu4"]}
-    if modality_info.num_classes:
-        return semseg_metrics(np.asarray(predictions), np.asarray(targets), modality_info.num_classes)
+    # a declared modality (an unknown name raises, listing the known ones)
+    return declared_metrics(registry.get(modality), predictions, targets)
+
+
+def declared_metrics(modality: registry.Modality, predictions, targets) -> dict[str, float]:
+    """A modality declared with the data, scored by its declared kind: text by BLEU-4 and token F1, a vector
+    by cosine, a label map by mIoU, another image by RMSE in its own units and PSNR over its declared range
+    (:func:`pairless.metrics.data_range`)."""
+    if modality.kind == "sequence":
+        return caption_metrics(list(predictions), list(targets))
+    if modality.kind == "vector":
+        return {"cosine": metrics.cosine_similarity(predictions, targets)}
+    if modality.num_classes:
+        return semseg_metrics(np.asarray(predictions), np.asarray(targets), modality.num_classes)
     prediction, target = np.asarray(predictions, np.float64), np.asarray(targets, np.float64)
-    return {"rmse": float(np.sqrt(np.mean((prediction - target) ** 2)))}
+    return {"rmse": float(np.sqrt(np.mean((prediction - target) ** 2))),
+            "psnr": metrics.psnr(prediction, target, metrics.data_range(modality, target))}

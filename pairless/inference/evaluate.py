@@ -26,14 +26,20 @@ from tqdm import tqdm
 from pairless.data.shards import open_shards
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
+from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
 from pairless.modalities import parse_direction
 from pairless.model import FourM, load_model
+from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import merge_json, read_json
 from pairless.utils.threads import torch_threads
 
 
 def direction_name(src: list[str], dst: str) -> str:
     return "+".join(src) + ":" + dst
+
+
+class NoSamplesError(ValueError):
+    """No sample of the split holds every modality a direction needs (a pair never recorded together)."""
 
 
 def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndarray:
@@ -45,7 +51,9 @@ def eligible_samples(shards, modalities: list[str], num_samples: int) -> np.ndar
     has_all = np.logical_and.reduce([np.asarray(shards.present[name], dtype=bool) for name in modalities])
     indices = np.flatnonzero(has_all)[:num_samples]
     if len(indices) == 0:
-        raise ValueError(f"no sample in these shards has all of {modalities}")
+        split = getattr(shards, "split", None)
+        where = f"of the {split!r} split" if split else "in these shards"
+        raise NoSamplesError(f"no sample {where} has all of {modalities}")
     return indices
 
 
@@ -133,19 +141,31 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
 
 def evaluate_directions(run: Path, directions: list[str], num_samples: int = 2500, batch_size: int = 64,
                         split: str = "val", shards_path: Path | None = None,
-                        threads: int | None = None) -> dict[str, dict]:
+                        threads: int | None = None, device: str | torch.device = "cpu",
+                        skipped: dict[str, str] | None = None) -> dict[str, dict]:
     """``translation_ce`` of a trained run for each ``"src[+src]:dst"``; {direction: result}.
 
-    ``threads``: torch threads (None: the current count).
+    ``threads``: torch threads (None: the current count); ``device``: where the model runs. Each result
+    records both (``threads``, ``device``). ``skipped``: a dict that receives {direction: reason} for the
+    directions no sample of the split can score (without it, such a direction raises
+    :class:`NoSamplesError`); the others are evaluated all the same.
     """
     run = Path(run)
     parsed = [parse_direction(text) for text in directions]
     shards = open_shards(shards_path or run_shards_path(run), split)
-    model = load_run_model(run)
+    model = load_run_model(run, device)
+    used = {"threads": torch.get_num_threads() if threads is None else threads,
+            "device": str(model_device(model))}
     results, unconditional = {}, {}
     for src, dst in parsed:
-        row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
-        results[direction_name(src, dst)] = {**row, "split": split}
+        try:
+            row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
+        except NoSamplesError as error:
+            if skipped is None:
+                raise
+            skipped[direction_name(src, dst)] = str(error)
+            continue
+        results[direction_name(src, dst)] = {**row, "split": split, **used}
     return results
 
 
@@ -161,7 +181,16 @@ def run_shards_path(run: Path) -> Path:
     if not isinstance(found, str):
         raise ValueError(f"{run / 'config.json'}: no 'shards' path recorded; pass --shards")
     path = Path(found)
-    return path if path.is_absolute() or path.exists() else run / path
+    if path.is_absolute():
+        return path
+    # runs record absolute paths now; an older one recorded the path as given, relative to the directory it
+    # was trained in: the current one, or (a run inside a results tree) a folder above the run
+    candidates = [path, *(folder / path for folder in [run.absolute(), *run.absolute().parents])]
+    for candidate in candidates:
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ValueError(f"{run / 'config.json'}: records the shards as {found!r}, a relative path found neither "
+                     "from the current directory nor above the run; pass --shards")
 
 
 def _find_key(node, key: str):
@@ -177,18 +206,36 @@ def _find_key(node, key: str):
     return None
 
 
-def load_run_model(run: Path) -> FourM:
-    """``RUN/model.safetensors`` through ``pairless.model.load_model`` (the error names a missing file)."""
-    weights = run / "model.safetensors"
+def load_run_model(run: Path, device: str | torch.device = "cpu") -> FourM:
+    """``RUN/model.safetensors`` through ``pairless.model.load_model``, on ``device`` (``auto`` allowed; the
+    error names a missing file)."""
+    weights = Path(run) / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no final weights (has `pairless train` finished for this run?)")
-    return load_model(weights)
+    return load_model(weights, resolve_device(device))
+
+
+def verdict(row: dict) -> str:
+    """A direction's CE against its no-input CE, in words: what a bare pair of numbers would hide."""
+    ratio = row["ce"] / row["ce_unconditional"] if row["ce_unconditional"] > 0 else float("nan")
+    if ratio > WORSE_RATIO:
+        return "worse than no input"
+    if ratio > LEARNED_RATIO:
+        return f"not learned (ratio > {LEARNED_RATIO:.2f})"
+    return ""
 
 
 def format_table(results: dict[str, dict]) -> str:
-    lines = [f"{'direction':<24} {'CE (nats/token)':>16} {'CE no input':>12} {'samples':>8} {'tokens':>9}"]
+    lines = [f"{'direction':<24} {'CE (nats/token)':>16} {'CE no input':>12} {'ratio':>6} {'samples':>8} "
+             f"{'tokens':>9}  note"]
     for name, row in results.items():
-        lines.append(f"{name:<24} {row['ce']:>16.4f} {row['ce_unconditional']:>12.4f} "
-                     f"{row['num_samples']:>8d} {row['num_tokens']:>9d}")
+        ratio = row["ce"] / row["ce_unconditional"] if row["ce_unconditional"] > 0 else float("nan")
+        lines.append(f"{name:<24} {row['ce']:>16.4f} {row['ce_unconditional']:>12.4f} {ratio:>6.2f} "
+                     f"{row['num_samples']:>8d} {row['num_tokens']:>9d}  {verdict(row)}".rstrip())
+    worse = [name for name, row in results.items() if verdict(row) == "worse than no input"]
+    if worse:
+        lines.append(f"{', '.join(worse)}: the CE is more than {WORSE_RATIO - 1:.0%} above the CE with no "
+                     "input: the model predicts the destination worse when it sees the source than when it "
+                     "sees nothing.")
     return "\n".join(lines)
 

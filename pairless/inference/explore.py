@@ -67,17 +67,19 @@ class Prediction:
 class ExploreSession:
     """Models, tokenizers and shard splits of a catalogue, each loaded once and kept for the session."""
 
-    def __init__(self, catalogue: Catalogue, split: str = "val", threads: int | None = None):
+    def __init__(self, catalogue: Catalogue, split: str = "val", threads: int | None = None,
+                 device: str | torch.device = "cpu"):
         self.catalogue = catalogue
         self.split = split
         self.threads = threads
+        self.device = device  # where the models run (tokenizers decode on the CPU)
         self._models: dict[str, torch.nn.Module] = {}
         self._tokenizers: dict[tuple[Path, str], object] = {}
         self._data: dict[Path, TokenShards] = {}
 
     def model(self, name: str):
         if name not in self._models:
-            self._models[name] = load_run_model(self.catalogue.runs[name].path).eval()
+            self._models[name] = load_run_model(self.catalogue.runs[name].path, self.device).eval()
         return self._models[name]
 
     def tokenizer(self, shards: Path, modality: str):

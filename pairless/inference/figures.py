@@ -128,7 +128,11 @@ def visualize(modality: str, value, ax, *, size: int | None = None,
 
 def draw_value(ax, modality: str, value, size: int | None = None,
                background: np.ndarray | None = None) -> None:
-    """Draw one value on ``ax`` (the name evaluation and generation figures use)."""
+    """Draw one value on ``ax`` (the name evaluation and generation figures use); None: no ground truth."""
+    if value is None:
+        _bare(ax)
+        _draw_text(ax, "(no ground truth)")
+        return
     visualize(modality, value, ax, size=size, background=background)
 
 
@@ -186,7 +190,7 @@ def draw_grid(path: Path, columns: list[tuple[str, str, object]], rows: int, tit
         axes[0, column].set_title(header, fontsize=8)
         for row in range(rows):
             value = values[row]
-            size = int(np.asarray(value).shape[0]) if not isinstance(value, str) else 32
+            size = 32 if value is None or isinstance(value, str) else int(np.asarray(value).shape[0])
             draw_value(axes[row, column], modality, value, size)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()

@@ -183,8 +183,9 @@ def pooled_encodings(model, shards, modality: str, indices: np.ndarray, batch_si
         batch = pack_batch({modality: (tokens, torch.ones_like(tokens, dtype=torch.bool))}, {}, shards.specs,
                            modalities)
         states, valid = model.encode_layers(batch.to(device))
-        weights = valid[:, 1:, None].float()  # (B, Ni, 1); slot 0 is the null token, left out
-        pooled = [((state[:, 1:].float() * weights).sum(1) / weights.sum(1)).cpu().numpy()
+        offset = model.input_offset  # slot 0 is the null token (if the model has one), left out
+        weights = valid[:, offset:, None].float()  # (B, Ni, 1)
+        pooled = [((state[:, offset:].float() * weights).sum(1) / weights.sum(1)).cpu().numpy()
                   for state in states]
         layers = [[] for _ in pooled] if layers is None else layers
         for layer, array in zip(layers, pooled, strict=True):
@@ -239,12 +240,17 @@ def probe_model(model, shards, first: str, second: str, num_samples: int = 1000,
 
 
 def probe_run(run: Path, pair: str, num_samples: int = 1000, batch_size: int = 128,
-              threads: int | None = None, split: str = "val", shards_path: Path | None = None) -> dict:
-    """:func:`probe_model` for a trained run and a pair ``"Ma:Mb"`` on its shards' ``split``."""
+              threads: int | None = None, split: str = "val", shards_path: Path | None = None,
+              device: str | torch.device = "cpu") -> dict:
+    """:func:`probe_model` for a trained run and a pair ``"Ma:Mb"`` on its shards' ``split``, the model on
+    ``device``; the result records the thread count and device."""
     first, second = parse_pair(pair)
-    model = load_run_model(Path(run))
+    model = load_run_model(Path(run), device)
     shards = open_shards(shards_path or run_shards_path(Path(run)), split)
-    return {**probe_model(model, shards, first, second, num_samples, batch_size, threads), "split": split}
+    used = {"threads": torch.get_num_threads() if threads is None else threads,
+            "device": str(model_device(model))}
+    return {**probe_model(model, shards, first, second, num_samples, batch_size, threads), "split": split,
+            **used}
 
 
 def record_probes(run: Path, results: dict[str, dict]) -> Path:

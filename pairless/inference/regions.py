@@ -173,10 +173,11 @@ def region_directions(directions: list[str], specs) -> list[str]:
 def evaluate_regions(run: Path, directions: list[str], tokenizers: Path | None = None,
                      num_samples: int = 2500, batch_size: int = 64, split: str = "val",
                      shards_path: Path | None = None,
-                     threads: int | None = None) -> dict[str, dict]:
+                     threads: int | None = None, device: str | torch.device = "cpu") -> dict[str, dict]:
     """:func:`region_ce` of a trained run for each applicable direction; {direction: result}.
 
-    ``tokenizers``: the tokenizer folder (default: the one the shards were made with).
+    ``tokenizers``: the tokenizer folder (default: the one the shards were made with); ``device``: where the
+    model runs.
     """
     run = Path(run)
     shards_path = Path(shards_path or run_shards_path(run))
@@ -184,7 +185,7 @@ def evaluate_regions(run: Path, directions: list[str], tokenizers: Path | None =
     wanted = region_directions(directions, shards.specs)
     if not wanted:
         return {}
-    model = load_run_model(run)
+    model = load_run_model(run, device)
     root = tokenizers or tokenizers_of(shards_path)
     results = {}
     for text in wanted:

@@ -9,6 +9,11 @@ truth, so that tokenizer error is not charged to the model). The figure is
 laid out as the study's Figures 4-9: rows are samples, columns are the
 decoded tokenized input | one prediction per run | the decoded ground truth.
 
+A pair that no sample of the split holds (never recorded together) is still
+translated, from the first ``num`` samples with the source: nothing is
+scored, ``metrics.json`` says why under ``_no_ground_truth``, and the
+figure's last column reads "no ground truth".
+
 Output folder (published atomically with ``COMPLETE.json``; an identical
 request reuses it)::
 
@@ -16,7 +21,7 @@ request reuses it)::
     OUT/metrics.json               {run: {metric: value}}
     OUT/figure.png                 the grid
     OUT/input/<src>.npy|.txt       decoded tokenized inputs
-    OUT/ground_truth/<dst>.npy|.txt
+    OUT/ground_truth/<dst>.npy|.txt   (absent when no sample of the split holds both: see below)
     OUT/<run>/<dst>.npy|.txt, <dst>.tokens.npy, <dst>_<i>.png (uint8 images)
 """
 
@@ -30,15 +35,17 @@ from tqdm import tqdm
 
 from pairless.data.shards import open_shards
 from pairless.inference.decoded_metrics import score
-from pairless.inference.evaluate import eligible_samples, load_run_model, model_modalities
+from pairless.inference.evaluate import NoSamplesError, eligible_samples, load_run_model, model_modalities
 from pairless.inference.figures import draw_grid
 from pairless.inference.generate import (
     GenerationSchedule,
     default_schedule,
+    generate,
     generate_chain,
     schedule_preset,
 )
 from pairless.modalities import parse_chain
+from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import (
     FolderLock,
     atomic_save_npy,
@@ -78,7 +85,7 @@ def generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedu
             generated = generate_chain(model, source, chain, specs, model.modalities, schedules, generator)
             for name, ids in generated.items():
                 parts[name].append(ids)
-    return {name: torch.cat(chunks).numpy() for name, chunks in parts.items()}
+    return {name: torch.cat(chunks).cpu().numpy() for name, chunks in parts.items()}
 
 
 def _save_values(folder: Path, modality: str, values) -> None:
@@ -95,8 +102,28 @@ def _save_values(folder: Path, modality: str, values) -> None:
 
         for index, image in enumerate(values):
             buffer = BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
+            # a declared 1-channel image is (S, S, 1); PIL takes a grey image as (S, S)
+            Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image).save(
+                buffer, format="PNG")
             atomic_write_bytes(folder / f"{modality}_{index}.png", buffer.getvalue())
+
+
+def generate_unconditional(model, count: int, dst: str, schedule: GenerationSchedule, seed: int,
+                           batch_size: int, threads: int | None) -> np.ndarray:
+    """``count`` generations of ``dst`` from no input (ids, numpy [count, L]): the floor a translation's
+    decoded metric has to beat, as the no-input CE is the floor of its CE."""
+    specs = {name: model.specs[name] for name in model.specs}
+    schedule = _schedule_for(specs[dst].kind, schedule)
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    model.eval()
+    for start in range(0, count, batch_size):
+        rows = min(batch_size, count - start)
+        # the samplers take the batch size from the source tokens: an empty one of the destination's shape
+        placeholder = {dst: torch.zeros((rows, specs[dst].num_tokens), dtype=torch.long)}
+        parts.append(generate(model, placeholder, [], dst, specs, model.modalities, schedule, generator,
+                              threads=threads))
+    return torch.cat(parts).numpy()
 
 
 def make_decoder(tokenizers: Path):
@@ -115,17 +142,23 @@ def make_decoder(tokenizers: Path):
 
 def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
                        shards: Path, out: Path, figure_rows: int | None = None, split: str = "val",
-                       seed: int = 0, batch_size: int = 64, threads: int | None = None) -> dict:
+                       seed: int = 0, batch_size: int = 64, threads: int | None = None,
+                       device: str | torch.device = "cpu", no_input: bool = False) -> dict:
     """Generate ``dst`` from ``src`` with every run, decode, score, draw; returns what the report needs.
 
     ``src``: a modality, ``"a+b"`` or a list; ``dst`` may be a chain
     ``"normal:depth"`` (generate normal, then depth; metrics and figure are
     for the last link). ``schedule``: a preset name or a GenerationSchedule;
     links whose kind it does not fit (e.g. text in a chain of images) use the
-    study's default for their kind. ``threads``: torch threads (None: the current count).
+    study's default for their kind. ``threads``: torch threads (None: the current count); ``device``: where
+    the models run (both are recorded in ``request.json``, outside its hash: a cached output is reused
+    whatever they are).
+    ``no_input``: also generate the destination from no input with each run and score it the same way
+    (``metrics["_no_input"][run]``): what the decoded metric of a translation has to beat.
     Returns ``{"out", "figure", "metrics":
     {run: {metric: value}}, "num_samples"}``.
     """
+    device = resolve_device(device)
     sources = src.split("+") if isinstance(src, str) else list(src)
     chain = parse_chain("+".join(sources) + ":" + dst)
     final = chain[-1][0]
@@ -135,30 +168,43 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain,
                "split": split,
                "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
-               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows}
+               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows,
+               # absent when off: the requests made before the option keep their hash
+               **({"no_input": True} if no_input else {})}
     request["hash"] = config_hash(request)
     if is_complete(out) and read_json(out / "request.json").get("hash") == request["hash"]:
         return {"out": out, "figure": out / "figure.png", "metrics": read_json(out / "metrics.json"),
                 "num_samples": read_json(out / "metrics.json").get("_num_samples")}
     data = open_shards(shards, split)
-    rows = eligible_samples(data, [*sources, final], num)
+    try:
+        rows = eligible_samples(data, [*sources, final], num)
+        no_truth = None
+    except NoSamplesError as error:  # a pair never recorded together: translate it anyway, score nothing
+        rows = eligible_samples(data, sources, num)
+        no_truth = f"{error}: no ground truth, nothing scored"
     decode = make_decoder(Path(tokenizers))
     scenes = [data.scenes[row] for row in rows] if data.scenes else None
     inputs = {name: decode(name, data.tokens[name][rows]) for name in sources}
-    truth = decode(final, data.tokens[final][rows])
-    predictions, results = {}, {}
+    truth = decode(final, data.tokens[final][rows]) if no_truth is None else None
+    predictions, results, unconditional = {}, {}, {}
     for name, path in runs.items():
-        model = load_run_model(path)
+        model = load_run_model(path, device)
         generated = generate_run(model, data, rows, chain, schedule, seed, batch_size, name, threads)
         predictions[name] = {link: (ids, decode(link, ids)) for link, ids in generated.items()}
-        results[name] = score(final, predictions[name][final][1], truth, scenes)
-    metrics = {**results, "_num_samples": len(rows)}
+        results[name] = score(final, predictions[name][final][1], truth, scenes) if truth is not None else {}
+        if no_input and truth is not None:
+            ids = generate_unconditional(model, len(rows), final, schedule, seed, batch_size, threads)
+            unconditional[name] = score(final, decode(final, ids), truth, scenes)
+    metrics = {**results, "_num_samples": len(rows), **({"_no_ground_truth": no_truth} if no_truth else {}),
+               **({"_no_input": unconditional} if unconditional else {})}
     with FolderLock(out), staged_dir(out, overwrite=True) as staging:
-        atomic_write_json(staging / "request.json", request)
+        used = {"threads": torch.get_num_threads() if threads is None else threads, "device": str(device)}
+        atomic_write_json(staging / "request.json", {**request, **used})
         atomic_write_json(staging / "metrics.json", metrics)
         for name, values in inputs.items():
             _save_values(staging / "input", name, values)
-        _save_values(staging / "ground_truth", final, truth)
+        if truth is not None:
+            _save_values(staging / "ground_truth", final, truth)
         for name, links in predictions.items():
             for link, (ids, values) in links.items():
                 atomic_save_npy(staging / name / f"{link}.tokens.npy", ids)
@@ -166,7 +212,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
         shown = min(figure_rows or num, len(rows))
         columns = [(f"input ({sources[0]}, tokenized)", sources[0], inputs[sources[0]])]
         columns += [(f"{name}", final, predictions[name][final][1]) for name in runs]
-        columns += [(f"ground truth ({final}, tokenized)", final, truth)]
+        columns += [(f"ground truth ({final}, tokenized)", final, truth) if truth is not None else
+                    ("no ground truth", final, [None] * len(rows))]
         draw_grid(staging / "figure.png", columns, shown, f"{'+'.join(sources)} → {dst} ({_label(schedule)})")
     return {"out": out, "figure": out / "figure.png", "metrics": metrics, "num_samples": len(rows)}
 

@@ -56,7 +56,7 @@ def _rows(values, rows: np.ndarray):
 
 def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokenizers: Path, shards: Path,
                       out: Path, num: int = 64, figure_rows: int = 6, seed: int = 0, batch_size: int = 64,
-                      threads: int | None = None) -> dict:
+                      threads: int | None = None, device: str | torch.device = "cpu") -> dict:
     """Direct, chained, bridge-proxy, no-input and cycle measures of ``src -> dst`` (see the module doc).
 
     Returns ``{"num_samples", "bridges": {bridge: {"num_samples", "direct", "chained", "no_input"}},
@@ -71,7 +71,7 @@ def unpaired_analysis(run: Path, src: str, dst: str, bridges: list[str], tokeniz
     rows = np.flatnonzero(np.asarray(data.present[src], bool))[:num]
     if len(rows) == 0:
         raise ValueError(f"no held-out sample has {src!r}: nothing to translate from")
-    model = load_run_model(run)
+    model = load_run_model(run, device)
     decode = make_decoder(Path(tokenizers))
     source = {src: np.asarray(data.tokens[src][rows])}
     direct = _generate_all(model, source, [src], dst, seed, batch_size, threads)

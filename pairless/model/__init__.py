@@ -2,6 +2,6 @@
 (:mod:`.attention`) and safetensors save/load (:mod:`.weights`)."""
 
 from pairless.model.transformer import PRESETS, FourM, ModelConfig
-from pairless.model.weights import load_model, save_model
+from pairless.model.weights import load_model, read_weights, save_model
 
-__all__ = ["PRESETS", "FourM", "ModelConfig", "load_model", "save_model"]
+__all__ = ["PRESETS", "FourM", "ModelConfig", "load_model", "read_weights", "save_model"]

@@ -19,9 +19,15 @@ from torch import nn
 from pairless.batch import TokenSpec
 from pairless.model.transformer import FourM
 
+# Tensors with a part per modality: rows of the flat token tables (by vocabulary offset), of the stored
+# position tables (by slot offset), one row of the modality embeddings; and the heads.
+_TOKEN_TABLES = ("token_embedding.weight", "decoder_token_embedding.weight")
+_MODALITY_ROWS = ("modality_embedding", "decoder_modality_embedding")
+_POSITION_TABLES = ("encoder_positions", "decoder_positions")
+
 
 def _is_per_modality(name: str) -> bool:
-    return name in ("token_embedding.weight", "modality_embedding") or name.startswith("heads.")
+    return name in (*_TOKEN_TABLES, *_MODALITY_ROWS, *_POSITION_TABLES) or name.startswith("heads.")
 
 
 def _rows(model: FourM, name: str) -> slice:
@@ -29,6 +35,23 @@ def _rows(model: FourM, name: str) -> slice:
     index = model.modalities.index(name)
     start = int(model.vocab_offset[index])
     return slice(start, start + model.vocab_sizes[index])
+
+
+def _slots(model: FourM, name: str) -> slice:
+    """The rows of ``name``'s slots in the model's position tables."""
+    index = model.modalities.index(name)
+    start = int(model.slot_offset[index])
+    return slice(start, start + model.specs[name].num_tokens)
+
+
+def _part(model: FourM, key: str, tensor: torch.Tensor, name: str) -> torch.Tensor:
+    """Modality ``name``'s part of the per-modality tensor ``key`` (not a head) of ``model``."""
+    if key in _TOKEN_TABLES:
+        return tensor[_rows(model, name)]
+    if key in _POSITION_TABLES:
+        return tensor[_slots(model, name)]
+    index = model.modalities.index(name)
+    return tensor[index:index + 1]
 
 
 def extend_model(base: FourM, specs: dict[str, TokenSpec], generator: torch.Generator | None = None) -> FourM:
@@ -48,28 +71,36 @@ def extend_model(base: FourM, specs: dict[str, TokenSpec], generator: torch.Gene
     with torch.random.fork_rng():  # FourM draws weights from the global generator; all are replaced below
         model = FourM(base.config, specs)
     std = base.config.token_init_std
+    bound = 2 * max(std, 1.0)
     with torch.no_grad():
         state = model.state_dict()
-        for key, tensor in base.state_dict().items():
+        base_state = base.state_dict()
+        for key, tensor in base_state.items():
             if not _is_per_modality(key):
                 state[key].copy_(tensor)
         for index, name in enumerate(model.modalities):
             head = model.heads[index]
             if name in base.modalities:
                 old = base.modalities.index(name)
-                model.token_embedding.weight[_rows(model, name)] = base.token_embedding.weight[
-                    _rows(base, name)]
-                model.modality_embedding[index] = base.modality_embedding[old]
+                for key in (*_TOKEN_TABLES, *_MODALITY_ROWS, *_POSITION_TABLES):
+                    if key in base_state:
+                        _part(model, key, state[key], name).copy_(_part(base, key, base_state[key], name))
                 head.load_state_dict(base.heads[old].state_dict())
                 continue
+            # a new modality (this order of draws: the same weights as before the ml-4m options)
             rows = model.token_embedding.weight[_rows(model, name)]
-            bound = 2 * max(std, 1.0)
             nn.init.trunc_normal_(rows, std=std, a=-bound, b=bound, generator=generator)
             model.modality_embedding[index].normal_(0.0, 0.02, generator=generator)
             nn.init.trunc_normal_(head.weight, std=0.02, a=-2.0, b=2.0, generator=generator)
             if head.bias is not None:
                 head.bias.zero_()
-    return model.to(base.null_token.device)
+            if model.decoder_token_embedding is not None:
+                nn.init.trunc_normal_(model.decoder_token_embedding.weight[_rows(model, name)], std=std,
+                                      a=-bound, b=bound, generator=generator)
+            if model.decoder_modality_embedding is not None:
+                model.decoder_modality_embedding[index].normal_(0.0, 0.02, generator=generator)
+            # stored positions of a new modality: the sin-cos rows FourM built it with
+    return model.to(base.mask_token.device)
 
 
 def restricted_state_dict(model: FourM, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -78,13 +109,13 @@ def restricted_state_dict(model: FourM, modalities: Sequence[str]) -> dict[str, 
     The inverse of :func:`extend_model` on the base's modalities: ``restricted_state_dict(extended,
     base.modalities)`` equals ``base.state_dict()`` as long as no base weight changed.
     """
-    state = {key: value for key, value in model.state_dict().items() if not _is_per_modality(key)}
-    indices = [model.modalities.index(name) for name in modalities]
-    state["token_embedding.weight"] = torch.cat([model.token_embedding.weight[_rows(model, name)]
-                                                 for name in modalities])
-    state["modality_embedding"] = model.modality_embedding[indices]
-    for new, old in enumerate(indices):
-        for key, value in model.heads[old].state_dict().items():
+    full = model.state_dict()
+    state = {key: value for key, value in full.items() if not _is_per_modality(key)}
+    for key in (*_TOKEN_TABLES, *_MODALITY_ROWS, *_POSITION_TABLES):
+        if key in full:
+            state[key] = torch.cat([_part(model, key, full[key], name) for name in modalities])
+    for new, name in enumerate(modalities):
+        for key, value in model.heads[model.modalities.index(name)].state_dict().items():
             state[f"heads.{new}.{key}"] = value
     return {key: value.detach() for key, value in state.items()}
 
@@ -104,7 +135,8 @@ class Adapter(nn.Module):
 
     Full rank: the modality's token rows (V, D) and head weight (V, D), starting from the model's. With
     ``rank`` r: rows = token_left (V, r) @ token_right (r, D), head = head_left (V, r) @ head_right (r, D).
-    Always: its modality-embedding row (D,), and the head bias (V,) if the model has biases.
+    Always: its modality-embedding row (D,), and the head bias (V,) if the model has biases; with ml-4m's
+    options, its decoder modality row and (a sequence modality) its decoder-side token rows, full rank.
     """
 
     def __init__(self, model: FourM, modality: str, rank: int | None = None,
@@ -117,6 +149,14 @@ class Adapter(nn.Module):
         vocab, dim = model.vocab_sizes[self.index], model.config.dim
         self.modality_row = nn.Parameter(model.modality_embedding[self.index].detach().clone())
         self.head_bias = nn.Parameter(head.bias.detach().clone()) if head.bias is not None else None
+        # ml-4m style: the decoder's own modality row, and (a sequence) its decoder-side token rows, full rank
+        self.decoder_modality_row = self.decoder_token_rows = None
+        if model.decoder_modality_embedding is not None:
+            row = model.decoder_modality_embedding[self.index]
+            self.decoder_modality_row = nn.Parameter(row.detach().clone())
+        if model.decoder_token_embedding is not None and model.specs[modality].kind == "sequence":
+            self.decoder_token_rows = nn.Parameter(
+                model.decoder_token_embedding.weight[self.rows].detach().clone())
         if rank is None:  # start from the model's own rows and head
             self.token_rows = nn.Parameter(model.token_embedding.weight[self.rows].detach().clone())
             self.head_weight = nn.Parameter(head.weight.detach().clone())
@@ -155,6 +195,14 @@ class Adapter(nn.Module):
         }
         if self.head_bias is not None:
             tensors[f"heads.{index}.bias"] = self.head_bias
+        if self.decoder_modality_row is not None:
+            rows_of = model.decoder_modality_embedding
+            tensors["decoder_modality_embedding"] = torch.cat(
+                [rows_of[:index], self.decoder_modality_row[None], rows_of[index + 1:]])
+        if self.decoder_token_rows is not None:
+            table = model.decoder_token_embedding.weight
+            tensors["decoder_token_embedding.weight"] = torch.cat(
+                [table[:rows.start], self.decoder_token_rows, table[rows.stop:]])
         return tensors
 
     @torch.no_grad()

@@ -23,17 +23,19 @@ averaged over the modalities present in the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from pydantic import Field, model_validator
 from torch import nn
 
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config
+from pairless.model.architecture import Architecture, MlpKind, Style, resolve
 from pairless.model.attention import AttentionKind, prepare_mask
-from pairless.model.blocks import Block, position_table
+from pairless.model.blocks import Block, index_buffers
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(dim=192, encoder_layers=4, decoder_layers=4, heads=3),  # ~4-5M parameters: CPU tests, demos
@@ -55,7 +57,9 @@ class ModelConfig(Config):
     heads: int = Field(3, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    attention: AttentionKind = "explicit"  # "explicit" (matmul + softmax) or "sdpa"; see benchmarks/
+    # "explicit" (matmul + softmax), "sdpa", or "auto" (sdpa on a GPU, explicit on a CPU; pairless train
+    # stores the kind it resolved for its device, so a CPU run's config still reads "explicit")
+    attention: AttentionKind = "auto"
     bias: bool = False  # biases in linear layers and layer norms
     # Initial scale of the token embeddings and of the fixed sin-cos positions (whose entries have amplitude
     # ``position_scale``). With 0.02 against 1.0 (the default until 2026-12), a token's content was ~2% of
@@ -69,6 +73,20 @@ class ModelConfig(Config):
     # Longest sin-cos period / 2 pi (10000 in 4M): on an 8x8 grid most of those frequencies barely change
     # across the grid, so only a few dimensions tell positions apart.
     position_temperature: float = Field(10000.0, gt=1)
+    # ml-4m compatibility (pairless.model.architecture, docs/ml4m.md): ``style`` picks every option below
+    # that is left at None; "ml4m" computes what ml-4m's FM computes (4M-7 flavour; 4M-21 adds
+    # separate_decoder_modalities=true). None everywhere with style "pairless" is the model as it always was.
+    style: Style = "pairless"
+    norm_eps: float | None = Field(None, gt=0)  # LayerNorm epsilon (pairless 1e-5, ml-4m 1e-6)
+    mlp: MlpKind | None = None  # "gelu" or "swiglu" (ml-4m's gated SiLU MLP, hidden 2/3 * mlp_ratio * dim)
+    head_bias: bool | None = None  # output-head biases (pairless: as ``bias``; ml-4m: none)
+    null_token: bool | None = None  # a learned token always first in the encoder input
+    finite_mask: bool | None = None  # masked scores at the lowest finite value instead of -inf
+    context_projection: bool | None = None  # decoder context = Linear(encoder output) + input embeddings
+    decoder_token_table: bool | None = None  # sequence targets' queries from a decoder-side token table
+    separate_decoder_modalities: bool | None = None  # decoder modality embeddings of their own (4M-21)
+    stored_positions: bool | None = None  # encoder/decoder position tables saved with the weights
+    sequence_rank_positions: bool | None = None  # input sequence positions = rank among visible tokens
 
     @model_validator(mode="before")
     @classmethod
@@ -89,6 +107,10 @@ class ModelConfig(Config):
             raise ValueError(f"model.dim: must be a multiple of 4 for 2-D sin-cos positions, got {self.dim}")
         return self
 
+    def architecture(self) -> Architecture:
+        """Every ml-4m compatibility option resolved through ``style``."""
+        return resolve(self)
+
     @classmethod
     def from_preset(cls, name: str, **overrides) -> ModelConfig:
         if name not in PRESETS:
@@ -101,7 +123,7 @@ class DecoderCache:
     """State of left-to-right decoding: encoder keys/values per layer, decoder keys/values so far."""
 
     memory_kv: list[tuple[torch.Tensor, torch.Tensor]]
-    memory_valid: torch.Tensor  # (B, 1 + Ni) bool
+    memory_valid: torch.Tensor  # (B, S) bool: FourM.encode's
     layers: list[dict] = field(default_factory=list)  # per decoder layer: {"k", "v"} (B, H, S, hd)
     modality: torch.Tensor | None = None  # (B, S) long: modality of each cached decoder slot
     position: torch.Tensor | None = None  # (B, S) long
@@ -112,6 +134,27 @@ def _bucket(count: int, step: int = 256) -> int:
     return -(-count // step) * step
 
 
+def _find_target_rows(batch: MaskedBatch) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """Each modality's valid target rows of the flattened decoder ``(B * Nt)``, padded to a bucket, one
+    modality after another; and their counts (a host sync per modality when the batch is on a GPU)."""
+    modality, valid = batch.dec_modality.flatten(), batch.dec_valid.flatten()
+    rows, counts = [], []
+    for index in range(len(batch.modalities)):
+        found = (valid & (modality == index)).nonzero().squeeze(1)
+        counts.append(found.numel())
+        # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build (and
+        # cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
+        rows.append(F.pad(found, (0, _bucket(found.numel()) - found.numel())))
+    return torch.cat(rows), tuple(counts)
+
+
+def with_target_rows(batch: MaskedBatch) -> MaskedBatch:
+    """``batch`` (on the host) with ``target_rows`` / ``target_counts`` filled in, so that the forward on a
+    GPU finds each modality's targets without waiting for the GPU (the training loop calls it)."""
+    rows, counts = _find_target_rows(batch)
+    return replace(batch, target_rows=rows, target_counts=counts)
+
+
 class FourM(nn.Module):
     """Any-to-any masked encoder-decoder over the modalities of ``specs`` (in that order)."""
 
@@ -120,39 +163,47 @@ class FourM(nn.Module):
         self.config, self.specs = config, dict(specs)
         self.modalities = tuple(specs)
         dim = config.dim
-        vocab = torch.tensor([spec.vocab_size for spec in specs.values()])
-        lengths = torch.tensor([spec.num_tokens for spec in specs.values()])
         self.vocab_sizes = [spec.vocab_size for spec in specs.values()]
         self.max_vocab = max(self.vocab_sizes)
-        self.register_buffer("vocab_size", vocab, persistent=False)
-        self.register_buffer("vocab_offset", torch.cumsum(vocab, 0) - vocab, persistent=False)
-        self.register_buffer("slot_offset", torch.cumsum(lengths, 0) - lengths, persistent=False)
-        self.register_buffer("slot_modality", torch.repeat_interleave(torch.arange(len(specs)), lengths),
-                             persistent=False)
-        self.register_buffer("sincos", config.position_scale
-                             * torch.cat([position_table(spec, dim, config.position_temperature)
-                                          for spec in specs.values()]),
-                             persistent=False)
-        self.register_buffer("is_sequence",
-                             torch.tensor([spec.kind == "sequence" for spec in specs.values()]),
-                             persistent=False)
-        self.token_embedding = nn.Embedding(int(vocab.sum()), dim)
+        for name, tensor in index_buffers(config, specs).items():
+            self.register_buffer(name, tensor, persistent=False)
+        total_vocab = sum(self.vocab_sizes)  # python ints: a model built on the meta device has no values
+        self.token_embedding = nn.Embedding(total_vocab, dim)
         self.modality_embedding = nn.Parameter(torch.zeros(len(specs), dim))
-        self.null_token = nn.Parameter(torch.zeros(dim))
+        architecture = self.architecture = config.architecture()
+        self.null_token = nn.Parameter(torch.zeros(dim)) if architecture.null_token else None
         self.mask_token = nn.Parameter(torch.zeros(dim))
         self.encoder = nn.ModuleList([Block(config, cross=False) for _ in range(config.encoder_layers)])
         self.decoder = nn.ModuleList([Block(config, cross=True) for _ in range(config.decoder_layers)])
-        self.encoder_norm = nn.LayerNorm(dim, bias=config.bias)
-        self.decoder_norm = nn.LayerNorm(dim, bias=config.bias)
+        self.encoder_norm = nn.LayerNorm(dim, eps=architecture.norm_eps, bias=config.bias)
+        self.decoder_norm = nn.LayerNorm(dim, eps=architecture.norm_eps, bias=config.bias)
         # heads[i]: modality i's output head (a list, not a dict: any user modality name is safe)
-        self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=config.bias)
+        self.heads = nn.ModuleList([nn.Linear(dim, spec.vocab_size, bias=architecture.head_bias)
                                     for spec in specs.values()])
+        # ml-4m's parts (each exists only with its option, so a default model has exactly its old weights)
+        self.context_projection = nn.Linear(dim, dim) if architecture.context_projection else None
+        self.decoder_token_embedding = (nn.Embedding(total_vocab, dim)
+                                        if architecture.decoder_token_table else None)
+        self.decoder_modality_embedding = (nn.Parameter(torch.zeros(len(specs), dim))
+                                           if architecture.separate_decoder_modalities else None)
+        if architecture.stored_positions:  # fixed like the sin-cos table, but saved (and loaded) as weights
+            self.register_buffer("encoder_positions", self.sincos.clone())
+            self.register_buffer("decoder_positions", self.sincos.clone())
         self.apply(self._init)
         self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
+        self.touch_unused_heads = False  # set by pairless.training.distributed.wrap_model (DDP)
+        self.checkpoint_blocks = False  # recompute each block in the backward (activation_checkpointing)
         self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
         for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
-                               (self.mask_token, 0.02)):  # this order: the same weights as before the option
-            nn.init.normal_(parameter, std=std)
+                               (self.mask_token, 0.02),  # this order: the same weights as before the option
+                               (self.decoder_modality_embedding, config.modality_init_std)):
+            if parameter is not None:
+                nn.init.normal_(parameter, std=std)
+
+    @property
+    def input_offset(self) -> int:
+        """Encoder slots before the inputs: 1 with the null token, else 0."""
+        return 1 if self.null_token is not None else 0
 
     def _init(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear | nn.Embedding):
@@ -168,52 +219,113 @@ class FourM(nn.Module):
             raise ValueError(f"batch.modalities {batch.modalities} != model.modalities {self.modalities} "
                              "(build the Masker with the model's specs/modality order)")
 
-    def _positions(self, modality: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    def _positions(self, modality: torch.Tensor, position: torch.Tensor,
+                   side: str = "encoder") -> torch.Tensor:
+        """Position + modality embedding ``(..., D)`` of slots on the ``"encoder"`` or ``"decoder"`` side."""
         # Gathers through F.embedding, not tensor indexing: the backward of indexing accumulates repeated
         # rows in an order that varies between runs with 2+ CPU threads (training was not reproducible);
         # the embedding backward is deterministic.
-        # (T, D) over all slots
-        table = self.sincos + F.embedding(self.slot_modality, self.modality_embedding)
+        modalities = self.modality_embedding
+        if side == "decoder" and self.decoder_modality_embedding is not None:
+            modalities = self.decoder_modality_embedding
+        positions = getattr(self, f"{side}_positions") if self.architecture.stored_positions else self.sincos
+        table = positions + F.embedding(self.slot_modality, modalities)  # (T, D) over all slots
         return F.embedding(self.slot_offset[modality] + position, table)
 
-    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
-                what: str) -> torch.Tensor:
-        out_of_range = valid & ((tokens < 0) | (tokens >= self.vocab_size[modality]))
+    def _rank_positions(self, modality: torch.Tensor, position: torch.Tensor,
+                        valid: torch.Tensor) -> torch.Tensor:
+        """Input positions with each sequence token's replaced by its rank among the sample's visible tokens
+        of that modality (ml-4m numbers a span-masked input 0, 1, ... whatever positions it came from)."""
+        same = (modality.unsqueeze(2) == modality.unsqueeze(1)) & valid.unsqueeze(1)  # (B, query, key)
+        rank = (same & (position.unsqueeze(1) < position.unsqueeze(2))).sum(2)
+        return torch.where(self.is_sequence[modality] & valid, rank, position)
+
+    def _check_token_ids(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                         what: str) -> None:
+        vocab = torch.tensor(self.vocab_sizes, device=tokens.device)
+        out_of_range = valid & ((tokens < 0) | (tokens >= vocab[modality]))
         if bool(out_of_range.any()):
             index = out_of_range.nonzero()[0]
             name = self.modalities[int(modality[tuple(index)])]
             raise ValueError(f"batch.{what}: token id {int(tokens[tuple(index)])} outside the vocabulary of "
                              f"{name!r} (size {self.vocab_sizes[self.modalities.index(name)]})")
-        return self.token_embedding(self.vocab_offset[modality] + torch.where(valid, tokens, 0))
+
+    def check_token_ids(self, batch: MaskedBatch) -> None:
+        """Raise ValueError naming the first token id outside its modality's vocabulary. The forward checks
+        a batch on the CPU itself; on a GPU that check would wait for the GPU, so the training loop calls
+        this on the host copy instead."""
+        self._check_token_ids(batch.enc_modality, batch.enc_tokens, batch.enc_valid, "enc_tokens")
+        is_sequence = torch.tensor([spec.kind == "sequence" for spec in self.specs.values()])
+        self._check_token_ids(batch.dec_modality, batch.dec_input_tokens, is_sequence[batch.dec_modality],
+                              "dec_input_tokens")
+
+    def _tokens(self, modality: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor,
+                what: str, table: nn.Embedding | None = None) -> torch.Tensor:
+        if tokens.device.type == "cpu":
+            self._check_token_ids(modality, tokens, valid, what)
+        table = self.token_embedding if table is None else table
+        return table(self.vocab_offset[modality] + torch.where(valid, tokens, 0))
 
     # ---- encoder / decoder ------------------------------------------------------------------------------
 
-    def _encoder_input(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Embedded inputs ``(B, 1 + Ni, D)`` (null token first), their validity and the attention mask."""
+    def _encoder_input(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                         torch.Tensor]:
+        """Embedded inputs ``(B, S, D)``, their validity ``(B, S)``, the attention mask and the inputs'
+        position + modality embeddings ``(B, S, D)``; S = 1 + Ni with the null token first, else Ni."""
         self._check(batch)
-        x = self._tokens(batch.enc_modality, batch.enc_tokens, batch.enc_valid, "enc_tokens")
-        x = x + self._positions(batch.enc_modality, batch.enc_positions)  # (B, Ni, D)
-        x = torch.cat([self.null_token.expand(x.shape[0], 1, -1), x], 1)
-        always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
-        memory_valid = torch.cat([always, batch.enc_valid], 1)
-        mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads)
-        return x, memory_valid, mask
+        positions, valid = batch.enc_positions, batch.enc_valid
+        if self.architecture.sequence_rank_positions:
+            positions = self._rank_positions(batch.enc_modality, positions, valid)
+        x = self._tokens(batch.enc_modality, batch.enc_tokens, valid, "enc_tokens")
+        embedded = self._positions(batch.enc_modality, positions)
+        x = x + embedded  # (B, Ni, D)
+        if self.null_token is not None:
+            x = torch.cat([self.null_token.expand(x.shape[0], 1, -1), x], 1)
+            embedded = torch.cat([torch.zeros_like(embedded[:, :1]), embedded], 1)
+            always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
+            memory_valid = torch.cat([always, valid], 1)
+        else:
+            if x.shape[1] == 0:  # no slot at all: one empty one, which an empty input attends to (ml-4m)
+                x, embedded = x.new_zeros(x.shape[0], 1, x.shape[2]), embedded.new_zeros(x.shape[0], 1,
+                                                                                         x.shape[2])
+                valid = torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device)
+            # empty slots hold zeros, as in ml-4m: an input with no token attends to them all alike
+            keep = valid.unsqueeze(-1).to(x.dtype)
+            x, embedded, memory_valid = x * keep, embedded * keep, valid
+        mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention, self.config.heads,
+                            self.architecture.finite_mask)
+        return x, memory_valid, mask, embedded
+
+    def _context(self, normed: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads: the normed encoder output, or (ml-4m) its projection plus the inputs'
+        position and modality embeddings."""
+        if self.context_projection is None:
+            return normed
+        return self.context_projection(normed) + embedded
 
     def encode(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output ``(B, 1 + Ni, D)`` (null token first) and its validity ``(B, 1 + Ni)``."""
-        x, memory_valid, mask = self._encoder_input(batch)
+        """The decoder's memory ``(B, S, D)`` and its validity ``(B, S)`` (:meth:`_encoder_input`'s S)."""
+        x, memory_valid, mask, embedded = self._encoder_input(batch)
         for block in self.encoder:
-            x = block(x, mask)
-        return self.encoder_norm(x), memory_valid
+            x = self._run_block(block, x, mask)
+        return self._context(self.encoder_norm(x), embedded), memory_valid
+
+    def _run_block(self, block: Block, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``block(x, ...)``; with ``checkpoint_blocks`` while gradients are on, its activations are not
+        kept but recomputed in the backward (same values: the recompute replays the RNG state)."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False, **kwargs)
+        return block(x, *args, **kwargs)
 
     def encode_layers(self, batch: MaskedBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The states ``(B, 1 + Ni, D)`` of every encoder layer, and their validity ``(B, 1 + Ni)``.
+        """The states ``(B, S, D)`` of every encoder layer, and their validity ``(B, S)``.
 
         Entry 0 is the embedded input, entry i the residual stream after block i; the last entry has the
-        final norm applied, so it is exactly :meth:`encode`'s output (what the decoder reads). For probes
-        of the representation (:mod:`pairless.inference.probes`); training and generation use ``encode``.
+        final norm applied, so it is :meth:`encode`'s output unless ``context_projection`` projects that
+        for the decoder. For probes of the representation (:mod:`pairless.inference.probes`); training and
+        generation use ``encode``. Slots from ``input_offset`` on are the inputs.
         """
-        x, memory_valid, mask = self._encoder_input(batch)
+        x, memory_valid, mask, _ = self._encoder_input(batch)
         states = [x]
         for block in self.encoder:
             x = block(x, mask)
@@ -231,7 +343,12 @@ class FourM(nn.Module):
     def _queries(self, modality: torch.Tensor, position: torch.Tensor,
                  previous: torch.Tensor) -> torch.Tensor:
         is_sequence = self.is_sequence[modality]
-        x = self.mask_token + self._positions(modality, position)
+        positions = self._positions(modality, position, "decoder")
+        if self.decoder_token_embedding is not None:  # ml-4m: sequences from the decoder's own table
+            tokens = self._tokens(modality, previous, is_sequence, "dec_input_tokens",
+                                  self.decoder_token_embedding)
+            return torch.where(is_sequence.unsqueeze(-1), tokens, self.mask_token) + positions
+        x = self.mask_token + positions
         return x + self._tokens(modality, previous, is_sequence,
                                 "dec_input_tokens") * is_sequence.unsqueeze(-1)
 
@@ -245,11 +362,12 @@ class FourM(nn.Module):
                                        batch.dec_modality, batch.dec_positions, valid)
         # Invalid slots still attend to themselves, so that no softmax row is empty.
         self_mask = self_mask | torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
-        self_mask = prepare_mask(self_mask, x, self.config.attention, self.config.heads)
+        finite = self.architecture.finite_mask
+        self_mask = prepare_mask(self_mask, x, self.config.attention, self.config.heads, finite)
         memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
-                                   self.config.heads)
+                                   self.config.heads, finite)
         for block in self.decoder:
-            x = block(x, self_mask, memory_mask=memory_mask, memory=memory)
+            x = self._run_block(block, x, self_mask, memory_mask=memory_mask, memory=memory)
         return self.decoder_norm(x)
 
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
@@ -275,19 +393,20 @@ class FourM(nn.Module):
         """Mean over target modalities of each modality's mean token cross-entropy (weighted by
         ``loss_weights`` where set); and the per-modality losses."""
         hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
-        modality = batch.dec_modality.flatten()
-        valid = batch.dec_valid.flatten()
         targets = batch.dec_tokens.flatten()
-        losses = {}
-        for index, name in enumerate(self.modalities):
-            rows = (valid & (modality == index)).nonzero().squeeze(1)
-            count = rows.numel()
+        if batch.target_counts is None:
+            all_rows, counts = _find_target_rows(batch)
+        else:
+            all_rows, counts = batch.target_rows, batch.target_counts
+        losses, start, unused = {}, 0, []
+        for index, (name, count) in enumerate(zip(self.modalities, counts, strict=True)):
+            padded = all_rows[start:start + _bucket(count)]
+            start += _bucket(count)
             if count:
-                # Pad the row count up to a bucket: a bf16 matmul of a never-seen shape makes oneDNN build
-                # (and cache) a new kernel, which cost time and leaked ~4-20 MB of memory per step.
-                padded = F.pad(rows, (0, _bucket(count) - count))
                 logits = self.heads[index](hidden[padded])[:count]
-                losses[name] = F.cross_entropy(logits.float(), targets[rows])
+                losses[name] = F.cross_entropy(logits.float(), targets[padded[:count]])
+            else:
+                unused.append(self.heads[index])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             loss = hidden.sum() * 0.0
         elif self.loss_weights:
@@ -296,6 +415,10 @@ class FourM(nn.Module):
             loss = (torch.stack(list(losses.values())) * weights).sum() / weights.sum()
         else:
             loss = torch.stack(list(losses.values())).mean()
+        if self.touch_unused_heads and unused:
+            # Replicated (DDP) training without a search for unused parameters: every head gets a (zero)
+            # gradient, also when this process's micro-batch has no target of its modality.
+            loss = loss + 0.0 * sum(parameter.sum() for head in unused for parameter in head.parameters())
         if self.touch_every_parameter:
             # A sharded (FSDP) model reduce-scatters the gradients of exactly the parameters that have one:
             # every process must have the same set, also when its slice of the batch lacks a modality.
@@ -309,7 +432,7 @@ class FourM(nn.Module):
 
     def start_cache(self, memory: torch.Tensor, memory_valid: torch.Tensor) -> DecoderCache:
         """Encoder keys/values of every decoder layer, computed once for many decode steps."""
-        return DecoderCache(memory_kv=[block.cross.memory_kv(memory) for block in self.decoder],
+        return DecoderCache(memory_kv=[block.memory_kv(memory) for block in self.decoder],
                             memory_valid=memory_valid, layers=[{} for _ in self.decoder])
 
     def decode_step(self, cache: DecoderCache, tokens_in: torch.Tensor, modality: str,
@@ -331,9 +454,9 @@ class FourM(nn.Module):
         key_valid = torch.ones_like(cache.modality, dtype=torch.bool)
         self_mask = prepare_mask(self._decoder_mask(step_modality, position, key_valid[:, :1], cache.modality,
                                                     cache.position, key_valid), x, self.config.attention,
-                                 self.config.heads)
+                                 self.config.heads, self.architecture.finite_mask)
         memory_mask = prepare_mask(cache.memory_valid[:, None, None, :], x, self.config.attention,
-                                   self.config.heads)
+                                   self.config.heads, self.architecture.finite_mask)
         for block, memory_kv, layer in zip(self.decoder, cache.memory_kv, cache.layers, strict=True):
             x = block(x, self_mask, memory_kv, memory_mask, cache=layer)
         return self.head_logits(self.decoder_norm(x), modality).float().view(batch, 1, -1)

@@ -12,30 +12,32 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 
 from pairless.batch import TokenSpec
 from pairless.model.transformer import FourM, ModelConfig
-from pairless.utils.storage import atomic_write_bytes
+from pairless.utils.storage import atomic_write_safetensors
 
 
 def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | None = None) -> None:
-    """Weights as safetensors (atomic), with the model config and token specs as JSON metadata.
+    """Weights as safetensors (atomic, tensor by tensor), with the model config and token specs as JSON
+    metadata.
 
     ``state``: the weights to write instead of ``model.state_dict()`` (e.g. gathered from a sharded model).
     """
-    state = model.state_dict() if state is None else state
-    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    # no host copy here: the writer brings each tensor to the host on its own as it writes it
+    tensors = model.state_dict() if state is None else state
     metadata = {
         "format": "pairless.FourM",
         "config": model.config.model_dump_json(),
         "specs": json.dumps([asdict(spec) for spec in model.specs.values()]),
     }
-    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+    atomic_write_safetensors(path, tensors, metadata)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
-    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+def read_weights(path: str | Path,
+                 device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of a file written by :func:`save_model` (without building a model: resuming
+    loads them straight into the one it trains, so a large model is not held twice)."""
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as handle:
@@ -45,6 +47,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
         raise ValueError(f"{path}: cannot read model weights ({error})") from error
     if metadata.get("format") != "pairless.FourM":
         raise ValueError(f"{path}: not a pairless model file (metadata format={metadata.get('format')!r})")
+    return tensors, metadata
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
+    """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
+    path = Path(path)
+    tensors, metadata = read_weights(path, device)
     config = ModelConfig.model_validate_json(metadata["config"])
     specs = {}
     for entry in json.loads(metadata["specs"]):

@@ -76,6 +76,13 @@ class NeuralTokenizer(nn.Module):
     def modality(self) -> str:
         return self.config.modality
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (``.to(device)`` moves them): encode and decode run there and return CPU
+        results."""
+        parameter = next(self.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: network input -> (reconstruction, indices)."""
         codes, indices = self.quantize(inputs)
@@ -125,9 +132,10 @@ class NeuralTokenizer(nn.Module):
                 padding = np.zeros((ENCODE_CHUNK - count, *chunk.shape[1:]), dtype=chunk.dtype)
                 chunk = np.concatenate([chunk, padding])
             inputs, _ = self.prepare(chunk)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                _, indices = self.quantize(inputs)
-            out.append(indices[:count].long())
+            device = self.device
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                _, indices = self.quantize(inputs.to(device))
+            out.append(indices[:count].long().cpu())
         self.train(was_training)
         if not out:
             return torch.zeros((0, self.spec.num_tokens), dtype=torch.long)
@@ -141,10 +149,11 @@ class NeuralTokenizer(nn.Module):
         self.eval()
         out = []
         for start in range(0, len(ids), ENCODE_CHUNK):
-            codes = self.codes_from_indices(ids[start:start + ENCODE_CHUNK])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            device = self.device
+            codes = self.codes_from_indices(ids[start:start + ENCODE_CHUNK].to(device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 outputs = self.reconstruct_from_codes(codes)
-            out.append(self.to_natural(outputs.float()))
+            out.append(self.to_natural(outputs.float().cpu()))
         self.train(was_training)
         if not out:
             return np.zeros((0, *self.natural_shape()), dtype=self.natural_dtype())

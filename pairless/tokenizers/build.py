@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pairless import modalities as registry
 from pairless.data.dataset import BAD_SAMPLES_FILE, report_bad_samples
@@ -77,10 +78,12 @@ def _already_done(folder: Path, expected_hash: str) -> bool:
 
 
 def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
-              threads: int | None = None, on_bad_sample: str = "error") -> dict:
+              threads: int | None = None, on_bad_sample: str = "error",
+              device: str | torch.device = "cpu") -> dict:
     """Train every requested modality's tokenizer (skipping complete ones); returns per-modality info.
 
-    ``threads``: torch threads (None: ``config.threads``, else the current count).
+    ``threads``: torch threads (None: ``config.threads``, else the current count); ``device``: where the
+    neural tokenizers train. Both are recorded per modality (``threads``, ``device``).
     """
     from pairless.data import open_dataset
 
@@ -127,8 +130,9 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
             result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed,
                                   bf16=config.bf16,
                                   description=f"tokenizer {modality}",
-                                  threads=config.threads if threads is None else threads)
+                                  threads=config.threads if threads is None else threads, device=device)
             record.update(train_seconds=time.perf_counter() - started, steps=steps, threads=result["threads"],
+                          device=result["device"],
                           first_loss=float(np.mean(result["losses"][:10])),
                           final_loss=float(np.mean(result["losses"][-10:])))
             with staged_dir(folder, record) as staging:
@@ -160,12 +164,13 @@ def _train_vocabulary(dataset, out: Path, config: TokenizerTrainConfig, text_mod
 
 def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modalities: list[str] | None = None,
                      report: bool = True, threads: int | None = None,
-                     on_bad_sample: str = "error") -> dict | None:
+                     on_bad_sample: str = "error", device: str | torch.device = "cpu") -> dict | None:
     """Train every modality's tokenizer into ``out``, write the reconstruction report, mark ``out`` complete.
 
     Returns the per-modality training info, or None when ``out`` is already complete with this very request
     (made from other data or settings, it raises FileExistsError naming the first difference).
-    ``threads``: torch threads (None: ``config.threads``, else the current count).
+    ``threads``: torch threads (None: ``config.threads``, else the current count); ``device``: where the
+    neural tokenizers train and the report runs (results recorded in ``training.json``).
     ``on_bad_sample``: "error" stops at the first bad file, naming it; "skip" leaves bad files out (each
     sample keeps its other modalities), prints how many and lists them in ``out/bad_samples.json``.
     """
@@ -179,12 +184,18 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
                            remedy="choose another --out or remove it"):
             return None
         started = time.perf_counter()
-        info = train_all(data, out, config, modalities, threads, on_bad_sample)
+        if report:  # the report reads val after hours of training: a bad val file stops the call now instead
+            from pairless.data import list_splits, open_dataset
+
+            if "val" in list_splits(data):
+                open_dataset(data, "val", on_bad_sample=on_bad_sample)
+        info = train_all(data, out, config, modalities, threads, on_bad_sample, device)
         if report:
             from pairless.tokenizers.report import write_report
 
             write_report(out, data, "val", max_samples=config.report_samples,
-                         threads=config.threads if threads is None else threads, on_bad_sample=on_bad_sample)
+                         threads=config.threads if threads is None else threads, on_bad_sample=on_bad_sample,
+                         device=device)
         atomic_write_json(out / "training.json", {"modalities": {
             name: {key: value for key, value in record.items() if key != "train_seconds"}
             for name, record in info.items()}})

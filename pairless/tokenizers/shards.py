@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from pairless.data.dataset import report_bad_samples
@@ -51,10 +52,12 @@ def _encode_split(split: str, dataset, tokenizers: dict, batch_size: int):
 
 def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Path, batch_size: int = 1024,
                      overwrite: bool = False, truncate_text: bool = False,
-                     threads: int | None = None, on_bad_sample: str = "error") -> Path:
+                     threads: int | None = None, on_bad_sample: str = "error",
+                     device: str | torch.device = "cpu") -> Path:
     """Encode every split of ``data`` with the tokenizers in ``tokenizer_root`` and write shards to ``out``.
 
-    ``threads``: torch threads (None: the current count).
+    ``threads``: torch threads (None: the current count); ``device``: where the neural tokenizers run. The
+    manifest records both (``threads``, ``device``).
     """
     from pairless.data import list_splits, open_dataset
     from pairless.data.shards import write_shards
@@ -78,15 +81,19 @@ def tokenize_dataset(data: str | Path, tokenizer_root: str | Path, out: str | Pa
     if not modalities:
         raise ValueError(f"{tokenizer_root}: none of its tokenizers ({', '.join(trained) or 'none'}) matches "
                          f"a modality of {data} ({', '.join(sorted(in_data)) or 'none'})")
+    device = torch.device(device)
     tokenizers = {name: load_tokenizer(tokenizer_root, name) for name in modalities}
+    tokenizers = {name: tok.to(device) if isinstance(tok, torch.nn.Module) else tok
+                  for name, tok in tokenizers.items()}
     if truncate_text:
         tokenizers = {name: tok.truncating() if tok.kind == "text" else tok
                       for name, tok in tokenizers.items()}
     shard_splits = {}
-    with torch_threads(threads):
+    with torch_threads(threads) as used_threads:
         for split, dataset in datasets.items():
             shard_splits[split] = _encode_split(split, dataset, tokenizers, batch_size)
-    info = shard_request(data, tokenizer_root, truncate_text)
+    info = {**shard_request(data, tokenizer_root, truncate_text), "threads": used_threads,
+            "device": str(device)}
     bad = {split: [list(item) for item in dataset.bad_samples] for split, dataset in datasets.items()
            if dataset.bad_samples}
     if bad:
@@ -119,12 +126,14 @@ def already_tokenized(out: Path, data: Path, tokenizer_root: Path, truncate_text
 
 def write_token_shards(data: Path, tokenizer_root: Path, out: Path, batch_size: int = 1024,
                        overwrite: bool = False, truncate_text: bool = False,
-                       threads: int | None = None, on_bad_sample: str = "error") -> bool:
+                       threads: int | None = None, on_bad_sample: str = "error",
+                       device: str | torch.device = "cpu") -> bool:
     """:func:`tokenize_dataset` under a lock on ``out``; False (nothing done) when ``out`` already holds these
     shards, FileExistsError naming what differs when it holds others (unless ``overwrite``)."""
     with FolderLock(out):
         if not overwrite and already_tokenized(out, data, tokenizer_root, truncate_text):
             return False
         tokenize_dataset(data, tokenizer_root, out, batch_size, overwrite=overwrite,
-                         truncate_text=truncate_text, threads=threads, on_bad_sample=on_bad_sample)
+                         truncate_text=truncate_text, threads=threads, on_bad_sample=on_bad_sample,
+                         device=device)
     return True

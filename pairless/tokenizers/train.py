@@ -65,9 +65,10 @@ class TokenizerTrainConfig(Config):
     seed: int = 0
     steps: int | None = Field(None, ge=1)  # when set, overrides the steps of every neural tokenizer
     bf16: bool = True
-    # torch threads while training; None = chosen by load in the command or runner: 1 when the machine is
-    # oversubscribed (load average above
-    # the core count: there, 2 OpenMP threads were measured 3-60x slower than 1), else torch's default.
+    # torch threads while training; None = the command's --threads, else the fixed default of the usable
+    # cores (pairless.utils.threads.default_threads; never chosen from the machine's load). Recorded per
+    # modality in TOKDIR/training.json. On a loaded machine, 2 OpenMP threads were measured 3-60x slower
+    # than 1: set 1 there.
     threads: int | None = Field(None, ge=1)
     max_train_samples: int | None = Field(None, ge=1)  # cap per modality (None: all samples that have it)
     report_samples: int = Field(2000, ge=1)  # val samples scored by the reconstruction report
@@ -160,15 +161,21 @@ def learning_rate(step: int, steps: int, peak: float, warmup_fraction: float) ->
 
 
 def train_neural(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, *, steps: int,
-                 seed: int, bf16: bool = True, description: str = "", threads: int | None = None) -> dict:
-    """Fit ``tokenizer`` on natural ``values`` [N, ...]; {losses, seconds, samples_per_second, threads}.
+                 seed: int, bf16: bool = True, description: str = "", threads: int | None = None,
+                 device: str | torch.device = "cpu") -> dict:
+    """Fit ``tokenizer`` on ``values`` [N, ...]; {losses, seconds, samples_per_second, threads, device}.
 
-    ``threads``: torch threads for the loop (None: the current count).
+    ``threads``: torch threads for the loop (None: the current count); ``device``: where it trains (the
+    tokenizer is back on the CPU afterwards, as it is saved and loaded).
     """
     threads = torch.get_num_threads() if threads is None else threads
+    device = torch.device(device)
     with torch_threads(threads):
-        result = _train_loop(tokenizer, values, settings, steps, seed, bf16, description)
-    return {**result, "threads": threads}
+        try:
+            result = _train_loop(tokenizer.to(device), values, settings, steps, seed, bf16, description)
+        finally:
+            tokenizer.cpu()
+    return {**result, "threads": threads, "device": str(device)}
 
 
 def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, steps: int,
@@ -176,6 +183,7 @@ def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optimi
     if len(values) == 0:
         raise ValueError(f"{tokenizer.modality}: no training samples have this modality")
     rng = np.random.default_rng(seed)
+    device = tokenizer.device
     optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=settings.lr, betas=(0.9, 0.99),
                                   weight_decay=settings.weight_decay)
     batch_size = min(settings.batch_size, len(values))
@@ -192,9 +200,10 @@ def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optimi
         batch = np.asarray(values[np.sort(order[cursor:cursor + batch_size])])
         cursor += batch_size
         inputs, targets = tokenizer.prepare(batch)
+        inputs, targets = inputs.to(device), targets.to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, settings.lr, settings.warmup_fraction)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             outputs, _ = tokenizer(inputs)
         loss = tokenizer.loss(outputs, targets)
         optimizer.zero_grad(set_to_none=True)

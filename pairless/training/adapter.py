@@ -39,8 +39,10 @@ from pydantic import Field, field_validator, model_validator
 from torch.func import functional_call
 from tqdm import tqdm
 
+from pairless import modalities as registry
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config, ConfigError, validate
+from pairless.data.declared import record_declared
 from pairless.model import FourM, load_model, save_model
 from pairless.model.extend import Adapter, FunctionCaller, extend_model, restricted_state_dict, tensor_hash
 from pairless.training.data import INIT_STREAM, MASKING_STREAM, SampleOrder, seeded_generator
@@ -118,10 +120,11 @@ def resolve_config(config: AdapterConfig) -> AdapterConfig:
 # ----------------------------------------------------------------------------- the structure term
 
 
-def pooled(memory: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """``(B, D)``: encoder output ``(B, 1 + Ni, D)`` averaged over the valid input tokens (null left out)."""
-    weights = valid[:, 1:, None].float()
-    return (memory[:, 1:].float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+def pooled(memory: torch.Tensor, valid: torch.Tensor, offset: int = 1) -> torch.Tensor:
+    """``(B, D)``: encoder output ``(B, offset + Ni, D)`` averaged over the valid input tokens (the null
+    token, the first ``offset`` slots, left out)."""
+    weights = valid[:, offset:, None].float()
+    return (memory[:, offset:].float() * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def structure_loss(new: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
@@ -207,7 +210,7 @@ class AdapterResult:
 def _objective(config: AdapterConfig, model: FourM, adapter: Adapter, masker: Masker,
                tokens: dict[str, torch.Tensor], batch: MaskedBatch):
     """(the objective, the model's loss, its per-modality losses, the structure term or None) of a batch."""
-    device, caller = model.null_token.device, FunctionCaller(model)
+    device, caller = model.mask_token.device, FunctionCaller(model)
     # outside autocast: the low-rank products in fp32, as merge_into computes them
     overrides = {f"model.{key}": value for key, value in adapter.overrides(model).items()}
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -215,9 +218,10 @@ def _objective(config: AdapterConfig, model: FourM, adapter: Adapter, masker: Ma
         if config.structure_weight == 0:
             return loss, loss, losses, None
         new_alone = alone(masker, tokens[config.modality], config.modality).to(device)
-        new = pooled(*functional_call(caller, overrides, ("encode", new_alone)))
+        new = pooled(*functional_call(caller, overrides, ("encode", new_alone)), model.input_offset)
         with torch.no_grad():  # the anchor's structure is the target, not something to move
-            anchor = pooled(*model.encode(alone(masker, tokens[config.anchor], config.anchor).to(device)))
+            anchor = pooled(*model.encode(alone(masker, tokens[config.anchor], config.anchor).to(device)),
+                            model.input_offset)
         structure = structure_loss(new, anchor)
     return loss + config.structure_weight * structure, loss, losses, structure
 
@@ -328,6 +332,7 @@ def add_modality(config: AdapterConfig) -> Path:
         # staged_dir writes COMPLETE.json from ``record`` once the block succeeds, then publishes the folder
         with torch_threads(config.threads), storage.staged_dir(out, record) as staging:
             record.update(train_adapter(config, staging).summary)
+            record_declared(registry.names(), staging)  # what opens the run knows its declared modalities
     print(f"pairless add-modality: done, {record['steps']} steps, {record['tokens']:,} tokens, final loss "
           f"{record['final_loss']:.4f}, {record['wall_seconds']:.0f} s -> {out}")
     return out

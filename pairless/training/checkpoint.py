@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import safetensors
-import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_bytes, is_complete, staged_dir
+from pairless.utils.storage import atomic_write_safetensors, is_complete, staged_dir
 
 STATE_FORMAT = "pairless-training-state"
 STATE_VERSION = 1
@@ -46,18 +45,18 @@ class TrainingState:
     info: dict = field(default_factory=dict)  # JSON-able: data position, wall time, last loss, ...
 
 
-def state_to_bytes(state: TrainingState) -> bytes:
-    """Serialise a training state to safetensors bytes (tensors as arrays, the rest as JSON metadata)."""
+def state_tensors(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A training state as safetensors content: tensors (by reference, not copied) and JSON metadata."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}
     for param_index, entries in state.optimizer.get("state", {}).items():
         for key, value in entries.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{param_index}.{key}"] = value.detach().cpu().contiguous()
+                tensors[f"optimizer.{param_index}.{key}"] = value.detach()
             else:
                 scalars.setdefault(str(param_index), {})[key] = value
     for name, value in state.rng.items():
-        tensors[f"rng.{name}"] = value.detach().cpu().contiguous()
+        tensors[f"rng.{name}"] = value.detach()
     payload = {
         "step": state.step,
         "tokens_seen": state.tokens_seen,
@@ -66,12 +65,12 @@ def state_to_bytes(state: TrainingState) -> bytes:
         "optimizer_scalars": scalars,
     }
     metadata = {"format": STATE_FORMAT, "version": str(STATE_VERSION), "state": json.dumps(payload)}
-    return safetensors.torch.save(tensors, metadata=metadata)
+    return tensors, metadata
 
 
 def write_state(path: str | Path, state: TrainingState) -> None:
-    """Write a training-state file atomically."""
-    atomic_write_bytes(path, state_to_bytes(state))
+    """Write a training-state file atomically, tensor by tensor (never the whole file in memory)."""
+    atomic_write_safetensors(path, *state_tensors(state))
 
 
 def read_state(path: str | Path) -> TrainingState:
@@ -125,6 +124,16 @@ def shard_file(rank: int) -> str:
 
 def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def read_state_info(path: str | Path) -> dict:
+    """The ``info`` of a training-state file (thread count, wall time, ...) without reading its tensors."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        return json.loads(metadata.get("state", "{}")).get("info", {})
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a pairless training-state file ({error})") from None
 
 
 def list_checkpoints(checkpoints_dir: str | Path) -> list[tuple[int, Path]]:

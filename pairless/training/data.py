@@ -2,11 +2,12 @@
 
 Everything random here is a pure function of ``(seed, stream, index)``: the
 sample order of epoch ``e`` comes from a generator seeded by ``(seed, e)``,
-the masking of step ``s`` from one seeded by ``(seed, s)``. Resuming at step
-``s`` therefore needs no saved data-loader state, and every process of a
-multi-process run computes the same global batch (each then trains on its
-own slice of it), so results do not depend on the number of processes
-beyond floating-point summation order.
+the masking of sample ``i`` at step ``s`` from a key of ``(seed, s, i)``
+(the ``sample`` stream; the older ``batch`` stream seeds one generator by
+``(seed, s)`` for the whole batch). Resuming at step ``s`` therefore needs
+no saved data-loader state, and every process of a multi-process run agrees
+on the global batch while masking only its own slice of it, so results do
+not depend on the number of processes beyond floating-point summation order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
-from pairless.training import fragment
+from pairless.model.transformer import with_target_rows
+from pairless.training import fragment, sample_random
 
 # Independent random streams derived from the one training seed.
 EPOCH_ORDER_STREAM = 1
@@ -58,6 +60,10 @@ class TrainingData:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def sequence_lengths(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Non-pad tokens of each sequence modality of samples ``indices``."""
+        return sequence_lengths(self, indices)
+
     def gather(self, indices: np.ndarray, own: tuple[int, int] | None = None
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Token tensors ``{modality: LongTensor (B, L)}`` and views ``BoolTensor (B, M)`` of ``indices``
@@ -65,6 +71,12 @@ class TrainingData:
         tokens = {name: torch.from_numpy(np.asarray(self.tokens[name][indices], dtype=np.int64))
                   for name in self.specs}
         return tokens, torch.from_numpy(np.ascontiguousarray(self.views[indices]))
+
+
+def sequence_lengths(data, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Non-pad tokens of each sequence modality of samples ``indices`` (what masking's budgets read)."""
+    return {name: (np.asarray(data.tokens[name][indices]) != spec.pad_id).sum(1)
+            for name, spec in data.specs.items() if spec.kind == "sequence"}
 
 
 def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig) -> TrainingData:
@@ -126,33 +138,95 @@ class SampleOrder:
         return self._permutation[offset * self.batch_size:(offset + 1) * self.batch_size]
 
 
+@dataclass
+class PreparedBatch:
+    """What one step trains on, as this process prepared it."""
+
+    indices: np.ndarray  # int [batch_size]: the global batch's sample indices
+    batch: MaskedBatch  # this process's rows of it (``own``), in pinned memory when it feeds a GPU
+    offset: int  # position of ``batch``'s first row in the global batch
+    # int64 [M]: valid input + target tokens per modality, of the whole global batch, or (with
+    # ``modality_tokens_global`` False) of this process's rows only: the loop sums them over processes when
+    # it syncs
+    modality_tokens: np.ndarray
+    # ``batch`` cut into the micro-batches of ``BatchSource.micro``, each with its target rows found on the
+    # host (pairless.model.transformer.with_target_rows)
+    micro_batches: list[MaskedBatch]
+    num_valid_tokens: int  # valid input + target tokens of the whole global batch (the budget)
+    modality_tokens_global: bool = True
+
+
 class BatchSource:
-    """The masked global batch of each step, identical on every process; optionally prepared ahead."""
+    """The masked batch of each step: this process's rows of the global batch, optionally prepared ahead by
+    background threads.
+
+    ``stream="sample"``: each sample is masked from a key of ``(seed, step, sample index)``
+    (:mod:`pairless.training.sample_random`), so the process masks only its own rows ``own`` and computes the
+    global batch's token counts (the budget) without masking the rest. ``stream="batch"``: the stream of runs
+    trained before 2026-12-07, one generator per step for the whole batch, which every process masks whole.
+    """
 
     def __init__(self, data: TrainingData, order: SampleOrder, masker, seed: int, num_workers: int,
-                 own: tuple[int, int] | None = None):
-        # own: the positions of the global batch this process trains on (streamed shards read only those)
+                 own: tuple[int, int] | None = None, stream: str = "sample", pin_memory: bool = False,
+                 micro: list[tuple[int, int]] | None = None, global_modality_tokens: bool = True):
+        # own: the positions of the global batch this process trains on (streamed shards read only those);
+        # micro: its micro-batches, positions relative to own[0] (None: one micro-batch)
         self.data, self.order, self.masker, self.seed, self.own = data, order, masker, seed, own
+        self.stream, self.pin_memory, self.micro = stream, pin_memory, micro
+        # False: the per-modality counts of this process's rows only (the totals stay global; the sample
+        # stream then splits no other process's budgets, the costly part of counting); True: of every row
+        self.global_modality_tokens = global_modality_tokens
+        if stream not in ("sample", "batch"):
+            raise ValueError(f"masking_stream: {stream!r} is not one of sample, batch")
         self.pool = None
         if num_workers > 0:
             self.pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="pairless-batches")
         self.ahead = num_workers
         self.pending: dict = {}
 
-    def _make(self, step: int, indices: np.ndarray):
-        tokens, views = self.data.gather(indices, self.own)
-        return self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
+    def _make(self, step: int, indices: np.ndarray) -> PreparedBatch:
+        start, stop = self.own if self.own is not None else (0, len(indices))
+        whole_batch = (start, stop) == (0, len(indices))
+        if self.stream == "batch":
+            tokens, views = self.data.gather(indices, self.own)
+            whole = self.masker(tokens, views, seeded_generator(self.seed, MASKING_STREAM, step))
+            counts, complete = tokens_per_modality(whole), True
+            total = int(counts.sum())
+            batch = whole if whole_batch else slice_batch(whole, start, stop)
+        else:
+            keys = sample_random.sample_keys(derive_seed(self.seed, MASKING_STREAM, step), indices)
+            # every row's token count (the budget) from the texts' lengths alone; this process's rows whole
+            views = torch.from_numpy(np.ascontiguousarray(self.data.views[indices]))
+            lengths = self.data.sequence_lengths(indices)
+            complete = self.global_modality_tokens or whole_batch
+            if complete:  # every row's split across modalities
+                all_inputs, all_targets = self.masker.sample_counts_from_lengths(lengths, views, keys)
+                counts = (all_inputs + all_targets).sum(0).numpy().astype(np.int64)
+                inputs, targets = all_inputs[start:stop], all_targets[start:stop]
+            else:  # this process's rows only
+                own = {name: value[start:stop] for name, value in lengths.items()}
+                inputs, targets = self.masker.sample_counts_from_lengths(own, views[start:stop],
+                                                                         keys[start:stop])
+                counts = (inputs + targets).sum(0).numpy().astype(np.int64)
+            total = int(self.masker.sample_totals_from_lengths(lengths, views, keys).sum())
+            tokens, own_views = self.data.gather(indices[start:stop])
+            batch = self.masker.mask_samples(tokens, own_views, keys[start:stop], (inputs, targets))
+        micro = [with_target_rows(slice_batch(batch, first, last) if (first, last) != (0, stop - start)
+                                  else batch) for first, last in (self.micro or [(0, stop - start)])]
+        if self.pin_memory:
+            micro = [part.pin_memory() for part in micro]
+        return PreparedBatch(indices, batch, start, counts, micro, total, complete)
 
-    def get(self, step: int):
-        """(sample indices, MaskedBatch) of ``step``."""
+    def get(self, step: int) -> PreparedBatch:
+        """This process's share of the batch of ``step``."""
         indices = self.order.indices(step)
         if self.pool is None:
-            return indices, self._make(step, indices)
+            return self._make(step, indices)
         for upcoming in range(step, step + self.ahead + 1):
             if upcoming not in self.pending:
                 self.pending[upcoming] = self.pool.submit(self._make, upcoming,
                                                           self.order.indices(upcoming).copy())
-        return indices, self.pending.pop(step).result()
+        return self.pending.pop(step).result()
 
     def close(self) -> None:
         if self.pool is not None:
@@ -161,9 +235,12 @@ class BatchSource:
 
 def slice_batch(batch: MaskedBatch, start: int, stop: int) -> MaskedBatch:
     """Samples ``start:stop`` of a masked batch (a process's share, or one micro-batch)."""
-    parts = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    parts = {f.name: getattr(batch, f.name) for f in fields(batch) if f.name not in ROW_FIELDS}
     return MaskedBatch(**{name: value[start:stop] if isinstance(value, torch.Tensor) else value
                           for name, value in parts.items()})
+
+
+ROW_FIELDS = ("target_rows", "target_counts")  # describe a whole batch: not sliced (with_target_rows)
 
 
 def tokens_per_modality(batch: MaskedBatch) -> np.ndarray:

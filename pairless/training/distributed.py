@@ -110,22 +110,28 @@ def broadcast_int(value: int, context: ProcessContext) -> int:
     return int(tensor.item())
 
 
-def shard_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, context: ProcessContext,
+                param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """FSDP2 (``torch.distributed.fsdp.fully_shard``) in place: every encoder and decoder block is its own
     unit (gathered just before it runs, freed after); the rest (embeddings, heads, norms) is the root unit,
     gathered for the whole forward. Parameters become DTensors sharded along dim 0 over the processes;
-    build the optimizer afterwards."""
+    build the optimizer afterwards. ``param_dtype`` (bf16 training): the weights are all-gathered and
+    computed with in that dtype, while the shards, AdamW and the gradient reduce-scatter stay in fp32.
+    A model built on the meta device is sharded without ever existing whole on a device (then
+    ``to_empty`` and :func:`load_full_state_dict`)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     if not context.is_distributed:
         return model
     mesh = init_device_mesh(context.device.type, (context.world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype,
+                                  reduce_dtype=torch.float32 if param_dtype is not None else None)
     if hasattr(model, "touch_every_parameter"):  # the same parameters get a gradient on every process
         model.touch_every_parameter = True
     for block in [*getattr(model, "encoder", []), *getattr(model, "decoder", [])]:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
 
 
@@ -145,7 +151,8 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_full_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load whole weights into ``model``, each process keeping its own shard of a sharded model."""
+    """Load whole weights into ``model``, each process keeping its own shard of a sharded model (one
+    parameter at a time is whole on the device)."""
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     own = model.state_dict()
@@ -166,11 +173,17 @@ def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Modu
     """DistributedDataParallel around ``model`` on several processes; the model itself otherwise (also when
     it is sharded by :func:`shard_model`: FSDP2 hooks live in the module).
 
-    ``find_unused_parameters`` because a batch slice need not contain every
-    modality, so some embeddings and output heads get no gradient on a rank.
+    A batch slice need not contain every modality, so the output head of a modality it does not predict
+    would get no gradient on that process. A model that can add a zero-weighted term for those heads
+    (``touch_unused_heads``, FourM) is switched to do so: then every parameter receives a gradient on every
+    process and DDP skips its search for unused parameters after each forward
+    (``find_unused_parameters=False``). Any other model gets the search.
     """
     if not context.is_distributed or is_sharded(model):
         return model
+    every_parameter_used = hasattr(model, "touch_unused_heads")
+    if every_parameter_used:
+        model.touch_unused_heads = True
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                     find_unused_parameters=True)
+                                                     find_unused_parameters=not every_parameter_used)

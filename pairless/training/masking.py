@@ -21,17 +21,24 @@ A fraction ``empty_input_fraction`` of samples get no input at all, which
 trains the unconditional prediction (classifier-free guidance, the "no
 input" baseline). Everything is batched torch ops; the only Python loops are
 over modalities and the (at most M + 1) redistribution rounds.
+
+Two random streams (``TrainConfig.masking_stream``): ``batch`` (``Masker.__call__``, every draw of a
+batch from one generator: the stream of runs trained before 2026-12-07) and ``sample``
+(``Masker.mask_samples``, each sample's draws a function of its own key,
+:mod:`pairless.training.sample_random`), which lets each process mask only its own slice of a batch.
 Evaluation and generation build their batches in
 :mod:`pairless.inference.translation_batch`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config, ConfigError
+from pairless.training import sample_random
 
 
 class MaskingConfig(Config):
@@ -162,23 +169,115 @@ class Masker:
 
     def __call__(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                  generator: torch.Generator) -> MaskedBatch:
-        views = torch.as_tensor(views, dtype=torch.bool)
-        batch, num_modalities = views.shape
-        if num_modalities != len(self.modalities):
-            raise ValueError(f"views: expected {len(self.modalities)} columns "
-                             f"({', '.join(self.modalities)}), got {num_modalities}")
-        lengths = self._available(tokens, views)  # (B, M)
+        """The ``batch`` stream: every draw of the whole batch from one generator (the order of draws
+        fixes the result, so a batch must be masked whole)."""
+        views = self._check_views(views)
+        batch = views.shape[0]
         alpha = self.alphas[torch.randint(len(self.alphas), (batch,), generator=generator)].unsqueeze(1)
         concentration = torch.where(views, alpha, 1.0)
         input_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
         target_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
         empty = torch.rand(batch, generator=generator) < self.config.empty_input_fraction
+        lengths = self._available(tokens, views)  # (B, M)
+        input_counts, target_counts = self._counts(lengths, input_weights, target_weights, empty)
+        noise = torch.cat([torch.rand(batch, self.specs[name].num_tokens, generator=generator)
+                           for name in self.modalities], 1)
+        return self._select(tokens, lengths, input_counts, target_counts, noise)
+
+    def mask_samples(self, tokens: dict[str, torch.Tensor], views: torch.Tensor, keys: np.ndarray,
+                     counts: tuple[torch.Tensor, torch.Tensor] | None = None) -> MaskedBatch:
+        """The ``sample`` stream: row ``b`` is masked from ``keys[b]`` alone
+        (:mod:`pairless.training.sample_random`), so any slice of a batch masks to the same rows.
+        ``counts``: these rows of :meth:`sample_counts`, when already computed."""
+        views = self._check_views(views)
+        lengths = self._available(tokens, views)
+        input_counts, target_counts = counts if counts is not None else self._sample_counts(lengths, views,
+                                                                                            keys)
+        return self._select(tokens, lengths, input_counts, target_counts,
+                            sample_random.order_keys(keys, len(self.slot_modality)))
+
+    def sample_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
+                      keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and target tokens per sample and modality ``(B, M)`` that :meth:`mask_samples` gives these
+        samples, without choosing the tokens (a process's budget count of the whole global batch)."""
+        views = self._check_views(views)
+        return self._sample_counts(self._available(tokens, views), views, keys)
+
+    def sample_counts_from_lengths(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor,
+                                   keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_counts` from what it reads of the tokens: each sequence modality's non-pad length
+        per sample (the other modalities always hold all their tokens)."""
+        views = self._check_views(views)
+        return self._sample_counts(self._lengths_from(sequence_lengths, views), views, keys)
+
+    def sample_totals_from_lengths(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor,
+                                   keys: np.ndarray) -> np.ndarray:
+        """Valid input + target tokens of each sample ``(B,)`` that :meth:`mask_samples` gives it, without
+        the Dirichlet split (whatever the split, inputs fill ``min(input budget, view)`` and targets the
+        target budget from what is left: ``allocate`` fills every budget its capacity allows)."""
+        views = self._check_views(views)
+        available = self._lengths_from(sequence_lengths, views).sum(1)
+        empty = torch.from_numpy(sample_random.uniforms(keys, [sample_random.EMPTY])[:, 0]
+                                 < self.config.empty_input_fraction)
+        inputs = torch.minimum(torch.where(empty, 0, self.input_budgets(available)), available)
+        targets = torch.clamp(available - inputs, max=self.config.target_budget)
+        return (inputs + targets).numpy().astype(np.int64)
+
+    def _lengths_from(self, sequence_lengths: dict[str, np.ndarray], views: torch.Tensor) -> torch.Tensor:
+        """Tokens each sample can give per modality ``(B, M)``, from the sequences' non-pad lengths."""
+        columns = [torch.as_tensor(np.asarray(sequence_lengths[name]), dtype=torch.long)
+                   if self.specs[name].kind == "sequence"
+                   else torch.full((views.shape[0],), self.specs[name].num_tokens, dtype=torch.long)
+                   for name in self.modalities]
+        return torch.where(views, torch.stack(columns, 1), 0)
+
+    def sample_token_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
+                            keys: np.ndarray) -> np.ndarray:
+        """Valid input + target tokens per modality of :meth:`sample_counts`, int64 ``(M,)``."""
+        input_counts, target_counts = self.sample_counts(tokens, views, keys)
+        return (input_counts + target_counts).sum(0).numpy().astype(np.int64)
+
+    def _check_views(self, views) -> torch.Tensor:
+        views = torch.as_tensor(views, dtype=torch.bool)
+        if views.shape[1] != len(self.modalities):
+            raise ValueError(f"views: expected {len(self.modalities)} columns "
+                             f"({', '.join(self.modalities)}), got {views.shape[1]}")
+        return views
+
+    def _sample_counts(self, lengths: torch.Tensor, views: torch.Tensor,
+                       keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = np.asarray(keys, dtype=np.uint64)
+        if len(keys) != views.shape[0]:
+            raise ValueError(f"keys: {len(keys)} for a batch of {views.shape[0]} samples")
+        picked = np.floor(sample_random.uniforms(keys, [sample_random.ALPHA])[:, 0]
+                          * len(self.alphas)).astype(np.int64)
+        alpha = self.alphas.numpy()[picked][:, None]
+        in_view = views.numpy()
+        concentration = np.where(in_view, alpha, 1.0)
+        weights = torch.from_numpy(sample_random.gamma(keys, np.concatenate([concentration] * 2, 1)))
+        count = len(self.modalities)
+        input_weights = torch.where(views, weights[:, :count], 0.0)
+        target_weights = torch.where(views, weights[:, count:], 0.0)
+        empty = torch.from_numpy(sample_random.uniforms(keys, [sample_random.EMPTY])[:, 0]
+                                 < self.config.empty_input_fraction)
+        return self._counts(lengths, input_weights, target_weights, empty)
+
+    def _counts(self, lengths, input_weights, target_weights, empty) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and target tokens per sample and modality ``(B, M)``: budgets split by the weights."""
+        batch = lengths.shape[0]
         input_budget = torch.where(empty, 0, self.input_budgets(lengths.sum(1)))
         input_counts = allocate(input_weights, lengths, input_budget)
         target_counts = allocate(target_weights, lengths - input_counts,
                                  torch.full((batch,), self.config.target_budget))
+        return input_counts, target_counts
 
+    def _select(self, tokens, lengths, input_counts, target_counts, noise) -> MaskedBatch:
+        """Choose the input and target tokens of each modality and pack them into a batch. ``noise``: one
+        float uniform per slot ``(B, T)`` (batch stream: ranked by argsort), or an int64 numpy array of
+        distinct keys per row (sample stream: :func:`sample_random.first_of`)."""
+        batch = lengths.shape[0]
         is_input, is_target, values, previous = [], [], [], []
+        offset = 0
         for index, name in enumerate(self.modalities):
             spec = self.specs[name]
             length = spec.num_tokens
@@ -186,18 +285,32 @@ class Masker:
             position = torch.arange(length).unsqueeze(0)
             n_in = input_counts[:, index:index + 1]
             n_target = target_counts[:, index:index + 1]
-            noise = torch.rand(batch, length, generator=generator)
+            slot_noise = noise[:, offset:offset + length]
+            offset += length
+            keyed = isinstance(slot_noise, np.ndarray)
             if spec.kind == "sequence":
                 target = position < n_target
                 eligible = (position >= n_target) & (position < lengths[:, index:index + 1])
-                rank = _ranks(torch.where(eligible, noise, 2.0))
-                is_input.append(eligible & (rank < n_in))
+                if keyed:
+                    last = np.iinfo(np.int64).max  # ineligible slots sort after every eligible one
+                    chosen = sample_random.first_of(np.where(eligible.numpy(), slot_noise, last),
+                                                    n_in.numpy())[0]
+                    is_input.append(eligible & torch.from_numpy(chosen))
+                else:
+                    rank = _ranks(torch.where(eligible, slot_noise, 2.0))
+                    is_input.append(eligible & (rank < n_in))
                 bos = torch.full((batch, 1), spec.bos_id, dtype=torch.long)
                 previous.append(torch.cat([bos, token[:, :-1]], 1))
             else:
-                rank = _ranks(noise)
-                is_input.append(rank < n_in)
-                target = (rank >= n_in) & (rank < n_in + n_target)
+                if keyed:
+                    first, first_two = sample_random.first_of(slot_noise, torch.cat([n_in, n_in + n_target],
+                                                                                    1).numpy())
+                    is_input.append(torch.from_numpy(first))
+                    target = torch.from_numpy(first_two & ~first)
+                else:
+                    rank = _ranks(slot_noise)
+                    is_input.append(rank < n_in)
+                    target = (rank >= n_in) & (rank < n_in + n_target)
                 previous.append(torch.zeros_like(token))
             is_target.append(target)
             values.append(token)

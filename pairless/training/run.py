@@ -23,14 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pairless.model.architecture import OPTION_NAMES
 from pairless.training import distributed
 from pairless.training.checkpoint import latest_checkpoint
 from pairless.utils.storage import atomic_write_json, atomic_write_text, first_difference, read_json
 
 # Fields that may change between a run and its resumption without changing what is trained.
 RESUMABLE_FIELDS = frozenset({"out", "stop_after_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                              "device", "num_workers", "num_threads", "micro_batch_size"})
+                              "device", "num_workers", "num_threads", "micro_batch_size", "compile",
+                              "activation_checkpointing", "checkpoint_writes", "device_memory_gb"})
 
+
+# Paths a run records; older runs recorded them as given (relative to the directory they ran in).
+PATH_FIELDS = ("shards", "init_from")
 
 # Options added after runs were saved, with the value that trains exactly as before they existed: a saved
 # config.json without one was trained at that value (dotted path -> value).
@@ -38,7 +43,14 @@ ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_p
                                     "budget_modalities": None, "distributed": "ddp",
                                     "init_from": None, "snapshots": [], "data_order": "global",
                                     "shard_samples": None, "stream_groups": 1,
-                                    "loss_weights": {}, "model.modality_init_std": 0.02}
+                                    "loss_weights": {}, "model.modality_init_std": 0.02,
+                                    # ml-4m compatibility (pairless.model.architecture): None = the style's
+                                    **{f"model.{name}": None for name in OPTION_NAMES},
+                                    "model.style": "pairless",
+                                    # runs cached before 2026-12-07 masked with the batch stream: their keys
+                                    # stay, and every run masked with the sample stream gets a new one
+                                    "masking_stream": "batch", "compile": False,
+                                    "activation_checkpointing": False, "checkpoint_writes": "auto"}
 
 
 def _added_option_parents(config: dict):
@@ -74,7 +86,12 @@ def check_same_run(run: Path, config, allowed: frozenset[str] = RESUMABLE_FIELDS
         raise ValueError(f"{run}: has no config.json, so it cannot be checked against this config; "
                          f"choose another --out")
     saved = _with_added_options(read_json(saved_path))
-    difference = first_difference(saved, json.loads(config.model_dump_json()), allowed)
+    current = json.loads(config.model_dump_json())
+    for key in PATH_FIELDS:  # a run recorded with a relative path, resumed with the same one made absolute
+        if isinstance(saved.get(key), str) and isinstance(current.get(key), str) and \
+                Path(saved[key]).absolute() == Path(current[key]).absolute():
+            saved[key] = current[key]
+    difference = first_difference(saved, current, allowed)
     if difference is not None:
         key, saved, current = difference
         raise ValueError(f"{run}: was trained with {key}={saved!r}, this config has {key}={current!r}; "
@@ -241,14 +258,73 @@ def last_good_checkpoint(run: Path) -> str:
     return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
 
 
-def check_finite(stats: StepStatistics, step: int, indices: np.ndarray, ids: list[str],
-                 modalities: list[str], run: Path) -> None:
-    """Raise TrainingDiverged naming the step, the batch and the modality whose loss is NaN/inf."""
-    flags = stats.modality_not_finite
-    if stats.loss_not_finite == 0 and not bool(flags.any()) and bool(torch.isfinite(stats.loss)):
-        return
-    bad = [name for i, name in enumerate(modalities) if flags[i] > 0] or ["(the total; no single modality)"]
-    shown = ", ".join(ids[i] for i in indices[:8]) + (" ..." if len(indices) > 8 else "")
-    raise TrainingDiverged(f"step {step}: loss of modality {', '.join(bad)} is not finite; "
-                           f"batch sample indices {indices.tolist()} (ids {shown}); training stopped, "
-                           f"{last_good_checkpoint(run)}")
+class StepHealth:
+    """Whether every step's losses and gradient norm were finite, kept on the device between the steps that
+    sync (log, checkpoint, snapshot, the last): the training step never waits for the device for it.
+
+    :meth:`record` flags a step (the fused AdamW then skips it, so the weights stay good); :meth:`check`
+    brings the flags to the host and raises :class:`TrainingDiverged` naming the first bad step, its batch
+    and the modality, and returns the step's statistics summed over processes.
+    """
+
+    def __init__(self, modality_count: int, device: torch.device):
+        def zero(*shape):
+            return torch.zeros(shape, dtype=torch.float64, device=device)
+
+        self.first_bad = zero() - 1.0  # the first step whose loss or gradient norm was not finite; -1: none
+        self.bad_modalities = zero(modality_count)  # per modality: its micro-batches with a non-finite loss
+        self.bad_loss = zero()  # 1: that step's total loss was not finite (else only its gradient norm)
+        self.bad_norm = zero()  # that step's gradient norm
+        self.batches: dict[int, np.ndarray] = {}  # step -> sample indices, since the last check
+        # valid tokens per modality of this process's rows since the last check (when a process counts only
+        # its own rows: pairless.training.data.PreparedBatch.modality_tokens_global)
+        self.own_modality_tokens = np.zeros(modality_count, dtype=np.int64)
+
+    def record(self, stats: StepStatistics, grad_norm: torch.Tensor, step: int,
+               indices: np.ndarray) -> torch.Tensor:
+        """Flag ``step`` if it is not finite; returns 1.0 / 0.0 on the device (AdamW's ``found_inf``)."""
+        loss_bad = ((stats.loss_not_finite > 0) | ~torch.isfinite(stats.loss)
+                    | (stats.modality_not_finite > 0).any())
+        bad = loss_bad | ~torch.isfinite(grad_norm)
+        first = (self.first_bad < 0) & bad
+        self.first_bad = torch.where(first, float(step), self.first_bad)
+        self.bad_modalities = torch.where(first, stats.modality_not_finite, self.bad_modalities)
+        self.bad_loss = torch.where(first, loss_bad.double(), self.bad_loss)
+        self.bad_norm = torch.where(first, grad_norm.detach().double(), self.bad_norm)
+        self.batches[step] = indices
+        return bad.float()
+
+    def check(self, stats: StepStatistics, stop_request: StopRequest, progress, session) -> StepStatistics:
+        """Sync: raise if a step since the last check was not finite; set ``progress.loss``; the step's
+        statistics summed over processes (with the stop requests of all of them)."""
+        context, modalities = session.context, session.data.modalities
+        stats.stop += float(stop_request.signal_number)
+        reduced = stats.all_reduce(context)
+        # every process has the same gradient norm, so the same first step; the modality flags are summed
+        count = len(modalities)
+        own_tokens = torch.from_numpy(self.own_modality_tokens.astype(np.float64)).to(self.first_bad.device)
+        flags = distributed.all_reduce_sum(torch.cat([self.first_bad[None] + 1.0, self.bad_loss[None],
+                                                      self.bad_norm[None], self.bad_modalities, own_tokens]),
+                                           context).cpu()
+        # float64 sums of integers below 2**53: exact
+        progress.modality_tokens += flags[3 + count:].numpy().round().astype(np.int64)
+        self.own_modality_tokens[:] = 0
+        flags = flags[:3 + count] / context.world_size  # each process has the same first step and norm
+        micro_steps = len(session.slices) * context.world_size  # micro-batches per optimizer step
+        progress.loss = float(reduced.loss) / micro_steps
+        batches, self.batches = self.batches, {}
+        if flags[0] <= 0:
+            return reduced
+        step = int(flags[0]) - 1
+        indices = batches[step]
+        shown = ", ".join(session.data.ids[i] for i in indices[:8]) + (" ..." if len(indices) > 8 else "")
+        where = last_good_checkpoint(session.run)
+        if flags[1] > 0:
+            bad = [name for i, name in enumerate(modalities) if flags[3 + i] > 0] or [
+                "(the total; no single modality)"]
+            raise TrainingDiverged(f"step {step}: loss of modality {', '.join(bad)} is not finite; "
+                                   f"batch sample indices {indices.tolist()} (ids {shown}); "
+                                   f"training stopped, {where}")
+        raise TrainingDiverged(f"step {step}: gradient norm is {float(flags[2])} (losses were finite); "
+                               f"batch sample indices {indices.tolist()} (ids {shown}); "
+                               f"training stopped, {where}")

@@ -1,8 +1,9 @@
 """Saving and restoring a training run: checkpoints, snapshots along training and the final weights.
 
 - :func:`restore` continues exactly where a checkpoint stopped: weights, AdamW moments, step, tokens, RNG.
-- :func:`save` writes a checkpoint of the run as it stands; a sharded (FSDP) run adds one optimizer
-  shard per process.
+- :func:`save` writes a checkpoint of the run as it stands, before the next step or (``checkpoint_writes``,
+  :class:`CheckpointWriter`) in a background thread; a sharded (FSDP) run adds one optimizer shard per
+  process and writes before the next step.
 - :func:`save_snapshot` keeps the weights at a fraction of the budget (``RUN/snapshots/F/``).
 - :func:`finish` writes the last checkpoint and, once the budget is spent, the final weights and
   ``COMPLETE.json``.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,9 @@ from pairless.training.checkpoint import (
     STATE_FILE,
     TrainingState,
     checkpoint_name,
+    latest_checkpoint,
     read_state,
+    read_state_info,
     save_checkpoint,
     shard_file,
     write_state,
@@ -35,6 +40,7 @@ from pairless.training.checkpoint import (
 from pairless.training.run import TrainingInterrupted, write_config
 from pairless.training.session import Progress, Session, budget_spent, wall_seconds
 from pairless.utils.storage import atomic_write_json, config_hash, mark_complete
+from pairless.utils.threads import default_threads
 
 SNAPSHOTS = "snapshots"  # RUN/snapshots/<fraction>/: the weights along training (TrainConfig.snapshots)
 SNAPSHOT_FILE = "snapshot.json"  # written last into a snapshot folder: fraction, step, tokens
@@ -49,7 +55,7 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
     if checkpoint is None:
         return Progress(modality_tokens=np.zeros(len(modalities), dtype=np.int64))
     state = read_state(checkpoint / STATE_FILE)
-    weights = model_module.load_model(checkpoint / MODEL_FILE).state_dict()
+    weights, _ = model_module.read_weights(checkpoint / MODEL_FILE)  # loaded into the model below
     if session.sharded:
         saved = state.info.get("world_size")
         if state.info.get("distributed") != "fsdp" or saved != context.world_size:
@@ -60,7 +66,12 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
         shard = read_state(checkpoint / shard_file(context.rank))
         session.optimizer.load_state_dict(_sharded_optimizer_state(session.optimizer, shard.optimizer))
     else:
-        session.model.load_state_dict(weights)
+        try:
+            session.model.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{checkpoint / MODEL_FILE}: the weights do not fit this run's model "
+                             f"({error})") from None
+        del weights
         session.optimizer.load_state_dict(state.optimizer)
     torch.set_rng_state(state.rng["torch_cpu"])
     progress = Progress(
@@ -68,19 +79,43 @@ def restore(session: Session, checkpoint: Path | None) -> Progress:
         elapsed_before=float(state.info.get("wall_seconds", 0.0)),
         loss=float(state.info.get("loss", float("nan"))),
         modality_tokens=np.array([state.info["tokens_per_modality"].get(n, 0) for n in modalities], np.int64))
-    threads = state.info.get("threads")
-    if threads is not None and session.config.num_threads is None and context.device.type == "cpu":
-        # The thread count splits reductions: keep the run's own count so that resuming is bit-identical,
-        # whatever the machine's load is now (``train`` restores the caller's count afterwards).
-        torch.set_num_threads(int(threads))
-    if context.is_main and threads not in (None, torch.get_num_threads()):
-        print(f"pairless train: warning: resuming with {torch.get_num_threads()} threads, the run used "
-              f"{threads}; the losses will differ from an uninterrupted run in the last bits",
-              file=sys.stderr)
+    # (the thread count it continues with was settled before: :func:`resolve_threads`)
     if state.info.get("batches_per_epoch") != session.order.batches_per_epoch:
         raise ValueError(f"{checkpoint}: written with {state.info.get('batches_per_epoch')} batches per "
                          f"epoch, now {session.order.batches_per_epoch} (different shards or batch_size)")
     return progress
+
+
+def recorded_threads(run: Path) -> int | None:
+    """The torch thread count of the newest checkpoint in ``run`` (None: no checkpoint, or none recorded)."""
+    latest = latest_checkpoint(Path(run) / "checkpoints")
+    if latest is None:
+        return None
+    threads = read_state_info(latest / STATE_FILE).get("threads")
+    return None if threads is None else int(threads)
+
+
+def resolve_threads(config, run: Path, resume: bool, accept_thread_change: bool = False,
+                    is_main: bool = True) -> int:
+    """The torch thread count a run trains with: resuming, the count its newest checkpoint recorded; else
+    ``config.num_threads``, else the fixed default of the usable cores (never the machine's load).
+
+    The count splits reductions, so a run continued on another count than it started with gives other last
+    bits than an uninterrupted one: an explicit ``num_threads`` that differs from the recorded count is
+    refused (ValueError naming both), unless ``accept_thread_change`` (then a warning).
+    """
+    recorded = recorded_threads(run) if resume else None
+    if config.num_threads is None:
+        return recorded if recorded is not None else default_threads()
+    if recorded is not None and config.num_threads != recorded:
+        message = (f"{run}: was trained with {recorded} torch threads (its newest checkpoint); continuing "
+                   f"with num_threads={config.num_threads} gives other results than an uninterrupted run")
+        if not accept_thread_change:
+            raise ValueError(f"{message}. Leave --threads / num_threads out to keep the run's {recorded}, or "
+                             "pass --accept-thread-change to continue anyway")
+        if is_main:
+            print(f"pairless train: warning: {message} (accepted by --accept-thread-change)", file=sys.stderr)
+    return config.num_threads
 
 
 def snapshot_folder(run: Path, fraction: float) -> Path:
@@ -130,6 +165,56 @@ def _sharded_optimizer_state(optimizer: torch.optim.Optimizer, local: dict) -> d
     return {**local, "state": state}
 
 
+class CheckpointWriter:
+    """Writes checkpoints in order, either before the next step or in a background thread.
+
+    Asynchronous: the weights and the optimizer state are copied to host memory first (the next steps change
+    them in place), then one thread serialises and publishes the checkpoint while training goes on. The
+    folder is still published atomically (``staged_dir``) and a new write waits for the one before it, so a
+    process killed at any point leaves the previous complete checkpoint as the newest one.
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        self.asynchronous = mode == "async" or (mode == "auto" and device.type == "cuda")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairless-checkpoint") \
+            if self.asynchronous else None
+        self.pending: Future | None = None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        """Run ``write`` after the previous write (raising its error, if it failed)."""
+        self.wait()
+        if self.pool is None:
+            write()
+        else:
+            self.pending = self.pool.submit(write)
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the last write is published; its error is raised (or, with ``raise_error=False``, dropped:
+        when another error is on its way out)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            error = pending.exception()
+            if error is not None and raise_error:
+                raise error
+
+
+def wait_for_writes(session: Session, raise_error: bool = True) -> None:
+    """Until every checkpoint this session started writing is published."""
+    if session.writer is not None:
+        session.writer.wait(raise_error)
+
+
+def _host_copy(value):
+    """``value`` (a state dict, nested) with every tensor copied to host memory."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _host_copy(entry) for key, entry in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_host_copy(entry) for entry in value)
+    return value
+
+
 def save(session: Session, progress: Progress, reason: str) -> Path | None:
     """A checkpoint of the run as it stands (rank 0 writes it; the others return None).
 
@@ -159,19 +244,31 @@ def save(session: Session, progress: Progress, reason: str) -> Path | None:
             "data_position": list(session.order.position(progress.step)),
             "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(), strict=True)),
             "world_size": session.context.world_size, "threads": torch.get_num_threads(),
+            "device": str(session.context.device),
             "config_hash": config_hash(session.config), "distributed": session.config.distributed}
     # a sharded run keeps its optimizer in the per-process shard files
     optimizer = {"state": {}, "param_groups": session.optimizer.state_dict()["param_groups"]} if sharded \
         else session.optimizer.state_dict()
     rng = {"torch_cpu": torch.get_rng_state()}
-    state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
-    saved = save_checkpoint(session.run / "checkpoints", state,
-                            lambda path: model_module.save_model(path, model, weights),
-                            keep=session.config.keep_checkpoints, extra=shards)
-    if sharded:
-        pending.rmdir()
-        distributed.barrier(context)
-    return saved
+    writer = session.writer
+    if sharded or writer is None or not writer.asynchronous:
+        if writer is not None:
+            writer.wait()
+        state = TrainingState(progress.step, progress.tokens_seen, optimizer, rng, info)
+        saved = save_checkpoint(session.run / "checkpoints", state,
+                                lambda path: model_module.save_model(path, model, weights),
+                                keep=session.config.keep_checkpoints, extra=shards)
+        if sharded:
+            pending.rmdir()
+            distributed.barrier(context)
+        return saved
+    # asynchronous: what the next steps change in place is copied now, the rest happens in the background
+    weights = _host_copy(model.state_dict())
+    state = TrainingState(progress.step, progress.tokens_seen, _host_copy(optimizer), rng, info)
+    writer.submit(lambda: save_checkpoint(session.run / "checkpoints", state,
+                                          lambda path: model_module.save_model(path, model, weights),
+                                          keep=session.config.keep_checkpoints))
+    return session.run / "checkpoints" / checkpoint_name(progress.step)
 
 
 def finish(session: Session, progress: Progress, last_saved: int, stopped_by: int,
@@ -181,6 +278,7 @@ def finish(session: Session, progress: Progress, last_saved: int, stopped_by: in
     finished = budget_spent(config, session.data.modalities, progress) >= config.total_tokens
     if progress.step != last_saved:
         save(session, progress, "final" if finished else "stopped")
+    wait_for_writes(session)  # every checkpoint is published before the run says it stopped or finished
     # gathering the weights is a collective: every process takes part, rank 0 writes them
     weights = distributed.full_state_dict(session.model) if session.sharded and finished else None
     if stopped_by and not finished:
@@ -198,6 +296,7 @@ def finish(session: Session, progress: Progress, last_saved: int, stopped_by: in
     modalities = session.data.modalities
     mark_complete(run, {"steps": progress.step, "tokens": progress.tokens_seen, "final_loss": progress.loss,
                         "wall_seconds": wall, "world_size": context.world_size,
+                        "threads": torch.get_num_threads(), "device": str(context.device),
                         "config_hash": config_hash(config),
                         "tokens_per_modality": dict(zip(modalities, progress.modality_tokens.tolist(),
                                                         strict=True))})

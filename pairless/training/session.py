@@ -21,6 +21,7 @@ from pairless.training import distributed
 from pairless.training.data import BatchSource, SampleOrder, TrainingData
 
 if TYPE_CHECKING:  # the config is defined next to the loop, which imports this module
+    from pairless.training.saving import CheckpointWriter
     from pairless.training.train import TrainConfig
 
 
@@ -38,6 +39,7 @@ class Session:
     optimizer: torch.optim.AdamW
     slices: list[tuple[int, int]]  # this process's micro-batches of the global batch
     started: float  # time.perf_counter() when the session began
+    writer: CheckpointWriter | None = None  # writes its checkpoints (pairless.training.saving)
 
     @property
     def sharded(self) -> bool:

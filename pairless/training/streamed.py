@@ -63,6 +63,10 @@ class StreamedTrainingData:
                 self._cache.popitem(last=False)
         return tokens
 
+    def sequence_lengths(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Non-pad tokens of each sequence modality of samples ``indices`` (from the shard indexes)."""
+        return {name: self.lengths[name][np.asarray(indices, dtype=np.int64)] for name in self.lengths}
+
     def gather(self, indices: np.ndarray, own: tuple[int, int] | None = None
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Tokens ``{modality: LongTensor (B, L)}`` and views ``(B, M)`` of ``indices``; only the batch

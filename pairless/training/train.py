@@ -28,7 +28,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -36,32 +36,31 @@ from tqdm import tqdm
 
 from pairless import model as model_module
 from pairless.config import Config, ConfigError
+from pairless.data.declared import record_declared
 from pairless.model import ModelConfig
-from pairless.training import distributed, masking, saving
+from pairless.model.attention import resolve_attention
+from pairless.training import distributed, masking, memory, saving
 from pairless.training.data import (
     DROPOUT_STREAM,
     INIT_STREAM,
     BatchSource,
     derive_seed,
-    slice_batch,
-    tokens_per_modality,
 )
 from pairless.training.fragment import FragmentConfig
 from pairless.training.masking import MaskingConfig
 from pairless.training.run import (
     RunLog,
+    StepHealth,
     StepStatistics,
     StopRequest,
-    TrainingDiverged,
-    check_finite,
+    TrainingDiverged,  # noqa: F401 (re-exported: callers catch it from here)
     check_same_run,
     find_resume_checkpoint,
-    last_good_checkpoint,
     write_config,
 )
 from pairless.training.session import Progress, Session, budget_spent, wall_seconds
 from pairless.training.setup import initialise_from, training_data
-from pairless.utils.storage import FolderLock, atomic_write_json, is_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, is_complete, remove_interrupted_writes
 
 PAIRED_IDS_FILE = "paired_ids.json"
 
@@ -78,7 +77,9 @@ class TrainConfig(Config):
     # global batch, over all processes; 32 at a peak lr of 1e-3 learned more per CPU-second than 64 or 16
     # (benchmarks/learning.py, docs/learning.md)
     batch_size: int = Field(32, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)  # per forward pass; None = batch_size / processes
+    # samples per forward pass; None = batch_size / processes; "auto" = the largest that fits the memory
+    # (pairless.training.memory)
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     total_tokens: int = Field(10_000_000, gt=0)  # budget: valid input + target tokens seen
     # when set, the budget (and the lr schedule) counts only these modalities' tokens: runs over different
     # universes then see each of them equally often (the exposure-matched binding ablation)
@@ -96,9 +97,14 @@ class TrainConfig(Config):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)  # steps
     stop_after_steps: int | None = Field(None, ge=1)  # leave early (resumable) after this many steps
-    num_workers: int = Field(0, ge=0)  # background threads preparing the next batches
+    # background threads preparing (masking, pinning) the next batches; None: 2 on a GPU, 0 on a CPU (where
+    # a thread would take a core from the step)
+    num_workers: int | None = Field(None, ge=0)
     num_threads: int | None = Field(None, ge=1)  # CPU intra-op threads per process; None = torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the memory the run may use (GiB of host RAM for a CPU run, of the GPU's for a GPU run), for the fit
+    # check and micro_batch_size="auto"; None = detected (pairless.training.memory.available_memory)
+    device_memory_gb: float | None = Field(None, gt=0)
     # several processes: "ddp" replicates the model, "fsdp" shards weights, gradients and AdamW moments
     # (torch FSDP2, for models too large to replicate; checkpoints keep one optimizer shard per process)
     distributed: Literal["ddp", "fsdp"] = "ddp"
@@ -118,6 +124,15 @@ class TrainConfig(Config):
     # weight of each modality's target loss in the step's loss (a weighted mean over the modalities a batch
     # predicts); modalities not named weigh 1. Empty = 4M's plain mean
     loss_weights: dict[str, float] = {}
+    # the masking's random numbers: "sample" = per sample, from (seed, step, sample index), so each process
+    # masks only its own slice of a batch; "batch" = one generator per step for the whole batch (runs trained
+    # before 2026-12-07; every process masks the whole batch)
+    masking_stream: Literal["sample", "batch"] = "sample"
+    compile: bool = False  # torch.compile each encoder and decoder block
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward
+    # "async": a checkpoint is copied to host memory and written by a background thread while training goes
+    # on; "sync": written before the next step; "auto": async on a GPU, sync on a CPU (whose cores it shares)
+    checkpoint_writes: Literal["auto", "sync", "async"] = "auto"
 
     @field_validator("snapshots")
     @classmethod
@@ -147,6 +162,17 @@ class TrainConfig(Config):
         if not distributed.DEVICE_PATTERN.match(value):
             raise ValueError(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
         return value
+
+    @model_validator(mode="after")
+    def _resolve_attention(self) -> TrainConfig:
+        """``model.attention="auto"`` becomes the kernel of the training device, so that the saved config
+        (and a cached run's key) names what ran: "explicit" on a CPU, as before the option."""
+        if self.model.attention == "auto":
+            device = self.device if self.device != "auto" else (
+                "cuda" if torch.cuda.is_available() else "cpu")
+            kind = resolve_attention("auto", device.split(":")[0])
+            self.model = self.model.model_copy(update={"attention": kind})
+        return self
 
     @model_validator(mode="after")
     def _withheld_inside_universe(self) -> TrainConfig:
@@ -193,13 +219,15 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.peak_lr, betas=config.betas, fused=fused)
 
 
-def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> list[tuple[int, int]]:
-    """(start, stop) of this process's micro-batches inside the global batch."""
+def micro_batches(config: TrainConfig, context: distributed.ProcessContext,
+                  size: int | None = None) -> list[tuple[int, int]]:
+    """(start, stop) of this process's micro-batches inside the global batch (of ``size`` samples, else
+    ``config.micro_batch_size``, else the whole per-process batch)."""
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size: {config.batch_size} is not divisible by the {context.world_size} "
                           "processes")
     share = config.batch_size // context.world_size
-    size = config.micro_batch_size or share
+    size = size or (config.micro_batch_size if isinstance(config.micro_batch_size, int) else None) or share
     if share % size:
         raise ConfigError(f"micro_batch_size: {size} does not divide the per-process batch {share} "
                           f"(batch_size {config.batch_size} over {context.world_size} processes)")
@@ -207,13 +235,15 @@ def micro_batches(config: TrainConfig, context: distributed.ProcessContext) -> l
     return [(start, start + size) for start in range(first, first + share, size)]
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder."""
+def train(config: TrainConfig, resume: bool = False, accept_thread_change: bool = False) -> Path:
+    """Train (or, with ``resume``, continue) the run in ``config.out``; returns the run folder.
+
+    The torch thread count is ``config.num_threads``, else the one a resumed run recorded, else the fixed
+    default of the usable cores; it is written into ``RUN/config.json`` and every checkpoint. Resuming with
+    another explicit count is refused unless ``accept_thread_change`` (:func:`saving.resolve_threads`).
+    """
     context = distributed.setup(config.device)
     threads_before = torch.get_num_threads()
-    if config.num_threads is not None:
-        # On a shared CPU, one thread per process is often several times faster than two that spin-wait.
-        torch.set_num_threads(config.num_threads)
     try:
         run = Path(config.out)
         if is_complete(run):
@@ -221,6 +251,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             if context.is_main:
                 print(f"pairless train: {run} is already complete (COMPLETE.json); nothing to do")
             return run
+        threads = saving.resolve_threads(config, run, resume, accept_thread_change, context.is_main)
+        config = config.model_copy(update={"num_threads": threads})
+        torch.set_num_threads(threads)
         lock = FolderLock(run) if context.is_main else contextlib.nullcontext()
         # The loop seeds torch's global generator (initial weights, dropout); leave the caller's state alone.
         cuda_devices = [context.device] if context.device.type == "cuda" else []
@@ -237,12 +270,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
 def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, resume: bool,
            stop_request: StopRequest) -> Path:
+    if context.is_main:  # under the run's lock: no other process writes here now
+        _remove_interrupted_saves(run)
     session = _start(config, context, run)
     progress = saving.restore(session, find_resume_checkpoint(run, config, resume, context))
     network = distributed.wrap_model(session.model, context)
     log = RunLog(run, config, progress.step, context.is_main)
     if context.is_main:
         write_config(run, config)
+        record_declared(session.data.modalities, run)  # what opens the run knows its declared modalities
         if session.data.paired_ids:  # which samples kept both modalities of a withheld pair
             atomic_write_json(run / PAIRED_IDS_FILE, session.data.paired_ids)
     def spent() -> int:
@@ -252,79 +288,153 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
                disable=None if context.is_main else True, desc=f"train {run.name}")
     steps_this_session, last_saved, stopped_by = 0, progress.step, 0
     window_tokens, window_start = 0, time.perf_counter()
+    health = StepHealth(len(session.data.modalities), context.device)
+    during = f"step {progress.step + 1}"  # what runs now, for an out-of-memory report
     try:
         while spent() < config.total_tokens:
+            during = f"step {progress.step + 1}"
             if config.stop_after_steps is not None and steps_this_session >= config.stop_after_steps:
                 break
             before = spent()
-            stats, grad_norm, lr, step_tokens = _step(session, network, progress, stop_request)
+            stats, grad_norm, lr, step_tokens = _step(session, network, progress, health)
             steps_this_session += 1
             window_tokens += step_tokens
             bar.update(spent() - before)
-            if progress.step % config.log_every == 0 or spent() >= config.total_tokens:
+            crossed = [fraction for fraction in config.snapshots
+                       if before < fraction * config.total_tokens <= spent()]
+            logged = progress.step % config.log_every == 0 or spent() >= config.total_tokens
+            saved = progress.step % config.checkpoint_every == 0
+            last = (spent() >= config.total_tokens or steps_this_session == config.stop_after_steps
+                    or (stop_request.signal_number and not context.is_distributed))
+            if not (logged or saved or crossed or last):
+                continue  # nothing leaves the device until a step that logs, saves or stops
+            stats = health.check(stats, stop_request, progress, session)
+            if logged:
                 speed = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                 log.write(step=progress.step, tokens=progress.tokens_seen, loss=progress.loss,
-                          losses=stats.modality_means(session.data.modalities), lr=lr, grad_norm=grad_norm,
-                          tokens_per_second=speed, seconds=wall_seconds(session, progress))
+                          losses=stats.modality_means(session.data.modalities), lr=lr,
+                          grad_norm=float(grad_norm), tokens_per_second=speed,
+                          seconds=wall_seconds(session, progress))
                 bar.set_postfix(loss=f"{progress.loss:.3f}", tok_s=f"{speed:,.0f}")
                 window_tokens, window_start = 0, time.perf_counter()
-            for fraction in config.snapshots:
-                if before < fraction * config.total_tokens <= spent():
-                    saving.save_snapshot(session, progress, fraction)
-            if progress.step % config.checkpoint_every == 0:
+            during = f"the checkpoint save after step {progress.step}"
+            for fraction in crossed:
+                saving.save_snapshot(session, progress, fraction)
+            if saved:
                 saving.save(session, progress, "periodic")
                 last_saved = progress.step
             if stats.stop > 0:
                 # the signal may have reached another process only
                 stopped_by = stop_request.signal_number or signal.SIGTERM
                 break
-    finally:
+        during = f"the final save after step {progress.step}"
         bar.close()
         session.batches.close()
         log.close()  # before COMPLETE.json, whose content hash covers the TensorBoard files
-    return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
+        return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
+    except (MemoryError, RuntimeError) as error:
+        saving.wait_for_writes(session, raise_error=False)
+        if not memory.is_out_of_memory(error):
+            raise
+        micro = session.slices[0][1] - session.slices[0][0]
+        raise memory.out_of_memory(error, config, session.data.specs, context, micro, during) from None
+    except BaseException:
+        saving.wait_for_writes(session, raise_error=False)
+        raise
+    finally:  # (again, after an error; closing twice does nothing)
+        bar.close()
+        session.batches.close()
+        log.close()
+
+
+def _remove_interrupted_saves(run: Path) -> None:
+    """Remove what a save killed part-way left in the run folder (a large model's staging folder holds
+    gigabytes), saying so."""
+    folders = [run, run / "checkpoints", *sorted((run / "snapshots").glob("*"))]
+    for folder in folders:
+        for path, size in remove_interrupted_writes(folder):
+            print(f"pairless train: removed {path} ({size / 1e9:.2f} GB), left by a save that was "
+                  "interrupted")
 
 
 def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) -> Session:
     """The data, its order and masking, the initial model (the same on every process) and its optimizer."""
     started = time.perf_counter()
     data, order = training_data(config)
-    slices = micro_batches(config, context)
+    # before the model exists: a run that cannot fit says so in words, not with the kernel's kill
+    slices = micro_batches(config, context, memory.check_fit(config, data.specs, context))
     masking.check_budget(config.masking, data.specs, data.modalities)
+    own = (slices[0][0], slices[-1][1])
+    on_gpu = context.device.type == "cuda"
+    workers = config.num_workers if config.num_workers is not None else (2 if on_gpu else 0)
     batches = BatchSource(data, order, masking.Masker(data.specs, config.masking, data.modalities),
-                          config.seed, config.num_workers, own=(slices[0][0], slices[-1][1]))
-    torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
+                          config.seed, workers, own=own, stream=config.masking_stream, pin_memory=on_gpu,
+                          micro=[(start - own[0], stop - own[0]) for start, stop in slices],
+                          # the budget of budget_modalities needs every step's global split; otherwise the
+                          # per-modality counts are summed over processes only when the loop syncs
+                          global_modality_tokens=config.budget_modalities is not None)
     unknown = sorted(set(config.loss_weights) - set(data.modalities))
     if unknown:
         raise ValueError(f"loss_weights: {', '.join(map(repr, unknown))} not among the trained modalities "
                          f"({', '.join(data.modalities)})")
-    model = model_module.FourM(config.model, data.specs).to(context.device)
-    model.loss_weights = dict(config.loss_weights)
-    if config.init_from is not None:
-        initialise_from(model, Path(config.init_from))
-    if config.distributed == "fsdp":  # before the optimizer: sharding replaces the parameters
-        distributed.shard_model(model, context)
+    model = _build_model(config, data.specs, context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
-                   started)
+                   started, saving.CheckpointWriter(config.checkpoint_writes, context.device))
+
+
+def _build_model(config: TrainConfig, specs, context: distributed.ProcessContext) -> model_module.FourM:
+    """The initial model, the same on every process, on its device (sharded there for FSDP)."""
+    torch.manual_seed(derive_seed(config.seed, INIT_STREAM))  # the same initial weights on every process
+    initial = model_module.FourM(config.model, specs)  # on the host: the initial values
+    if config.init_from is not None:
+        initialise_from(initial, Path(config.init_from))
+    if config.distributed == "fsdp" and context.is_distributed:
+        # Built on the meta device and sharded before it is materialised: the device never holds the whole
+        # model, only one parameter at a time while its shard is cut (load_full_state_dict).
+        with torch.device("meta"):
+            model = model_module.FourM(config.model, specs)
+        _configure(model, config)
+        distributed.shard_model(model, context, torch.bfloat16 if config.precision == "bf16" else None)
+        model.to_empty(device=context.device)
+        distributed.load_full_state_dict(model, initial.state_dict())
+        buffers = dict(initial.named_buffers())
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():  # not in the state dict: computed at construction
+                buffer.copy_(buffers[name])
+        return model
+    model = initial.to(context.device)
+    _configure(model, config)
+    return model
+
+
+def _configure(model: model_module.FourM, config: TrainConfig) -> None:
+    """The training options that live on the model: loss weights, checkpointing, compiled blocks."""
+    model.loss_weights = dict(config.loss_weights)
+    model.checkpoint_blocks = config.activation_checkpointing
+    if config.compile:
+        for block in [*model.encoder, *model.decoder]:
+            block.compile()  # in place: the parameter names (and so the checkpoints) stay the same
 
 
 def _step(session: Session, network: torch.nn.Module, progress: Progress,
-          stop_request: StopRequest) -> tuple[StepStatistics, float, float, int]:
+          health: StepHealth) -> tuple[StepStatistics, torch.Tensor, float, int]:
     """One optimizer step on the global batch of ``progress.step``; advances ``progress``.
 
-    Returns the step's statistics (summed over processes), the gradient norm, the learning rate and the
-    valid tokens of the global batch.
+    Returns this process's statistics of the step and the gradient norm, both still on the device (nothing
+    here waits for the device), the learning rate and the valid tokens of the global batch.
     """
     config, context, modalities = session.config, session.context, session.data.modalities
-    indices, batch = session.batches.get(progress.step)  # the global batch; this process trains on its slices
+    prepared = session.batches.get(progress.step)  # this process's slices of the global batch
     lr = learning_rate(config, budget_spent(config, modalities, progress))
     for group in session.optimizer.param_groups:
         group["lr"] = lr
     torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, progress.step, context.rank))
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     stats = StepStatistics.zeros(len(modalities), context.device)
-    for number, (start, stop) in enumerate(session.slices):
-        micro = slice_batch(batch, start, stop).to(context.device)
+    for number, host_micro in enumerate(prepared.micro_batches):
+        if context.device.type != "cpu":  # on the CPU the forward checks the ids itself
+            session.model.check_token_ids(host_micro)
+        micro = host_micro.to(context.device)
         # Gradients are all-reduced once per step, on the last micro-batch.
         last = number == len(session.slices) - 1
         if session.sharded:  # FSDP2: reduce-scatter the gradients on the last one only
@@ -338,23 +448,23 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
             stats.add(loss, losses, modalities)
             # DDP averages gradients over processes; accumulation averages over micro-batches.
             (loss / len(session.slices)).backward()
-    stats.stop += float(stop_request.signal_number)
-    stats = stats.all_reduce(context)
-    check_finite(stats, progress.step, indices, session.data.ids, modalities, session.run)
     grad_norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), config.grad_clip or float("inf"))
     if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
         grad_norm = grad_norm.full_tensor()
-    if not torch.isfinite(grad_norm):
-        raise TrainingDiverged(f"step {progress.step}: gradient norm is {float(grad_norm)} (losses were "
-                               "finite); "
-                               f"batch sample indices {indices.tolist()}; "
-                               f"{last_good_checkpoint(session.run)}")
-    session.optimizer.step()
+    # A step whose loss or gradient is not finite leaves the weights and AdamW's moments as they were (the
+    # fused AdamW skips it on the device); the next step that syncs raises, naming it (StepHealth).
+    found_inf = health.record(stats, grad_norm, progress.step, prepared.indices)
+    if session.optimizer.defaults.get("fused"):
+        session.optimizer.found_inf = found_inf
+        session.optimizer.step()
+    elif not bool(found_inf):  # the other AdamW kernels take no found_inf: a sync
+        session.optimizer.step()
     session.optimizer.zero_grad(set_to_none=True)
-    step_tokens = batch.num_valid_tokens()
+    step_tokens = prepared.num_valid_tokens
     progress.step += 1
     progress.tokens_seen += step_tokens
-    progress.modality_tokens += tokens_per_modality(batch)
-    micro_steps = len(session.slices) * context.world_size  # micro-batches per optimizer step, all processes
-    progress.loss = float(stats.loss) / micro_steps
-    return stats, float(grad_norm), lr, step_tokens
+    if prepared.modality_tokens_global:
+        progress.modality_tokens += prepared.modality_tokens
+    else:  # this process's rows: summed over processes at the next sync (StepHealth.check)
+        health.own_modality_tokens += prepared.modality_tokens
+    return stats, grad_norm, lr, step_tokens

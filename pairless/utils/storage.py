@@ -6,9 +6,13 @@ half-written file that a later run could mistake for a finished one.
 
 - ``atomic_write_bytes`` / ``atomic_write_json`` / ``atomic_save_npy``:
   temp file in the same folder, fsync, rename, fsync the folder.
+- ``atomic_write_safetensors``: the same for a dict of tensors, written one
+  tensor at a time (the file is never held in memory as one bytes object).
 - ``staged_dir(final)``: a context manager yielding a temporary sibling
   folder; on success it writes ``COMPLETE.json`` (with a content hash) into
   it and renames it to ``final``. ``is_complete(final)`` checks the marker.
+- ``remove_interrupted_writes(folder)``: what killed writes left behind (staging folders, temp files),
+  removed when the writer starts again.
 - ``FolderLock``: an exclusive ``fcntl`` lock so two processes never write
   the same output folder.
 - ``config_hash``: the short hash that names cached stage folders.
@@ -59,15 +63,15 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -76,6 +80,62 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    _atomic_write(path, lambda handle: handle.write(data))
+
+
+# safetensors' dtype names, and the order its own writer lays tensors out in (widest dtype first, then by
+# name): files written here hold the same bytes after the header as ``safetensors.torch.save`` would.
+_SAFETENSORS_DTYPES = {"float64": "F64", "int64": "I64", "uint64": "U64", "float32": "F32", "int32": "I32",
+                       "uint32": "U32", "bfloat16": "BF16", "float16": "F16", "int16": "I16",
+                       "uint16": "U16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+_SAFETENSORS_ORDER = ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64",
+                      "U64"]
+
+
+def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None,
+                             ) -> None:
+    """A safetensors file of ``tensors`` (name -> torch tensor), written atomically and tensor by tensor.
+
+    ``safetensors.torch.save`` builds the whole file as one bytes object: a checkpoint of the large model
+    (2.9 GB of weights, 8.6 GB with AdamW moments) then needed its size again in memory at every save, and
+    the kernel killed the run there. Here only the header is built in memory; each tensor goes from its own
+    storage to the file (a tensor on a GPU is copied to the host one at a time), so a save needs the
+    training state plus the largest tensor, no more.
+    """
+    entries = []
+    for name, tensor in tensors.items():
+        dtype = _SAFETENSORS_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise TypeError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot "
+                            "hold")
+        entries.append((dtype, name, tensor))
+    entries.sort(key=lambda entry: (-_SAFETENSORS_ORDER.index(entry[0]), entry[1]))
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for dtype, name, tensor in entries:
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    # keys sorted: the same tensors and metadata give the same bytes in every process (ordered_safetensors)
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+
+    def write(handle) -> None:
+        handle.write(len(blob).to_bytes(8, "little"))
+        handle.write(blob)
+        for _, _, tensor in entries:
+            if tensor.numel():
+                # the tensor's own bytes, viewed (not copied) as uint8; a GPU tensor comes to the host alone
+                flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+                handle.write(memoryview(flat.numpy()))
+
+    import torch  # only here: the other storage helpers serve tools that never load torch
+
+    _atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -120,6 +180,16 @@ def canonical_safetensors(data: bytes) -> bytes:
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
 
 
+def ordered_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its header's keys sorted (a valid file, unlike
+    :func:`canonical_safetensors`): written through this, the same tensors and metadata give the same bytes
+    in every process, so that two runs of one command leave byte-identical weights."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the writer's own alignment of the tensor data, kept
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
+
+
 def weights_digest(folder: Path) -> str | None:
     """A hash (16 hex digits) of the weights in ``folder/model.safetensors``, the same whichever process
     wrote them (of :func:`canonical_safetensors`); None when there are none."""
@@ -133,8 +203,17 @@ def weights_digest(folder: Path) -> str | None:
 @functools.lru_cache(maxsize=256)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     """Once per file version and process: a report reads a run's caches several times (50 ms per tiny
-    model, seconds for a large one); a rewritten file has a new mtime or size, so it is hashed again."""
-    return hashlib.sha256(canonical_safetensors(Path(path).read_bytes())).hexdigest()[:16]
+    model, seconds for a large one); a rewritten file has a new mtime or size, so it is hashed again.
+
+    The same hash as of :func:`canonical_safetensors` of the whole file, read in chunks: a large model's
+    weights (2.9 GB) are never held in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        digest.update(canonical_safetensors(length.to_bytes(8, "little") + handle.read(length)))
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def read_json(path: str | os.PathLike):
@@ -276,6 +355,38 @@ def staged_dir(final: str | os.PathLike, info: dict | None = None, *,
             raise
 
 
+def _size_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file() and not item.is_symlink())
+
+
+def remove_interrupted_writes(folder: str | os.PathLike) -> list[tuple[Path, int]]:
+    """Remove what writes killed part-way left directly in ``folder``: staging folders of
+    :func:`staged_dir` (``.NAME.staging-*``, ``.NAME.old-*``), pending folders (``.pending-*``) and the
+    temporary files of atomic writes (``.NAME.*.tmp``). A staging folder that a live process holds is
+    left alone. Returns each removed path with the bytes it held."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.glob(".*")):
+        name = path.name
+        if path.is_dir() and (".staging-" in name or ".old-" in name or name.startswith(".pending-")):
+            with _locked_dir(path, wait=False) as held:
+                if not held:
+                    continue  # a live writer's
+                size = _size_on_disk(path)
+                shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and name.endswith(".tmp"):
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append((path, size))
+    return removed
+
+
 @contextlib.contextmanager
 def _locked_dir(folder: Path, wait: bool) -> Iterator[bool]:
     """flock a folder itself (no lock file left behind); yields False when another process holds it."""
@@ -296,29 +407,46 @@ def _locked_dir(folder: Path, wait: bool) -> Iterator[bool]:
 
 
 class FolderLock:
-    """An exclusive, non-blocking lock on ``<folder>.lock``; released when the process dies."""
+    """An exclusive, non-blocking lock on ``<folder>.lock``; released when the process dies, and the file
+    removed when its holder leaves the block (a killed holder leaves an empty file that locks nothing).
+
+    The holder deletes the file while it still holds it, so a process that opened the old file before the
+    deletion may lock that orphan: after locking, each process checks that the path still names the file it
+    holds, and starts again when it does not. Two processes can never both hold the lock on the path.
+    """
 
     def __init__(self, folder: str | os.PathLike):
         self.path = Path(str(Path(folder)) + ".lock")
         self._handle = None
 
     def __enter__(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.close()
-            self._handle = None
-            raise OutputBusyError(f"{self.path}: another pairless process is writing this output; "
-                                  "wait for it") from None
-        return self
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                raise OutputBusyError(f"{self.path}: another pairless process is writing this output; "
+                                      "wait for it") from None
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(handle.fileno())
+            if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                self._handle = handle
+                return self
+            handle.close()  # the file was removed by the holder we waited behind: lock the new one
 
     def __exit__(self, *exc) -> None:
         if self._handle is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+            try:
+                self.path.unlink(missing_ok=True)  # still held: nobody can lock this path in between
+            finally:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+                self._handle.close()
+                self._handle = None
 
 
 def merge_json(path: str | os.PathLike, update: dict) -> Path:

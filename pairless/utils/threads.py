@@ -1,86 +1,56 @@
-"""CPU thread counts for torch, chosen once for every stage.
+"""CPU thread counts for torch: a fixed default from the cores this process may use, never from load.
 
-The library takes thread counts from its caller (None: the current count);
-:func:`choose_threads` is called only by the commands and the experiment
-runner, so that a library call's result does not depend on the machine's load.
+The thread count splits reductions (matrix products, sums) into other partitions, so it changes the last bits
+of results. A count chosen from what other processes do at the moment made the same command give other bits
+on a busy machine than on an idle one, and a training run resumed after a kill (the killed process still in
+the load average) continue on another count than it started with (issue 30). So every result-producing path
+takes its count from the caller (``--threads N``, ``num_threads`` / ``threads`` in a config) and otherwise
+from :func:`default_threads`, which depends only on the cores the process may run on (its CPU affinity) and
+torch's own default (``OMP_NUM_THREADS`` when set): the same machine and environment give the same count,
+whatever else runs beside it. Each output records the count that shaped it (run config, checkpoints,
+``eval.json``, generation requests, tokenizer metadata), and a resumed training run keeps its recorded count.
 
-On a machine whose cores are busy with other work, two OpenMP threads that
-wait for each other at every op were measured 3-60x slower than one
-(tokenizer training, evaluation, training steps; see the benchmarks), while
-on an idle machine two threads are faster. So, unless a count is requested,
-a stage takes the cores that other processes leave free: it samples the
-machine's busy CPU time for a moment (``/proc/stat``; one sample serves the calls
-of the next few seconds) and subtracts its own
-process's, so that a long ``pairless run`` is not misled by the load its own
-previous stage left in the load average (which it was, taking one thread
-for every other training run on an idle machine). Where ``/proc/stat`` is
-missing, the 1-minute load average decides (one thread above the core
-count). The chosen count can change the last bits of results (reductions
-split differently), which is why training records it in its checkpoints.
+On a machine whose cores are busy with other work, two OpenMP threads that wait for each other at every op
+were measured 3-60x slower than one (see the benchmarks): pass ``--threads 1`` there. That is a choice of
+speed the user makes and the outputs record, not one the tool makes behind their back.
+
+The library takes thread counts from its caller (None: the current count); :func:`choose_threads` is called
+by the commands and the experiment runner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 
 import torch
 
 
-def _cpu_ticks() -> tuple[float, float] | None:
-    """(busy, total) CPU time of the whole machine since boot, in seconds; None without ``/proc/stat``."""
-    try:
-        with open("/proc/stat") as handle:
-            fields = [float(value) for value in handle.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    if len(fields) < 5:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / ticks, sum(fields[:8]) / ticks
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; the machine's count where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
-def other_busy_cores(window: float = 0.3) -> float | None:
-    """Cores kept busy by other processes over the next ``window`` seconds (this process's own left out)."""
-    before, own_before, started = _cpu_ticks(), time.process_time(), time.perf_counter()
-    if before is None:
-        return None
-    time.sleep(window)
-    after, own, elapsed = _cpu_ticks(), time.process_time() - own_before, time.perf_counter() - started
-    if after is None or after[1] <= before[1]:
-        return None
-    # busy / total is the busy fraction of all cores; times the core count is the number of busy cores.
-    total_cores = os.cpu_count() or 1
-    busy = (after[0] - before[0]) / (after[1] - before[1]) * total_cores
-    return max(0.0, busy - own / elapsed)
+def default_threads() -> int:
+    """The default torch thread count: torch's own default capped by the usable cores (>= 1).
 
-
-# One sample serves the calls of the next few seconds: sampling (a 0.3 s sleep) for each of many short
-# commands (the tests, many directions) made them slower.
-SAMPLE_REUSE_SECONDS = 5.0
-_last_sample: tuple[float, float | None] | None = None  # (time.monotonic() when taken, other busy cores)
-
-
-def _recent_other_busy_cores() -> float | None:
-    global _last_sample
-    if _last_sample is None or time.monotonic() - _last_sample[0] >= SAMPLE_REUSE_SECONDS:
-        _last_sample = (time.monotonic(), other_busy_cores())
-    return _last_sample[1]
+    Derived from the process's affinity and environment only, so that it is the same on an idle and on a
+    loaded machine. torch's default is read from ``torch.get_num_threads()``: inside a block that changed it
+    (:func:`torch_threads`, a test's fixture) that block's count is the default.
+    """
+    return max(1, min(usable_cores(), torch.get_num_threads()))
 
 
 def choose_threads(requested: int | None = None) -> int:
-    """``requested`` if given, else the cores other processes leave free (>= 1, <= torch's count)."""
+    """``requested`` if given, else :func:`default_threads` (never chosen from the machine's load)."""
     if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads: {requested} is not a positive thread count")
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    others = _recent_other_busy_cores()
-    if others is None:
-        return 1 if os.getloadavg()[0] > cores else torch.get_num_threads()
-    free = int(cores - others + 0.5)  # a core counts as free when others use less than half of it
-    return max(1, min(torch.get_num_threads(), free))
+    return default_threads()
 
 
 @contextlib.contextmanager
@@ -93,4 +63,3 @@ def torch_threads(count: int | None) -> Iterator[int]:
         yield count
     finally:
         torch.set_num_threads(previous)
-

@@ -173,3 +173,18 @@ def test_modalities_file_option_declares_for_any_command(tmp_path):
     assert cli.main(["--modalities-file", str(elsewhere), "preview", str(root), "--out", str(out)]) == 0
     assert out.stat().st_size > 0
     assert cli.split_modalities_file(["a", "--modalities-file=x.yaml", "b"]) == (["x.yaml"], ["a", "b"])
+
+
+@pytest.mark.parametrize("channels", [0, 1])
+@pytest.mark.parametrize("shape", [(8, 8), (8, 8, 1)])
+def test_a_single_channel_map_reads_with_channels_0_or_1(tmp_path, channels, shape):
+    """Both declarations take a plain map stored either way; the value has the declared shape."""
+    (tmp_path / "train" / "heat").mkdir(parents=True)
+    (tmp_path / "modalities.yaml").write_text("modalities:\n  heat:\n    kind: image\n    dtype: float32\n"
+                                              f"    extensions: [.npy]\n    channels: {channels}\n")
+    np.save(tmp_path / "train" / "heat" / "a.npy", np.ones(shape, np.float32))
+    try:
+        values = np.asarray(open_dataset(tmp_path, "train").column("heat")[0])
+    finally:
+        registry.unregister("heat")
+    assert values.shape == ((1, 8, 8, 1) if channels else (1, 8, 8))

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from byod_helpers import byod_blocks
+import pytest
+from byod_helpers import DATA_PAGE, byod_blocks
 
 from pairless.data import open_dataset
 from pairless.data.shards import open_shards
@@ -27,6 +28,13 @@ def test_byod_example_runs(tmp_path):
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Tokenizer reconstruction" in result.stdout
+    # the commands after the recipe, on the declared modality, with no flag
+    assert "rgb:thermal" in result.stdout and "wrote my_figures/depth-to-thermal" in result.stdout
+    skipped = "depth:thermal: skipped, no sample of the 'val' split has all of ['depth', 'thermal']"
+    assert skipped in result.stderr
+    assert "no ground truth, nothing scored" in result.stderr and "foscttm" in result.stdout
+    assert (tmp_path / "my_figures" / "depth-to-thermal" / "figure.png").is_file()
+    assert not list(tmp_path.rglob("*.lock"))
     # the one-command recipe: the data inspected, the never-co-recorded pair answered honestly
     report = (tmp_path / "my_results" / "own-data" / "report.md").read_text()
     for heading in ("## Your data", "## Quality bar", "## Pairs never recorded together",
@@ -57,3 +65,36 @@ def test_byod_example_runs(tmp_path):
     train = open_shards(shards, "train")
     assert not train.present["depth"].all()
     assert not (train.present["depth"] & train.present["thermal"]).any()  # never recorded together
+
+
+def test_the_error_examples_are_the_real_messages(tmp_path, monkeypatch):
+    """docs/data.md quotes two errors of a declaration; both are produced here, in a folder named my_data."""
+    from PIL import Image
+
+    from pairless import modalities as registry
+    from pairless.data.declared import read_declaration
+    from pairless.data.validate import DataError
+
+    page = " ".join(DATA_PAGE.read_text(encoding="utf-8").split())
+    monkeypatch.chdir(tmp_path)
+    root = Path("my_data")
+    (root / "val" / "tissue").mkdir(parents=True)
+    (root / "modalities.yaml").write_text("modalities:\n  thermal:\n    kind: image\n    colour: red\n")
+    with pytest.raises(DataError) as wrong_key:
+        read_declaration(root / "modalities.yaml")
+    assert str(wrong_key.value) in page
+    (root / "modalities.yaml").write_text("modalities:\n  tissue:\n    kind: image\n    extensions: [.png]\n"
+                                          "    classes: [background, tumour, stroma, immune]\n")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "val" / "tissue" / "s1.png")
+    try:
+        with pytest.raises(DataError) as contradicted:
+            open_dataset(root, "val")
+    finally:
+        registry.unregister("tissue")
+    assert str(contradicted.value) in page
+
+
+def test_the_preset_table_of_the_docs_is_the_one_the_commands_print():
+    from pairless.experiments.scale import preset_table
+
+    assert preset_table() in DATA_PAGE.read_text(encoding="utf-8")

@@ -59,9 +59,26 @@ def test_bad_options_are_refused_with_the_reason(my_data):
 def test_verdicts_treat_small_differences_as_none():
     assert compare(0.50, 0.80, "lower") == "better" and compare(0.79, 0.80, "lower") == "tie"
     assert compare(0.90, 0.80, "higher") == "better" and compare(0.70, 0.80, "higher") == "worse"
-    entry = {"bridges": {"rgb": {"num_samples": 4, "direct": {"abs_rel": 0.10}, "chained": {"abs_rel": 0.1},
+    entry = {"run": "all-data", "num_samples": 32,
+             "bridges": {"rgb": {"num_samples": 32, "direct": {"abs_rel": 0.10}, "chained": {"abs_rel": 0.1},
                                  "no_input": {"abs_rel": 0.30}}},
              "cycle": {"metrics": {"rmse": 3.00}, "shuffled": {"rmse": 3.01}}}
-    lines = unpaired_lines("thermal:depth", entry)
-    assert "uses its input" in lines[0]
+    learned = {("rgb:depth", "all-data"): {"learned": True, "reason": None, "ratio": 0.5}}
+    lines = unpaired_lines("thermal:depth", entry, learned)
+    assert "rests on rgb → depth, the proxy; 32 samples" in lines[0] and "uses its input" in lines[0]
     assert "**no closer to the real thermal than to another sample's**" in lines[1]
+
+
+def test_unpaired_verdicts_refuse_to_rest_on_an_unlearned_direction_or_few_samples():
+    entry = {"run": "all-data", "num_samples": 4,
+             "bridges": {"rgb": {"num_samples": 32, "direct": {"abs_rel": 0.10}, "chained": {"abs_rel": 0.1},
+                                 "no_input": {"abs_rel": 0.30}}},
+             "cycle": {"metrics": {"rmse": 2.00}, "shuffled": {"rmse": 3.00}}}
+    unlearned = {("rgb:depth", "all-data"): {"learned": False, "reason": "worse than no input",
+                                             "ratio": 1.06}}
+    lines = unpaired_lines("thermal:depth", entry, unlearned)
+    assert "**no verdict**: it rests on rgb → depth, which the run has not learned (worse than no input)" \
+        in lines[0]
+    assert "**no verdict**: 4 held-out samples, fewer than the 16 a verdict needs" in lines[1]
+    assert "**no verdict**: it rests on rgb → depth, which has no measured quality" in \
+        unpaired_lines("thermal:depth", entry)[0]

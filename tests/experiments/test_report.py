@@ -10,9 +10,10 @@ import math
 
 import pytest
 
+from pairless.experiments.quality import quality_rows
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.report import write_report
-from pairless.experiments.tables import findings, quality_rows, recovered_fraction, translation_rows
+from pairless.experiments.tables import findings, recovered_fraction, translation_rows
 
 
 def test_recovered_fraction():
@@ -131,9 +132,30 @@ def test_quality_bar_shows_ratio_and_ceiling_and_refuses_a_fraction_of_no_gap(tm
     (folder / "results.json").write_text(json.dumps(results))
     report = write_report(folder).read_text()
     assert "## Quality bar" in report
-    row = "| rgb → depth | many-shot | many-shot | 0.56 | yes | abs_rel (lower is better) | 0.040 | 0.012 |"
+    row = ("| rgb → depth | many-shot | many-shot | 4 | 0.56 | yes | abs_rel (lower is better) | 0.040 | – "
+           "| 0.012 |")
     assert row in report
     assert "depth → rgb: the many-shot model is within 10% of its no-input CE (ratio 0.97)" in report
+
+
+def test_learned_needs_the_decoded_metric_to_beat_no_input_and_a_ce_above_no_input_is_named(tmp_path):
+    def ce(name, direction):
+        return {"rgb:depth": 7.8, "depth:rgb": 9.5}[direction]  # ratios 0.87 and 1.06 of no input (9.0)
+
+    results = _results("demo", ce)
+    results["generation"] = {"metrics": {"rgb:depth": {
+        "many-shot": {"abs_rel": 0.197}, "_no_input": {"many-shot": {"abs_rel": 0.190}}}}}
+    quality = {(row["direction"], row["run"]): row for row in quality_rows(results)}
+    assert quality[("rgb:depth", "many-shot")]["reason"] == "decoded no better than no input"
+    assert quality[("depth:rgb", "many-shot")]["reason"] == "worse than no input"
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    report = write_report(folder).read_text()
+    assert "| 0.87 | **no: decoded no better than no input** | abs_rel (lower is better) | 0.197 | 0.190 |" \
+        in report
+    worse = "depth → rgb (many-shot): the CE is 1.06 of the CE with no input: **worse than no input**"
+    assert worse in report
 
 
 def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin():

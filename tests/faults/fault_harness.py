@@ -18,6 +18,12 @@ stage). For each stage (a :class:`StageCase`, see ``fault_cases``):
 3. compare the fingerprint with the reference and re-check every
    ``COMPLETE.json`` content hash under the outputs.
 
+With ``load=True`` (background-load mode) every trial, its kills and its re-run, runs beside a CPU-burning
+process the harness starts and stops itself (:class:`BackgroundLoad`: one busy core, bounded in time), while
+the reference ran on a quiet machine, and the stages run at their default thread count (no
+``OMP_NUM_THREADS=1``): a stage whose results depend on the machine's load (a thread count chosen from it,
+issue 30) shows up as a mismatch.
+
 Every trial runs in the same folder, so absolute paths recorded in outputs
 (resolved configs, manifests) match the reference. Files whose bytes
 legitimately depend on wall-clock time (logs' throughput, timings) are left
@@ -154,21 +160,60 @@ class StageReport:
     resumes: int = 0
     mismatches: int = 0
     finished_before_kill: int = 0
+    load: bool = False  # the trials ran beside a CPU-burning process (background-load mode)
     reference_seconds: float = 0.0
     first_write_seconds: float = 0.0  # when the reference run first changed anything in its work folder
     details: list[str] = field(default_factory=list)
 
 
-def _environment() -> dict[str, str]:
-    # Same hashing, no progress bars, and one CPU thread in every run: stages choose their thread count from
-    # the machine's load, and a count that differs between the reference and a re-run changes the last bits
-    # of trained weights (and, with two threads, bf16 training differs between processes anyway).
-    return {**os.environ, "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+def _environment(default_threads: bool = False) -> dict[str, str]:
+    """Same hashing, no progress bars; one CPU thread in every run (short stages on a 2-core machine shared
+    with the test workers), or, with ``default_threads``, each stage's own default count (the load mode:
+    that count must not move with the load)."""
+    environment = {**os.environ, "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    if default_threads:
+        del environment["OMP_NUM_THREADS"]
+    return environment
 
 
-def _run(command: list[str], work: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=work, env=_environment(), capture_output=True, text=True,
-                          timeout=timeout)
+# A CPU-burning process stops by itself after this long, should the harness that started it die first.
+LOAD_LIMIT_SECONDS = 1800.0
+BURN = ("import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n"
+        "    sum(range(1000))\n")
+
+
+class BackgroundLoad:
+    """One busy core beside the stage for the duration of a ``with`` block (nothing when not ``active``).
+
+    The burner is a separate process in its own session (a kill of the stage's process group leaves it
+    alone), stopped on leaving the block and bounded by :data:`LOAD_LIMIT_SECONDS` in any case.
+    """
+
+    def __init__(self, active: bool = True, limit: float = LOAD_LIMIT_SECONDS):
+        self.active, self.limit = active, limit
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> BackgroundLoad:
+        if self.active:
+            self.process = subprocess.Popen([sys.executable, "-c", BURN.format(limit=self.limit)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True)
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def _run(command: list[str], work: Path, timeout: float, default_threads: bool = False
+         ) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=work, env=_environment(default_threads), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _snapshot(work: Path) -> dict[str, int]:
@@ -184,7 +229,8 @@ def _snapshot(work: Path) -> dict[str, int]:
     return state
 
 
-def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, str, float, float]:
+def run_reference(command: list[str], work: Path, timeout: float,
+                  default_threads: bool = False) -> tuple[int, str, float, float]:
     """Run ``command`` to the end in ``work``: (exit code, stderr tail, seconds, seconds to its first write).
 
     The work folder is polled until something in it changes (a lock, a staging folder, an output), which
@@ -193,8 +239,8 @@ def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, 
     before = _snapshot(work)
     with tempfile.TemporaryFile("w+") as errors:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL,
-                                   stderr=errors)
+        process = subprocess.Popen(command, cwd=work, env=_environment(default_threads),
+                                   stdout=subprocess.DEVNULL, stderr=errors)
         first_write = None
         while process.poll() is None:
             elapsed = time.perf_counter() - started
@@ -211,11 +257,11 @@ def run_reference(command: list[str], work: Path, timeout: float) -> tuple[int, 
     return process.returncode, tail, duration, duration if first_write is None else first_write
 
 
-def kill_at(command: list[str], work: Path, delay: float) -> bool:
+def kill_at(command: list[str], work: Path, delay: float, default_threads: bool = False) -> bool:
     """Start ``command`` in ``work``; SIGKILL its process group after ``delay`` s. True if it was still
     running."""
-    process = subprocess.Popen(command, cwd=work, env=_environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(command, cwd=work, env=_environment(default_threads),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         process.wait(timeout=delay)
         return False
@@ -233,11 +279,15 @@ def _fresh(case: StageCase, work: Path) -> None:
 
 
 def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0,
-                progress: bool | None = None) -> StageReport:
-    """Run ``kills`` kill-and-resume trials of ``case`` in ``work``; count kills, resumes and mismatches."""
-    report = StageReport(case.name)
+                progress: bool | None = None, load: bool = False) -> StageReport:
+    """Run ``kills`` kill-and-resume trials of ``case`` in ``work``; count kills, resumes and mismatches.
+
+    ``load``: the background-load mode (the reference on a quiet machine, every trial beside one busy core,
+    every run at the stage's default thread count).
+    """
+    report = StageReport(case.name, load=load)
     _fresh(case, work)
-    code, errors, duration, first_write = run_reference(case.command, work, case.timeout)
+    code, errors, duration, first_write = run_reference(case.command, work, case.timeout, load)
     report.reference_seconds, report.first_write_seconds = duration, first_write
     if code != 0:
         raise RuntimeError(f"{case.name}: the uninterrupted run failed "
@@ -248,44 +298,55 @@ def check_stage(case: StageCase, work: Path, kills: int, seed: int = 0,
         raise RuntimeError(f"{case.name}: the uninterrupted run wrote bad markers: {problems}")
     generator = np.random.default_rng([seed, kills])
     for trial in tqdm(range(kills), desc=f"faults {case.name}", disable=True if progress is False else None):
-        _fresh(case, work)
-        # Kill points are spread over the run from its first write to its end (stratified), jittered within
-        # each stratum.
-        delay = first_write + (duration - first_write) * (trial + generator.uniform(0.05, 0.95)) / kills
-        report.trials += 1
-        where = (f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s, "
-                 f"first write at {first_write:.2f} s)")
-        # A loaded machine runs faster or slower than the reference: when the stage ends before its
-        # kill point, start over (fresh folder) with an earlier one, so that most trials do kill.
-        for _ in range(4):
-            if kill_at(case.command, work, delay):
-                report.kills += 1
-                break
-            report.finished_before_kill += 1
-            _fresh(case, work)
-            delay *= 0.6
-            where += f", ended before; again at {delay:.2f} s"
-        if trial % 2 == 1:  # interrupt the resumption too, at a random moment of it
-            second = first_write + (duration - first_write) * generator.uniform(0.05, 0.95)
-            if kill_at(case.command, work, second):
-                report.kills += 1
-            where += f", then at {second:.2f} s of the re-run"
-        again = _run(case.command, work, case.timeout)
-        if again.returncode != 0:
-            report.mismatches += 1
-            report.details.append(f"{where}: re-run failed (exit {again.returncode}): {again.stderr[-800:]}")
-            continue
-        report.resumes += 1
-        problems = check_markers(work, case.outputs, case.stale_markers)
-        differing = differing_files(reference, file_digests(work, case.outputs, case.ignore, case.normalize))
-        if differing:
-            shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4
-                                                else "")
-            problems.append(f"outputs differ from the uninterrupted run: {shown}")
-        if problems:
-            report.mismatches += 1
-            report.details.append(f"{where}: " + "; ".join(problems))
+        with BackgroundLoad(load) as burner:
+            _trial(case, work, kills, trial, generator, first_write, duration, report, reference, load)
+            if load and not burner.running():
+                report.mismatches += 1
+                report.details.append(f"trial {trial}: the background load ended before the trial did")
     return report
+
+
+def _trial(case: StageCase, work: Path, kills: int, trial: int, generator: np.random.Generator,
+           first_write: float, duration: float, report: StageReport, reference: dict[str, str],
+           load: bool) -> None:
+    """One trial of :func:`check_stage`: kill (once or twice), re-run, compare; counts into ``report``."""
+    _fresh(case, work)
+    # Kill points are spread over the run from its first write to its end (stratified), jittered within
+    # each stratum.
+    delay = first_write + (duration - first_write) * (trial + generator.uniform(0.05, 0.95)) / kills
+    report.trials += 1
+    where = (f"trial {trial} (kill at {delay:.2f} s of {duration:.1f} s, "
+             f"first write at {first_write:.2f} s)")
+    # A loaded machine runs faster or slower than the reference: when the stage ends before its
+    # kill point, start over (fresh folder) with an earlier one, so that most trials do kill.
+    for _ in range(4):
+        if kill_at(case.command, work, delay, load):
+            report.kills += 1
+            break
+        report.finished_before_kill += 1
+        _fresh(case, work)
+        delay *= 0.6
+        where += f", ended before; again at {delay:.2f} s"
+    if trial % 2 == 1:  # interrupt the resumption too, at a random moment of it
+        second = first_write + (duration - first_write) * generator.uniform(0.05, 0.95)
+        if kill_at(case.command, work, second, load):
+            report.kills += 1
+        where += f", then at {second:.2f} s of the re-run"
+    again = _run(case.command, work, case.timeout, load)
+    if again.returncode != 0:
+        report.mismatches += 1
+        report.details.append(f"{where}: re-run failed (exit {again.returncode}): {again.stderr[-800:]}")
+        return
+    report.resumes += 1
+    problems = check_markers(work, case.outputs, case.stale_markers)
+    differing = differing_files(reference, file_digests(work, case.outputs, case.ignore, case.normalize))
+    if differing:
+        shown = ", ".join(differing[:4]) + (f" and {len(differing) - 4} more" if len(differing) > 4
+                                            else "")
+        problems.append(f"outputs differ from the uninterrupted run: {shown}")
+    if problems:
+        report.mismatches += 1
+        report.details.append(f"{where}: " + "; ".join(problems))
 
 
 def pairless_command(*args: str) -> list[str]:
@@ -298,12 +359,12 @@ def summary_table(reports: list[StageReport]) -> str:
     """The harness summary: one row per stage and a total (mismatches must be 0)."""
     header = f"{'stage':<12} {'trials':>6} {'kills':>6} {'resumes':>8} {'mismatches':>11} " \
              f"{'ended-early':>12} " \
-             f"{'run (s)':>8} {'1st write (s)':>13}"
+             f"{'run (s)':>8} {'1st write (s)':>13} {'load':>5}"
     lines = [header]
     for r in reports:
         lines.append(f"{r.name:<12} {r.trials:>6} {r.kills:>6} {r.resumes:>8} {r.mismatches:>11} "
                      f"{r.finished_before_kill:>12} {r.reference_seconds:>8.1f} "
-                     f"{r.first_write_seconds:>13.1f}")
+                     f"{r.first_write_seconds:>13.1f} {'yes' if r.load else 'no':>5}")
     totals = [sum(getattr(r, key) for r in reports)
               for key in ("trials", "kills", "resumes", "mismatches", "finished_before_kill")]
     lines.append(f"{'total':<12} {totals[0]:>6} {totals[1]:>6} {totals[2]:>8} {totals[3]:>11} "

@@ -8,6 +8,7 @@ writer of one output is refused.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,15 @@ import time
 
 import pytest
 from fault_cases import build_inputs, stage_cases
-from fault_harness import StageCase, check_markers, check_stage, fingerprint, run_reference, summary_table
+from fault_harness import (
+    BackgroundLoad,
+    StageCase,
+    check_markers,
+    check_stage,
+    fingerprint,
+    run_reference,
+    summary_table,
+)
 
 from pairless.utils.storage import mark_complete, staged_dir
 
@@ -121,8 +130,9 @@ def _environment():
     return {**os.environ, "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
 
 
-def _check(stage, inputs_folder, work, kills):
-    report = check_stage(stage_cases(inputs_folder)[stage], work / stage, kills=kills, seed=7, progress=False)
+def _check(stage, inputs_folder, work, kills, load=False):
+    report = check_stage(stage_cases(inputs_folder)[stage], work / stage, kills=kills, seed=7, progress=False,
+                         load=load)
     assert report.trials == kills and report.resumes == kills
     assert report.mismatches == 0, report.details
     assert report.kills >= 1
@@ -137,6 +147,29 @@ def test_world_survives_kills(tmp_path):
 @pytest.mark.parametrize("stage", ["tokenize", "train", "eval", "generate"])
 def test_stage_survives_kills(inputs, tmp_path, stage):
     _check(stage, inputs, tmp_path, kills=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["train", "run"])
+def test_stage_survives_kills_beside_a_busy_core(inputs, tmp_path, stage):
+    # The background-load mode: the reference on a quiet machine, the trial (its kill and re-run) beside one
+    # busy core, every run at its default thread count: a count chosen from the load would differ (issue 30).
+    report = _check(stage, inputs, tmp_path, kills=1, load=True)
+    assert report.load and "yes" in summary_table([report])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads a process's CPU time in /proc")
+def test_background_load_burns_a_core_and_stops():
+    with BackgroundLoad(limit=60) as load:
+        pid = load.process.pid
+        time.sleep(1.0)
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        busy_seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        assert load.running()
+    assert busy_seconds > 0.3, busy_seconds  # busy for a good part of the second (on a shared machine)
+    assert not load.running() and not os.path.exists(f"/proc/{pid}/stat")
+    with BackgroundLoad(active=False) as idle:
+        assert idle.process is None and not idle.running()
 
 
 def test_safetensors_compared_whatever_their_header_order(tmp_path):

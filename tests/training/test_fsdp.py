@@ -54,6 +54,8 @@ def fsdp_runs(tmp_path_factory):
                          **total),
         {**tiny_config_data(shards, root / "fsdp-stopped", distributed="fsdp", **COMMON, **total),
          "_resume": True},
+        # bf16: the weights all-gathered and computed with in bf16 (MixedPrecisionPolicy), shards in fp32
+        tiny_config_data(shards, root / "fsdp-bf16", distributed="fsdp", precision="bf16", **COMMON, **total),
     ]
     _spawn(runs)
     return root
@@ -93,3 +95,13 @@ def test_a_stopped_fsdp_run_resumes_exactly(fsdp_runs):
     straight, resumed = (_weights(fsdp_runs / run / MODEL_FILE) for run in ("fsdp", "fsdp-stopped"))
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_bf16_fsdp_run_trains_in_bf16_and_keeps_fp32_shards(fsdp_runs):
+    """The first step's loss (before any update) is the fp32 run's to bf16 precision; the weights it saves
+    are fp32 and finite."""
+    losses = [[json.loads(line)["loss"] for line in (fsdp_runs / run / "log.jsonl").read_text().splitlines()]
+              for run in ("fsdp", "fsdp-bf16")]
+    assert losses[1][0] == pytest.approx(losses[0][0], rel=2e-2) and losses[1][0] != losses[0][0]
+    weights = _weights(fsdp_runs / "fsdp-bf16" / MODEL_FILE)
+    assert all(value.dtype == torch.float32 and torch.isfinite(value).all() for value in weights.values())

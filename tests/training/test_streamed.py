@@ -60,10 +60,26 @@ def test_streamed_and_packed_shards_give_the_same_batches(both, tmp_path):
         masker = Masker(data.specs, config.masking, data.modalities)
         source = BatchSource(data, order, masker, config.seed, num_workers=0)
         batches.append([source.get(step) for step in range(14)])  # past the end of the first epoch
-    for (indices_a, batch_a), (indices_b, batch_b) in zip(*batches, strict=True):
-        assert np.array_equal(indices_a, indices_b)
+    for prepared_a, prepared_b in zip(*batches, strict=True):
+        assert np.array_equal(prepared_a.indices, prepared_b.indices)
+        assert np.array_equal(prepared_a.modality_tokens, prepared_b.modality_tokens)
         for name in ("enc_tokens", "enc_modality", "enc_positions", "dec_tokens", "dec_valid"):
-            assert torch.equal(getattr(batch_a, name), getattr(batch_b, name)), name
+            assert torch.equal(getattr(prepared_a.batch, name), getattr(prepared_b.batch, name)), name
+
+
+def test_a_process_masking_its_share_of_streamed_shards_gets_the_rows_and_counts_of_the_whole(both, tmp_path):
+    _, streamed = both
+    config = _config(streamed, tmp_path / "x", stream_groups=2)
+    data, order = training_data(config)
+    masker = Masker(data.specs, config.masking, data.modalities)
+    whole = BatchSource(data, order, masker, config.seed, num_workers=0).get(3)
+    data._cache.clear()
+    share = BatchSource(data, order, masker, config.seed, num_workers=0, own=(8, 16)).get(3)
+    assert share.offset == 8 and share.batch.batch_size == 8
+    assert np.array_equal(share.modality_tokens, whole.modality_tokens)  # the budget counts the whole batch
+    for name in ("enc_tokens", "enc_modality", "enc_positions", "dec_tokens", "dec_input_tokens",
+                 "dec_valid"):
+        assert torch.equal(getattr(whole.batch, name)[8:], getattr(share.batch, name)), name
 
 
 def test_a_process_reads_only_its_share_and_masks_it_as_with_everything(both, tmp_path):

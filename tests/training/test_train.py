@@ -102,19 +102,36 @@ def test_resume_reproduces_uninterrupted_run_exactly(shards, tmp_path, precision
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
 
 
-def test_resume_refuses_a_different_config_and_warns_about_threads(shards, tmp_path, capsys):
+def test_resume_refuses_a_different_config_and_another_thread_count(shards, tmp_path, capsys):
     run = tmp_path / "run"
     train(config(shards, run, stop_after_steps=2))
-    train(config(shards, run, stop_after_steps=1, num_threads=2), resume=True)  # a resumable field
-    assert "resuming with 2 threads, the run used 1" in capsys.readouterr().err
+    assert read_json(run / "config.json")["num_threads"] == 1  # the count it used, recorded
+    with pytest.raises(ValueError, match=r"trained with 1 torch threads.*--accept-thread-change"):
+        train(config(shards, run, stop_after_steps=1, num_threads=2), resume=True)
+    # the user's explicit choice: continue on 2 threads, with a warning that it is not bit-identical
+    train(config(shards, run, stop_after_steps=1, num_threads=2), resume=True, accept_thread_change=True)
+    assert "other results than an uninterrupted run" in capsys.readouterr().err
     assert torch.get_num_threads() == 1  # restored for the caller
+    assert read_json(run / "config.json")["num_threads"] == 2
     with pytest.raises(ValueError, match="base_lr"):
         train(config(shards, run, base_lr=0.01), resume=True)
 
 
+def test_the_train_command_refuses_another_thread_count_on_resume(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(config(shards, run, stop_after_steps=1))
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config_data(shards, run)))
+    arguments = ["--config", str(tmp_path / "config.json"), "--resume", "--set", "stop_after_steps=1"]
+    assert main([*arguments, "--threads", "2"]) == 1
+    assert "trained with 1 torch threads" in capsys.readouterr().err
+    assert main([*arguments, "--threads", "1", "--device", "cpu"]) == 0  # the same count: fine
+    assert main([*arguments, "--threads", "2", "--accept-thread-change"]) == 0
+    assert "warning" in capsys.readouterr().err
+
+
 def test_resume_without_a_thread_count_keeps_the_runs_own(shards, tmp_path, capsys):
-    # The runner chooses threads by load for a new run and passes none on resume: the resumed run must use the
-    # count its checkpoint recorded (2 here, while the caller runs with 1) and match the uninterrupted run.
+    # The runner passes no count on resume: the resumed run must use the count its checkpoint recorded (2
+    # here, while the caller runs with 1) and match the uninterrupted run.
     reference = train(config(shards, tmp_path / "reference", num_threads=2))
     run = tmp_path / "run"
     train(config(shards, run, num_threads=2, stop_after_steps=3))
@@ -126,6 +143,8 @@ def test_resume_without_a_thread_count_keeps_the_runs_own(shards, tmp_path, caps
     assert losses(run) == losses(reference)
     latest = read_state(latest_checkpoint(run / "checkpoints") / STATE_FILE)
     assert latest.info["threads"] == 2
+    assert read_json(run / "config.json")["num_threads"] == 2
+    assert (run / MODEL_FILE).read_bytes() == (reference / MODEL_FILE).read_bytes()  # byte for byte
 
 
 def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shards, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""The thread count stages choose: the cores other processes leave free, not the load this process made."""
+"""The default thread count: the cores this process may use, capped by torch's default, never the load."""
 
 from __future__ import annotations
 
@@ -7,65 +7,63 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pairless.utils import threads
 
 
-@pytest.mark.parametrize(("others", "cores", "expected"), [(0.0, 2, 2), (0.3, 2, 2), (0.6, 2, 1), (1.0, 2, 1),
-                                                           (1.9, 2, 1), (5.0, 2, 1), (1.2, 8, 2)])
-def test_the_count_is_the_free_cores_capped_by_torchs(monkeypatch, others, cores, expected):
-    monkeypatch.setattr(threads, "_last_sample", None)
-    monkeypatch.setattr(threads, "other_busy_cores", lambda: others)
+@pytest.mark.parametrize(("cores", "torch_count", "expected"), [(2, 2, 2), (1, 2, 1), (8, 2, 2), (4, 3, 3)])
+def test_the_default_is_the_usable_cores_capped_by_torchs(monkeypatch, cores, torch_count, expected):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    with threads.torch_threads(2):
+    with threads.torch_threads(torch_count):
+        assert threads.default_threads() == expected
         assert threads.choose_threads() == expected
     assert threads.choose_threads(3) == 3  # a requested count is taken as it is
+    with pytest.raises(ValueError, match="positive"):
+        threads.choose_threads(0)
 
 
-def test_without_proc_stat_the_load_average_decides(monkeypatch):
-    monkeypatch.setattr(threads, "_last_sample", None)
-    monkeypatch.setattr(threads, "other_busy_cores", lambda: None)
+def test_the_default_does_not_read_the_machines_load(monkeypatch):
+    # Whatever the load average and /proc/stat say, the count is the same.
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: pytest.fail("the thread default read the load average"))
+    real_open = open
+
+    def guarded_open(path, *args, **kwargs):
+        if str(path).startswith("/proc/stat") or str(path).startswith("/proc/loadavg"):
+            pytest.fail(f"the thread default read {path}")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", guarded_open)
     with threads.torch_threads(2):
-        monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 1.0, 1.0))
-        assert threads.choose_threads() == 1
-        monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
-        assert threads.choose_threads() == 2
+        assert threads.default_threads() == 2
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs /proc/stat")
-def test_a_busy_process_is_seen():
+COUNT = "from pairless.utils.threads import default_threads; print(default_threads())"
+
+
+def test_a_busy_core_beside_it_does_not_change_the_count():
+    # The count a fresh process picks, on an idle machine and with a process spinning on a core beside it.
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+
+    def count() -> str:
+        return subprocess.run([sys.executable, "-c", COUNT], capture_output=True, text=True, check=True,
+                              env=environment).stdout.strip()
+
+    idle = count()
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        seen = threads.other_busy_cores(window=0.5)
+        busy = [count() for _ in range(2)]
     finally:
         spinner.kill()
         spinner.wait()
-    assert seen is not None and seen >= 0.6, seen
+    assert busy == [idle, idle]
 
 
-def test_this_processs_own_cpu_time_is_left_out(monkeypatch):
-    # A fake 2-core machine: over a 1 s window /proc/stat counts 2 CPU-seconds, all busy; 1.5 of them were
-    # this process's own (its last stage's threads winding down), so other processes kept 0.5 core busy.
-    ticks = iter([(10.0, 100.0), (12.0, 102.0)])
-    own = iter([50.0, 51.5])
-    clock = iter([0.0, 1.0])
-    monkeypatch.setattr(threads, "_cpu_ticks", lambda: next(ticks))
-    monkeypatch.setattr(threads.time, "process_time", lambda: next(own))
-    monkeypatch.setattr(threads.time, "perf_counter", lambda: next(clock))
-    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert threads.other_busy_cores(window=1.0) == pytest.approx(0.5)
-
-
-def test_one_sample_serves_the_next_few_seconds(monkeypatch):
-    calls = []
-    monkeypatch.setattr(threads, "_last_sample", None)
-    monkeypatch.setattr(threads, "other_busy_cores", lambda: calls.append(1) or 0.0)
-    for _ in range(5):
-        threads.choose_threads()
-    assert len(calls) == 1
-    monkeypatch.setattr(threads, "_last_sample",
-                        (threads.time.monotonic() - threads.SAMPLE_REUSE_SECONDS, 0.0))
-    threads.choose_threads()
-    assert len(calls) == 2
+def test_torch_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with threads.torch_threads(1) as count:
+        assert count == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with threads.torch_threads(None) as count:
+        assert count == before

@@ -1,0 +1,402 @@
+"""The memory a training run needs, predicted before it starts; the fit check and the out-of-memory advice.
+
+:func:`estimate` counts, per process, the bytes of every part of a run: fp32 weights, their bf16 copies that
+autocast keeps for the backward pass, fp32 gradients, AdamW's two moments, the activations one micro-batch
+saves for its backward pass (for each attention kind, with and without activation checkpointing), the
+runtime (Python, torch, the data) and what a checkpoint save adds. For a CPU run all of it is host memory;
+for a GPU run the training state and activations are device memory and the host holds the runtime plus, at a
+save, one tensor at a time (:func:`pairless.utils.storage.atomic_write_safetensors`).
+
+The activation count is per token and layer, from what each operation keeps for its backward pass:
+
+- a block's input (fp32, kept by its layer norm) and the bf16 copy of each norm's output fed to a matmul;
+- q, k, v and the attention output (bf16); the MLP's hidden activations before and after GELU (bf16);
+- ``explicit`` attention keeps its probabilities ``(heads, queries, keys)``: bf16 on the CPU, fp32 plus a
+  bf16 copy on CUDA (autocast runs softmax in fp32 there); ``sdpa`` keeps one log-sum-exp per head instead;
+- with activation checkpointing only each block's input is kept, and one block's activations are rebuilt
+  at a time in the backward pass.
+
+``pairless train`` checks the estimate against what the machine has (:func:`check_fit`) before it loads
+anything, resolves ``micro_batch_size="auto"`` (:func:`auto_micro_batch`), and turns an allocator failure
+during a step or a save into the same advice (:func:`out_of_memory`). tests/training/test_memory.py holds
+the prediction against the measured peak of a short CPU run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pairless.batch import TokenSpec
+from pairless.config import ConfigError
+from pairless.model import ModelConfig
+from pairless.model.attention import resolve_attention
+
+GIB = 1024**3
+# Python, torch and its allocator, the shards' index, tqdm and TensorBoard: the resident memory of a
+# ``pairless train`` process before its model exists (0.4-0.45 GiB measured here on the CPU).
+RUNTIME_BYTES = int(0.45 * GIB)
+# Kernel workspace and allocator fragmentation on CUDA: a share of the rest kept free.
+CUDA_HEADROOM = 0.10
+
+
+class DoesNotFit(ConfigError):
+    """A run needs more memory than the machine has; the message names the run and what to change."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run's memory depends on, per process."""
+
+    model: ModelConfig
+    specs: dict[str, TokenSpec]
+    input_tokens: int  # encoder inputs per sample (the masking input budget)
+    target_tokens: int  # decoder targets per sample
+    micro_batch: int  # samples per forward pass on one process
+    precision: str = "bf16"
+    device_type: str = "cpu"  # "cpu" or "cuda"
+    activation_checkpointing: bool = False
+    processes: int = 1
+    sharded: bool = False  # FSDP: weights, gradients and moments split over the processes
+
+    @property
+    def vocab_total(self) -> int:
+        return sum(spec.vocab_size for spec in self.specs.values())
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of each part of a run on one process, and where they live."""
+
+    parameters: int
+    weights: int  # fp32 (this process's share when sharded)
+    weight_copies: int  # bf16 copies of the matrices that autocast keeps for the backward pass
+    gradients: int
+    optimizer: int  # AdamW exp_avg + exp_avg_sq
+    activations: int  # one micro-batch's saved activations plus the backward pass's working set
+    runtime: int  # the process before its model exists
+    save: int  # what a checkpoint save adds on the host
+    checkpoint_file: int  # bytes of one checkpoint on disk (weights + training state)
+    device_type: str
+    micro_batch: int
+
+    @property
+    def training_state(self) -> int:
+        return self.weights + self.weight_copies + self.gradients + self.optimizer
+
+    @property
+    def device(self) -> int:
+        """Peak device memory of a GPU run (0 for a CPU run: everything is host memory)."""
+        if self.device_type == "cpu":
+            return 0
+        return int((self.training_state + self.activations) * (1 + CUDA_HEADROOM))
+
+    @property
+    def host(self) -> int:
+        """Peak host memory: a CPU run holds everything there; a GPU run its runtime and a save's tensor."""
+        if self.device_type == "cpu":
+            return self.runtime + self.training_state + self.activations + self.save
+        return self.runtime + self.save
+
+
+def linear_parameters(model: ModelConfig) -> int:
+    """Parameters of the blocks' matrices (what autocast copies to bf16), biases excluded."""
+    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    encoder = 4 * dim * dim + 2 * dim * hidden
+    decoder = encoder + 4 * dim * dim  # plus cross-attention: q, kv (2 D^2), proj
+    return model.encoder_layers * encoder + model.decoder_layers * decoder
+
+
+def parameter_count(model: ModelConfig, specs: dict[str, TokenSpec]) -> int:
+    """The exact parameter count of ``FourM(model, specs)`` (tested against the built model)."""
+    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    vocab, modalities = sum(spec.vocab_size for spec in specs.values()), len(specs)
+    norm = dim * (2 if model.bias else 1)
+    encoder_block = 2 * norm + (3 * dim + hidden + 2 * dim if model.bias else 0)
+    decoder_block = 3 * norm + (3 * dim + hidden + 2 * dim + 3 * dim + dim if model.bias else 0)
+    count = (linear_parameters(model) + model.encoder_layers * encoder_block
+             + model.decoder_layers * decoder_block)
+    count += vocab * dim + modalities * dim + 2 * dim  # token table, modality embeddings, null, mask token
+    count += 2 * norm  # encoder and decoder final norms
+    count += vocab * dim + (vocab if model.bias else 0)  # output heads
+    return count
+
+
+def _attention_bytes(workload: Workload, queries: int, keys: int) -> int:
+    """Bytes one attention layer keeps per sample for its backward pass besides q, k, v and its output."""
+    heads = workload.model.heads
+    if resolve_attention(workload.model.attention, workload.device_type) == "sdpa":
+        return 4 * heads * queries  # one fp32 log-sum-exp per head and query
+    probability = 2 if workload.precision == "bf16" else 4
+    if workload.device_type == "cuda" and workload.precision == "bf16":
+        probability = 4 + 2  # autocast's softmax runs in fp32; the matmul after it keeps a bf16 copy
+    return probability * heads * queries * keys
+
+
+def activation_bytes(workload: Workload) -> int:
+    """Saved activations of one micro-batch plus the backward pass's working set, per process."""
+    model = workload.model
+    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    low = 2 if workload.precision == "bf16" else 4  # bytes of a matmul input/output
+    encoder, decoder = workload.input_tokens + 1, workload.target_tokens  # + the null token
+    mlp = 4 * dim + low * dim + 2 * low * hidden  # norm input (fp32), its cast, hidden before/after GELU
+    attention = 4 * dim + low * dim + low * 3 * dim + low * dim  # norm input, cast, q k v, output
+    cross = 4 * dim + low * dim + low * dim + low * dim  # norm input, cast, q, output
+    memory_side = low * dim + low * 2 * dim  # per encoder token and decoder layer: its cast, k and v
+    encoder_layer = encoder * (attention + mlp) + _attention_bytes(workload, encoder, encoder)
+    decoder_layer = (decoder * (attention + cross + mlp) + encoder * memory_side
+                     + _attention_bytes(workload, decoder, decoder)
+                     + _attention_bytes(workload, decoder, encoder))
+    # once per forward: embeddings, the three attention masks, the final norms, the heads' logits and loss
+    vocab_mean = workload.vocab_total / max(1, len(workload.specs))
+    mask_heads = model.heads if resolve_attention(model.attention, workload.device_type) == "explicit" else 1
+    once = ((encoder + decoder) * 8 * dim
+            + low * mask_heads * (encoder * encoder + decoder * decoder + decoder * encoder)
+            + decoder * vocab_mean * (low + 4 + 4))
+    if workload.activation_checkpointing:
+        kept = encoder * 4 * dim * model.encoder_layers + decoder * 4 * dim * model.decoder_layers
+        rebuilt = max(encoder_layer, decoder_layer)  # one block's activations at a time
+        per_sample = kept + rebuilt + once
+    else:
+        per_sample = encoder_layer * model.encoder_layers + decoder_layer * model.decoder_layers + once
+    working = 2 * max(encoder_layer, decoder_layer)  # gradients of one layer's activations in flight
+    return int(workload.micro_batch * (per_sample + working))
+
+
+def estimate(workload: Workload) -> MemoryEstimate:
+    """Every part of the run's memory on one process (see the module docstring)."""
+    parameters = parameter_count(workload.model, workload.specs)
+    share = workload.processes if workload.sharded else 1
+    weights = 4 * parameters // share
+    copies = 2 * linear_parameters(workload.model) // share if workload.precision == "bf16" else 0
+    largest = 4 * max(workload.model.dim * workload.vocab_total, int(workload.model.dim ** 2 * 4))
+    # a sharded save gathers the full weights on the host of rank 0; a plain one streams tensor by tensor
+    save = 4 * parameters if workload.sharded else largest
+    return MemoryEstimate(parameters=parameters, weights=weights, weight_copies=copies, gradients=weights,
+                          optimizer=2 * weights, activations=activation_bytes(workload),
+                          runtime=RUNTIME_BYTES, save=save, checkpoint_file=3 * 4 * parameters,
+                          device_type=workload.device_type, micro_batch=workload.micro_batch)
+
+
+def workload_of(config, specs: dict[str, TokenSpec], *, processes: int = 1, device_type: str = "cpu",
+                micro_batch: int | None = None, activation_checkpointing: bool | None = None) -> Workload:
+    """The :class:`Workload` of a TrainConfig on ``processes`` processes (its micro-batch unless given)."""
+    share = config.batch_size // processes
+    micro = micro_batch or (config.micro_batch_size if isinstance(config.micro_batch_size, int) else share)
+    return Workload(model=config.model, specs=dict(specs), input_tokens=config.masking.input_budget,
+                    target_tokens=config.masking.target_budget, micro_batch=micro, precision=config.precision,
+                    device_type=device_type, processes=processes, sharded=config.distributed == "fsdp",
+                    activation_checkpointing=(checkpointing_of(config) if activation_checkpointing is None
+                                              else activation_checkpointing))
+
+
+def checkpointing_of(config) -> bool:
+    """Whether a TrainConfig checkpoints activations (the option ``activation_checkpointing``, on the train
+    config or its model section, whichever this version has)."""
+    return bool(getattr(config, "activation_checkpointing", False)
+                or getattr(config.model, "activation_checkpointing", False))
+
+
+def checkpointing_key(config) -> str | None:
+    """The ``--set`` key of activation checkpointing in this version's config (None: it has none)."""
+    if "activation_checkpointing" in type(config).model_fields:
+        return "activation_checkpointing"
+    if "activation_checkpointing" in type(config.model).model_fields:
+        return "model.activation_checkpointing"
+    return None
+
+
+def available_memory(device: torch.device | str, stated_gb: float | None = None) -> tuple[int, str]:
+    """Bytes the run may use on ``device`` and where that number comes from."""
+    if stated_gb is not None:
+        return int(stated_gb * GIB), "stated (device_memory_gb)"
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return int(free), f"free on {torch.cuda.get_device_name(device)} ({total / GIB:.0f} GiB in all)"
+    available, where = _meminfo_available(), "available host RAM (/proc/meminfo)"
+    limit = _cgroup_limit()
+    if limit is not None and limit < available:
+        available, where = limit, "the cgroup's memory limit"
+    return available, where
+
+
+def _meminfo_available() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _cgroup_limit() -> int | None:
+    """This process's cgroup memory limit (v2, or v1), or None when it sets none."""
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def gib(count: int) -> str:
+    """Bytes in words: GiB with one decimal, MiB below one GiB."""
+    return f"{count / GIB:.1f} GiB" if count >= GIB else f"{count / 2**20:.0f} MiB"
+
+
+def needed(memory: MemoryEstimate) -> tuple[int, str]:
+    """The bytes that must fit and on what: device memory for a GPU run, host RAM for a CPU run."""
+    return (memory.device, "GPU memory") if memory.device_type == "cuda" else (memory.host, "host RAM")
+
+
+def divisors(count: int) -> list[int]:
+    return [size for size in range(1, count + 1) if count % size == 0]
+
+
+def auto_micro_batch(config, specs: dict[str, TokenSpec], available: int, *, processes: int = 1,
+                     device_type: str = "cpu") -> int | None:
+    """The largest micro-batch that divides the per-process batch and fits ``available`` bytes (None: not
+    even one sample fits)."""
+    share = config.batch_size // processes
+    for size in sorted(divisors(share), reverse=True):
+        workload = workload_of(config, specs, processes=processes, device_type=device_type, micro_batch=size)
+        if needed(estimate(workload))[0] <= available:
+            return size
+    return None
+
+
+def advice(config, specs: dict[str, TokenSpec], available: int, *, processes: int = 1,
+           device_type: str = "cpu") -> list[str]:
+    """What to change so that the run fits ``available`` bytes, most direct first, each with its need."""
+    workload = workload_of(config, specs, processes=processes, device_type=device_type)
+    options = []
+    share = config.batch_size // processes
+    micro = auto_micro_batch(config, specs, available, processes=processes, device_type=device_type)
+    if micro is not None and micro < workload.micro_batch:
+        need = needed(estimate(workload_of(config, specs, processes=processes, device_type=device_type,
+                                           micro_batch=micro)))[0]
+        options.append(f"a smaller micro-batch: --set micro_batch_size={micro} (or auto; the same batch of "
+                       f"{config.batch_size} in {share // micro} passes, needs {gib(need)})")
+    key = checkpointing_key(config)
+    if not workload.activation_checkpointing and key is not None:
+        for size in sorted(divisors(share), reverse=True):
+            need = needed(estimate(workload_of(config, specs, processes=processes, device_type=device_type,
+                                               micro_batch=size, activation_checkpointing=True)))[0]
+            if need <= available:
+                options.append(f"activation checkpointing: --set {key}=true"
+                               f"{'' if size == workload.micro_batch else f' with micro_batch_size={size}'} "
+                               f"(needs {gib(need)}; each block's forward runs twice)")
+                break
+    if resolve_attention(workload.model.attention, workload.device_type) == "explicit":
+        sdpa_model = workload.model.model_copy(update={"attention": "sdpa"})
+        sdpa = Workload(**{**workload.__dict__, "model": sdpa_model})
+        fitting = [size for size in sorted(divisors(share), reverse=True)
+                   if needed(estimate(Workload(**{**sdpa.__dict__, "micro_batch": size})))[0] <= available]
+        if fitting:  # offered only where it makes the run fit
+            size = fitting[0]
+            need = needed(estimate(Workload(**{**sdpa.__dict__, "micro_batch": size})))[0]
+            options.append(f"attention without stored probabilities: --set model.attention=sdpa"
+                           f"{'' if size == workload.micro_batch else f' with micro_batch_size={size}'} "
+                           f"(needs {gib(need)})")
+    if not workload.sharded:
+        # processes on one machine share its RAM: on CPUs sharding helps across machines only
+        where = "GPUs" if device_type == "cuda" else "machines (the processes of one machine share its RAM)"
+        options.append(f"shard weights, gradients and AdamW moments over several {where}: torchrun "
+                       "--nproc-per-node N -m pairless train ... --set distributed=fsdp")
+    if processes > 1 and device_type == "cpu":
+        options.append(f"fewer processes on this machine (now {processes}: each holds a copy of the model)")
+    options.append("a smaller model preset, or a machine with more memory")
+    return options
+
+
+def fit_message(config, specs: dict[str, TokenSpec], memory: MemoryEstimate, available: int, where: str, *,
+                processes: int = 1, preset: str | None = None, failed: str = "") -> str:
+    """The words of the fit check and of an out-of-memory failure: the run, its need, what to change."""
+    need, kind = needed(memory)
+    name = preset or config.model.preset
+    head = failed or "does not fit"
+    lines = [f"the {name} model ({memory.parameters / 1e6:,.0f}M parameters) at batch {config.batch_size}, "
+             f"micro-batch {memory.micro_batch} on {processes} "
+             f"process(es) {head}: it needs about {gib(need)} of {kind}, {where} is {gib(available)} "
+             f"(weights + gradients + AdamW {gib(memory.training_state)}, activations "
+             f"{gib(memory.activations)}, runtime {gib(memory.runtime)}). To fit it, change one of:"]
+    lines += [f"  - {option}" for option in advice(config, specs, available, processes=processes,
+                                                   device_type=memory.device_type)]
+    lines.append("  (if the detected memory is wrong, state it: --set device_memory_gb=N)")
+    return "\n".join(lines)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocator's failure: torch's OutOfMemoryError, Python's MemoryError, or the CPU allocator's
+    RuntimeError ("can't allocate memory")."""
+    if isinstance(error, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now (it is part of what the run uses, not taken from the rest)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def machine_memory(config, device: torch.device) -> tuple[int, str, int]:
+    """Bytes one process of the run may use, where the number comes from, and the processes sharing it
+    (the processes of one machine share its host RAM; each GPU is its process's own)."""
+    available, where = available_memory(device, config.device_memory_gb)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cpu":
+        if config.device_memory_gb is None:
+            available += _resident_bytes()
+        available //= max(1, local)
+    return available, where, local
+
+
+def check_fit(config, specs: dict[str, TokenSpec], context) -> int:
+    """The micro-batch the run trains with (``micro_batch_size="auto"`` resolved); raises
+    :class:`DoesNotFit` naming the run and what to change when it cannot fit this machine."""
+    processes, device = context.world_size, context.device
+    available, where, local = machine_memory(config, device)
+    if local > 1 and device.type == "cpu":
+        where = f"{where} shared by {local} processes"
+    if config.micro_batch_size == "auto":
+        micro = auto_micro_batch(config, specs, available, processes=processes, device_type=device.type)
+        workload = workload_of(config, specs, processes=processes, device_type=device.type,
+                               micro_batch=micro or 1)
+        if micro is None:
+            raise DoesNotFit(fit_message(config, specs, estimate(workload), available, where,
+                                         processes=processes, failed="does not fit even at micro-batch 1"))
+        if context.is_main:
+            print(f"pairless train: micro_batch_size=auto -> {micro} (needs about "
+                  f"{gib(needed(estimate(workload))[0])} of {gib(available)}, {where})")
+        return micro
+    workload = workload_of(config, specs, processes=processes, device_type=device.type)
+    memory = estimate(workload)
+    if needed(memory)[0] > available:
+        raise DoesNotFit(fit_message(config, specs, memory, available, where, processes=processes))
+    return workload.micro_batch
+
+
+def out_of_memory(error: BaseException, config, specs: dict[str, TokenSpec], context, micro_batch: int,
+                  during: str) -> DoesNotFit:
+    """The words for an allocator failure ``during`` a step or a save: what the run needed and what to
+    change (the same advice as the fit check)."""
+    available, where, _ = machine_memory(config, context.device)
+    memory = estimate(workload_of(config, specs, processes=context.world_size,
+                                  device_type=context.device.type, micro_batch=micro_batch))
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return DoesNotFit(fit_message(config, specs, memory, available, where, processes=context.world_size,
+                                  failed=f"ran out of memory during {during} ({first_line[:160]})"))
