@@ -19,14 +19,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from safetensors.torch import save as safetensors_bytes
-
 from pairless.model import load_model, save_model
 from pairless.model.ml4m import Ml4mError, from_ml4m, read_checkpoint, read_mapping, to_ml4m
 from pairless.utils.storage import (
-    atomic_write_bytes,
     atomic_write_json,
-    ordered_safetensors,
+    atomic_write_safetensors,
     read_json,
     staged_dir,
 )
@@ -97,6 +94,6 @@ def export_run(run: Path, out: Path, mapping_file: Path | None = None) -> dict:
     if out.is_dir():
         raise Ml4mError(f"--out {out}: is a folder; give the checkpoint file to write "
                         "(e.g. model.safetensors)")
-    atomic_write_bytes(out, ordered_safetensors(safetensors_bytes(tensors, metadata=metadata)))
+    atomic_write_safetensors(out, tensors, metadata)  # tensor by tensor, header sorted (as train saves)
     return {"tensors": len(tensors), "modalities": [names.get(name) or name for name in model.modalities],
             "bytes": out.stat().st_size}
