@@ -120,7 +120,7 @@ def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: d
         size = tensor.numel() * tensor.element_size()
         header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
         offset += size
-    # keys sorted: the same tensors and metadata give the same bytes in every process (ordered_safetensors)
+    # keys sorted: the same tensors and metadata give the same bytes in every process
     blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned, as safetensors writes it
 
@@ -178,16 +178,6 @@ def canonical_safetensors(data: bytes) -> bytes:
     length = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + length])
     return json.dumps(header, sort_keys=True).encode() + b"\0" + data[8 + length:]
-
-
-def ordered_safetensors(data: bytes) -> bytes:
-    """The same safetensors file with its header's keys sorted (a valid file, unlike
-    :func:`canonical_safetensors`): written through this, the same tensors and metadata give the same bytes
-    in every process, so that two runs of one command leave byte-identical weights."""
-    length = int.from_bytes(data[:8], "little")
-    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)  # the writer's own alignment of the tensor data, kept
-    return len(header).to_bytes(8, "little") + header + data[8 + length:]
 
 
 def weights_digest(folder: Path) -> str | None:

@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_safetensors, canonical_safetensors, ordered_safetensors
+from pairless.utils.storage import atomic_write_safetensors, canonical_safetensors
 
 MIB = 1024**2
 SLACK = 64 * MIB
@@ -72,6 +72,15 @@ CHECKPOINT = MEASURE + textwrap.dedent("""
     measured(lambda: save_checkpoint(out, state, lambda path: save_model(path, model)), size, largest)
 """)
 
+
+
+def ordered_safetensors(data: bytes) -> bytes:
+    """The reference: safetensors' own bytes with the header's keys sorted (a valid file, unlike
+    :func:`canonical_safetensors`), what the streamed writer must reproduce byte for byte."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the writer's own alignment of the tensor data, kept
+    return len(header).to_bytes(8, "little") + header + data[8 + length:]
 
 def _measure(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
