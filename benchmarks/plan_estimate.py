@@ -1,123 +1,170 @@
-"""The dry run's time estimate against the measured times of the tiny study on this CPU.
+"""The dry run's time estimate per stage against measured times on this CPU.
 
-For every run recorded in ``docs/results/*/results.json`` with a training time (``train_seconds``, from the
-run's COMPLETE.json), rebuilds its TrainConfig from the recorded experiment config, estimates its time the
-way ``pairless run RECIPE --dry-run --device-profile cpu`` does (executed FLOPs over the throughput of a few
-real training steps of that model, measured now: pairless.training.compute), and prints both with their
-ratio; then the median ratio and the share of runs within 30%.
+Two sources of measured times:
 
-The recorded times were made on another day, at another load: identical configs differ by up to 2.6x
-between seeds there (pairs-curve pairs-k64: 730 and 253 s). ``--now STEPS`` also trains a tiny run of the
-study's shape on random tokens at this moment and compares the estimate with its measured wall time, which
-checks the method itself, whatever the machine's load.
+- ``--recipe NAME [--preset P] [--data DIR] --out DIR``: plans the recipe (the estimate ``pairless run NAME
+  --dry-run`` prints, on this CPU), runs it, and holds every stage's estimate against the time the runner
+  recorded (results.json ``timings_seconds``; tokenizers and shards are split with the tokenizers'
+  ``timings.json``). Give a fresh ``--out``: cached stages take no time.
+- the default: every ``docs/results/*/results.json`` of the built-in world: each stage the committed run
+  actually executed (a nonzero time) against the estimate for its recorded config, planned as if nothing
+  were cached. Those times were made on another day, by the code of that day, on a 2-core machine shared
+  with other work: identical configs differ by up to 2.6x there (pairs-curve pairs-k64: 730 and 253 s).
+- ``--measured RECIPE_DIR ...``: the recipe folders of fresh runs made earlier with ``--recipe``, estimated
+  again now (after a change to the estimate, against the same measured times).
 
-Timings depend on the machine's load: run it on an idle machine (``flock /tmp/pairless-cpu.lock``) with the
-thread count the study ran with (2 on the 2-core machine the results were made on).
+Prints one line per stage (estimate, measured, ratio) and the median ratio and the share within 30%.
+Timings depend on the machine's load: run it alone (``flock /tmp/pairless-cpu.lock``), with the thread
+count the runs used (2 on the 2-core machine).
 
-    python benchmarks/plan_estimate.py [--results docs/results] [--seconds 3] [--now 60]
+    python benchmarks/plan_estimate.py [--results docs/results] [--seconds 1]
+    python benchmarks/plan_estimate.py --recipe demo --preset quick --out /tmp/plan-demo
+    python benchmarks/plan_estimate.py --recipe own-data --data DIR --compare rgb:depth --preset quick \
+        --out /tmp/plan-own
+    python benchmarks/plan_estimate.py --measured /tmp/plan-demo/demo /tmp/plan-own/own-data
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from pairless.experiments import stages
-from pairless.experiments.estimate import Throughput, estimate_run, planned_specs
+from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
-from pairless.experiments.plan import WORLD_MODALITIES
-from pairless.tokenizers.train import preset_config
+from pairless.experiments.plan import plan_stages
+from pairless.experiments.runner import Plan
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=Path("docs/results"))
-    parser.add_argument("--seconds", type=float, default=3.0, help="time spent measuring each run shape")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--now", type=int, default=0, metavar="STEPS",
-                        help="also train a tiny run of STEPS steps now and compare (0: no)")
+    parser.add_argument("--recipe", help="plan and run this recipe now, and compare")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--data", help="own-data: the folder")
+    parser.add_argument("--compare", action="append", default=[], help="own-data: A:B (repeatable)")
+    parser.add_argument("--out", type=Path, help="with --recipe: a fresh output folder")
+    parser.add_argument("--measured", type=Path, nargs="+",
+                        help="recipe folders of fresh runs made earlier: estimate them again now")
+    parser.add_argument("--seconds", type=float, default=1.0,
+                        help="timing per measured shape (the dry run's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the runs' count)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    throughput = Throughput(None, args.seconds)
-    ratios = []
-    print(f"{'results':<28} {'run':<28} {'model':<6} {'measured s':>10} {'estimated s':>11} {'ratio':>6}")
-    for path in sorted(args.results.glob("*/results.json")):
+    torch.set_num_threads(args.threads)
+    throughput = Throughput(None, args.seconds, args.threads)
+    if args.measured:
+        rows = [row for folder in args.measured for row in _again(folder, throughput)]
+    elif args.recipe:
+        if args.out is None:
+            parser.error("--recipe needs --out (a fresh folder)")
+        rows = _run_now(args, throughput)
+    else:
+        rows = _committed(args.results, throughput)
+    return _print(rows, throughput)
+
+
+def _committed(results_root: Path, throughput: Throughput) -> list[tuple[str, str, float, float]]:
+    rows = []
+    for path in sorted(results_root.glob("*/results.json")):
         results = json.loads(path.read_text())
         config = ExperimentConfig.model_validate(results["config"])
         if config.data is not None:
-            continue  # own data: its shards are not here
-        settings = preset_config(config.tokenizers.preset, seed=config.tokenizers.seed)
-        modalities = config.tokenizers.modalities or WORLD_MODALITIES
-        specs, _ = planned_specs(config.world.size, settings, modalities)
-        runs = {run.name: run for run in config.expanded_runs()}
-        for name, info in results.get("runs", {}).items():
-            if name not in runs or not info.get("train_seconds"):
-                continue
-            run = runs[name]
-            train = stages.train_config(run, Path("shards"), Path("out"))
-            run_specs = {key: spec for key, spec in specs.items()
-                         if run.universe is None or key in run.universe}
-            factor = 1.0
-            if train.budget_modalities:
-                factor = max(1.0, len(run_specs) / max(1, len(train.budget_modalities)))
-            estimate = estimate_run(train, run_specs, throughput, factor)
-            ratio = estimate.seconds / info["train_seconds"]
-            ratios.append(ratio)
-            print(f"{path.parent.name:<28} {name:<28} {run.model_preset:<6} {info['train_seconds']:>10.0f} "
-                  f"{estimate.seconds:>11.0f} {ratio:>6.2f}", flush=True)
-    if args.now:
-        _train_now(args.now, throughput)
-    if not ratios:
-        print("no timed runs found", file=sys.stderr)
+            continue  # own data: its folder is not here
+        estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput)
+        measured = dict(results.get("timings_seconds", {}))
+        for name, info in results.get("runs", {}).items():  # the run's own wall time, where recorded
+            if info.get("train_seconds") and measured.get(f"train {name}", 0) > 0:
+                measured[f"train {name}"] = info["train_seconds"]
+        rows += _pairs(path.parent.name, estimates, measured)
+    return rows
+
+
+def _run_now(args, throughput: Throughput) -> list[tuple[str, str, float, float]]:
+    from pairless.commands.run import main as run_main
+    from pairless.experiments.recipes import get_recipe
+
+    compare = [tuple(item.split(":")) for item in args.compare]
+    config = get_recipe(args.recipe, args.preset, data=args.data, compare=compare)
+    started = time.perf_counter()
+    estimates = _estimates(config, args.out, throughput)
+    print(f"planned in {time.perf_counter() - started:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    argv = [args.recipe, "--preset", args.preset, "--out", str(args.out), "--threads", str(args.threads)]
+    argv += ["--data", args.data] if args.data else []
+    for item in args.compare:
+        argv += ["--compare", item]
+    started = time.perf_counter()
+    if run_main(argv) != 0:
+        raise SystemExit("the run failed")
+    wall = time.perf_counter() - started
+    print(f"ran in {wall:.0f} s (estimated {sum(estimates.values()):.0f} s); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    return _pairs(f"{args.recipe} {args.preset}", estimates, _measured(Plan(config, args.out).recipe_dir))
+
+
+def _again(recipe_dir: Path, throughput: Throughput) -> list[tuple[str, str, float, float]]:
+    """A fresh run made earlier (``--measured``), estimated again now as if nothing were cached."""
+    results = json.loads((recipe_dir / "results.json").read_text())
+    config = ExperimentConfig.model_validate(results["config"])
+    estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput)
+    return _pairs(f"{config.recipe} {config.preset}", estimates, _measured(recipe_dir))
+
+
+def _measured(recipe_dir: Path) -> dict[str, float]:
+    """The stage times a run recorded; tokenizers and shards split by the tokenizers' timings.json."""
+    results = json.loads((recipe_dir / "results.json").read_text())
+    measured = dict(results["timings_seconds"])
+    tokenizer_timings = Path(results["paths"]["tokenizers"]) / "timings.json"
+    if not tokenizer_timings.is_absolute():
+        tokenizer_timings = recipe_dir.parent / "cache" / tokenizer_timings.parent.name / "timings.json"
+    if measured.get("tokenizers+shards") and tokenizer_timings.is_file():
+        tokenizers = json.loads(tokenizer_timings.read_text())["total_seconds"]
+        measured["tokenizers"] = tokenizers
+        measured["shards"] = measured.pop("tokenizers+shards") - tokenizers
+    return measured
+
+
+def _estimates(config, out: Path, throughput: Throughput) -> dict[str, float]:
+    rows, _ = plan_stages(Plan(config, out), throughput)
+    return {row.key: row.seconds for row in rows if row.seconds is not None and not row.cached}
+
+
+def _pairs(source: str, estimates: dict, measured: dict) -> list[tuple[str, str, float, float]]:
+    """(source, stage, estimated, measured) for every stage measured with a nonzero time."""
+    if "tokenizers+shards" in measured:  # committed results time both together
+        estimates = {**estimates, "tokenizers+shards": estimates.pop("tokenizers", 0.0)
+                     + estimates.pop("shards", 0.0)}
+    out = []
+    for stage, seconds in measured.items():
+        if seconds and seconds > 0.05 and stage in estimates:
+            out.append((source, stage, estimates[stage], seconds))
+    return out
+
+
+def _print(rows, throughput: Throughput) -> int:
+    if not rows:
+        print("no timed stages found", file=sys.stderr)
         return 1
+    print(f"{'results':<24} {'stage':<34} {'estimated s':>11} {'measured s':>10} {'ratio':>6}")
+    ratios = []
+    for source, stage, estimated, measured in rows:
+        ratio = estimated / measured
+        ratios.append(ratio)
+        print(f"{source:<24} {stage:<34} {estimated:>11.1f} {measured:>10.1f} {ratio:>6.2f}")
     within = sum(abs(ratio - 1) <= 0.30 for ratio in ratios) / len(ratios)
-    rates = ", ".join(f"{rate / 1e12:.3f}" for rate in throughput.measured.values())
-    print(f"\n{len(ratios)} runs: median estimated/measured {statistics.median(ratios):.2f}, "
-          f"{within:.0%} within 30%; measured CPU throughput per run shape (TFLOP/s): {rates}; "
-          f"{torch.get_num_threads()} torch threads")
+    total_estimated = sum(row[2] for row in rows)
+    total_measured = sum(row[3] for row in rows)
+    rates = ", ".join(f"{name} {rate / 1e12:.3f}" for name, rate in throughput.measured.items())
+    print(f"\n{len(ratios)} stages: median estimated/measured {statistics.median(ratios):.2f}, {within:.0%} "
+          f"within 30%; in all {total_estimated:.0f} s estimated, {total_measured:.0f} s measured "
+          f"({total_estimated / total_measured:.2f}); measured TFLOP/s: {rates}; {torch.get_num_threads()} "
+          "torch threads")
     return 0
-
-
-def _train_now(steps: int, throughput: Throughput) -> None:
-    """A tiny run of the study's shape on random tokens, trained now, against its estimate."""
-    import tempfile
-
-    import numpy as np
-
-    from pairless.batch import TokenSpec
-    from pairless.config import validate
-    from pairless.data.shards import ShardSplit, write_shards
-    from pairless.training.train import TrainConfig, train
-
-    specs = {**{name: TokenSpec(name, "image", 64, vocab, grid=(8, 8))
-                for name, vocab in (("rgb", 1000), ("depth", 125), ("normal", 200), ("semseg", 64))},
-             "embed": TokenSpec("embed", "vector", 16, 1000),
-             "caption": TokenSpec("caption", "sequence", 64, 200, pad_id=0, bos_id=1, eos_id=2),
-             "det": TokenSpec("det", "sequence", 48, 200, pad_id=0, bos_id=1, eos_id=2)}
-    rng = np.random.default_rng(0)
-
-    def split(count: int) -> ShardSplit:
-        return ShardSplit([f"s{index}" for index in range(count)],
-                          {name: rng.integers(3, spec.vocab_size, (count, spec.num_tokens))
-                           for name, spec in specs.items()},
-                          {name: np.ones(count, dtype=bool) for name in specs})
-
-    with tempfile.TemporaryDirectory() as folder:
-        shards = write_shards(Path(folder) / "shards", {"train": split(512), "val": split(8)}, specs, {})
-        config = validate(TrainConfig, {"shards": str(shards), "out": str(Path(folder) / "run"),
-                                        "total_tokens": 32 * 128 * steps, "device": "cpu",
-                                        "num_threads": torch.get_num_threads(), "checkpoint_every": 10**6})
-        estimate = estimate_run(config, specs, throughput)
-        train(config)
-        measured = json.loads((Path(folder) / "run" / "COMPLETE.json").read_text())["wall_seconds"]
-    print(f"now: a tiny run of {steps} steps, estimated {estimate.seconds:.1f} s, measured {measured:.1f} s, "
-          f"ratio {estimate.seconds / measured:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pairless.experiments.references import parse_reference
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.experiments.scale import presets_epilog
 from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
+from pairless.utils.runtime import Runtime
 from pairless.utils.storage import atomic_write_json
 
 
@@ -71,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.dry_run:
         profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
-        print(Plan(config, args.out).summary(profile, measure_seconds=1.0))
+        # timed with the thread count the run would use (--threads, else the usable cores)
+        threads = Runtime.resolve(args.threads, "cpu").threads
+        print(Plan(config, args.out).summary(profile, measure_seconds=1.0, threads=threads))
         for name, run in references.items():
             print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0

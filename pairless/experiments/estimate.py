@@ -1,16 +1,22 @@
 """The plan's numbers (``pairless run RECIPE --dry-run``): per run its model, batch, budget, memory and
-checkpoint disk, and per stage a time from the FLOPs it executes and the device's throughput.
+checkpoint disk, and per stage a time from the work it executes and the device's throughput.
 
 - Token specs: the cached shards' manifest when the shards exist, else what the tokenizer preset makes of
-  the world's images (image tokens = (size / downsample)^2, codebook = the product of the FSQ levels) with
+  the data's images (image tokens = (size / downsample)^2, codebook = the product of the FSQ levels) with
   text assumed at 64 tokens over a 2,000-word vocabulary (stated in the plan).
 - Training: :func:`pairless.training.compute.training_flops` per sample x samples (the token budget over the
-  tokens a sample brings) over the device's throughput; memory from :mod:`pairless.training.memory`.
-- Tokenizers: torch's FLOP counter over one training step of each image and vector tokenizer x its steps.
-- Evaluation (CE, regions, probes) and generation: forward passes of each run over its samples at the real
-  token counts of each direction; ROAR/AR generation counts one decoder pass per step.
-"""
+  tokens a sample brings) over the training rate; memory from :mod:`pairless.training.memory`.
+- Tokenizers: on the CPU, a few real training steps of each image and vector tokenizer timed at its batch,
+  x its steps; on a GPU profile, torch's FLOP counter over one step x its steps.
+- Tokenizing: each tokenizer's encoder timed (CPU) or counted (GPU) per sample, x the samples with the
+  modality; the world: scenes rendered and timed.
+- Evaluation, regions, probes, generation, unpaired analyses, pseudo-pairs: the forward passes the runner
+  makes (:mod:`pairless.experiments.inference_work`) over the inference rate (on the CPU, the evaluation's
+  own forward timed at the evaluation batch), plus model loads and figures.
 
+Throughput on the CPU: :mod:`pairless.experiments.calibrate` (each kind of operation timed at its
+shapes); on a GPU profile, its stated peak x an assumed MFU for every FLOP.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +29,8 @@ import numpy as np
 
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
-from pairless.training import compute, memory
+from pairless.experiments import calibrate
+from pairless.training import memory
 from pairless.training.compute import DeviceProfile, forward_flops, training_flops
 
 TEXT_TOKENS, TEXT_VOCAB = 64, 2000  # assumed for text when no shards exist yet
@@ -88,11 +95,15 @@ class RunEstimate:
 
 
 class Throughput:
-    """FLOP/s of a device profile; the CPU's measured once per run shape."""
+    """Where each stage's seconds come from: a GPU profile's rate (stated peak x assumed MFU) for every
+    FLOP, or this CPU's timings of each kind of operation at its shapes (:mod:`pairless.experiments.
+    calibrate`), measured with ``threads`` torch threads (None: the current count), as the run will use."""
 
-    def __init__(self, profile: DeviceProfile | None, measure_seconds: float = 2.0):
+    def __init__(self, profile: DeviceProfile | None, measure_seconds: float = 2.0,
+                 threads: int | None = None):
         self.profile = profile
         self.measure_seconds = measure_seconds
+        self.threads = threads
         self.measured: dict[str, float] = {}
 
     def memory(self) -> int:
@@ -105,23 +116,109 @@ class Throughput:
     def device_type(self) -> str:
         return self.profile.device_type if self.profile is not None else "cpu"
 
+    def describe_threads(self) -> str:
+        import torch
+
+        return f"{self.threads or torch.get_num_threads()} torch threads"
+
+    def load_note(self) -> str:
+        """A note when the CPU is busy (the estimates are for a machine the run has to itself)."""
+        import os
+
+        if self.profile is not None or not hasattr(os, "getloadavg"):
+            return ""
+        load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+        if load <= cores + 0.5:
+            return ""
+        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the times are for a "
+                "machine the run has to itself (the fastest of repeated timings); sharing it takes longer")
+
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
             return self.profile.flops_per_second
         # The rate (FLOP/s) depends on the model's shape and the batch, hardly on which modalities a run
         # trains on: one measurement per shape, whatever its universe, seed or folder.
         shape = config.model_dump_json(include=_SHAPE_FIELDS)
-        if shape not in self.measured:
-            specs_json = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
-            self.measured[shape] = _measured(shape, micro_batch, self.measure_seconds, specs_json)
-        return self.measured[shape]
+        specs_json = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
+        rate = calibrate.training_rate(shape, specs_json, micro_batch, self.measure_seconds, self.threads)
+        self.measured[f"train {config.model.preset}"] = rate
+        return rate
 
-    def any_rate(self) -> float:
-        """For stages without a measurement of their own (tokenizers, inference on the CPU): the best
-        measured training rate (larger matmuls and convolutions run nearer the peak than a tiny model)."""
+    def inference(self, model_config, specs: dict[str, TokenSpec], batch_size: int) -> float:
+        """FLOP/s of evaluation and generation passes of a model shape at ``batch_size``."""
         if self.profile is not None:
             return self.profile.flops_per_second
-        return max(self.measured.values()) if self.measured else 2e11
+        specs_json = json.dumps([dataclasses.asdict(spec) for spec in specs.values()])
+        rate = calibrate.inference_rate(model_config.model_dump_json(), specs_json, batch_size,
+                                        self.measure_seconds / 2, self.threads)
+        self.measured[f"inference {model_config.preset}"] = rate
+        return rate
+
+    def work_seconds(self, work, config) -> float:
+        """Seconds of an inference stage's work (pairless.experiments.inference_work): its FLOPs over the
+        inference rate of each model, plus its fixed work (model loads, figures drawn)."""
+        seconds = sum(flops / self.inference(model, specs, config.eval_batch_size)
+                      for model, specs, flops in work.flops.values())
+        for samples, dim, count in work.alignments:  # the probes' metrics: kNN, FOSCTTM, CKA (N x N)
+            seconds += count * calibrate.alignment_seconds(samples, dim, self.threads)
+        return seconds + work.loads * LOAD_SECONDS + work.figures * FIGURE_SECONDS
+
+    def inference_seconds(self, work, model_config, specs, batch_size: int) -> float:
+        return sum(flops / self.inference(model, run_specs, batch_size)
+                   for model, run_specs, flops in work.flops.values()) + work.loads * LOAD_SECONDS
+
+    def tokenizers(self, world_size: int, settings, modalities: list[str]) -> float:
+        """Seconds of training every image and vector tokenizer (text tokenizers train in well under a
+        second): on the CPU, each one's measured step time x its steps; on a GPU, its FLOPs."""
+        if self.profile is not None:
+            return tokenizer_flops(world_size, settings, modalities) / self.profile.flops_per_second
+        total = 0.0
+        for name in modalities:
+            entry = registry.get(name) if name in registry.names() else None
+            if entry is None or entry.kind not in ("image", "vector"):
+                continue
+            section = settings.spatial if entry.kind == "image" else settings.vector
+            step = calibrate.tokenizer_step_seconds(name, world_size, settings.model_dump_json(),
+                                                    self.measure_seconds / 4, self.threads)
+            total += step * settings.steps_for(name, section)
+        return total
+
+    def world(self, num_scenes: int, size: int) -> float:
+        """Seconds of rendering the built-in world (on the CPU, whatever the profile)."""
+        return num_scenes * calibrate.world_scene_seconds(size, self.threads)
+
+    def tokenize(self, plan, settings, specs: dict[str, TokenSpec]) -> float:
+        """Seconds of tokenizing every sample of the data: each image or vector tokenizer's encoder over
+        the samples that hold its modality, timed on an untrained tokenizer at the data's size (on a GPU
+        profile: its counted FLOPs)."""
+        config = plan.config
+        total = 0.0
+        for name in specs:
+            entry = registry.get(name) if name in registry.names() else None
+            if entry is None or entry.kind not in ("image", "vector"):
+                continue
+            count = sum(_samples_with(config, split, name) for split in ("train", "val"))
+            settings_json = settings.model_dump_json()
+            if self.profile is not None:
+                per_sample = (calibrate.encode_sample_flops(name, config.world.size, settings_json)
+                              / self.profile.flops_per_second)
+            else:
+                per_sample = calibrate.encode_sample_seconds(name, config.world.size, settings_json,
+                                                             self.threads)
+            total += count * per_sample
+        return total
+
+
+# Fixed work of the inference stages on this CPU (measured here on 2 cores: benchmarks/plan_estimate.py
+# --fixed): loading a run's model and its shards, and drawing one figure grid with matplotlib.
+LOAD_SECONDS = 0.3
+FIGURE_SECONDS = 1.5
+
+
+def _samples_with(config, split: str, name: str) -> int:
+    from pairless.experiments.inference_work import _split_counts
+
+    return _split_counts(config, split, [name])
 
 
 # What the measured rate of a run depends on (its TrainConfig without paths, seeds and budgets).
@@ -129,32 +226,42 @@ _SHAPE_FIELDS = {"model", "masking", "precision", "batch_size", "micro_batch_siz
                  "base_lr"}
 
 
-_RATES: dict[tuple, float] = {}  # measured FLOP/s by shape, once per process (every plan shares them)
-
-
-def _measured(shape_json: str, micro_batch: int, seconds: float, specs_json: str) -> float:
-    """The rate of one run shape, measured on ``specs`` the first time the process asks for it."""
-    from pairless.data.shards import spec_from_dict
-    from pairless.training.train import TrainConfig
-
-    key = (shape_json, micro_batch, seconds)
-    if key not in _RATES:
-        specs = {entry["name"]: spec_from_dict(entry) for entry in json.loads(specs_json)}
-        config = TrainConfig.model_validate({**json.loads(shape_json), "shards": ".", "out": "."})
-        _RATES[key] = compute.measure_cpu(config, specs, micro_batch=micro_batch, seconds=seconds)
-    return _RATES[key]
+def sample_tokens(config, specs: dict[str, TokenSpec], present: dict[str, np.ndarray] | None = None) -> float:
+    """The tokens a training sample of ``config`` brings on average (the budget counts these): its input +
+    target budget, or fewer when its view holds fewer tokens. A sample's view is the modalities it has
+    (``present``: the user folder's train listing; None: the world, where every sample has every one)
+    inside the run's universe, less one side of each withheld pair it holds both of (either side, as
+    often). A zero-shot run on two modalities brings one modality's tokens per sample: twice the steps."""
+    budget = config.masking.input_budget + config.masking.target_budget
+    universe = [name for name in specs if not config.fragment.universe or name in config.fragment.universe]
+    if not universe:
+        return float(budget)
+    count = len(next(iter(present.values()))) if present else 1
+    has = {name: (np.asarray(present[name], bool) if present and name in present
+                  else np.full(count, present is None)) for name in universe}
+    available = sum(has[name] * float(specs[name].num_tokens) for name in universe)
+    for first, second in config.fragment.withheld:
+        if first in has and second in has:
+            both = has[first] & has[second]
+            available = available - both * (specs[first].num_tokens + specs[second].num_tokens) / 2
+    brought = np.minimum(budget, available)
+    brought = brought[brought > 0] if np.ndim(brought) else np.array([brought])
+    return float(brought.mean()) if len(brought) else float(budget)
 
 
 def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
-                 budget_factor: float = 1.0) -> RunEstimate:
-    """Time and memory of one training run (``budget_factor``: tokens trained per counted budget token)."""
+                 budget_factor: float = 1.0, per_sample_tokens: float | None = None) -> RunEstimate:
+    """Time and memory of one training run (``budget_factor``: tokens trained per counted budget token;
+    ``per_sample_tokens``: what a sample brings, :func:`sample_tokens`; default the full budget)."""
     device_type = throughput.device_type
     available = throughput.memory()
     micro = None
     if config.micro_batch_size == "auto":
         micro = memory.auto_micro_batch(config, specs, available, device_type=device_type)
     workload = memory.workload_of(config, specs, device_type=device_type, micro_batch=micro)
-    per_sample_tokens = config.masking.input_budget + config.masking.target_budget
+    if per_sample_tokens is None:
+        per_sample_tokens = config.masking.input_budget + config.masking.target_budget
+    # a step's compute is the full budget's (batches are padded to it) whatever a sample brings
     samples = config.total_tokens * budget_factor / per_sample_tokens
     flops = samples * training_flops(config.model, specs, config.masking.input_budget,
                                      config.masking.target_budget, workload.micro_batch,

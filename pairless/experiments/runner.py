@@ -103,11 +103,13 @@ class Plan:
         at = f"-at{snapshot}" if snapshot else ""
         return self.cache / "probes" / f"{self.runs[run_name].name}{at}-{key}.json"
 
-    def summary(self, profile: DeviceProfile | None = None, measure_seconds: float = 0.5) -> str:
+    def summary(self, profile: DeviceProfile | None = None, measure_seconds: float = 0.5,
+                threads: int | None = None) -> str:
         """What will run, where, how long it takes and what memory and disk it needs (cached stages cost
         nothing): per stage a time from the FLOPs it executes over the throughput of ``profile`` (None:
-        this CPU, measured on real training steps of each run's model for ``measure_seconds``)."""
-        return plan_summary(self, Throughput(profile, measure_seconds))
+        this CPU, each stage's operations timed at its shapes for about ``measure_seconds``, with
+        ``threads`` torch threads as the run will use; None: the current count)."""
+        return plan_summary(self, Throughput(profile, measure_seconds, threads))
 
 
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
@@ -120,7 +122,7 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
-    print(plan.summary(), flush=True)
+    print(plan.summary(threads=runtime.threads), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with FolderLock(plan.recipe_dir):

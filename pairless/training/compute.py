@@ -18,7 +18,6 @@ against the measured times of the tiny study (benchmarks/plan_estimate.py).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -93,14 +92,17 @@ def training_flops(model: ModelConfig, specs: dict[str, TokenSpec], input_tokens
 
 
 def measure_cpu(config, specs: dict[str, TokenSpec], *, micro_batch: int, seconds: float = 2.0,
-                max_step_flops: float = 3e11) -> float:
-    """FLOP/s of real bf16/fp32 training steps of ``config``'s model on this CPU, on random tokens.
+                max_step_flops: float = 3e11, threads: int | None = None) -> float:
+    """FLOP/s of real bf16/fp32 training steps of ``config``'s model on this CPU, on random tokens, with
+    ``threads`` torch threads (None: the current count): the fastest step after warm-up steps
+    (:func:`pairless.utils.timing.fastest`; the first steps run up to 10x slower than the rest).
 
     A model whose step would take long here is measured with one encoder and one decoder layer and at most
     8 samples (same width, heads, token counts and vocabularies): the rate per FLOP barely depends on depth.
     """
     from pairless.training.masking import Masker
     from pairless.training.train import build_optimizer
+    from pairless.utils.timing import fastest
 
     model_config = config.model
     inputs, targets = config.masking.input_budget, config.masking.target_budget
@@ -119,19 +121,13 @@ def measure_cpu(config, specs: dict[str, TokenSpec], *, micro_batch: int, second
     views = torch.ones(micro_batch, len(specs), dtype=torch.bool)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
-    def one_step() -> float:
-        started = time.perf_counter()
+    def one_step() -> None:
         batch = masker(tokens, views, generator)
         with autocast:
             loss, _ = model(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - started
 
-    one_step()  # kernels chosen and memory allocated once
-    times = [one_step()]
-    while sum(times) < seconds and len(times) < 20:
-        times.append(one_step())
     flops = training_flops(model_config, specs, inputs, targets, micro_batch) * micro_batch
-    return flops / sorted(times)[len(times) // 2]
+    return flops / fastest(one_step, seconds, threads)

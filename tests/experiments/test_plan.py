@@ -1,5 +1,6 @@
 """The plan (``pairless run RECIPE --dry-run``): per run its model, batch, budget, memory and checkpoint disk;
-per stage a time from executed FLOPs over a device profile; the FLOP count against torch's own counter."""
+per stage a time from executed FLOPs over a device profile or this CPU's timings; the FLOP count against
+torch's own counter; the stages against the runner's; the passes the inference stages make."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pairless.batch import TokenSpec
 from pairless.commands.run import main
+from pairless.experiments.estimate import Throughput, estimate_run
+from pairless.experiments.plan import plan_stages
+from pairless.experiments.recipes import get_recipe
+from pairless.experiments.runner import Plan
 from pairless.model import FourM, ModelConfig
 from pairless.training.compute import GPU_PROFILES, forward_flops, training_flops
 from pairless.training.masking import Masker, MaskingConfig
+from pairless.utils.storage import read_json
 
 SPECS = {**{name: TokenSpec(name, "image", 64, 256, grid=(8, 8)) for name in ("rgb", "depth", "normal")},
          "caption": TokenSpec("caption", "sequence", 32, 500, pad_id=0, bos_id=1, eos_id=2)}
@@ -47,8 +53,9 @@ def test_dry_run_prints_model_batch_budget_memory_and_disk_per_run(tmp_path, cap
     assert re.search(r"model tiny, 0\.\dM parameters, explicit attention; images 32x32; batch 16 "
                      r"\(micro-batch 16\), 40,000 tokens \(96 per sample, ~417 samples\)", printed)
     assert re.search(r"memory: host \d+ MiB, device \d+ MiB; checkpoints \d+ MiB x 2 kept = \d+ MiB", printed)
-    for stage in ("world ", "tokenizers ", "shards (tokenize)", "evaluation (CE, regions, probes)",
-                  "generation (figures, decoded)", "estimated time for what is not cached"):
+    for stage in ("world ", "tokenizers ", "shards (tokenize)", "evaluation (CE)", "regions (object",
+                  "probes (alignment)", "generation (figures, decoded)",
+                  "estimated time for what is not cached"):
         assert stage in printed, stage
     assert not tmp_path.joinpath("demo").exists()  # a plan writes nothing
 
@@ -56,7 +63,7 @@ def test_dry_run_prints_model_batch_budget_memory_and_disk_per_run(tmp_path, cap
 def test_dry_run_on_this_cpu_measures_its_throughput(tmp_path, capsys):
     assert main(["demo", "--preset", "micro", "--out", str(tmp_path), "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "this CPU: throughput measured" in printed
+    assert "this CPU (" in printed and "timed at its shapes" in printed
     assert re.search(r"train many-shot \(many-shot\)\s+CPU\s+~\d", printed)
     assert "device -;" in printed
 
@@ -74,3 +81,70 @@ def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0
+
+
+def test_inference_stages_count_the_passes_the_runner_makes(tmp_path):
+    # demo at micro: 96 scenes, val = round(9.6) = 10 samples, eval_samples 16; per run two directions
+    # (rgb:depth, depth:rgb), each a conditional pass, plus one no-input pass per destination
+    config = get_recipe("demo", "micro")
+    plan = Plan(config, tmp_path)
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]))
+    described = {row.key: row.details for row in rows}
+    assert described["evaluation"] == ["80 sample passes, 0.00 TFLOP, 2 model loads"]
+    assert described["regions"] == ["80 sample passes, 0.00 TFLOP, 2 model loads"]
+    # probes: the pair rgb:depth once per run, the encoder over both modalities
+    assert described["probes"] == ["40 sample passes, 0.00 TFLOP, 2 model loads"]
+    # generation: two figures x two runs x (the translation + the no-input one) x max(figure rows 2, decoded
+    # samples 4), one pass per ROAR step, x2 for guidance
+    steps = {"rgb:depth": 2 * 1, "depth:rgb": 2 * 8}
+    assert max(config.figures[0].num, config.decoded_samples) == 4
+    passes = sum(2 * 2 * 4 * steps[f"{figure.src}:{figure.dst}"] for figure in config.figures)
+    assert described["generation"][0].startswith(f"{passes:,} sample passes")
+    assert "unpaired" not in described
+
+
+def test_plan_rows_are_the_stages_the_runner_times(tmp_path):
+    """Every stage the runner records a time for has a row of the plan under the same key, and no row is a
+    stage the runner does not run (benchmarks/plan_estimate.py holds one against the other)."""
+    from pairless.experiments.runner import run_experiment
+
+    config = get_recipe("demo", "micro")
+    planned, _ = plan_stages(Plan(config, tmp_path), Throughput(None, 0.2))
+    recipe_dir = run_experiment(config, tmp_path)
+    timed = set(read_json(recipe_dir / "results.json")["timings_seconds"])
+    keys = {row.key for row in planned}
+    assert timed - {"tokenizers+shards"} == keys - {"tokenizers", "shards"}
+    assert all(row.seconds is not None and row.seconds > 0 for row in planned)
+    # planned again, everything is cached: nothing left to estimate but the inference stages' cached files
+    replanned, _ = plan_stages(Plan(config, tmp_path), Throughput(None, 0.2))
+    assert all(row.cached for row in replanned if row.folder is not None)
+    assert not {row.key for row in replanned} & {"evaluation", "regions", "probes"}
+
+
+def test_training_estimate_on_this_cpu_is_near_the_measured_wall_time(tmp_path):
+    """The method on this CPU: a short tiny-model run at the study's shape, estimated from a timing of
+    real steps, against its wall time (a factor 1.6 either way: the machine may be shared)."""
+    import numpy as np
+
+    from pairless.config import validate
+    from pairless.data.shards import ShardSplit, write_shards
+    from pairless.training.train import TrainConfig, train
+
+    specs = {name: TokenSpec(name, "image", 64, vocab, grid=(8, 8))
+             for name, vocab in (("rgb", 1000), ("depth", 125), ("normal", 200), ("semseg", 64))}
+    rng = np.random.default_rng(0)
+
+    def split(count):
+        return ShardSplit([f"s{index}" for index in range(count)],
+                          {name: rng.integers(0, spec.vocab_size, (count, 64))
+                           for name, spec in specs.items()},
+                          {name: np.ones(count, dtype=bool) for name in specs})
+
+    shards = write_shards(tmp_path / "shards", {"train": split(256), "val": split(8)}, specs, {})
+    config = validate(TrainConfig, {"shards": str(shards), "out": str(tmp_path / "run"),
+                                    "total_tokens": 32 * 128 * 40, "device": "cpu", "num_threads": 2,
+                                    "checkpoint_every": 10**6})
+    estimate = estimate_run(config, specs, Throughput(None, 1.0, threads=2))
+    train(config)
+    measured = read_json(tmp_path / "run" / "COMPLETE.json")["wall_seconds"]
+    assert 1 / 1.6 <= estimate.seconds / measured <= 1.6, (estimate.seconds, measured)
