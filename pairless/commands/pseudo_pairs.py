@@ -12,6 +12,7 @@ depth, marked as model-generated; then continue the run on them::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -49,11 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         know_modalities(args.run, shards=args.shards)
+        # paths as given, resolved against the current directory: the new shards record them
         config = validate(PseudoPairsConfig, {
-            "run": str(args.run), "out": str(args.out), "direction": args.direction, "via": args.via,
-            "schedule": args.schedule, "threshold": args.threshold, "keep_fraction": args.keep_fraction,
-            "max_samples": args.max_samples,
-            "shards": str(args.shards) if args.shards else None, "batch_size": args.batch_size,
+            "run": os.path.abspath(args.run), "out": os.path.abspath(args.out), "direction": args.direction,
+            "via": args.via, "schedule": args.schedule, "threshold": args.threshold,
+            "keep_fraction": args.keep_fraction, "max_samples": args.max_samples,
+            "shards": os.path.abspath(args.shards) if args.shards else None, "batch_size": args.batch_size,
             "seed": args.seed})
         runtime = resolve_runtime(args)
         summary = make_pseudo_pairs(config, threads=runtime.threads, device=runtime.device)

@@ -21,6 +21,7 @@ are kept too).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -138,10 +139,13 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None,
     out = Path(config.out)
     if (out / "COMPLETE.json").is_file():  # reuse it when it was made by the same request
         done = read_manifest(out).get(INFO_KEY, {})
-        asked = {"run": str(config.run), "direction": config.direction, "via": config.via,
+        asked = {"run": os.path.abspath(config.run), "direction": config.direction, "via": config.via,
                  "schedule": config.schedule, "split": config.split,
                  **({"keep_fraction": config.keep_fraction} if config.keep_fraction is not None else
                     {"threshold": config.threshold})}
+        # an output made before paths were recorded resolved holds the run as given (relative to the
+        # directory it was made in, the current one for the runner's cache)
+        done = {**done, "run": os.path.abspath(done["run"]) if isinstance(done.get("run"), str) else None}
         for key, value in asked.items():
             if done.get(key) != value:
                 raise FileExistsError(f"out: {out} holds pseudo-pairs made with {key}={done.get(key)!r}, "
@@ -176,9 +180,10 @@ def make_pseudo_pairs(config: PseudoPairsConfig, threads: int | None = None,
         threshold = float(np.sort(scores)[::-1][max(1, int(round(config.keep_fraction * len(scores)))) - 1])
     kept = np.ones(len(rows), dtype=bool) if threshold is None else scores >= threshold
     summary = {
-        "run": str(config.run), "direction": f"{src}:{dst}", "via": config.via, "schedule": config.schedule,
+        "run": os.path.abspath(config.run), "direction": f"{src}:{dst}", "via": config.via,
+        "schedule": config.schedule,
         "threshold": threshold, "keep_fraction": config.keep_fraction, "split": config.split,
-        "source_shards": str(shards_path),
+        "source_shards": os.path.abspath(shards_path),
         "candidates": int(len(rows)), "kept": int(kept.sum()),
         "consistency_all": _quantiles(scores), "consistency_kept": _quantiles(scores[kept]),
         "seconds": round(time.perf_counter() - started, 1),

@@ -166,3 +166,23 @@ def test_the_command_refuses_a_pair_the_run_saw_together(zero_shot, capsys):
                      "--schedule", "greedy", "--threshold", "-10"])
     out = capsys.readouterr().out
     assert code == 0 and "samples kept" in out and (root / "cli" / "COMPLETE.json").is_file()
+
+
+def test_the_command_records_paths_resolved_against_the_current_directory(zero_shot, tmp_path, monkeypatch,
+                                                                          capsys):
+    """Relative --run / --out / --shards are read from the current directory and recorded resolved, so the
+    output is reused (and its record read) from any other directory."""
+    root, shards, run = zero_shot
+    monkeypatch.chdir(root)
+    arguments = ["pseudo-pairs", run.name, "--direction", "rgb:depth", "--out", "relative", "--shards",
+                 shards.name, "--schedule", "greedy"]
+    assert cli_main(arguments) == 0
+    info = open_shards(root / "relative", "train").info["pseudo_pairs"]
+    assert info["run"] == str(run.resolve()) and info["source_shards"] == str(shards.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = ["pseudo-pairs", str(run), "--direction", "rgb:depth", "--out", str(root / "relative"),
+             "--schedule", "greedy"]
+    assert cli_main(again) == 0  # the same request: reused, not refused for a differently written path
+    assert "samples kept" in capsys.readouterr().out
