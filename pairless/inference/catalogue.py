@@ -63,7 +63,7 @@ def _is_run(folder: Path) -> bool:
     return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
 
-def _resolve(folder: Path, recorded: str) -> Path:
+def resolve_recorded(folder: Path, recorded: str) -> Path:
     """A path that ``results.json`` recorded, found again: under this results root (``OUT`` of
     ``OUT/<recipe>/``) from its ``cache/`` part (the runner records paths as ``--out`` was given, relative to
     where it ran), else as written."""
@@ -102,9 +102,10 @@ def _from_results(folder: Path, runs: dict[str, RunInfo], results: list[ResultsF
         raise ValueError(f"{folder / 'results.json'}: no 'runs' table; is this a recipe's results folder?")
     paths = data.get("paths") or {}
     for name, info in data["runs"].items():
-        path = _resolve(folder, info["path"])
-        shards = _resolve(folder, paths["shards"]) if "shards" in paths else run_shards_path(path)
-        tokenizers = _resolve(folder, paths["tokenizers"]) if "tokenizers" in paths else tokenizers_of(shards)
+        path = resolve_recorded(folder, info["path"])
+        shards = resolve_recorded(folder, paths["shards"]) if "shards" in paths else run_shards_path(path)
+        tokenizers = (resolve_recorded(folder, paths["tokenizers"]) if "tokenizers" in paths
+                      else tokenizers_of(shards))
         _add(runs, RunInfo(name, path, info.get("role", USER_ROLE), _pairs(info.get("withheld")),
                            tuple(info["universe"]) if info.get("universe") else None, shards, tokenizers,
                            dict(info.get("allow_pairs") or {}), bool(info.get("only_paired")), folder))

@@ -29,6 +29,7 @@ from pairless.inference.translation_batch import content_mask, translation_batch
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
 from pairless.modalities import parse_direction
 from pairless.model import FourM, load_model
+from pairless.utils.paths import find_recorded
 from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import merge_json, read_json
 from pairless.utils.threads import torch_threads
@@ -180,15 +181,14 @@ def run_shards_path(run: Path) -> Path:
     found = _find_key(config, "shards")
     if not isinstance(found, str):
         raise ValueError(f"{run / 'config.json'}: no 'shards' path recorded; pass --shards")
-    path = Path(found)
-    if path.is_absolute():
-        return path
     # runs record absolute paths now; an older one recorded the path as given, relative to the directory it
-    # was trained in: the current one, or (a run inside a results tree) a folder above the run
-    candidates = [path, *(folder / path for folder in [run.absolute(), *run.absolute().parents])]
-    for candidate in candidates:
-        if (candidate / "manifest.json").is_file():
-            return candidate
+    # was trained in: the current one, or (a run inside a results tree) a folder above the run. A moved
+    # project: found by the recorded path's trailing parts beside the run (pairless.utils.paths)
+    found_path = find_recorded(found, run, "manifest.json")
+    if found_path is not None:
+        return found_path
+    if Path(found).is_absolute():
+        return Path(found)  # the reader names the missing folder
     raise ValueError(f"{run / 'config.json'}: records the shards as {found!r}, a relative path found neither "
                      "from the current directory nor above the run; pass --shards")
 

@@ -45,6 +45,7 @@ from pairless.inference.generate import (
     schedule_preset,
 )
 from pairless.modalities import parse_chain
+from pairless.utils.paths import find_recorded
 from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import (
     FolderLock,
@@ -236,5 +237,7 @@ def tokenizers_of(shards: Path) -> Path:
     manifest = read_json(Path(shards) / "manifest.json")
     for key in ("tokenizers", "tokenizer_root", "tokenizer_dir"):
         if isinstance(manifest.get(key), str):
-            return Path(manifest[key])
+            # as recorded, or relocated beside the shards when the project was moved (pairless.utils.paths)
+            found = find_recorded(manifest[key], Path(shards), "config.json")
+            return found if found is not None else Path(manifest[key])
     raise ValueError(f"{shards}/manifest.json records no tokenizer folder; pass --tokenizers")

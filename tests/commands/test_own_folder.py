@@ -147,3 +147,31 @@ def test_no_lock_is_left_behind(own_run):
     """After the recipe and every command above (in this module, the fixture's folder is shared)."""
     root, _ = own_run
     assert sorted(path.relative_to(root) for path in root.rglob("*.lock")) == []
+
+
+def test_a_moved_project_still_finds_its_shards_and_tokenizers(own_run, tmp_path, monkeypatch, capsys):
+    """The results tree moved whole (the recorded absolute paths now point nowhere): eval, generate and
+    report find the shards and tokenizers beside the run, from any directory."""
+    import shutil
+
+    root, results = own_run
+    moved = tmp_path / "moved" / "results"
+    shutil.copytree(root / "results", moved)
+    away = root / "results-away"
+    (root / "results").rename(away)  # the old location is gone while the moved copy is used
+    try:
+        run = moved / "cache" / "runs" / results["runs"]["all-data"]["path"].rsplit("/", 1)[1]
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        forget_thermal()
+        assert cli_main(["eval", str(run), "--directions", "rgb:depth", "--num-samples", "2"]) == 0
+        assert "rgb:depth" in capsys.readouterr().out
+        forget_thermal()
+        assert cli_main(["generate", str(run), "--from", "rgb", "--to", "thermal", "--num", "2",
+                         "--out", "gen"]) == 0
+        assert (elsewhere / "gen" / "figure.png").is_file()
+        forget_thermal()
+        assert cli_main(["report", str(moved / "own-data")]) == 0
+    finally:
+        away.rename(root / "results")
