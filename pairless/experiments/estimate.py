@@ -209,10 +209,11 @@ class Throughput:
         return total
 
 
-# Fixed work of the inference stages on this CPU (measured here on 2 cores: benchmarks/plan_estimate.py
-# --fixed): loading a run's model and its shards, and drawing one figure grid with matplotlib.
-LOAD_SECONDS = 0.3
-FIGURE_SECONDS = 1.5
+# Fixed work of the inference stages, per-device constants of this 2-core CPU (timed here, warm, 3 times
+# each, beside other work: loading a tiny run's model and opening its shards 0.06-0.16 s; drawing an
+# 8-row, 4-column grid with matplotlib 0.27-0.39 s)
+LOAD_SECONDS = 0.15
+FIGURE_SECONDS = 0.4
 
 
 def _samples_with(config, split: str, name: str) -> int:

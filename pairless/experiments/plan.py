@@ -68,6 +68,10 @@ def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
     on_model = "GPU" if throughput.device_type == "cuda" else "CPU"
     settings = apply_overrides(preset_config(config.tokenizers.preset, seed=config.tokenizers.seed),
                                config.tokenizers.overrides)
+    if config.data is not None:  # the modalities declared beside the user's data, planned like the others
+        from pairless.data.declared import declare_from
+
+        declare_from(config.data)
     modalities = _modalities(config)
     specs, specs_source = planned_specs(config.world.size, settings, modalities,
                                         plan.shards if is_complete(plan.shards) else None)
