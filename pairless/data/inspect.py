@@ -26,7 +26,7 @@ def presence(root: str | os.PathLike, split: str) -> tuple[list[str], dict[str, 
     declare_from(root)
     manifest = root / "manifest.json"
     if manifest.is_file() and read_json(manifest).get("format") == "packed":
-        from pairless.data.dataset import open_dataset
+        from pairless.data.readers import open_dataset
 
         dataset = open_dataset(root, split)
         masks = {name: np.asarray(dataset.present[name], bool) for name in dataset.modalities}

@@ -38,9 +38,10 @@ from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
+from pairless.training.config import TrainConfig
 from pairless.training.run import without_added_options
 from pairless.training.saving import SNAPSHOT_FILE, recorded_threads, snapshot_folder
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json, weights_digest
 from pairless.world.dataset import WorldConfig, write_world
