@@ -8,8 +8,9 @@ from byod_helpers import byod_blocks
 from pairless import modalities as registry
 from pairless.commands.run import main as run_main
 from pairless.config import ConfigError
-from pairless.experiments.own_data_report import compare, unpaired_lines
 from pairless.experiments.recipes import get_recipe
+from pairless.experiments.report.quality import compare
+from pairless.experiments.report.unpaired import unpaired_lines
 from pairless.utils.storage import read_json
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pairless.experiments import pairs_curve, stages
+from pairless.experiments import stages
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import write_report
+from pairless.experiments.report import pairs_curve, write_report
 from pairless.experiments.runner import Plan
 
 # rgb -> depth CE per base run; the other direction gets the same numbers plus 1.

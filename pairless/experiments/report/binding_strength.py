@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import _table, pyplot, save_figure
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
     ce_values,
@@ -59,7 +59,7 @@ def markdown(results: dict) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
-    table = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+    cells = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
               mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2)]
              for r in rows]
     parts = ["## Binding strength: one binding modality, strong to weak", "",
@@ -67,7 +67,7 @@ def markdown(results: dict) -> list[str]:
              "geometry; semseg: where the objects are; embed: a global feature vector, no layout) and a "
              "many-shot control on the same universe. *recovered* as in Table I, against that control "
              "(n/a where the control did not learn the direction).", "",
-             _table(["binder", "Task", "0-shot", "Matched many-shot", "No input", "Recovered"], table), ""]
+             table(["binder", "Task", "0-shot", "Matched many-shot", "No input", "Recovered"], cells), ""]
     parts += [f"- {line}" for line in strength_lines(rows)] + [""]
     return parts
 
@@ -87,7 +87,7 @@ def strength_lines(rows: list[dict]) -> list[str]:
     return [f"rgb → depth, recovered fraction by binder: {text} ({note})."]
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     rows = [r for r in strength_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
@@ -110,5 +110,16 @@ def plot(results: dict, out: Path) -> bool:
     return True
 
 
-def summary(results: dict) -> list[dict]:
+def binding_strength_summary(results: dict) -> list[dict]:
     return strength_rows(results)
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "binding_strength.png"):
+        drawn["CE by binding modality (binding strength)"] = "binding_strength.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"binding_strength": binding_strength_summary(results)}

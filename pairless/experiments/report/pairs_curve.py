@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import _num, _table, pyplot, save_figure
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     MAIN_METRIC,
     ce_ratio,
@@ -183,7 +183,7 @@ def monotone_sentence(rows: list[dict], direction: str, key: str = "few_shot") -
             f"{verdict}."), not rises
 
 
-def summary(results: dict) -> dict:
+def pairs_curve_summary(results: dict) -> dict:
     """What summary.json records of the pairs curve (empty when the recipe has none)."""
     rows = curve_rows(results)
     if not rows:
@@ -222,20 +222,21 @@ def markdown(results: dict) -> list[str]:
              "(what a user with only those pairs would train; at small k that is many passes over few "
              "samples, without early stopping). No input = the run's own CE without the source. Decoded "
              "metrics are of seed 0.", ""]
-    table = []
+    cells = []
     for row in rows:
         metric = row["metric"]
         scored = metric and (row["decoded"] is not None or row["paired_only_decoded"] is not None)
-        decoded = f"{metric} {_num(row['decoded'])} / {_num(row['paired_only_decoded'])}" if scored else "–"
-        table.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
+        decoded = (f"{metric} {number(row['decoded'])} / {number(row['paired_only_decoded'])}" if scored
+                   else "–")
+        cells.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
                       mean_sd(row["paired_only"]), mean_sd(row["unconditional"]), decoded])
-    parts += [_table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
-                      "Decoded (few-shot / paired-only)"], table), ""]
+    parts += [table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
+                      "Decoded (few-shot / paired-only)"], cells), ""]
     parts += [f"- {line}" for line in statements(results, rows)] + [""]
     return parts
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     """CE against k (log axis, k = 0 at a marked position left of the smallest k), both curves, per
     direction, with the many-shot and no-input levels as horizontal lines."""
     rows = curve_rows(results)
@@ -287,3 +288,14 @@ def plot(results: dict, out: Path) -> bool:
         ax.legend(frameon=False, fontsize=7)
     save_figure(fig, out)
     return True
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "pairs_curve.png"):
+        drawn["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"pairs_curve": pairs_curve_summary(results)}
