@@ -29,6 +29,7 @@ from pairless.experiments.experiment import ExperimentConfig
 from pairless.experiments.plan import plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.experiments.report import write_report
+from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
@@ -159,7 +160,7 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
         if config.unpaired:
             with clock.stage("unpaired"):
                 unpaired = stages.analyse_unpaired(config, plan, runtime)
-        results = {
+        results = validate_results({
             "recipe": config.recipe, "preset": config.preset, "config": config.model_dump(mode="json"),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
@@ -169,8 +170,8 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
             "generation": generation, "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),
                       "shards": str(plan.shards)},
-        }
-        atomic_write_json(plan.recipe_dir / "results.json", results)
+        }, plan.recipe_dir / "results.json")
+        atomic_write_json(plan.recipe_dir / "results.json", results.to_json())
         report = write_report(plan.recipe_dir)
     print(f"report: {report}", flush=True)
     return plan.recipe_dir

@@ -7,7 +7,8 @@ trends are comparable, not magnitudes).
 
 The report is a list of sections (:data:`SECTIONS`), one module each, in the order report.md shows them.
 A section module has ``markdown(results) -> list[str]`` (its lines; empty when the recipe has nothing for
-it) and may have ``plot(results, folder) -> {title: file}`` (figures it draws into the recipe folder) and
+it; ``results`` is results.json validated by :class:`~pairless.experiments.results.Results`, in its JSON
+form) and may have ``plot(results, folder) -> {title: file}`` (figures it draws into the recipe folder) and
 ``summary(results) -> {key: rows}`` (its entries of summary.json). Sections share the table and figure
 helpers of :mod:`.markdown` and the row builders of :mod:`.rows`, never each other's private names.
 docs/architecture.md ("Adding a report section") walks through adding one.
@@ -37,7 +38,8 @@ from pairless.experiments.report import (
     unpaired,
 )
 from pairless.experiments.report.markdown import table
-from pairless.utils.storage import atomic_write_json, atomic_write_text, read_json
+from pairless.experiments.results import read_results
+from pairless.utils.storage import atomic_write_json, atomic_write_text
 
 SECTIONS = [inspection, translation, quality, binding, chained, regions, binding_strength, adapter,
             pairs_curve, transitive, probes, unpaired, findings, decoded, ceiling]
@@ -101,7 +103,8 @@ def write_csv(results: dict, out: Path) -> None:
 def write_report(recipe_dir: Path) -> Path:
     """Write report.md, results.csv, summary.json and the sections' figures for one recipe folder."""
     recipe_dir = Path(recipe_dir)
-    results = read_json(recipe_dir / "results.json")
+    # validated against the schema (an error names the bad key); the sections read its JSON form
+    results = read_results(recipe_dir / "results.json").to_json()
     figures = generation_figures(results, recipe_dir)
     summary: dict = {}
     for section in SECTIONS:
