@@ -202,8 +202,13 @@ class Direction(NamedTuple):
         sources, destination = parse_direction(text)
         return cls(tuple(sources), destination)
 
+    @property
+    def source(self) -> str:
+        """The sources as text: ``"rgb"``, or ``"rgb+normal"`` for several."""
+        return "+".join(self.sources)
+
     def __str__(self) -> str:
-        return f"{'+'.join(self.sources)}:{self.destination}"
+        return f"{self.source}:{self.destination}"
 
 
 def _direction_text(text: str) -> str:

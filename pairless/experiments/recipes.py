@@ -33,7 +33,7 @@ from pairless.experiments.experiment import (
 )
 from pairless.experiments.own_recipe import own_data
 from pairless.experiments.scale import SCALE, SCHEDULE_FOR, common, figure_of, new_run
-from pairless.modalities import WORLD_MODALITIES
+from pairless.modalities import WORLD_MODALITIES, Pair
 
 # The study's binding sets for Ma=rgb, Mb=depth (its Section IV-B).
 BINDING_SETS: dict[int, tuple[str, ...]] = {
@@ -51,11 +51,12 @@ def visual_pairs(preset: str = "tiny") -> ExperimentConfig:
     runs = [new_run(preset, f"zs-rgb-{other}", "zero-shot", withheld=[("rgb", other)], label=other)
             for other in ("normal", "depth", "semseg")]
     runs += [new_run(preset, "many-shot", "many-shot"), new_run(preset, "larger", "larger")]
-    directions = [f"rgb:{o}" for o in ("normal", "depth", "semseg")] + [f"{o}:rgb"
-                                                                        for o in ("normal", "depth",
-                                                                                  "semseg")]
-    figures = [figure_of(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"])
-               for d in directions]
+    others = ("normal", "depth", "semseg")
+    pairs = [Pair("rgb", other) for other in others] + [Pair(other, "rgb") for other in others]
+    directions = [str(pair) for pair in pairs]
+    figures = [figure_of(preset, src, dst, runs=[f"zs-rgb-{dst if src == 'rgb' else src}", "many-shot",
+                                                 "larger"])
+               for src, dst in pairs]
     # The chained baseline: each zero-shot model reaches its withheld modality through a binder it did see
     # with both ends (rgb -> normal -> depth); if that beats the direct translation, the model has learned
     # two translations rather than a shared latent.
@@ -252,11 +253,6 @@ def probe_curve(preset: str = "tiny") -> ExperimentConfig:
             new_run(preset, "many-shot", "many-shot")]
     runs = [run.model_copy(update={"snapshots": list(PROBE_SNAPSHOTS)}) for run in runs]
     return ExperimentConfig(**common("probe-curve", preset), runs=runs, directions=["rgb:depth", "depth:rgb"])
-
-
-def _other(direction: str) -> str:
-    src, dst = direction.split(":")
-    return dst if src == "rgb" else src
 
 
 RECIPES: dict[str, Callable[..., ExperimentConfig]] = {

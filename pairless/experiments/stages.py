@@ -33,7 +33,7 @@ from pairless.inference.probes import probe_model
 from pairless.inference.regions import evaluate_regions
 from pairless.inference.translations import generate_and_score
 from pairless.inference.unpaired import unpaired_analysis
-from pairless.modalities import parse_direction
+from pairless.modalities import Pair, parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
@@ -139,7 +139,7 @@ def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = N
     run = config.runs[0]
     out = {}
     for pair in config.unpaired:
-        a, b = pair.split(":")
+        a, b = Pair.parse(pair)
         bridges = config.bridges.get(pair, [])
         for src, dst in ((a, b), (b, a)):
             try:
@@ -373,7 +373,7 @@ def probe_pairs(run: TrainingRun, directions: list[str]) -> list[str]:
     pairs: list[str] = []
     for direction in _directions_for(run, directions):
         sources, destination = parse_direction(direction)
-        if len(sources) == 1 and not any(set(p.split(":")) == {sources[0], destination} for p in pairs):
+        if len(sources) == 1 and not any(set(Pair.parse(p)) == {sources[0], destination} for p in pairs):
             pairs.append(f"{sources[0]}:{destination}")
     return pairs
 
@@ -389,7 +389,7 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
         runtime = _or_default(runtime)
         model, shards = load_run_model(run_dir, runtime.device), open_shards(run_shards_path(run_dir), "val")
         for pair in wanted:
-            first, second = pair.split(":")
+            first, second = Pair.parse(pair)
             try:
                 result = probe_model(model, shards, first, second, config.probe_samples,
                                      config.eval_batch_size, runtime.threads, k=config.probe_neighbours)

@@ -23,6 +23,7 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     unlearned_note,
 )
+from pairless.modalities import Direction
 
 # CE differences below this (nats per token) are not called a change: one seed, 2,500 samples
 NEGLIGIBLE = 0.01
@@ -44,7 +45,8 @@ def adapter_rows(results: dict) -> list[dict]:
     stages = {stage["name"]: stage for stage in results["config"]["adapters"]}
     rows = []
     for direction in results["config"]["directions"]:
-        src, dst = direction.split(":")
+        parsed = Direction.parse(direction)
+        src, dst = parsed.source, parsed.destination
         first = stages[adapters[0]]
         anchor_pair = {first["anchor"], first["modality"]} == {src, dst}
         start = ce_values(results, groups.get(reference, []), direction)

@@ -21,6 +21,7 @@ from pairless.experiments.report.rows import (
     mean_sd,
     runs_by_base,
 )
+from pairless.modalities import Direction, Pair
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
@@ -33,7 +34,7 @@ def curve_runs(results: dict) -> dict | None:
     if not allowed:
         return None
     key = next(iter(allowed[0]["allow_pairs"]))
-    pair = tuple(key.split(":"))
+    pair = Pair.parse(key)
     few_shot: dict = {}
     paired_only: dict = {}
     for run in runs:
@@ -63,7 +64,8 @@ def curve_rows(results: dict) -> list[dict]:
     decoded = (results.get("generation") or {}).get("metrics") or {}
     rows = []
     for direction in results["config"]["directions"]:
-        src, dst = direction.split(":")
+        parsed = Direction.parse(direction)
+        src, dst = parsed.source, parsed.destination
         if {src, dst} != set(found["pair"]):
             continue
         metric = MAIN_METRIC.get(dst, (None, "lower"))[0]

@@ -16,6 +16,7 @@ import numpy as np
 from pairless.experiments.report.markdown import number, pyplot, save_figure, table
 from pairless.experiments.report.rows import LEARNED_RATIO, recovered_fraction
 from pairless.inference.probes import METRICS
+from pairless.modalities import Pair
 
 MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed
 BOOTSTRAP = 2000
@@ -37,7 +38,7 @@ def _many_shot_for(runs: dict, info: dict) -> str | None:
 def _point(name: str, pair, probes: dict, evals: dict, many_evals: dict | None) -> list[dict]:
     """The points of one zero-shot model (final or a snapshot) for both directions of a withheld pair."""
     probe = next((value for key, value in (probes or {}).items()
-                  if set(key.split(":")) == set(pair) and "summary" in value), None)
+                  if set(Pair.parse(key)) == set(pair) and "summary" in value), None)
     out = []
     for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
         zero, ms = (evals or {}).get(direction), (many_evals or {}).get(direction)

@@ -24,6 +24,7 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     translation_rows,
 )
+from pairless.modalities import Direction
 
 # The tokenizer report names some metrics differently.
 CEILING_NAME = {"angular_error": "angular_error_degrees"}
@@ -79,7 +80,7 @@ def quality_rows(results: dict) -> list[dict]:
     ceiling = results.get("tokenizer_ceiling") or {}
     rows = []
     for direction in results["config"]["directions"]:
-        destination = direction.split(":")[1]
+        destination = Direction.parse(direction).destination
         per_run = decoded.get(direction, {})
         available = {key for run, values in per_run.items() if isinstance(values, dict)
                      and not run.startswith("_") for key in values}

@@ -15,6 +15,7 @@ from statistics import mean, stdev
 
 # the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
+from pairless.modalities import Direction
 
 # The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
 # better).
@@ -83,8 +84,8 @@ def _full_universe_first(results: dict) -> list[tuple[str, dict]]:
 
 
 def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> str | None:
-    src, dst = direction.split(":")
-    pair = {src.split("+")[0], dst}
+    parsed = Direction.parse(direction)
+    pair = {parsed.sources[0], parsed.destination}
     for base, info in _full_universe_first(results):
         if info["role"] != "zero-shot":
             continue
@@ -165,7 +166,7 @@ def chained_rows(results: dict) -> list[dict]:
     decoded = generation.get("metrics") or {}
     rows = []
     for direction, chain in (generation.get("chained") or {}).items():
-        metric, better = MAIN_METRIC.get(direction.split(":")[1], (None, None))
+        metric, better = MAIN_METRIC.get(Direction.parse(direction).destination, (None, None))
         zero, many = _zero_shot_run(results, direction), role_run(results, "many-shot")
         if metric is None or zero is None:
             continue
@@ -189,7 +190,8 @@ def chained_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         if row["chain_wins"] is None:
             continue
-        src, dst = row["direction"].split(":")
+        parsed = Direction.parse(row["direction"])
+        src, dst = parsed.source, parsed.destination
         name = f"{src} → {row['via']} → {dst}"
         if row["chain_wins"] == "tie":
             lines.append(f"{name}: chained and direct zero-shot {src} → {dst} are within "

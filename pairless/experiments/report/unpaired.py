@@ -11,6 +11,7 @@ from __future__ import annotations
 from pairless.experiments.report.markdown import number, table
 from pairless.experiments.report.quality import compare, learned_directions, main_metric
 from pairless.experiments.report.rows import CHAIN_MARGIN
+from pairless.modalities import Pair
 
 # A verdict of the unpaired section needs this many held-out samples: at 4 a difference of 5% is noise.
 MIN_VERDICT_SAMPLES = 16
@@ -43,7 +44,7 @@ def unpaired_lines(direction: str, entry: dict, learned: dict | None = None) -> 
     """The verdicts of one direction's measures, in words, each naming the directions it rests on; a
     verdict resting on a direction not learned (``learned``: :func:`learned_directions`), or on fewer than
     MIN_VERDICT_SAMPLES samples, is refused."""
-    src, dst = direction.split(":")
+    src, dst = Pair.parse(direction)
     run = entry.get("run")
     lines = []
     for bridge, values in (entry.get("bridges") or {}).items():
@@ -102,7 +103,7 @@ def markdown(results: dict) -> list[str]:
              "- *cycle*: source → destination → source, against the real source and against another "
              "sample's (shuffled control).", ""]
     for direction, entry in unpaired.items():
-        src, dst = direction.split(":")
+        src, dst = Pair.parse(direction)
         title = f"### {src} → {dst}"
         if "skipped" in entry:
             parts += [title, "", f"Not measured: {entry['skipped']}", ""]
