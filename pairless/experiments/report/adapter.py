@@ -21,7 +21,7 @@ from pairless.experiments.report.rows import (
     recovered_fraction,
     role_run,
     runs_by_base,
-    unlearned_note,
+    unlearned_notes,
 )
 from pairless.modalities import Direction
 
@@ -127,9 +127,7 @@ def markdown(results: dict) -> list[str]:
                                      for r, d in zip(unseen, differences, strict=False))
                          + " nats" + (" (one seed: no spread to judge it by)."
                                       if results["config"].get("seeds", 1) == 1 else "."))
-    notes = [unlearned_note(r["direction"], r["from_start_ratio"], "from-the-start") for r in rows]
-    parts += [note for note in notes if note]
-    return parts + [""]
+    return parts + unlearned_notes(rows, "from_start_ratio", "from-the-start") + [""]
 
 
 def draw(results: dict, out: Path) -> bool:

@@ -13,11 +13,8 @@ from statistics import mean, stdev
 
 from pairless.experiments.report.markdown import pyplot, save_figure, table
 from pairless.experiments.report.rows import (
-    LEARNED_RATIO,
-    ce_ratio,
-    ce_values,
+    matched_comparison,
     mean_sd,
-    recovered_fraction,
     role_run,
     runs_by_base,
 )
@@ -39,15 +36,8 @@ def strength_rows(results: dict) -> list[dict]:
         if zero is None or matched is None:
             continue
         for direction in results["config"]["directions"]:
-            zs = ce_values(results, groups[zero], direction)
-            ms = ce_values(results, groups[matched], direction)
-            un = ce_values(results, groups[zero], direction, "ce_unconditional")
-            ratio = ce_ratio(results, groups[matched], direction)
-            learned = ratio is None or ratio <= LEARNED_RATIO
-            rows.append(dict(binder=label[len(PREFIX):], direction=direction, zero_shot=zs,
-                             matched_many_shot=ms, unconditional=un, matched_ratio=ratio,
-                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
-                                        for u, z, m in zip(un, zs, ms, strict=False)]))
+            rows.append(dict(binder=label[len(PREFIX):], direction=direction,
+                             **matched_comparison(results, groups[zero], groups[matched], direction)))
     return rows
 
 

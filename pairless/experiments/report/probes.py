@@ -22,10 +22,6 @@ MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is com
 BOOTSTRAP = 2000
 
 
-def _ce(results: dict, run: str, direction: str) -> dict | None:
-    return (results.get("evals") or {}).get(run, {}).get(direction)
-
-
 def _many_shot_for(runs: dict, info: dict) -> str | None:
     """The many-shot run of the same seed with the zero-shot run's label (binding's matched control), else
     the many-shot run of that seed."""

@@ -145,19 +145,33 @@ def binding_rows(results: dict) -> list[dict]:
         zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
+        seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
         for direction in results["config"]["directions"]:
-            zs = ce_values(results, groups[zero], direction)
-            ms = ce_values(results, groups[matched], direction)
-            un = ce_values(results, groups[zero], direction, "ce_unconditional")
-            seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
-            matched_ratio = ce_ratio(results, groups[matched], direction)
-            learned = matched_ratio is None or matched_ratio <= LEARNED_RATIO
-            rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
-                             unconditional=un, matched_ratio=matched_ratio,
-                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
-                                        for u, z, m in zip(un, zs, ms, strict=False)],
+            rows.append(dict(binding=int(label), direction=direction,
+                             **matched_comparison(results, groups[zero], groups[matched], direction),
                              rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
     return rows
+
+
+def matched_comparison(results: dict, zero_shot: list[str], matched: list[str], direction: str) -> dict:
+    """A zero-shot run (its seeds' names) against its matched many-shot control in one direction: the CEs
+    per seed, no input, the control's CE ratio and the recovered fraction per seed (NaN where the control
+    did not learn the direction: there is no gap to recover)."""
+    zs = ce_values(results, zero_shot, direction)
+    ms = ce_values(results, matched, direction)
+    un = ce_values(results, zero_shot, direction, "ce_unconditional")
+    ratio = ce_ratio(results, matched, direction)
+    learned = ratio is None or ratio <= LEARNED_RATIO
+    return dict(zero_shot=zs, matched_many_shot=ms, unconditional=un, matched_ratio=ratio,
+                recovered=[recovered_fraction(u, z, m) if learned else float("nan")
+                           for u, z, m in zip(un, zs, ms, strict=False)])
+
+
+def unlearned_notes(rows: list[dict], ratio_key: str, reference: str) -> list[str]:
+    """The :func:`unlearned_note` of every row whose reference model (CE ratio under ``ratio_key``) did not
+    learn its direction."""
+    notes = [unlearned_note(row["direction"], row[ratio_key], reference) for row in rows]
+    return [note for note in notes if note]
 
 
 def chained_rows(results: dict) -> list[dict]:

@@ -20,7 +20,7 @@ from pairless.experiments.report.rows import (
     recovered_fraction,
     role_run,
     runs_by_base,
-    unlearned_note,
+    unlearned_notes,
 )
 
 
@@ -137,9 +137,7 @@ def markdown(results: dict) -> list[str]:
         cells.append([task, "no input", mean_sd(r["unconditional"]), "0", "–"])
     parts += [table(["Task", "model", "CE", "recovered", "− control"], cells), ""]
     parts += [f"- {verdict(row, name)}" for row in rows for name in names] + [""]
-    notes = [unlearned_note(r["direction"], r["many_shot_ratio"], "many-shot") for r in rows]
-    parts += [note for note in notes if note]
-    return parts + [""]
+    return parts + unlearned_notes(rows, "many_shot_ratio", "many-shot") + [""]
 
 
 def draw(results: dict, out: Path) -> bool:
