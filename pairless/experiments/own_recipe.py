@@ -18,7 +18,7 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     """A user's folder: train on everything as it is, evaluate every direction with held-out ground truth,
     compare zero-shot with the all-data model for the ``compare`` pairs, and say what can be measured for
     the pairs never recorded together (``withhold`` simulates more of them)."""
-    from pairless.data.inspect import co_occurrence, pair_count
+    from pairless.data.co_occurrence import co_occurrence, pair_count
 
     if data is None:
         raise ConfigError("own-data: --data DIR is required (a dataset folder with train/ and val/)")

@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from pairless.config import apply_overrides, validate
+from pairless.data.co_occurrence import co_occurrence
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
-from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
 from pairless.experiments.experiment import (
     AdapterStage,
@@ -100,7 +100,7 @@ def inspect_data(data: Path) -> dict:
 
 def used_counts(shards: Path) -> dict:
     """Per split, samples per modality and per pair that the token shards hold: what training and evaluation
-    use, after the bad files were skipped (same form as :func:`pairless.data.inspect.co_occurrence`)."""
+    use, after the bad files were skipped (same form as :func:`pairless.data.co_occurrence.co_occurrence`)."""
     import itertools
 
     import numpy as np

@@ -44,6 +44,7 @@ from pairless.training.data import (
     BatchSource,
     derive_seed,
 )
+from pairless.training.loading import initialise_from, training_data
 from pairless.training.run import (
     RunLog,
     StepHealth,
@@ -55,7 +56,6 @@ from pairless.training.run import (
     write_config,
 )
 from pairless.training.session import Progress, Session, budget_spent, wall_seconds
-from pairless.training.setup import initialise_from, training_data
 from pairless.utils.storage import FolderLock, atomic_write_json, is_complete, remove_interrupted_writes
 
 PAIRED_IDS_FILE = "paired_ids.json"

@@ -27,9 +27,9 @@ from pairless.training.data import (
     seeded_generator,
     tokens_per_modality,
 )
+from pairless.training.loading import training_data
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.run import ADDED_OPTIONS, StepHealth, StepStatistics, without_added_options
-from pairless.training.setup import training_data
 from pairless.training.train import micro_batches, train
 
 
