@@ -58,7 +58,7 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
     data = config.model_dump(mode="json")
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. base_lr=3e-4")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         node, schema = data, type(config)
