@@ -67,10 +67,11 @@ def footer(results: dict, figures: dict[str, str]) -> list[str]:
     return parts
 
 
-def render_markdown(results: dict, figures: dict[str, str]) -> str:
-    """report.md: the header, every section in order, the figures and the time per stage."""
+def render_markdown(results: dict, figures: dict[str, str], sections=None) -> str:
+    """report.md: the header, every section in order (``sections``, default :data:`SECTIONS`), the figures
+    and the time per stage."""
     parts = header(results)
-    for section in SECTIONS:
+    for section in SECTIONS if sections is None else sections:
         parts += section.markdown(results)
     return "\n".join(parts + footer(results, figures))
 
@@ -100,14 +101,16 @@ def write_csv(results: dict, out: Path) -> None:
     atomic_write_text(out, buffer.getvalue())
 
 
-def write_report(recipe_dir: Path) -> Path:
-    """Write report.md, results.csv, summary.json and the sections' figures for one recipe folder."""
+def write_report(recipe_dir: Path, sections=None) -> Path:
+    """Write report.md, results.csv, summary.json and the sections' figures for one recipe folder
+    (``sections``: default :data:`SECTIONS`)."""
+    sections = SECTIONS if sections is None else sections
     recipe_dir = Path(recipe_dir)
     # validated against the schema (an error names the bad key); the sections read its JSON form
     results = read_results(recipe_dir / "results.json").to_json()
     figures = generation_figures(results, recipe_dir)
     summary: dict = {}
-    for section in SECTIONS:
+    for section in sections:
         if hasattr(section, "plot"):
             figures.update(section.plot(results, recipe_dir))
         if hasattr(section, "summary"):
@@ -115,5 +118,5 @@ def write_report(recipe_dir: Path) -> Path:
     write_csv(results, recipe_dir / "results.csv")
     atomic_write_json(recipe_dir / "summary.json", summary)
     report = recipe_dir / "report.md"
-    atomic_write_text(report, render_markdown(results, figures))
+    atomic_write_text(report, render_markdown(results, figures, sections))
     return report
