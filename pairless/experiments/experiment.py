@@ -3,11 +3,12 @@ stages, figures and evaluation settings (what a recipe returns and the runner ex
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from pairless.config import Config
+from pairless.training.config import TrainConfig
 
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
 # pseudo-pairs: a zero-shot run continued on its own pseudo-pairs, continued: the same on real data alone
@@ -41,14 +42,17 @@ class TrainingRun(Config):
     model_preset: str = "tiny"
     withheld: list[tuple[str, str]] = []
     universe: list[str] | None = None
-    total_tokens: int = Field(8_000_000, ge=1)
+    # every recipe sets it from its preset's scale; the default is the trainer's own
+    total_tokens: int = Field(TrainConfig.model_fields["total_tokens"].default, ge=1)
     batch_size: int = Field(32, ge=1)
     input_budget: int = Field(64, ge=1)
     target_budget: int = Field(64, ge=1)
     seed: int = 0
     allow_pairs: dict[str, int] = {}  # fragment.allow_pairs: "a:b" -> k samples that keep both
     only_paired: bool = False  # fragment.only_paired: train on those k samples alone
-    overrides: list[str] = []  # `--set` style overrides for the trainer
+    # further TrainConfig settings, nested as in RUN/config.json: {"model": {"dim": 32}, "base_lr": 0.0001};
+    # laid over the run's own fields above (pairless.experiments.stages.train_config)
+    train: dict[str, Any] = {}
     snapshots: list[float] = []  # fractions of the budget at which the weights are kept, evaluated, probed
     init_from: str | None = None  # another run of the recipe whose final weights this one starts from
     # a pseudo-pair stage of the recipe (ExperimentConfig.pseudo): train on the shards it writes, made by the
@@ -78,7 +82,9 @@ class AdapterStage(Config):
     total_tokens: int = Field(1_000_000, ge=1)
     structure_weight: float = Field(0.0, ge=0)  # M2M's structure-preserving term
     rank: int | None = None  # low-rank rows and head (large vocabularies)
-    overrides: list[str] = []  # `--set` style overrides of the AdapterConfig
+    # `--set` style overrides of the AdapterConfig: strings still, because the adapter's cache key hashes this
+    # stage as the recipe wrote it (a typed form would give every cached adapter a new key)
+    overrides: list[str] = []
 
 
 class Figure(Config):

@@ -96,8 +96,8 @@ def binding_exposure(preset: str = "tiny") -> ExperimentConfig:
         for name, role, withheld in ((f"zs-exp{count}", "zero-shot", [("rgb", "depth")]),
                                      (f"ms-exp{count}", "many-shot", [])):
             run = new_run(preset, name, role, withheld=withheld, universe=universe, label=f"{count}")
-            runs.append(run.model_copy(update={"total_tokens": counted, "overrides": [
-                *run.overrides, 'budget_modalities=["rgb","depth"]']}))
+            runs.append(run.model_copy(update={"total_tokens": counted, "train": {
+                **run.train, "budget_modalities": ["rgb", "depth"]}}))
     figures = [figure_of(preset, "rgb", "depth", runs=[f"zs-exp{c}" for c in BINDING_SETS])]
     return ExperimentConfig(**common("binding-exposure", preset), runs=runs,
                             directions=["rgb:depth", "depth:rgb"], figures=figures)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pairless.config import apply_overrides, validate
+from pairless.config import apply_overrides, merged, validate
 from pairless.data.co_occurrence import co_occurrence
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.shards import open_shards
@@ -155,9 +155,10 @@ def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = N
 
 
 def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> TrainConfig:
-    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build);
-    ``init_from``: the folder of the run it starts from (``run.init_from``)."""
-    fragment: dict = {}
+    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build):
+    the run's fields, then its ``train`` settings over them; ``init_from``: the folder of the run it starts
+    from (``run.init_from``)."""
+    fragment: dict = {"seed": run.seed}
     if run.withheld:
         fragment["withheld"] = [list(pair) for pair in run.withheld]
     if run.universe:
@@ -167,15 +168,14 @@ def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | No
     if run.only_paired:
         fragment["only_paired"] = True
     data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
-            "batch_size": run.batch_size,
-            "model": {"preset": run.model_preset}, "fragment": fragment}
+            "batch_size": run.batch_size, "seed": run.seed, "model": {"preset": run.model_preset},
+            "masking": {"input_budget": run.input_budget, "target_budget": run.target_budget},
+            "fragment": fragment}
     if init_from is not None:
         data["init_from"] = str(init_from)
     if run.snapshots:
         data["snapshots"] = list(run.snapshots)
-    overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
-                 f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]
-    return apply_overrides(validate(TrainConfig, data), overrides)
+    return validate(TrainConfig, merged(data, run.train))
 
 
 # TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:
@@ -230,11 +230,12 @@ def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path,
     """Add ``stage.modality`` to the frozen run in ``base`` (reused when complete); what the report needs."""
     if not is_complete(out):
         runtime = _or_default(runtime)
+        # the stage's overrides stay `--set` strings: they are part of the adapter's cache key (Plan)
         config = apply_overrides(validate(AdapterConfig, {
             "base": str(base), "shards": str(shards), "out": str(out), "modality": stage.modality,
             "anchor": stage.anchor, "total_tokens": stage.total_tokens, "rank": stage.rank,
-            "structure_weight": stage.structure_weight}), [*stage.overrides, f"threads={runtime.threads}",
-                                                          f"device={runtime.device}"])
+            "structure_weight": stage.structure_weight}), stage.overrides)
+        config = config.model_copy(update={"threads": runtime.threads, "device": str(runtime.device)})
         add_modality(config)
     summary = read_json(out / "COMPLETE.json")
     keys = ("steps", "tokens", "final_loss", "wall_seconds", "trainable_parameters", "model_parameters",

@@ -10,9 +10,10 @@ import time
 import pytest
 
 from pairless.commands.run import main
+from pairless.config import merged
 from pairless.experiments.recipes import DATA_RECIPES, RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
-from pairless.utils.storage import is_complete
+from pairless.utils.storage import flatten, is_complete
 
 
 def _micro(recipe: str):
@@ -202,7 +203,7 @@ def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
     before = Plan(base, tmp_path)
     run = base.runs[0]
     spelled = base.model_copy(update={"runs": [run.model_copy(update={
-        "overrides": [*run.overrides, "weight_decay=0.05"], "label": "renamed"}), base.runs[1]]})
+        "train": {**run.train, "weight_decay": 0.05}, "label": "renamed"}), base.runs[1]]})
     assert Plan(spelled, tmp_path).runs == before.runs
 
     preset = run.model_preset
@@ -295,8 +296,8 @@ def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe)
             argv += ["--withhold", f"{a}:{b}"]
         if run.universe:
             argv += ["--universe", ",".join(run.universe)]
-        for override in run.overrides:
-            argv += ["--set", override]
+        for key, value in flatten(run.train).items():
+            argv += ["--set", f"{key}={json.dumps(value)}"]
         expected = config_from_args(build_parser().parse_args(argv))
         assert stages.train_config(run, shards, out).model_dump() == expected.model_dump()
 
@@ -325,8 +326,8 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
             full, kept = full[section], kept[section]
         assert full[name] == neutral, dotted
         assert name not in kept, dotted
-    changed = run.model_copy(update={"overrides": [*run.overrides, "fragment.only_paired=true",
-                                                   'fragment.allow_pairs={"rgb:depth": 4}']})
+    changed = run.model_copy(update={"train": merged(run.train, {"fragment": {
+        "only_paired": True, "allow_pairs": {"rgb:depth": 4}}})})
     assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True
 
 
