@@ -134,11 +134,11 @@ def training_run(name: str, overrides: list[str], tokens: int, seed: int, checkp
     recipe_run = demo("tiny").runs[1]  # the many-shot run: all four modalities aligned
     steps = tokens // (recipe_run.batch_size * (recipe_run.input_budget + recipe_run.target_budget))
     every = max(1, steps // checkpoints)
-    return recipe_run.model_copy(update={
-        "name": name, "total_tokens": tokens, "seed": seed,
-        "train": merged(recipe_run.train, overrides_as_data([f"checkpoint_every={every}",
-                                                             f"keep_checkpoints={checkpoints + 1}",
-                                                             *overrides]))})
+    run = recipe_run.with_train(total_tokens=tokens, seed=seed, fragment={"seed": seed},
+                                **merged(overrides_as_data([f"checkpoint_every={every}",
+                                                            f"keep_checkpoints={checkpoints + 1}"]),
+                                         overrides_as_data(overrides)))
+    return run.model_copy(update={"name": name})
 
 
 def checkpoint_folders(run: Path) -> list[Path]:

@@ -36,7 +36,7 @@ class RunRecord(Record):
 
     role: Role
     label: str = ""
-    path: str
+    path: str | None = None  # the run folder (the runner always records it)
     withheld: list[WithheldPair] = []
     universe: list[str] | None = None
     total_tokens: int | None = None

@@ -55,20 +55,16 @@ def new_run(preset: str, name: str, role: Role, *, withheld=(), universe=None,
     """A training run at ``preset``'s scale (the larger model's preset and budget for role ``larger``)."""
     scale = SCALE[preset]
     larger = role == "larger"
-    return TrainingRun(
-        name=name,
-        role=role,
-        label=label,
-        model_preset=scale["larger"] if larger else scale["model"],
-        withheld=[tuple(pair) for pair in withheld],
-        universe=list(universe) if universe is not None else None,
-        total_tokens=scale["larger_tokens"] if larger else scale["tokens"],
-        batch_size=scale["batch"],
-        input_budget=scale["budget"][0],
-        target_budget=scale["budget"][1],
-        train={**({"model": scale["model_settings"]} if "model_settings" in scale else {}),
-               **scale.get("train_settings", {})},
-    )
+    fragment: dict = {"seed": 0, "withheld": [list(pair) for pair in withheld]}
+    if universe is not None:
+        fragment["universe"] = list(universe)
+    train = {"model": {"preset": scale["larger"] if larger else scale["model"],
+                       **scale.get("model_settings", {})},
+             "total_tokens": scale["larger_tokens"] if larger else scale["tokens"],
+             "batch_size": scale["batch"], "seed": 0, "fragment": fragment,
+             "masking": {"input_budget": scale["budget"][0], "target_budget": scale["budget"][1]},
+             **scale.get("train_settings", {})}
+    return TrainingRun(name=name, role=role, label=label, train=train)
 
 
 def figure_of(preset: str, src: str, dst: str, runs: list[str]) -> Figure:

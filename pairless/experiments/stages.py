@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pairless.config import apply_overrides, merged, validate
+from pairless.config import apply_overrides, validate
 from pairless.data.co_occurrence import co_occurrence
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
 from pairless.data.shards import open_shards
@@ -155,27 +155,9 @@ def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = N
 
 
 def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> TrainConfig:
-    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build):
-    the run's fields, then its ``train`` settings over them; ``init_from``: the folder of the run it starts
-    from (``run.init_from``)."""
-    fragment: dict = {"seed": run.seed}
-    if run.withheld:
-        fragment["withheld"] = [list(pair) for pair in run.withheld]
-    if run.universe:
-        fragment["universe"] = list(run.universe)
-    if run.allow_pairs:
-        fragment["allow_pairs"] = dict(run.allow_pairs)
-    if run.only_paired:
-        fragment["only_paired"] = True
-    data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
-            "batch_size": run.batch_size, "seed": run.seed, "model": {"preset": run.model_preset},
-            "masking": {"input_budget": run.input_budget, "target_budget": run.target_budget},
-            "fragment": fragment}
-    if init_from is not None:
-        data["init_from"] = str(init_from)
-    if run.snapshots:
-        data["snapshots"] = list(run.snapshots)
-    return validate(TrainConfig, merged(data, run.train))
+    """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build);
+    ``init_from``: the folder of the run it starts from (``run.init_from``)."""
+    return run.config(shards, out, init_from)
 
 
 # TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:

@@ -10,7 +10,6 @@ import time
 import pytest
 
 from pairless.commands.run import main
-from pairless.config import merged
 from pairless.experiments.recipes import DATA_RECIPES, RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.utils.storage import flatten, is_complete
@@ -182,8 +181,7 @@ def test_evaluations_are_cached_for_the_weights_they_were_computed_from(results_
 
 def test_changed_setting_recomputes_only_dependants(results_root):
     base = _micro("demo")
-    changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}),
-                                               base.runs[1]]})
+    changed = base.model_copy(update={"runs": [base.runs[0].with_train(total_tokens=30_000), base.runs[1]]})
     before, after = Plan(base, results_root), Plan(changed, results_root)
     assert before.world == after.world and before.shards == after.shards
     assert before.runs["many-shot"] == after.runs["many-shot"]
@@ -296,8 +294,11 @@ def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe)
             argv += ["--withhold", f"{a}:{b}"]
         if run.universe:
             argv += ["--universe", ",".join(run.universe)]
-        for key, value in flatten(run.train).items():
-            argv += ["--set", f"{key}={json.dumps(value)}"]
+        shown = {"model.preset", "total_tokens", "batch_size", "masking.input_budget",
+                 "masking.target_budget", "seed", "fragment.seed", "fragment.withheld", "fragment.universe"}
+        for key, value in flatten(run.train).items():  # the rest: the preset's scale (the micro model)
+            if key not in shown:
+                argv += ["--set", f"{key}={json.dumps(value)}"]
         expected = config_from_args(build_parser().parse_args(argv))
         assert stages.train_config(run, shards, out).model_dump() == expected.model_dump()
 
@@ -326,8 +327,7 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
             full, kept = full[section], kept[section]
         assert full[name] == neutral, dotted
         assert name not in kept, dotted
-    changed = run.model_copy(update={"train": merged(run.train, {"fragment": {
-        "only_paired": True, "allow_pairs": {"rgb:depth": 4}}})})
+    changed = run.with_train(fragment={"only_paired": True, "allow_pairs": {"rgb:depth": 4}})
     assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True
 
 

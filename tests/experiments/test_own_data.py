@@ -28,7 +28,7 @@ def test_withhold_simulates_a_never_recorded_pair_that_still_has_ground_truth(my
     results = read_json(tmp_path / "out" / "own-data" / "results.json")
     config = results["config"]
     assert config["unpaired"] == ["depth:thermal", "rgb:caption"]
-    assert config["runs"][0]["withheld"] == [["rgb", "caption"]]
+    assert config["runs"][0]["train"]["fragment"]["withheld"] == [["rgb", "caption"]]
     # a bridge is seen with both ends in training (the withheld pair does not count as seen)
     assert config["bridges"] == {"depth:thermal": ["rgb", "caption"], "rgb:caption": ["depth", "thermal"]}
     assert "rgb:caption" in config["directions"]  # val has ground truth for it: evaluated for real

@@ -117,7 +117,8 @@ def test_k_zero_and_all_are_the_cached_zero_shot_and_many_shot_runs():
     config = get_recipe("pairs-curve", "micro")
     names = [run.name for run in config.runs]
     assert "pairs-k256" not in names and "pairs-k64" in names  # micro trains on 86 samples
-    spelled_zero = config.runs[1].model_copy(update={"allow_pairs": {"depth:rgb": 0}, "role": "zero-shot"})
+    spelled_zero = config.runs[1].with_train(fragment={"allow_pairs": {"depth:rgb": 0}}).model_copy(
+        update={"role": "zero-shot"})
     spelled = config.model_copy(update={"runs": [config.runs[0], spelled_zero]})
     plan = Plan(spelled, Path("out"))
     assert plan.runs[spelled_zero.name].name.split("-")[-1] == plan.runs["zs-rgb-depth"].name.split("-")[-1]

@@ -19,6 +19,7 @@ from pairless.experiments.report.rows import (
     ce_ratio,
     ce_values,
     mean_sd,
+    recipe_runs,
     runs_by_base,
 )
 from pairless.modalities import Direction, Pair
@@ -29,8 +30,8 @@ ALL = "all"  # the k of the many-shot model: every training sample keeps both
 def curve_runs(results: dict) -> dict | None:
     """The recipe's runs by k: ``{"pair", "few_shot": {k: run}, "paired_only": {k: run}}`` (None: not a
     pairs curve). ``few_shot`` holds k = 0 (the zero-shot run) and ``ALL`` (the many-shot run) too."""
-    runs = results["config"]["runs"]
-    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run.get("allow_pairs")]
+    runs = recipe_runs(results)
+    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run["allow_pairs"]]
     if not allowed:
         return None
     key = next(iter(allowed[0]["allow_pairs"]))
@@ -38,15 +39,15 @@ def curve_runs(results: dict) -> dict | None:
     few_shot: dict = {}
     paired_only: dict = {}
     for run in runs:
-        count = (run.get("allow_pairs") or {}).get(key)
+        count = run["allow_pairs"].get(key)
         withholds = any(set(p) == set(pair) for p in run["withheld"])
         if run["role"] == "few-shot" and count:
             few_shot[count] = run["name"]
         elif run["role"] == "paired-only" and count:
             paired_only[count] = run["name"]
-        elif run["role"] == "zero-shot" and withholds and run.get("universe") is None and 0 not in few_shot:
+        elif run["role"] == "zero-shot" and withholds and run["universe"] is None and 0 not in few_shot:
             few_shot[0] = run["name"]
-        elif run["role"] == "many-shot" and run.get("universe") is None:
+        elif run["role"] == "many-shot" and run["universe"] is None:
             few_shot[ALL] = run["name"]
     return {"pair": pair, "few_shot": few_shot, "paired_only": paired_only}
 

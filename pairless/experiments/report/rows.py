@@ -51,6 +51,19 @@ def runs_by_base(results: dict) -> dict[str, list[str]]:
     return groups
 
 
+def recipe_runs(results: dict) -> list[dict]:
+    """The recipe's runs as results.json's config lists them (recipe order), each with ``name``, ``role``,
+    ``label``, ``withheld``, ``universe`` and ``allow_pairs`` at the top, whichever form the file has: a run's
+    training settings under ``train`` (today) or as its own fields (files written before 2026-12-07)."""
+    out = []
+    for run in results["config"]["runs"]:
+        fragment = (run.get("train") or {}).get("fragment") or run
+        out.append({"name": run["name"], "role": run["role"], "label": run.get("label", ""),
+                    "withheld": fragment.get("withheld") or [], "universe": fragment.get("universe"),
+                    "allow_pairs": fragment.get("allow_pairs") or {}})
+    return out
+
+
 def ce_values(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
     values = []
     for name in run_names:
