@@ -194,7 +194,7 @@ def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
     The keys once hashed the recipe's description (a preset's name, the overrides), so a run or tokenizer
     trained before a default changed was silently reused afterwards.
     """
-    from pairless.model import transformer
+    from pairless.model import config as model_config
     from pairless.tokenizers import train as tokenizer_train
 
     base = _micro("demo")
@@ -205,7 +205,7 @@ def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
     assert Plan(spelled, tmp_path).runs == before.runs
 
     preset = run.model_preset
-    monkeypatch.setitem(transformer.PRESETS, preset, {**transformer.PRESETS[preset], "token_init_std": 0.5})
+    monkeypatch.setitem(model_config.PRESETS, preset, {**model_config.PRESETS[preset], "token_init_std": 0.5})
     changed_model_preset = Plan(base, tmp_path)
     assert changed_model_preset.tokenizers == before.tokenizers
     assert all(changed_model_preset.runs[name] != before.runs[name] for name in before.runs)
