@@ -34,7 +34,7 @@ def training_rate(shape_json: str, specs_json: str, micro_batch: int, seconds: f
                   threads: int | None) -> float:
     """FLOP/s of training steps of one run shape (a TrainConfig's shape fields as JSON) on ``specs``."""
     from pairless.training.compute import measure_cpu
-    from pairless.training.train import TrainConfig
+    from pairless.training.config import TrainConfig
 
     config = TrainConfig.model_validate({**json.loads(shape_json), "shards": ".", "out": "."})
     return measure_cpu(config, _specs(specs_json), micro_batch=micro_batch, seconds=seconds, threads=threads)

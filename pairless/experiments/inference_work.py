@@ -100,7 +100,7 @@ def _split_counts(config, split: str, needed: list[str], absent: list[str] = ())
         val = int(round(config.world.num_scenes * config.world.val_fraction))
         count = val if split == "val" else config.world.num_scenes - val
         return count // 2 if absent else count
-    from pairless.data.inspect import presence
+    from pairless.data.co_occurrence import listed_presence as presence
 
     try:
         _, present = presence(config.data, split)

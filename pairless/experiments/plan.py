@@ -53,7 +53,7 @@ def _presence(config) -> dict | None:
     """The user folder's train listing ({modality: has it, per sample}); None for the world."""
     if config.data is None:
         return None
-    from pairless.data.inspect import presence
+    from pairless.data.co_occurrence import listed_presence as presence
 
     try:
         return presence(config.data, "train")[1]

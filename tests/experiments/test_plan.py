@@ -77,7 +77,7 @@ def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsy
     assert "DOES NOT FIT" not in printed
     # the same run in one pass of 256 does not fit, and the plan says what to change
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run", "--device-profile",
-                 "h100", "--set", "runs.4.overrides=[\"base_lr=0.0001\"]"]) == 0
+                 "h100", "--set", "runs.4.train.micro_batch_size=null"]) == 0
     printed = capsys.readouterr().out
     assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0
@@ -128,7 +128,8 @@ def test_training_estimate_on_this_cpu_is_near_the_measured_wall_time(tmp_path):
 
     from pairless.config import validate
     from pairless.data.shards import ShardSplit, write_shards
-    from pairless.training.train import TrainConfig, train
+    from pairless.training.config import TrainConfig
+    from pairless.training.train import train
 
     specs = {name: TokenSpec(name, "image", 64, vocab, grid=(8, 8))
              for name, vocab in (("rgb", 1000), ("depth", 125), ("normal", 200), ("semseg", 64))}
