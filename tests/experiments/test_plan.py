@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pairless.batch import TokenSpec
 from pairless.commands.run import main
-from pairless.experiments.estimate import Throughput, estimate_run
+from pairless.experiments.estimate import Throughput
 from pairless.experiments.plan import plan_stages
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.runner import Plan
@@ -120,32 +120,3 @@ def test_plan_rows_are_the_stages_the_runner_times(tmp_path):
     assert all(row.cached for row in replanned if row.folder is not None)
     assert not {row.key for row in replanned} & {"evaluation", "regions", "probes"}
 
-
-def test_training_estimate_on_this_cpu_is_near_the_measured_wall_time(tmp_path):
-    """The method on this CPU: a short tiny-model run at the study's shape, estimated from a timing of
-    real steps, against its wall time (a factor 1.6 either way: the machine may be shared)."""
-    import numpy as np
-
-    from pairless.config import validate
-    from pairless.data.shards import ShardSplit, write_shards
-    from pairless.training.config import TrainConfig
-    from pairless.training.train import train
-
-    specs = {name: TokenSpec(name, "image", 64, vocab, grid=(8, 8))
-             for name, vocab in (("rgb", 1000), ("depth", 125), ("normal", 200), ("semseg", 64))}
-    rng = np.random.default_rng(0)
-
-    def split(count):
-        return ShardSplit([f"s{index}" for index in range(count)],
-                          {name: rng.integers(0, spec.vocab_size, (count, 64))
-                           for name, spec in specs.items()},
-                          {name: np.ones(count, dtype=bool) for name in specs})
-
-    shards = write_shards(tmp_path / "shards", {"train": split(256), "val": split(8)}, specs, {})
-    config = validate(TrainConfig, {"shards": str(shards), "out": str(tmp_path / "run"),
-                                    "total_tokens": 32 * 128 * 40, "device": "cpu", "num_threads": 2,
-                                    "checkpoint_every": 10**6})
-    estimate = estimate_run(config, specs, Throughput(None, 1.0, threads=2))
-    train(config)
-    measured = read_json(tmp_path / "run" / "COMPLETE.json")["wall_seconds"]
-    assert 1 / 1.6 <= estimate.seconds / measured <= 1.6, (estimate.seconds, measured)
