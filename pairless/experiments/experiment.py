@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pairless.config import Config, merged, validate
+from pairless.config import Config, merged, overrides_as_data, validate
 from pairless.training.config import TrainConfig
 
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
@@ -52,6 +52,31 @@ class TrainingRun(Config):
     # a pseudo-pair stage of the recipe (ExperimentConfig.pseudo): train on the shards it writes, made by the
     # run this one starts from (init_from)
     pseudo: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat_fields(cls, data: Any) -> Any:
+        """A run as results.json files written before 2026-12-07 list it: the TrainConfig fields it set as
+        its own (``total_tokens``, ``model_preset``, ``withheld`` ..., and ``overrides`` as ``--set`` text),
+        nested under ``train`` the way the runner then built its TrainConfig."""
+        if not isinstance(data, dict) or not set(data) & _FLAT_FIELDS:
+            return data
+        run = {key: value for key, value in data.items() if key not in _FLAT_FIELDS}
+        flat = {key: data[key] for key in _FLAT_FIELDS if key in data}
+        fragment = {key: flat[key] for key in ("withheld", "universe", "allow_pairs", "only_paired")
+                    if flat.get(key)}
+        seed = flat.get("seed", 0)
+        train = {"total_tokens": flat.get("total_tokens", 8_000_000),
+                 "batch_size": flat.get("batch_size", 32),
+                 "model": {"preset": flat.get("model_preset", "tiny")}, "seed": seed,
+                 "fragment": {**fragment, "seed": seed},
+                 "masking": {"input_budget": flat.get("input_budget", 64),
+                             "target_budget": flat.get("target_budget", 64)}}
+        if flat.get("snapshots"):
+            train["snapshots"] = list(flat["snapshots"])
+        train = merged(train, overrides_as_data(flat.get("overrides", [])))
+        run["train"] = merged(train, run.get("train", {}))
+        return run
 
     @model_validator(mode="after")
     def _train_is_a_train_config(self) -> TrainingRun:
@@ -114,6 +139,12 @@ class TrainingRun(Config):
     @property
     def target_budget(self) -> int:
         return self.config().masking.target_budget
+
+
+# TrainingRun's fields before its TrainConfig moved under ``train`` (2026-12-07)
+_FLAT_FIELDS = frozenset({"model_preset", "withheld", "universe", "total_tokens", "batch_size",
+                          "input_budget", "target_budget", "seed", "allow_pairs", "only_paired", "overrides",
+                          "snapshots"})
 
 
 class PseudoStage(Config):

@@ -48,3 +48,33 @@ def test_pair_and_direction_text_forms():
     assert str(direction) == "rgb+normal:depth"
     with pytest.raises(ValueError, match="expected A:B"):
         Pair.parse("rgb+normal:depth")
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_configs_load_as_experiment_configs(name):
+    """A results.json written before runs held their TrainConfig under ``train`` (flat fields) still loads
+    as an ExperimentConfig (plan_estimate, --reference and the report read old files)."""
+    from pairless.experiments.experiment import ExperimentConfig
+
+    recorded = json.loads((RESULTS / name / "results.json").read_text())["config"]
+    config = ExperimentConfig.model_validate(recorded)
+    assert config.runs and all(run.config().total_tokens >= 1 for run in config.runs)
+
+
+def test_a_flat_run_nests_as_the_runner_built_it():
+    from pairless.experiments.experiment import TrainingRun
+
+    run = TrainingRun.model_validate({
+        "name": "zs", "role": "zero-shot", "model_preset": "small", "withheld": [["rgb", "depth"]],
+        "universe": None, "total_tokens": 3_000_000, "batch_size": 16, "input_budget": 48,
+        "target_budget": 80, "seed": 2, "allow_pairs": {"rgb:depth": 5}, "only_paired": False,
+        "snapshots": [0.5],
+        "overrides": ["base_lr=0.002", "masking.alphas=[0.5]"]})
+    config = run.config()
+    assert (config.total_tokens, config.batch_size, config.seed) == (3_000_000, 16, 2)
+    assert config.model.preset == "small"
+    assert (config.masking.input_budget, config.masking.target_budget) == (48, 80)
+    assert [tuple(pair) for pair in config.fragment.withheld] == [("rgb", "depth")]
+    assert (config.fragment.seed, dict(config.fragment.allow_pairs)) == (2, {"rgb:depth": 5})
+    assert list(config.snapshots) == [0.5]
+    assert config.base_lr == 0.002 and list(config.masking.alphas) == [0.5]
