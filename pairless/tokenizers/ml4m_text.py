@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from tokenizers import Tokenizer
@@ -170,8 +171,8 @@ class Ml4mTextTokenizer:
     def decode(self, ids) -> list[str]:
         """Ids ``[N, L]`` -> texts (lowercased, as encoded); each row stops at its first ``[EOS]``, the
         special tokens (padding, sentinels) are dropped, coordinate tokens are kept as words."""
-        ids = torch.as_tensor(ids)
-        if ids.ndim != 2 or ids.dtype.is_floating_point:
+        ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)  # read only: never written
+        if ids.ndim != 2 or ids.dtype.kind not in "iu":
             raise ValueError(f"{self.modality}: expected integer token ids of shape [N, L], "
                              f"got {list(ids.shape)} {ids.dtype}")
         rows = []
