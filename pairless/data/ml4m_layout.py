@@ -79,6 +79,15 @@ def read_members(folder: Path) -> Iterator[Member | BadShard]:
                             raise tarfile.ReadError(f"{info.name}: {len(data)} of {info.size} bytes")
                         key, extension = split_name(info.name)
                         yield Member(key, f"{shard} member {info.name}", extension, data)
+                    end = archive.offset
+                # tarfile stops without an error at a header cut short: what follows the last member must
+                # be the end-of-archive zero blocks, or members were lost
+                with open(shard, "rb") as handle:
+                    handle.seek(end)
+                    rest = handle.read()
+                if len(rest) < 1024 or rest.strip(b"\0"):
+                    raise tarfile.ReadError("the archive is cut short or has bytes after its last member "
+                                            "(no end-of-archive blocks)")
             except (tarfile.TarError, OSError, EOFError, ValueError) as error:
                 yield BadShard(f"{shard} after {last}", f"unreadable tar ({type(error).__name__}: {error})")
         return
