@@ -1,6 +1,6 @@
-"""``pairless import-4m-data`` (pairless/tokenizers/ml4m_data.py, pairless/data/ml4m_layout.py) on ml-4m-layout
-folders the tests write (tars and plain files, int16 tokens of two crops, raw captions and det JSON, a missing
-modality, a corrupt member), with the test fixture's mapping (tiny grids and vocabularies)."""
+"""``pairless import-4m-data`` (pairless/tokenizers/ml4m_data.py, pairless/data/ml4m_layout.py) on
+ml-4m-layout folders the tests write (tars and plain files, int16 tokens of two crops, raw captions and det
+JSON, a missing modality, a corrupt member), with the test fixture's mapping (tiny grids and vocabularies)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from pairless.utils.storage import read_json
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ml4m"
 MAPPING = FIXTURE / "modalities.json"
-GRIDS = {"tok_rgb@224": (4, 4, 64), "tok_depth@224": (4, 4, 48), "tok_normal@224": (2, 4, 40)}  # the fixture's
+# the fixture's grids and vocabularies
+GRIDS = {"tok_rgb@224": (4, 4, 64), "tok_depth@224": (4, 4, 48), "tok_normal@224": (2, 4, 40)}
 
 
 def _dataset(root: Path, train: int = 24, val: int = 8, corrupt: dict | None = None) -> dict:
@@ -53,10 +54,11 @@ def test_tars_and_folders_become_shards_with_presence(tmp_path):
     for ml4m_name, name in (("tok_rgb@224", "rgb"), ("tok_normal@224", "normal")):
         expected = np.stack([crops[0] for crops in values["train"][ml4m_name]])  # crop 0 of (2, H*W)
         assert np.array_equal(train.tokens[name], expected.astype(np.int32))
-    val = open_shards(tmp_path / "shards", "val")  # plain files: the key is the path under the modality folder
+    val = open_shards(tmp_path / "shards", "val")  # plain files: the key is the path under the folder
     assert val.ids == sorted(f"part{row % 2}/{row:06d}" for row in range(8)) and val.present["rgb"].all()
     order = [int(sample.split("/")[1]) for sample in val.ids]
-    assert np.array_equal(val.tokens["depth"], np.stack([values["val"]["tok_depth@224"][row][0] for row in order]))
+    expected = np.stack([values["val"]["tok_depth@224"][row][0] for row in order])
+    assert np.array_equal(val.tokens["depth"], expected)
     spec = train.specs["caption"]
     assert (spec.num_tokens, spec.vocab_size, spec.bos_id, spec.eos_id, spec.pad_id) == (12, 256, 5, 3, 0)
     tokenizers = read_manifest(tmp_path / "shards")["tokenizers"]
@@ -145,10 +147,11 @@ def test_import_audit_train_eval_on_imported_folder(tmp_path, capsys):
     assert "train: 32 samples" in capsys.readouterr().out
     assert cli(["audit", "--shards", str(shards), "--withhold", "rgb:depth"]) == 0
     assert "withheld rgb:depth: co-occur in 0 samples (ok)" in capsys.readouterr().out
-    assert cli(["train", "--shards", str(shards), "--out", str(run), "--preset", "tiny", "--set", "model.dim=32",
-                "--set", "model.heads=2", "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1",
-                "--withhold", "rgb:depth", "--total-tokens", "1500", "--batch-size", "8", "--set",
-                "masking.input_budget=16", "--set", "masking.target_budget=16", "--set", "precision=fp32"]) == 0
+    settings = ["model.dim=32", "model.heads=2", "model.encoder_layers=1", "model.decoder_layers=1",
+                "masking.input_budget=16", "masking.target_budget=16", "precision=fp32"]
+    assert cli(["train", "--shards", str(shards), "--out", str(run), "--preset", "tiny", "--withhold",
+                "rgb:depth", "--total-tokens", "1500", "--batch-size", "8",
+                *(item for setting in settings for item in ("--set", setting))]) == 0
     assert cli(["eval", str(run), "--directions", "rgb:depth,rgb:caption,caption:det", "--num-samples",
                 "8"]) == 0
     evaluated = read_json(run / "eval.json")
@@ -163,8 +166,8 @@ def test_imported_checkpoint_evaluates_on_imported_data(tmp_path, capsys):
     shards, run = tmp_path / "shards", tmp_path / "fm7"
     assert cli(["import-4m-data", str(tmp_path / "ml4m"), "--out", str(shards), "--modalities", str(MAPPING),
                 "--text-tokenizer", str(write_vocabulary(tmp_path / "tokenizer.json"))]) == 0
-    assert cli(["import-4m", str(FIXTURE / "fm7.safetensors"), "--out", str(run), "--modalities", str(MAPPING),
-                "--shards", str(shards)]) == 0
+    assert cli(["import-4m", str(FIXTURE / "fm7.safetensors"), "--out", str(run), "--modalities",
+                str(MAPPING), "--shards", str(shards)]) == 0
     capsys.readouterr()
     assert cli(["eval", str(run), "--directions", "rgb:depth,rgb+depth:caption,caption:det", "--num-samples",
                 "8"]) == 0
