@@ -16,6 +16,7 @@ importer's job (:mod:`pairless.tokenizers.ml4m_data`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tarfile
@@ -24,6 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CROP_SETTINGS = "crop_settings"
+# ml-4m modality names -> pairless names, grids, vocabularies, text forms: shared by import-4m (model/ml4m.py)
+# and import-4m-data; kept beside the model code that documents it
+MAPPING_FILE = Path(__file__).resolve().parents[1] / "model" / "ml4m_modalities.json"
+
+
+class MappingError(ValueError):
+    """The modality mapping file cannot be used (named)."""
+
+
+def read_mapping(path: Path | None = None) -> dict:
+    """The modality mapping file (default: pairless/model/ml4m_modalities.json)."""
+    path = Path(path) if path is not None else MAPPING_FILE
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise MappingError(f"{path}: cannot read the ml-4m modality mapping ({error})") from error
+    for key in ("text", "modalities"):
+        if not isinstance(mapping.get(key), dict):
+            raise MappingError(f"{path}: no {key!r} table")
+    mapping.setdefault("unsupported_inputs", {})
+    return mapping
 
 
 @dataclass

@@ -40,12 +40,12 @@ from pairless.data.ml4m_layout import (
     Member,
     find_splits,
     modality_folders,
+    read_mapping,
     read_members,
 )
 from pairless.data.shards import ShardSplit, write_shards
 from pairless.data.streamed import write_streamed
 from pairless.data.validate import DataError
-from pairless.model.ml4m import read_mapping
 from pairless.tokenizers import ml4m_text
 from pairless.utils.storage import is_complete, mark_complete
 
