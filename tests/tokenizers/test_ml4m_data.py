@@ -139,7 +139,7 @@ def test_det_boxes_move_into_crop_zero(tmp_path):
 
 def test_import_audit_train_eval_on_imported_folder(tmp_path, capsys):
     """Acceptance: an imported ml-4m folder goes through audit (with a withheld pair), train and eval."""
-    _dataset(tmp_path / "ml4m", train=32)
+    _dataset(tmp_path / "ml4m", train=32, val=16)
     vocabulary = write_vocabulary(tmp_path / "tokenizer.json")
     shards, run = tmp_path / "shards", tmp_path / "run"
     assert cli(["import-4m-data", str(tmp_path / "ml4m"), "--out", str(shards), "--modalities", str(MAPPING),
@@ -157,6 +157,12 @@ def test_import_audit_train_eval_on_imported_folder(tmp_path, capsys):
     evaluated = read_json(run / "eval.json")
     assert all(np.isfinite(evaluated[key]["ce"]) and evaluated[key]["num_samples"] == 8
                for key in ("rgb:depth", "rgb:caption", "caption:det"))
+    assert cli(["probe", str(run), "--pair", "rgb:depth", "--num-samples", "12"]) == 0
+    # text decodes with the ml-4m WordPiece kept in the shards (image tokenizers are ml-4m's, not here)
+    assert cli(["generate", str(run), "--from", "caption", "--to", "det", "--num", "4", "--out",
+                str(tmp_path / "generated")]) == 0
+    truth = (tmp_path / "generated" / "ground_truth" / "det.txt").read_text()
+    assert truth.startswith("v0=1 v1=1 v2=4 v3=4 ")
 
 
 def test_imported_checkpoint_evaluates_on_imported_data(tmp_path, capsys):
