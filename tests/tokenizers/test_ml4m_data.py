@@ -191,3 +191,13 @@ def test_unreadable_tar_listing_is_not_a_tarfile_crash(tmp_path):
     assert not tarfile.is_tarfile(tmp_path / "ml4m" / "train" / "det" / "shard-00000.tar")
     with pytest.raises(DataError, match=r"det/shard-00000\.tar after its start: unreadable tar"):
         import_ml4m_data(_config(tmp_path))
+
+
+def test_sample_keys_and_shard_order_follow_webdataset(tmp_path):
+    from pairless.data.ml4m_layout import split_name, tar_shards
+
+    assert split_name("a/b/000123.tok.npy") == ("a/b/000123", "tok.npy")
+    assert split_name("000123.json.gz") == ("000123", "json.gz") and split_name("readme") == ("readme", "")
+    for name in ("shard-10.tar", "shard-2.tar", "shard-1.tar", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [path.name for path in tar_shards(tmp_path)] == ["shard-1.tar", "shard-2.tar", "shard-10.tar"]
