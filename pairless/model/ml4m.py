@@ -30,7 +30,8 @@ from pairless.batch import TokenSpec
 from pairless.data.ml4m_layout import MAPPING_FILE, read_mapping  # noqa: F401 - re-exported
 from pairless.model.architecture import STYLES
 from pairless.model.blocks import index_buffers, sincos_1d
-from pairless.model.transformer import PRESETS, FourM, ModelConfig
+from pairless.model.config import PRESETS, ModelConfig
+from pairless.model.transformer import FourM
 
 SEQUENCE_TABLE_ROWS = 512  # ml-4m's sin-cos table of a sequence keeps all 512 rows it builds
 # pairless block part -> ml-4m block part (the encoder's attention is "attn", the decoder's "self_attn")
