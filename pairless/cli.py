@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                      "add a modality to a trained model, training only its own weights (a light adapter)"),
     "import-4m": ("pairless.commands.import_4m", "an ml-4m checkpoint (4M-7, 4M-21) as a pairless run"),
     "export-4m": ("pairless.commands.export_4m", "a run's model as an ml-4m checkpoint"),
+    "import-4m-data": ("pairless.commands.import_4m_data",
+                       "a dataset pre-tokenized for ml-4m (tars or folders) as token shards"),
     "eval": ("pairless.commands.eval", "translation cross-entropy per direction"),
     "probe": ("pairless.commands.probe", "alignment of the Ma-only and Mb-only encodings of a pair"),
     "generate": ("pairless.commands.generate", "generate, decode and draw translations"),

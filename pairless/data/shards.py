@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +123,11 @@ def write_shards(
     info: dict,
     *,
     overwrite: bool = False,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Validate and write token shards under ``root``; ``info`` (JSON-able, e.g. the
-    tokenizer folder's hash) is stored at the top level of ``manifest.json``."""
+    tokenizer folder's hash) is stored at the top level of ``manifest.json``. ``extra(staging)`` writes
+    more into the folder before it is published (an importer's tokenizer folder)."""
     root = Path(root)
     clash = sorted(set(info) & set(_RESERVED))
     if clash:
@@ -183,6 +186,8 @@ def write_shards(
                 atomic_write_json(folder / "scene.json", list(split.scenes))
         atomic_write_json(staging / "manifest.json", manifest)
         record_declared(specs, staging)  # what reads the shards knows the declared modalities
+        if extra is not None:
+            extra(staging)
     return root
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -107,6 +108,8 @@ def write_streamed(source, out, shard_samples: int = 1000) -> Path:
         for name in ("modalities.json",):  # the declared modalities travel with the shards
             if (Path(source) / name).is_file():
                 atomic_write_bytes(staging / name, (Path(source) / name).read_bytes())
+        if (Path(source) / "tokenizers").is_dir():  # an importer's text tokenizers (import-4m-data)
+            shutil.copytree(Path(source) / "tokenizers", staging / "tokenizers")
     return out
 
 

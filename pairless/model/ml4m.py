@@ -20,7 +20,6 @@ bias settings; a pairless model without the ml-4m options.
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +27,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from pairless.batch import TokenSpec
+from pairless.data.ml4m_layout import MAPPING_FILE, read_mapping  # noqa: F401 - re-exported
 from pairless.model.architecture import STYLES
 from pairless.model.blocks import index_buffers, sincos_1d
 from pairless.model.config import PRESETS, ModelConfig
 from pairless.model.transformer import FourM
 
-MAPPING_FILE = Path(__file__).with_name("ml4m_modalities.json")
 SEQUENCE_TABLE_ROWS = 512  # ml-4m's sin-cos table of a sequence keeps all 512 rows it builds
 # pairless block part -> ml-4m block part (the encoder's attention is "attn", the decoder's "self_attn")
 _BLOCK_PARTS = {"norm1": "norm1", "attention.qkv": "{attention}.qkv", "attention.proj": "{attention}.proj",
@@ -57,20 +56,6 @@ class Ml4mModel:
     config: dict  # ml-4m's FM config as read (export starts from it)
     skipped: list[str] = field(default_factory=list)  # ml-4m modalities left out (--skip)
     position_rows: dict[str, int] = field(default_factory=dict)  # ml-4m modality -> rows of its table
-
-
-def read_mapping(path: Path | None = None) -> dict:
-    """The modality mapping file (default: the one shipped beside this module)."""
-    path = Path(path) if path is not None else MAPPING_FILE
-    try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise Ml4mError(f"{path}: cannot read the ml-4m modality mapping ({error})") from error
-    for key in ("text", "modalities"):
-        if not isinstance(mapping.get(key), dict):
-            raise Ml4mError(f"{path}: no {key!r} table")
-    mapping.setdefault("unsupported_inputs", {})
-    return mapping
 
 
 def parse_metadata(metadata: dict[str, str]) -> dict:

@@ -2,7 +2,8 @@
 
 - image modalities (rgb, depth, normal, semseg, ...): :mod:`.spatial`
   (conv autoencoder + FSQ, normalisation in :mod:`.normalize`);
-- sequence modalities (caption, det): :mod:`.text` (one shared WordPiece vocabulary);
+- sequence modalities (caption, det): :mod:`.text` (one shared WordPiece vocabulary), or ml-4m's
+  WordPiece file for data tokenized as ml-4m does (:mod:`.ml4m_text`, type ``ml4m_text``);
 - vector modalities (embed): :mod:`.vector` (MLP + FSQ).
 
 Every tokenizer has ``spec`` (a :class:`pairless.batch.TokenSpec`),
@@ -17,12 +18,14 @@ import json
 from pathlib import Path
 
 from pairless.config import validate
+from pairless.tokenizers.ml4m_text import Ml4mTextConfig, Ml4mTextTokenizer, load_ml4m_text_tokenizer
 from pairless.tokenizers.spatial import SpatialTokenizer
 from pairless.tokenizers.text import TextConfig, TextTokenizer, load_text_tokenizer
 from pairless.tokenizers.vector import VectorTokenizer
 from pairless.utils.storage import is_complete
 
-TOKENIZER_TYPES = {"spatial": SpatialTokenizer, "vector": VectorTokenizer, "text": TextTokenizer}
+TOKENIZER_TYPES = {"spatial": SpatialTokenizer, "vector": VectorTokenizer, "text": TextTokenizer,
+                   "ml4m_text": Ml4mTextTokenizer}
 
 __all__ = ["load_tokenizer", "available_modalities", "SpatialTokenizer", "VectorTokenizer", "TextTokenizer"]
 
@@ -59,4 +62,8 @@ def load_tokenizer(tokenizer_root: str | Path, modality: str):
         raw.pop("type")
         return load_text_tokenizer(tokenizer_root,
                                    validate(TextConfig, raw, prefix=str(folder / "config.json")))
+    if kind == "ml4m_text":
+        raw.pop("type")
+        return load_ml4m_text_tokenizer(tokenizer_root,
+                                        validate(Ml4mTextConfig, raw, prefix=str(folder / "config.json")))
     return TOKENIZER_TYPES[kind].load(folder)

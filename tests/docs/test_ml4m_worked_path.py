@@ -1,5 +1,6 @@
-"""docs/ml4m.md's worked path (a released checkpoint -> import -> zero-shot evaluation -> an added modality
--> export) runs as written, on the ml-4m fixture standing in for the released file."""
+"""docs/ml4m.md's worked path (ml-4m-tokenized data -> token shards; a released checkpoint -> import ->
+zero-shot evaluation -> an added modality -> export) runs as written, on the ml-4m fixture standing in for the
+released file and an ml-4m-layout folder written here standing in for the data."""
 
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ml4m_layout_helpers import sample_values, write_layout, write_vocabulary
 from safetensors.torch import load_file, save_file
 
-from pairless.batch import TokenSpec
-from pairless.data.shards import ShardSplit, write_shards
-from pairless.model import load_model
 from pairless.model.ml4m import read_checkpoint
-from pairless.training.imported import import_checkpoint
 from pairless.utils.storage import read_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,35 +39,27 @@ def _released_stand_in(path: Path) -> Path:
     return path
 
 
-def _shards(folder: Path, specs: dict[str, TokenSpec]) -> Path:
-    """Token shards with the imported run's specs, plus semseg (the modality the path adds)."""
-    specs = {**{name: specs[name] for name in ("rgb", "depth", "normal", "caption")},
-             "semseg": TokenSpec("semseg", "image", 16, 20, grid=(4, 4))}
-    rng = np.random.default_rng(0)
-
-    def split(count: int) -> ShardSplit:
-        base = rng.integers(0, 16, (count, 16))
-        tokens = {"rgb": base, "depth": base * 3 % 48, "normal": base[:, :8] * 2, "semseg": base % 20}
-        caption = rng.integers(20, 256, (count, 12))
-        caption[:, 9], caption[:, 10:] = 3, 0  # EOS, padding
-        tokens["caption"] = caption
-        return ShardSplit([f"s{index}" for index in range(count)], tokens,
-                          {name: np.ones(count, dtype=bool) for name in specs})
-
-    return write_shards(folder, {"train": split(48), "val": split(12)}, specs, {"note": "ml-4m worked path"})
+def _ml4m_data(folder: Path) -> None:
+    """cc12m-tokens/{train,val} in ml-4m's layout at the fixture's grids, with semseg (the modality the path
+    adds), and an ml-4m-like WordPiece file beside it (the fixture's caption vocabulary: 256)."""
+    grids = {"tok_rgb@224": (4, 4, 64), "tok_depth@224": (4, 4, 48), "tok_normal@224": (2, 4, 40),
+             "tok_semseg@224": (4, 4, 20)}
+    for split, count, seed in (("train", 48, 0), ("val", 12, 1)):
+        values = sample_values(count, grids, seed)
+        write_layout(folder / "cc12m-tokens" / split, values, "tars", shard_samples=16)
+    write_vocabulary(folder / "text_tokenizer_4m_wordpiece_30k.json")
 
 
 def test_worked_path_runs_as_written(tmp_path):
     block = _worked_path()
     assert "--skip rgb@224" in block and "add-modality" in block and "export-4m" in block
-    checkpoint = _released_stand_in(tmp_path / "4M-7_B_CC12M.safetensors")
-    probe = tmp_path / "probe"
-    import_checkpoint(checkpoint, probe, FIXTURE / "modalities.json", skip=("rgb@224",))
-    _shards(tmp_path / "shards-4m", load_model(probe / "model.safetensors").specs)
+    assert "pairless import-4m-data" in block
+    _released_stand_in(tmp_path / "4M-7_B_CC12M.safetensors")
+    _ml4m_data(tmp_path)
     mapping = f"--modalities {FIXTURE / 'modalities.json'}"
     lines = []
     for line in block.splitlines():
-        if line.startswith(("pairless import-4m", "pairless export-4m")):
+        if line.startswith(("pairless import-4m", "pairless export-4m")):  # import-4m-data too
             line += f" {mapping}"
         if line.startswith("pairless add-modality"):  # budgets of the fixture's 16-token modalities
             line += (" --set masking.input_budget=8 --set masking.target_budget=8 --set total_tokens=4000"
