@@ -227,3 +227,38 @@ def test_a_span_model_is_scored_on_the_whole_caption_after_its_first_sentinel():
     other = {**SPECS, "caption": TokenSpec("caption", "sequence", 10, 41, pad_id=PAD, bos_id=BOS, eos_id=EOS)}
     with pytest.raises(ValueError, match="differs"):
         model_modalities(_Model(other), SPECS, ["caption"])
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("stream", ["sample", "batch"])
+def test_a_span_masked_run_trains_counts_its_tokens_and_is_evaluated_after_its_sentinel(tmp_path, stream):
+    from train_helpers import make_shards, tiny_config_data
+
+    from pairless.config import validate
+    from pairless.data.shards import open_shards
+    from pairless.inference.evaluate import translation_ce
+    from pairless.inference.generate import ar_generate, schedule_preset
+    from pairless.model import load_model
+    from pairless.training.checkpoint import MODEL_FILE
+    from pairless.training.train import TrainConfig, train
+    from pairless.utils.storage import read_json
+
+    shards = make_shards(tmp_path / "shards")
+    # the test shards' caption ids are 3..11: sentinels from 20 keep them apart (and test the option)
+    masking = dict(input_budget=12, target_budget=12, sequence_masking="span", first_sentinel_id=20,
+                   whole_sequence_fraction=0.3)
+    config = validate(TrainConfig, tiny_config_data(shards, tmp_path / "run", masking=masking,
+                                                    total_tokens=16 * 24 * 4, masking_stream=stream))
+    train(config)
+    summary = read_json(tmp_path / "run" / "COMPLETE.json")
+    assert summary["tokens"] == sum(summary["tokens_per_modality"].values()) > 0
+    assert summary["tokens_per_modality"].get("caption", 0) > 0
+    model = load_model(tmp_path / "run" / MODEL_FILE)
+    assert model.specs["caption"].bos_id == 21  # [S_1]
+    data = open_shards(shards, "val")
+    result = translation_ce(model, data, ["rgb"], "caption", num_samples=8)
+    assert result["num_tokens"] == 8 * 8 and result["ce"] > 0  # 7 words and EOS per caption
+    tokens = {"rgb": torch.from_numpy(np.array(data.tokens["rgb"][:2])).long()}
+    ids = ar_generate(model, tokens, ["rgb"], "caption", model.specs, model.modalities,
+                      schedule_preset("ar-caption"), torch.Generator().manual_seed(0))
+    assert ids.shape == (2, 10) and not bool((ids == 21).any())  # [S_1] is never generated
