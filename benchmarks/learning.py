@@ -188,7 +188,7 @@ def measure(name: str, config: dict, args) -> dict:
         folder = args.work / "runs" / f"{name}-{key}"
         return measure_caption(name, config, args, run, tokenizers, shards, folder)
     folder = args.work / "runs" / f"{name}-{key}"
-    result_file = folder.with_suffix(".result.json")
+    result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
     if result_file.is_file():
         return read_json(result_file)
     if args.threads:
@@ -220,7 +220,7 @@ def measure(name: str, config: dict, args) -> dict:
 def measure_caption(name: str, config: dict, args, run: TrainingRun, tokenizers: Path, shards: Path,
                     folder: Path) -> dict:
     """:func:`measure` for ``--task caption``: CE, content / template word CE, generated captions' facts."""
-    result_file = folder.with_suffix(".result.json")
+    result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
     if result_file.is_file():
         return read_json(result_file)
     if args.threads:
