@@ -5,7 +5,7 @@ image, two runs side by side; target: <= 2 s on 2 cores).
     python benchmarks/explore_speed.py results/demo         # two runs of `make demo` (trained, tiny preset)
     python benchmarks/explore_speed.py results/demo --runs zs-rgb-depth,many-shot --repeats 7 --threads 1
 
-What is timed is the generate button's callback (``pairless.commands.explore.translate``): the schedule,
+What is timed is the generate button's callback (``pairless.inference.explore_page.translate``): the schedule,
 both runs' rgb -> depth generation, decoding, the metric against the ground truth and the drawing of
 the images, with models and tokenizers already loaded (the page loads them once per session; that load
 is timed separately). Gradio's own cost (sending three small PNGs) is not included. Without a results
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from eval_speed import load
 
-from pairless.commands.explore import preset_values, translate
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.runner import run_experiment
 from pairless.inference.catalogue import discover
 from pairless.inference.explore import ExploreSession
+from pairless.inference.explore_page import preset_values, translate
 from pairless.model import FourM, ModelConfig, save_model
 from pairless.utils.threads import choose_threads
 

@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from pairless.config import merged, overrides_as_data
 from pairless.data.shards import open_shards
 from pairless.experiments import stages
 from pairless.experiments.experiment import TokenizerStage, TrainingRun
@@ -153,9 +154,12 @@ def training_run(name: str, overrides: list[str], tokens: int, seed: int, checkp
     recipe_run = caption("tiny").runs[1] if task == "caption" else demo("tiny").runs[1]
     steps = tokens // (recipe_run.batch_size * (recipe_run.input_budget + recipe_run.target_budget))
     every = max(1, steps // checkpoints)
-    return recipe_run.model_copy(update={
-        "name": name, "total_tokens": tokens, "seed": seed, "universe": universe or recipe_run.universe,
-        "overrides": [f"checkpoint_every={every}", f"keep_checkpoints={checkpoints + 1}", *overrides]})
+    fragment = {"seed": seed, **({"universe": list(universe)} if universe else {})}
+    run = recipe_run.with_train(total_tokens=tokens, seed=seed, fragment=fragment,
+                                **merged(overrides_as_data([f"checkpoint_every={every}",
+                                                            f"keep_checkpoints={checkpoints + 1}"]),
+                                         overrides_as_data(overrides)))
+    return run.model_copy(update={"name": name})
 
 
 def checkpoint_folders(run: Path) -> list[Path]:
@@ -192,7 +196,7 @@ def measure(name: str, config: dict, args) -> dict:
     if result_file.is_file():
         return read_json(result_file)
     if args.threads:
-        run = run.model_copy(update={"overrides": [*run.overrides, f"num_threads={args.threads}"]})
+        run = run.model_copy(update={"train": {**run.train, "num_threads": args.threads}})
     started = time.perf_counter()
     info = stages.train_run(run, shards, folder)
     train_seconds = info["train_seconds"] or (time.perf_counter() - started)
@@ -224,7 +228,7 @@ def measure_caption(name: str, config: dict, args, run: TrainingRun, tokenizers:
     if result_file.is_file():
         return read_json(result_file)
     if args.threads:
-        run = run.model_copy(update={"overrides": [*run.overrides, f"num_threads={args.threads}"]})
+        run = run.model_copy(update={"train": {**run.train, "num_threads": args.threads}})
     started = time.perf_counter()
     info = stages.train_run(run, shards, folder)
     train_seconds = info["train_seconds"] or (time.perf_counter() - started)

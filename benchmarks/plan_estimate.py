@@ -93,7 +93,8 @@ def _train_now(steps: int, throughput: Throughput) -> None:
     from pairless.batch import TokenSpec
     from pairless.config import validate
     from pairless.data.shards import ShardSplit, write_shards
-    from pairless.training.train import TrainConfig, train
+    from pairless.training.config import TrainConfig
+    from pairless.training.train import train
 
     specs = {**{name: TokenSpec(name, "image", 64, vocab, grid=(8, 8))
                 for name, vocab in (("rgb", 1000), ("depth", 125), ("normal", 200), ("semseg", 64))},

@@ -53,12 +53,40 @@ def _parse_value(text: str):
         return text
 
 
+def overrides_as_data(overrides: list[str] | tuple[str, ...]) -> dict:
+    """``["model.dim=32", "base_lr=1e-4"]`` -> ``{"model": {"dim": 32}, "base_lr": 0.0001}``: command-line
+    overrides as the nested data of a config (values parsed as :func:`apply_overrides` parses them), for
+    the edge where a script takes ``--set`` strings and hands a typed config on."""
+    data: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. base_lr=3e-4")
+        key, raw = item.split("=", 1)
+        *sections, name = key.strip().split(".")
+        node = data
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = _parse_value(raw)
+    return data
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it, nested sections merged key by key (``changes`` wins)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
     """Return a copy of ``config`` with ``key.sub=value`` overrides applied and re-validated."""
     data = config.model_dump(mode="json")
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. base_lr=3e-4")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         node, schema = data, type(config)

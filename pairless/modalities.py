@@ -24,8 +24,11 @@ embed       vector    float32 (D,)            .npy
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import AfterValidator
 
 Kind = Literal["image", "sequence", "vector"]
 Codec = Literal["png", "npy", "txt", "json"]
@@ -166,6 +169,60 @@ def parse_pair(text: str) -> tuple[str, str]:
     if len(sources) != 1:
         raise ValueError(f"pair {text!r}: expected A:B, e.g. rgb:depth")
     return sources[0], destination
+
+
+class Pair(NamedTuple):
+    """Two modalities (``first:second`` in text; a withheld pair, a pair never recorded together): a tuple,
+    so ``a, b = pair`` and comparisons with plain tuples work; ``str(pair)`` is its text form."""
+
+    first: str
+    second: str
+
+    @classmethod
+    def parse(cls, value: str | Sequence[str]) -> Pair:
+        """``"rgb:depth"`` or ``["rgb", "depth"]`` (results.json's form) -> Pair("rgb", "depth")."""
+        if isinstance(value, str):
+            return cls(*parse_pair(value))
+        if len(value) != 2 or not all(isinstance(name, str) and name for name in value):
+            raise ValueError(f"pair {value!r}: expected two modality names")
+        return cls(*value)
+
+    def __str__(self) -> str:
+        return f"{self.first}:{self.second}"
+
+
+class Direction(NamedTuple):
+    """A translation ``sources -> destination`` (``a+b:c`` in text); ``str(direction)`` is its text form."""
+
+    sources: tuple[str, ...]
+    destination: str
+
+    @classmethod
+    def parse(cls, text: str) -> Direction:
+        sources, destination = parse_direction(text)
+        return cls(tuple(sources), destination)
+
+    @property
+    def source(self) -> str:
+        """The sources as text: ``"rgb"``, or ``"rgb+normal"`` for several."""
+        return "+".join(self.sources)
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.destination}"
+
+
+def _direction_text(text: str) -> str:
+    return str(Direction.parse(text))
+
+
+def _pair_text(text: str) -> str:
+    return str(Pair.parse(text))
+
+
+# The text form of a direction or a pair as a pydantic field or dict key (results.json keys its evaluations
+# by direction): validated by the parser above, kept as text so that JSON keys and lookups stay strings.
+DirectionText = Annotated[str, AfterValidator(_direction_text)]
+PairText = Annotated[str, AfterValidator(_pair_text)]
 
 
 # The study's seven modalities, in its order.

@@ -6,28 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from pairless.commands.arguments import allowance_argument, pair_argument
 from pairless.config import ConfigError, validate
 from pairless.data import DataError
-from pairless.modalities import parse_pair
 from pairless.training.fragment import FragmentConfig, audit
-
-
-def pair_argument(text: str) -> tuple[str, str]:
-    """argparse ``type=`` for ``A:B`` (the message of a bad one is kept)."""
-    try:
-        return parse_pair(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def allowance_argument(text: str) -> tuple[str, int]:
-    """argparse ``type=`` for ``A:B=K`` (K samples may keep both of the withheld pair A:B)."""
-    pair, _, count = text.partition("=")
-    try:
-        first, second = parse_pair(pair)
-        return f"{first}:{second}", int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected A:B=K, e.g. rgb:depth=64") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.inference.evaluate import evaluate_directions, format_table, record_results
 from pairless.inference.known import know_modalities
 from pairless.inference.regions import evaluate_regions, format_regions
+from pairless.modalities import Direction
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless eval: {error}", file=sys.stderr)
         return 2
     for direction, reason in skipped.items():
-        sources, destination = direction.split(":")
+        parsed = Direction.parse(direction)
         print(f"pairless eval: {direction}: skipped, {reason}: no ground truth to score it against "
-              f"(`pairless generate RUN --from {sources} --to {destination}` still translates it)",
+              f"(`pairless generate RUN --from {parsed.source} --to {parsed.destination}` still translates "
+              "it)",
               file=sys.stderr)
     if not results:
         print("pairless eval: no direction could be evaluated", file=sys.stderr)

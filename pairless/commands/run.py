@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pairless.commands.audit import pair_argument
+from pairless.commands.arguments import pair_argument
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError

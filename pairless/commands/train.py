@@ -16,8 +16,9 @@ from pairless.config import ConfigError, apply_overrides, validate
 from pairless.experiments.scale import presets_epilog
 from pairless.modalities import parse_pair
 from pairless.model import PRESETS
+from pairless.training.config import TrainConfig
 from pairless.training.run import TrainingDiverged, TrainingInterrupted
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from pairless.utils.storage import read_json
 
 

@@ -6,7 +6,8 @@
 - :mod:`pairless.inference.figures`: the ``pairless preview`` grid and ``draw_value``.
 """
 
-from pairless.data.dataset import Dataset, list_splits, open_dataset
+from pairless.data.dataset import Dataset, list_splits
+from pairless.data.readers import open_dataset
 from pairless.data.validate import MAX_TEXT_LENGTH, DataError
 from pairless.data.writer import SplitData, write_dataset
 

@@ -1,4 +1,5 @@
-"""The in-memory view of one split, whichever form it was read from, and ``open_dataset``.
+"""The in-memory view of one split, whichever form it was read from (opened by
+:func:`pairless.data.readers.open_dataset`), and the listing of skipped bad samples.
 
 ``Dataset`` holds one column per modality (an array ``[N, ...]``, memory-mapped
 for the packed form, or a list of N strings for text) plus a ``present`` mask,
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from pairless import modalities as registry
-from pairless.data.validate import DataError
 from pairless.utils.storage import atomic_write_json, read_json
 
 
@@ -88,58 +88,6 @@ def list_splits(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-
-
-def open_dataset(root: str | os.PathLike, split: str, on_bad_sample: str = "error") -> Dataset:
-    """Open one split of a dataset in either form (detected from ``manifest.json``).
-
-    ``on_bad_sample``: "error" (default) raises :class:`DataError` naming the
-    file and the problem; "skip" drops the bad value from its sample and
-    records it in ``Dataset.bad_samples``.
-    """
-    # Imported here: both readers build a Dataset, so they import this module.
-    from pairless.data.folder import read_folder_split
-    from pairless.data.packed import read_packed_split
-
-    if on_bad_sample not in ("error", "skip"):
-        raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no dataset here (not a folder)")
-    from pairless.data.declared import declare_from
-
-    declare_from(root)  # modalities.yaml (or .yml/.json/.toml) next to the data
-    manifest_path = root / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.is_file() else None
-    if manifest is not None and not isinstance(manifest, dict):
-        raise DataError(f"{manifest_path}: not a dataset manifest (expected a JSON object)")
-    if manifest is not None:
-        _check_complete(root)
-        if manifest.get("format") == "packed":
-            return read_packed_split(root, split, manifest, on_bad_sample)
-        if manifest.get("format") != "folder":
-            hint = " (this looks like token shards: open them with pairless.data.shards.open_shards)" \
-                if "modalities" in manifest else ""
-            raise DataError(f"{manifest_path}: unknown dataset format {manifest.get('format')!r} "
-                            f"(expected packed|folder){hint}")
-    return read_folder_split(root, split, on_bad_sample)
-
-
-def _check_complete(root: Path) -> None:
-    marker = root / "COMPLETE.json"
-    problem = None
-    if not marker.is_file():
-        problem = "no COMPLETE.json"
-    else:
-        try:
-            data = read_json(marker)
-        except ValueError as error:
-            problem = str(error)
-        else:
-            if not isinstance(data, dict) or "content_hash" not in data:
-                problem = "COMPLETE.json has no content hash"
-    if problem:
-        raise DataError(f"{root}: dataset is incomplete (killed mid-write?): {problem}; write it again")
 
 
 BAD_SAMPLES_FILE = "bad_samples.json"

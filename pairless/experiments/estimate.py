@@ -135,7 +135,7 @@ _RATES: dict[tuple, float] = {}  # measured FLOP/s by shape, once per process (e
 def _measured(shape_json: str, micro_batch: int, seconds: float, specs_json: str) -> float:
     """The rate of one run shape, measured on ``specs`` the first time the process asks for it."""
     from pairless.data.shards import spec_from_dict
-    from pairless.training.train import TrainConfig
+    from pairless.training.config import TrainConfig
 
     key = (shape_json, micro_batch, seconds)
     if key not in _RATES:

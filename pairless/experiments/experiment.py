@@ -3,11 +3,13 @@ stages, figures and evaluation settings (what a recipe returns and the runner ex
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pairless.config import Config
+from pairless.config import Config, merged, validate
+from pairless.training.config import TrainConfig
 
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
 # pseudo-pairs: a zero-shot run continued on its own pseudo-pairs, continued: the same on real data alone
@@ -33,27 +35,85 @@ class TokenizerStage(Config):
 
 
 class TrainingRun(Config):
-    """One model to train. ``label`` groups runs in the report (e.g. a binding set)."""
+    """One model to train: its name and role in the recipe, and its :class:`TrainConfig` without the paths.
+
+    ``train`` holds the TrainConfig fields the run sets, nested as in RUN/config.json (``{"total_tokens":
+    8000000, "model": {"preset": "tiny"}, "fragment": {"withheld": [["rgb", "depth"]]}}``); the rest are the
+    trainer's defaults. The names the recipes and the report read (``withheld``, ``total_tokens`` ...) are
+    properties of the resolved config, never a second copy of its fields. ``label`` groups runs in the
+    report (e.g. a binding set).
+    """
 
     name: str
     role: Role
     label: str = ""
-    model_preset: str = "tiny"
-    withheld: list[tuple[str, str]] = []
-    universe: list[str] | None = None
-    total_tokens: int = Field(8_000_000, ge=1)
-    batch_size: int = Field(32, ge=1)
-    input_budget: int = Field(64, ge=1)
-    target_budget: int = Field(64, ge=1)
-    seed: int = 0
-    allow_pairs: dict[str, int] = {}  # fragment.allow_pairs: "a:b" -> k samples that keep both
-    only_paired: bool = False  # fragment.only_paired: train on those k samples alone
-    overrides: list[str] = []  # `--set` style overrides for the trainer
-    snapshots: list[float] = []  # fractions of the budget at which the weights are kept, evaluated, probed
+    train: dict[str, Any] = {}
     init_from: str | None = None  # another run of the recipe whose final weights this one starts from
     # a pseudo-pair stage of the recipe (ExperimentConfig.pseudo): train on the shards it writes, made by the
     # run this one starts from (init_from)
     pseudo: str | None = None
+
+    @model_validator(mode="after")
+    def _train_is_a_train_config(self) -> TrainingRun:
+        self.config()  # a ConfigError naming the bad field of ``train``
+        return self
+
+    def config(self, shards: Path = Path("."), out: Path = Path("."),
+               init_from: Path | None = None) -> TrainConfig:
+        """The run's TrainConfig with its data and run folders (and, for a continued run, the folder of the
+        run it starts from)."""
+        paths = {"shards": str(shards), "out": str(out)}
+        if init_from is not None:
+            paths["init_from"] = str(init_from)
+        return validate(TrainConfig, merged(self.train, paths), "train")
+
+    def with_train(self, **changes) -> TrainingRun:
+        """A copy with ``changes`` laid over ``train`` (nested sections merged: ``fragment={"seed": 1}``)."""
+        return self.model_copy(update={"train": merged(self.train, changes)})
+
+    @property
+    def withheld(self) -> list[tuple[str, str]]:
+        return [tuple(pair) for pair in self.config().fragment.withheld]
+
+    @property
+    def universe(self) -> list[str] | None:
+        return self.config().fragment.universe
+
+    @property
+    def allow_pairs(self) -> dict[str, int]:
+        return dict(self.config().fragment.allow_pairs)
+
+    @property
+    def only_paired(self) -> bool:
+        return self.config().fragment.only_paired
+
+    @property
+    def total_tokens(self) -> int:
+        return self.config().total_tokens
+
+    @property
+    def batch_size(self) -> int:
+        return self.config().batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.config().seed
+
+    @property
+    def snapshots(self) -> list[float]:
+        return list(self.config().snapshots)
+
+    @property
+    def model_preset(self) -> str:
+        return self.config().model.preset
+
+    @property
+    def input_budget(self) -> int:
+        return self.config().masking.input_budget
+
+    @property
+    def target_budget(self) -> int:
+        return self.config().masking.target_budget
 
 
 class PseudoStage(Config):
@@ -78,7 +138,9 @@ class AdapterStage(Config):
     total_tokens: int = Field(1_000_000, ge=1)
     structure_weight: float = Field(0.0, ge=0)  # M2M's structure-preserving term
     rank: int | None = None  # low-rank rows and head (large vocabularies)
-    overrides: list[str] = []  # `--set` style overrides of the AdapterConfig
+    # `--set` style overrides of the AdapterConfig: strings still, because the adapter's cache key hashes this
+    # stage as the recipe wrote it (a typed form would give every cached adapter a new key)
+    overrides: list[str] = []
 
 
 class Figure(Config):
@@ -132,8 +194,8 @@ class ExperimentConfig(Config):
                     out.append(run)
                 else:  # a continued run starts from the same seed's copy of its base run
                     init = f"{run.init_from}@s{seed}" if run.init_from else None
-                    out.append(run.model_copy(update={"name": f"{run.name}@s{seed}", "seed": run.seed + seed,
-                                                      "init_from": init}))
+                    seeded = run.with_train(seed=run.seed + seed, fragment={"seed": run.seed + seed})
+                    out.append(seeded.model_copy(update={"name": f"{run.name}@s{seed}", "init_from": init}))
         return out
 
     def adapter_runs(self) -> list[TrainingRun]:
@@ -144,9 +206,9 @@ class ExperimentConfig(Config):
         for stage in self.expanded_adapters():
             base = runs[stage.base]
             universe = None if base.universe is None else [*base.universe, stage.modality]
-            out.append(base.model_copy(update={"name": stage.name, "role": "adapter", "label": stage.label,
-                                               "universe": universe, "total_tokens": stage.total_tokens,
-                                               "snapshots": []}))
+            run = base.with_train(fragment={"universe": universe}, total_tokens=stage.total_tokens,
+                                  snapshots=[])
+            out.append(run.model_copy(update={"name": stage.name, "role": "adapter", "label": stage.label}))
         return out
 
     def expanded_adapters(self) -> list[AdapterStage]:

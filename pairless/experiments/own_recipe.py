@@ -8,6 +8,7 @@ from pathlib import Path
 from pairless.config import ConfigError
 from pairless.experiments.experiment import ExperimentConfig, TokenizerStage
 from pairless.experiments.scale import SCALE, common, figure_of, new_run
+from pairless.modalities import Pair
 
 # Held-out samples with both modalities a direction needs before it is evaluated on a user's data.
 MIN_EVAL_PAIRS = 2
@@ -17,7 +18,7 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     """A user's folder: train on everything as it is, evaluate every direction with held-out ground truth,
     compare zero-shot with the all-data model for the ``compare`` pairs, and say what can be measured for
     the pairs never recorded together (``withhold`` simulates more of them)."""
-    from pairless.data.inspect import co_occurrence, pair_count
+    from pairless.data.co_occurrence import co_occurrence, pair_count
 
     if data is None:
         raise ConfigError("own-data: --data DIR is required (a dataset folder with train/ and val/)")
@@ -50,17 +51,17 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     never = [f"{a}:{b}" for index, a in enumerate(names) for b in names[index + 1:]
              if pair_count(counts["train"], a, b) == 0]
     unpaired = never + [f"{a}:{b}" for a, b in withheld if f"{a}:{b}" not in never]
-    train_pairs = {frozenset(p.split(":")) for p, n in counts["train"]["pairs"].items() if n > 0}
+    train_pairs = {frozenset(Pair.parse(p)) for p, n in counts["train"]["pairs"].items() if n > 0}
     train_pairs -= {frozenset(p) for p in withheld}
-    bridges = {pair: [m for m in names if m not in pair.split(":")
-                      and all(frozenset((m, end)) in train_pairs for end in pair.split(":"))]
+    bridges = {pair: [m for m in names if m not in Pair.parse(pair)
+                      and all(frozenset((m, end)) in train_pairs for end in Pair.parse(pair))]
                for pair in unpaired}
     figures = [figure_of(preset, src, dst, runs=[f"zs-{a}-{b}", "all-data"])
                for a, b in compare for src, dst in ((a, b), (b, a))]
     # every other evaluated direction is generated and decoded too (all-data only), so that the quality bar
     # judges it by its decoded metric against no input's, declared modalities included
     drawn = {(figure.src, figure.dst) for figure in figures}
-    figures += [figure_of(preset, *direction.split(":"), runs=["all-data"]) for direction in directions
-                if tuple(direction.split(":")) not in drawn]
+    figures += [figure_of(preset, *Pair.parse(direction), runs=["all-data"]) for direction in directions
+                if Pair.parse(direction) not in drawn]
     return ExperimentConfig(**base, runs=runs, directions=directions, figures=figures, unpaired=unpaired,
                             bridges=bridges)

@@ -43,7 +43,7 @@ from pairless.inference.generate import model_device, precision, schedule_preset
 from pairless.inference.translation_batch import content_mask
 from pairless.inference.translations import generate_run
 from pairless.modalities import parse_pair
-from pairless.training.fragment import FragmentConfig, fragment_samples, presence
+from pairless.training.fragment import FragmentConfig, fragment_samples, shard_presence
 from pairless.utils.storage import read_json
 from pairless.utils.threads import torch_threads
 
@@ -96,7 +96,7 @@ def run_fragment(run: Path) -> FragmentConfig:
 def candidate_rows(shards, fragment: FragmentConfig, src: str, dst: str) -> np.ndarray:
     """Rows (in shard order) whose training view exposes ``src`` but not ``dst``: those to fill."""
     modalities = list(shards.specs)
-    present, pseudo = presence(shards)
+    present, pseudo = shard_presence(shards)
     fragmented = fragment_samples(list(shards.ids), present, modalities, fragment, pseudo)
     views = fragmented.views
     wanted = views[:, modalities.index(src)] & ~views[:, modalities.index(dst)]

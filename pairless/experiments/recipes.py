@@ -33,7 +33,7 @@ from pairless.experiments.experiment import (
 )
 from pairless.experiments.own_recipe import own_data
 from pairless.experiments.scale import SCALE, SCHEDULE_FOR, common, figure_of, new_run
-from pairless.modalities import WORLD_MODALITIES
+from pairless.modalities import WORLD_MODALITIES, Pair
 
 # The study's binding sets for Ma=rgb, Mb=depth (its Section IV-B).
 BINDING_SETS: dict[int, tuple[str, ...]] = {
@@ -51,11 +51,12 @@ def visual_pairs(preset: str = "tiny") -> ExperimentConfig:
     runs = [new_run(preset, f"zs-rgb-{other}", "zero-shot", withheld=[("rgb", other)], label=other)
             for other in ("normal", "depth", "semseg")]
     runs += [new_run(preset, "many-shot", "many-shot"), new_run(preset, "larger", "larger")]
-    directions = [f"rgb:{o}" for o in ("normal", "depth", "semseg")] + [f"{o}:rgb"
-                                                                        for o in ("normal", "depth",
-                                                                                  "semseg")]
-    figures = [figure_of(preset, *d.split(":"), runs=[f"zs-rgb-{_other(d)}", "many-shot", "larger"])
-               for d in directions]
+    others = ("normal", "depth", "semseg")
+    pairs = [Pair("rgb", other) for other in others] + [Pair(other, "rgb") for other in others]
+    directions = [str(pair) for pair in pairs]
+    figures = [figure_of(preset, src, dst, runs=[f"zs-rgb-{dst if src == 'rgb' else src}", "many-shot",
+                                                 "larger"])
+               for src, dst in pairs]
     # The chained baseline: each zero-shot model reaches its withheld modality through a binder it did see
     # with both ends (rgb -> normal -> depth); if that beats the direct translation, the model has learned
     # two translations rather than a shared latent.
@@ -95,8 +96,7 @@ def binding_exposure(preset: str = "tiny") -> ExperimentConfig:
         for name, role, withheld in ((f"zs-exp{count}", "zero-shot", [("rgb", "depth")]),
                                      (f"ms-exp{count}", "many-shot", [])):
             run = new_run(preset, name, role, withheld=withheld, universe=universe, label=f"{count}")
-            runs.append(run.model_copy(update={"total_tokens": counted, "overrides": [
-                *run.overrides, 'budget_modalities=["rgb","depth"]']}))
+            runs.append(run.with_train(total_tokens=counted, budget_modalities=["rgb", "depth"]))
     figures = [figure_of(preset, "rgb", "depth", runs=[f"zs-exp{c}" for c in BINDING_SETS])]
     return ExperimentConfig(**common("binding-exposure", preset), runs=runs,
                             directions=["rgb:depth", "depth:rgb"], figures=figures)
@@ -131,14 +131,14 @@ def binding_strength(preset: str = "tiny") -> ExperimentConfig:
 # itself and the image is never read (docs/learning.md, "Captions": rgb -> caption 0.98 of no input at 4M
 # tokens of rgb + caption, 0.94 with half the samples whole). Only this recipe's runs: every other recipe's
 # cached runs keep their keys.
-CAPTION_MASKING: tuple[str, ...] = ("masking.whole_sequence_fraction=0.8",)
+CAPTION_MASKING: dict[str, float] = {"whole_sequence_fraction": 0.8}
 
 
 def caption(preset: str = "tiny") -> ExperimentConfig:
     """Section IV-C: rgb and caption withheld; rgb -> caption and caption -> rgb."""
     runs = [new_run(preset, "zs-rgb-caption", "zero-shot", withheld=[("rgb", "caption")]),
             new_run(preset, "many-shot", "many-shot"), new_run(preset, "larger", "larger")]
-    runs = [run.model_copy(update={"overrides": [*run.overrides, *CAPTION_MASKING]}) for run in runs]
+    runs = [run.with_train(masking=CAPTION_MASKING) for run in runs]
     names = ["zs-rgb-caption", "many-shot", "larger"]
     figures = [figure_of(preset, "rgb", "caption", names), figure_of(preset, "caption", "rgb", names)]
     return ExperimentConfig(**common("caption", preset), runs=runs, directions=["rgb:caption", "caption:rgb"],
@@ -156,7 +156,7 @@ def demo(preset: str = "tiny") -> ExperimentConfig:
     runs = [new_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")], universe=universe),
             new_run(preset, "many-shot", "many-shot", universe=universe)]
     if preset == "tiny":
-        runs = [run.model_copy(update={"total_tokens": 8_000_000}) for run in runs]
+        runs = [run.with_train(total_tokens=8_000_000) for run in runs]
     names = [run.name for run in runs]
     figures = [figure_of(preset, "rgb", "depth", names), figure_of(preset, "depth", "rgb", names)]
     return ExperimentConfig(**base, runs=runs, directions=["rgb:depth", "depth:rgb"], figures=figures)
@@ -186,13 +186,13 @@ def pairs_curve(preset: str = "tiny") -> ExperimentConfig:
     runs = [new_run(preset, "zs-rgb-depth", "zero-shot", withheld=[pair], label="k=0")]
     for k in ks:
         few_shot = new_run(preset, f"pairs-k{k}", "few-shot", withheld=[pair], label=f"k={k}")
-        runs.append(few_shot.model_copy(update={"allow_pairs": {key: k}}))
+        runs.append(few_shot.with_train(fragment={"allow_pairs": {key: k}}))
     runs.append(new_run(preset, "many-shot", "many-shot", label="k=all"))
     for k in ks:
         alone = new_run(preset, f"paired-only-k{k}", "paired-only", withheld=[pair], universe=pair,
                      label=f"k={k}")
-        runs.append(alone.model_copy(update={"allow_pairs": {key: k}, "only_paired": True,
-                                             "batch_size": min(alone.batch_size, k)}))
+        runs.append(alone.with_train(fragment={"allow_pairs": {key: k}, "only_paired": True},
+                                     batch_size=min(alone.batch_size, k)))
     middle = f"pairs-k{ks[len(ks) // 2]}" if ks else None
     shown = ["zs-rgb-depth", *([middle] if middle else []), "many-shot"]
     figure = figure_of(preset, "rgb", "depth", shown).model_copy(
@@ -214,7 +214,8 @@ def transitive(preset: str = "tiny") -> ExperimentConfig:
                                ("pp-sampled", "pseudo-pairs", "rgb-to-depth-sampled"),
                                ("pp-control", "continued", None)):
         run = new_run(preset, name, role, withheld=[pair], label=name.split("-")[1])
-        runs.append(run.model_copy(update={"total_tokens": extra, "init_from": base, "pseudo": pseudo}))
+        continued = run.with_train(total_tokens=extra)
+        runs.append(continued.model_copy(update={"init_from": base, "pseudo": pseudo}))
     # the study's schedule (near the mode: temperature 0.01, guidance 2); the same keeping the more
     # consistent half; and samples of the model's own distribution (8 steps, temperature 1, no guidance)
     stages = {"rgb-to-depth": PseudoStage(direction="rgb:depth", schedule=SCHEDULE_FOR[pair]),
@@ -260,13 +261,8 @@ def probe_curve(preset: str = "tiny") -> ExperimentConfig:
     the recovered fraction as the model learns (snapshots of both runs at the same fraction)."""
     runs = [new_run(preset, "zs-rgb-depth", "zero-shot", withheld=[("rgb", "depth")]),
             new_run(preset, "many-shot", "many-shot")]
-    runs = [run.model_copy(update={"snapshots": list(PROBE_SNAPSHOTS)}) for run in runs]
+    runs = [run.with_train(snapshots=list(PROBE_SNAPSHOTS)) for run in runs]
     return ExperimentConfig(**common("probe-curve", preset), runs=runs, directions=["rgb:depth", "depth:rgb"])
-
-
-def _other(direction: str) -> str:
-    src, dst = direction.split(":")
-    return dst if src == "rgb" else src
 
 
 RECIPES: dict[str, Callable[..., ExperimentConfig]] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
 from pairless.experiments.plan import plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
+from pairless.experiments.report import write_report
+from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
@@ -110,6 +113,22 @@ class Plan:
         return plan_summary(self, Throughput(profile, measure_seconds))
 
 
+class StageClock:
+    """Wall seconds per stage, in the order the stages ran (results.json's ``timings_seconds``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(value, 1) for name, value in self.seconds.items()}
+
+
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
                    references: dict[str, Path] | None = None) -> Path:
     """Execute every stage of ``config`` under ``out``; returns the recipe folder.
@@ -122,117 +141,104 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     plan = Plan(config, out)
     print(plan.summary(), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    clock = StageClock()
     with FolderLock(plan.recipe_dir):
         check_same_data(config, plan.recipe_dir)
-        started = time.perf_counter()
-        inspection = None
+        inspection = prepare_data(config, plan, runtime, clock)
+        # outside models: their tokenizers checked now, before anything is trained
+        chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
+        runs, pseudo = train_runs(config, plan, runtime, clock)
+        measured = measure_runs(config, plan, runtime, clock)
+        if references:  # timed with the evaluation, as they always were
+            with clock.stage("evaluation (outside models)"):
+                measured["references"] = evaluate_references(
+                    references, chosen, plan.shards, config.eval_samples, config.eval_batch_size,
+                    runtime.threads, runtime.device)
+        with clock.stage("generation"):
+            generation = stages.make_figures(config, plan, runtime)
+        unpaired = {}
+        if config.unpaired:
+            with clock.stage("unpaired"):
+                unpaired = stages.analyse_unpaired(config, plan, runtime)
+        results = validate_results({
+            "recipe": config.recipe, "preset": config.preset, "config": config.model_dump(mode="json"),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+            "runtime": runtime.record(), "timings_seconds": clock.rounded(), "runs": runs, **measured,
+            **({"inspection": inspection} if inspection is not None else {}),
+            **({"unpaired": unpaired} if unpaired else {}), **({"pseudo_pairs": pseudo} if pseudo else {}),
+            "generation": generation, "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
+            "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),
+                      "shards": str(plan.shards)},
+        }, plan.recipe_dir / "results.json")
+        atomic_write_json(plan.recipe_dir / "results.json", results.to_json())
+        report = write_report(plan.recipe_dir)
+    print(f"report: {report}", flush=True)
+    return plan.recipe_dir
+
+
+def prepare_data(config: ExperimentConfig, plan: Plan, runtime: Runtime, clock: StageClock) -> dict | None:
+    """The world (or a user's folder, inspected), the tokenizers and the token shards; returns the
+    inspection of a user's folder (None on the world)."""
+    inspection = None
+    with clock.stage("world"):
         if config.data is None:
             stages.build_world(config.world, plan.world)
         else:
             inspection = stages.inspect_data(plan.world)
-        timings["world"] = time.perf_counter() - started
-
-        started = time.perf_counter()
+    with clock.stage("tokenizers+shards"):
         stages.train_tokenizers(config.tokenizers, plan.world, plan.tokenizers, config.on_bad_sample, runtime)
         stages.tokenize(plan.world, plan.tokenizers, plan.shards, config.on_bad_sample, runtime)
-        timings["tokenizers+shards"] = time.perf_counter() - started
-        # outside models: their tokenizers checked now, before anything is trained
-        chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
-        if inspection is not None:
-            inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
-            inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
+    if inspection is not None:
+        inspection["bad_samples"] = stages.bad_samples(plan.tokenizers, plan.shards)
+        inspection["used"] = stages.used_counts(plan.shards)  # the listing less the skipped files
+    return inspection
 
-        runs_info, pseudo = {}, {}
-        # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
-        for run in sorted(config.expanded_runs(), key=lambda run: run.init_from is not None):
-            started = time.perf_counter()
-            shards, init_from = plan.shards, None
-            if run.init_from is not None:
-                init_from = plan.runs[run.init_from]
-            if run.pseudo is not None:
-                shards = plan.pseudo_shards(run)
+
+def train_runs(config: ExperimentConfig, plan: Plan, runtime: Runtime,
+               clock: StageClock) -> tuple[dict, dict]:
+    """Every run (and its pseudo-pairs) and every adapter; returns (what the report needs of each run,
+    what each pseudo-pair stage made)."""
+    runs, pseudo = {}, {}
+    # runs that start from another run's weights (and, with pseudo-pairs, its translations) come last
+    for run in sorted(config.expanded_runs(), key=lambda run: run.init_from is not None):
+        shards = plan.shards
+        init_from = plan.runs[run.init_from] if run.init_from is not None else None
+        if run.pseudo is not None:
+            shards = plan.pseudo_shards(run)
+            with clock.stage(f"pseudo-pairs {run.name}"):
                 pseudo[run.name] = stages.make_pseudo(config.pseudo[run.pseudo], init_from, plan.shards,
                                                       shards, runtime)
-                timings[f"pseudo-pairs {run.name}"] = time.perf_counter() - started
-                started = time.perf_counter()
-            runs_info[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from, runtime)
-            timings[f"train {run.name}"] = time.perf_counter() - started
+        with clock.stage(f"train {run.name}"):
+            runs[run.name] = stages.train_run(run, shards, plan.runs[run.name], init_from, runtime)
+    for stage in config.expanded_adapters():
+        with clock.stage(f"add {stage.modality} {stage.name}"):
+            runs[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
+                                                  plan.runs[stage.name], runtime)
+    return runs, pseudo
 
-        for stage in config.expanded_adapters():
-            started = time.perf_counter()
-            runs_info[stage.name] = stages.add_adapter(stage, plan.runs[stage.base], plan.shards,
-                                                       plan.runs[stage.name], runtime)
-            timings[f"add {stage.modality} {stage.name}"] = time.perf_counter() - started
-        every_run = [*config.expanded_runs(), *config.adapter_runs()]
 
-        evals = {}
-        started = time.perf_counter()
-        for run in every_run:
-            evals[run.name] = stages.evaluate_run(run, plan.runs[run.name], config, plan.eval_file(run.name),
-                                                  runtime)
-        outside = {}
-        if references:
-            outside = evaluate_references(references, chosen, plan.shards, config.eval_samples,
-                                          config.eval_batch_size, runtime.threads, runtime.device)
-        timings["evaluation"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        regions = {run.name: stages.region_run(run, plan.runs[run.name], config, plan.region_file(run.name),
-                                               plan.tokenizers, runtime)
-                   for run in every_run}
-        timings["regions"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        probes = {run.name: stages.probe_run_pairs(run, plan.runs[run.name], config,
-                                                   plan.probe_file(run.name), runtime)
-                  for run in every_run}
-        timings["probes"] = time.perf_counter() - started
-
-        snapshots = {}
-        if any(run.snapshots for run in every_run):
-            started = time.perf_counter()
-            snapshots = {run.name: stages.snapshot_runs(run, plan.runs[run.name], config, plan, runtime)
-                         for run in every_run if run.snapshots}
-            timings["snapshots"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        figures = stages.make_figures(config, plan, runtime)
-        timings["generation"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        unpaired = stages.analyse_unpaired(config, plan, runtime)
-        if unpaired:
-            timings["unpaired"] = time.perf_counter() - started
-
-        results = {
-            "recipe": config.recipe,
-            "preset": config.preset,
-            "config": config.model_dump(mode="json"),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
-            "runtime": runtime.record(),
-            "timings_seconds": {key: round(value, 1) for key, value in timings.items()},
-            "runs": runs_info,
-            "evals": evals,
-            **({"references": outside} if outside else {}),
-            "probes": probes,
-            "regions": {name: value for name, value in regions.items() if value},
-            **({"inspection": inspection} if inspection is not None else {}),
-            **({"unpaired": unpaired} if unpaired else {}),
-            **({"pseudo_pairs": pseudo} if pseudo else {}),
-            **({"snapshots": snapshots} if snapshots else {}),
-            "generation": figures,
-            "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
-            "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),
-                      "shards": str(plan.shards)},
-        }
-        atomic_write_json(plan.recipe_dir / "results.json", results)
-        from pairless.experiments.report import write_report
-
-        report = write_report(plan.recipe_dir)
-    print(f"report: {report}", flush=True)
-    return plan.recipe_dir
+def measure_runs(config: ExperimentConfig, plan: Plan, runtime: Runtime, clock: StageClock) -> dict:
+    """Evaluations, regions, probes and snapshots of every run and adapter (results.json's entries)."""
+    every_run = [*config.expanded_runs(), *config.adapter_runs()]
+    folder = plan.runs
+    with clock.stage("evaluation"):
+        evals = {run.name: stages.evaluate_run(run, folder[run.name], config, plan.eval_file(run.name),
+                                               runtime) for run in every_run}
+    with clock.stage("regions"):
+        regions = {run.name: stages.region_run(run, folder[run.name], config, plan.region_file(run.name),
+                                               plan.tokenizers, runtime) for run in every_run}
+    with clock.stage("probes"):
+        probes = {run.name: stages.probe_run_pairs(run, folder[run.name], config, plan.probe_file(run.name),
+                                                   runtime) for run in every_run}
+    measured = {"evals": evals, "probes": probes,
+                "regions": {name: value for name, value in regions.items() if value}}
+    if any(run.snapshots for run in every_run):
+        with clock.stage("snapshots"):
+            measured["snapshots"] = {run.name: stages.snapshot_runs(run, folder[run.name], config, plan,
+                                                                    runtime)
+                                     for run in every_run if run.snapshots}
+    return measured
 
 
 def check_same_data(config: ExperimentConfig, recipe_dir: Path) -> None:

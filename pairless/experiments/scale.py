@@ -8,8 +8,7 @@ from pairless.experiments.experiment import Figure, Role, TokenizerStage, Traini
 # Scale of each preset: world size, tokenizer preset, per-run token budgets, eval samples.
 SCALE: dict[str, dict] = {
     "micro": dict(num_scenes=96, size=32, tokenizer_preset="micro", model="tiny", larger="tiny",
-                  model_overrides=["model.dim=32", "model.encoder_layers=1", "model.decoder_layers=1",
-                                   "model.heads=2"],
+                  model_settings=dict(dim=32, encoder_layers=1, decoder_layers=1, heads=2),
                   tokens=40_000, larger_tokens=60_000, batch=16, budget=(48, 48), eval_samples=16,
                   decoded=4, figure_num=2),
     "quick": dict(num_scenes=12000, size=32, tokenizer_preset="demo", model="tiny", larger="small",
@@ -23,7 +22,7 @@ SCALE: dict[str, dict] = {
                   # default. The micro-batch that fits the device: the larger run's batch of 256 needs
                   # ~123 GiB in one pass with explicit attention, 128 per pass fits an 80 GB GPU
                   # (pairless.training.memory; docs/training.md)
-                  train_overrides=["base_lr=0.0001", "micro_batch_size=auto"],
+                  train_settings=dict(base_lr=0.0001, micro_batch_size="auto"),
                   tokens=2_000_000_000, larger_tokens=10_000_000_000, batch=256, budget=(128, 128),
                   eval_samples=2500, decoded=256, figure_num=8),
 }
@@ -56,19 +55,16 @@ def new_run(preset: str, name: str, role: Role, *, withheld=(), universe=None,
     """A training run at ``preset``'s scale (the larger model's preset and budget for role ``larger``)."""
     scale = SCALE[preset]
     larger = role == "larger"
-    return TrainingRun(
-        name=name,
-        role=role,
-        label=label,
-        model_preset=scale["larger"] if larger else scale["model"],
-        withheld=[tuple(pair) for pair in withheld],
-        universe=list(universe) if universe is not None else None,
-        total_tokens=scale["larger_tokens"] if larger else scale["tokens"],
-        batch_size=scale["batch"],
-        input_budget=scale["budget"][0],
-        target_budget=scale["budget"][1],
-        overrides=[*scale.get("model_overrides", []), *scale.get("train_overrides", [])],
-    )
+    fragment: dict = {"seed": 0, "withheld": [list(pair) for pair in withheld]}
+    if universe is not None:
+        fragment["universe"] = list(universe)
+    train = {"model": {"preset": scale["larger"] if larger else scale["model"],
+                       **scale.get("model_settings", {})},
+             "total_tokens": scale["larger_tokens"] if larger else scale["tokens"],
+             "batch_size": scale["batch"], "seed": 0, "fragment": fragment,
+             "masking": {"input_budget": scale["budget"][0], "target_budget": scale["budget"][1]},
+             **scale.get("train_settings", {})}
+    return TrainingRun(name=name, role=role, label=label, train=train)
 
 
 def figure_of(preset: str, src: str, dst: str, runs: list[str]) -> Figure:
@@ -89,7 +85,7 @@ def preset_table() -> str:
     lines = ["| run --preset | tokenizers train --preset | train --preset (larger model) | world scenes | "
              "tokens per run |", "|---|---|---|---|---|"]
     for name, scale in SCALE.items():
-        model = scale["model"] + (" with dim 32, 1 layer each side" if scale.get("model_overrides") else "")
+        model = scale["model"] + (" with dim 32, 1 layer each side" if scale.get("model_settings") else "")
         lines.append(f"| {name} | {scale['tokenizer_preset']} | {model} ({scale['larger']}) | "
                      f"{scale['num_scenes']:,} | {scale['tokens']:,} |")
     return "\n".join(lines)

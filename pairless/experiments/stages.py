@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from pairless.config import apply_overrides, validate
+from pairless.data.co_occurrence import co_occurrence
 from pairless.data.dataset import BAD_SAMPLES_FILE, list_splits
-from pairless.data.inspect import co_occurrence
 from pairless.data.shards import open_shards
 from pairless.experiments.experiment import (
     AdapterStage,
@@ -33,14 +33,15 @@ from pairless.inference.probes import probe_model
 from pairless.inference.regions import evaluate_regions
 from pairless.inference.translations import generate_and_score
 from pairless.inference.unpaired import unpaired_analysis
-from pairless.modalities import parse_direction
+from pairless.modalities import Pair, parse_direction
 from pairless.tokenizers.build import build_tokenizers
 from pairless.tokenizers.shards import write_token_shards
 from pairless.tokenizers.train import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
+from pairless.training.config import TrainConfig
 from pairless.training.run import without_added_options
 from pairless.training.saving import SNAPSHOT_FILE, recorded_threads, snapshot_folder
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json, weights_digest
 from pairless.world.dataset import WorldConfig, write_world
@@ -99,7 +100,7 @@ def inspect_data(data: Path) -> dict:
 
 def used_counts(shards: Path) -> dict:
     """Per split, samples per modality and per pair that the token shards hold: what training and evaluation
-    use, after the bad files were skipped (same form as :func:`pairless.data.inspect.co_occurrence`)."""
+    use, after the bad files were skipped (same form as :func:`pairless.data.co_occurrence.co_occurrence`)."""
     import itertools
 
     import numpy as np
@@ -138,7 +139,7 @@ def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = N
     run = config.runs[0]
     out = {}
     for pair in config.unpaired:
-        a, b = pair.split(":")
+        a, b = Pair.parse(pair)
         bridges = config.bridges.get(pair, [])
         for src, dst in ((a, b), (b, a)):
             try:
@@ -156,25 +157,7 @@ def analyse_unpaired(config: ExperimentConfig, plan, runtime: Runtime | None = N
 def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> TrainConfig:
     """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build);
     ``init_from``: the folder of the run it starts from (``run.init_from``)."""
-    fragment: dict = {}
-    if run.withheld:
-        fragment["withheld"] = [list(pair) for pair in run.withheld]
-    if run.universe:
-        fragment["universe"] = list(run.universe)
-    if run.allow_pairs:
-        fragment["allow_pairs"] = dict(run.allow_pairs)
-    if run.only_paired:
-        fragment["only_paired"] = True
-    data = {"shards": str(shards), "out": str(out), "total_tokens": run.total_tokens,
-            "batch_size": run.batch_size,
-            "model": {"preset": run.model_preset}, "fragment": fragment}
-    if init_from is not None:
-        data["init_from"] = str(init_from)
-    if run.snapshots:
-        data["snapshots"] = list(run.snapshots)
-    overrides = [f"masking.input_budget={run.input_budget}", f"masking.target_budget={run.target_budget}",
-                 f"seed={run.seed}", f"fragment.seed={run.seed}", *run.overrides]
-    return apply_overrides(validate(TrainConfig, data), overrides)
+    return run.config(shards, out, init_from)
 
 
 # TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:
@@ -229,11 +212,12 @@ def add_adapter(stage: AdapterStage, base: Path, shards: Path, out: Path,
     """Add ``stage.modality`` to the frozen run in ``base`` (reused when complete); what the report needs."""
     if not is_complete(out):
         runtime = _or_default(runtime)
+        # the stage's overrides stay `--set` strings: they are part of the adapter's cache key (Plan)
         config = apply_overrides(validate(AdapterConfig, {
             "base": str(base), "shards": str(shards), "out": str(out), "modality": stage.modality,
             "anchor": stage.anchor, "total_tokens": stage.total_tokens, "rank": stage.rank,
-            "structure_weight": stage.structure_weight}), [*stage.overrides, f"threads={runtime.threads}",
-                                                          f"device={runtime.device}"])
+            "structure_weight": stage.structure_weight}), stage.overrides)
+        config = config.model_copy(update={"threads": runtime.threads, "device": str(runtime.device)})
         add_modality(config)
     summary = read_json(out / "COMPLETE.json")
     keys = ("steps", "tokens", "final_loss", "wall_seconds", "trainable_parameters", "model_parameters",
@@ -372,7 +356,7 @@ def probe_pairs(run: TrainingRun, directions: list[str]) -> list[str]:
     pairs: list[str] = []
     for direction in _directions_for(run, directions):
         sources, destination = parse_direction(direction)
-        if len(sources) == 1 and not any(set(p.split(":")) == {sources[0], destination} for p in pairs):
+        if len(sources) == 1 and not any(set(Pair.parse(p)) == {sources[0], destination} for p in pairs):
             pairs.append(f"{sources[0]}:{destination}")
     return pairs
 
@@ -388,7 +372,7 @@ def probe_run_pairs(run: TrainingRun, run_dir: Path, config: ExperimentConfig, c
         runtime = _or_default(runtime)
         model, shards = load_run_model(run_dir, runtime.device), open_shards(run_shards_path(run_dir), "val")
         for pair in wanted:
-            first, second = pair.split(":")
+            first, second = Pair.parse(pair)
             try:
                 result = probe_model(model, shards, first, second, config.probe_samples,
                                      config.eval_batch_size, runtime.threads, k=config.probe_neighbours)

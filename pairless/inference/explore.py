@@ -8,7 +8,7 @@
 - :func:`picture` draws any modality's value as an RGB array (with
   :func:`pairless.inference.figures.visualize`).
 
-The page itself (Gradio) is in :mod:`pairless.commands.explore`.
+The page itself (Gradio) is in :mod:`pairless.inference.explore_page`.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ cache, optional cross-attention, MLP)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,9 +11,7 @@ from torch import nn
 from pairless.batch import TokenSpec
 from pairless.model.architecture import swiglu_hidden
 from pairless.model.attention import attend
-
-if TYPE_CHECKING:
-    from pairless.model.transformer import ModelConfig
+from pairless.model.config import ModelConfig
 
 
 def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:

@@ -30,7 +30,8 @@ from safetensors import SafetensorError, safe_open
 from pairless.batch import TokenSpec
 from pairless.model.architecture import STYLES
 from pairless.model.blocks import index_buffers, sincos_1d
-from pairless.model.transformer import PRESETS, FourM, ModelConfig
+from pairless.model.config import PRESETS, ModelConfig
+from pairless.model.transformer import FourM
 
 MAPPING_FILE = Path(__file__).with_name("ml4m_modalities.json")
 SEQUENCE_TABLE_ROWS = 512  # ml-4m's sin-cos table of a sequence keeps all 512 rows it builds

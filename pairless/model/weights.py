@@ -14,7 +14,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from pairless.batch import TokenSpec
-from pairless.model.transformer import FourM, ModelConfig
+from pairless.model.config import ModelConfig
+from pairless.model.transformer import FourM
 from pairless.utils.storage import atomic_write_safetensors
 
 

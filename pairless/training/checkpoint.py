@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,3 +179,36 @@ def save_checkpoint(
     for _, old in list_checkpoints(checkpoints_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+class CheckpointWriter:
+    """Writes checkpoints in order, either before the next step or in a background thread.
+
+    Asynchronous: the weights and the optimizer state are copied to host memory first (the next steps change
+    them in place), then one thread serialises and publishes the checkpoint while training goes on. The
+    folder is still published atomically (``staged_dir``) and a new write waits for the one before it, so a
+    process killed at any point leaves the previous complete checkpoint as the newest one.
+    """
+
+    def __init__(self, mode: str, device: torch.device):
+        self.asynchronous = mode == "async" or (mode == "auto" and device.type == "cuda")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pairless-checkpoint") \
+            if self.asynchronous else None
+        self.pending: Future | None = None
+
+    def submit(self, write: Callable[[], object]) -> None:
+        """Run ``write`` after the previous write (raising its error, if it failed)."""
+        self.wait()
+        if self.pool is None:
+            write()
+        else:
+            self.pending = self.pool.submit(write)
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the last write is published; its error is raised (or, with ``raise_error=False``, dropped:
+        when another error is on its way out)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            error = pending.exception()
+            if error is not None and raise_error:
+                raise error

@@ -88,7 +88,7 @@ def load_training_data(shards: Path, split: str, config: fragment.FragmentConfig
     data = open_shards(shards, split)
     all_modalities = list(data.specs)
     universe = fragment.resolve_universe(all_modalities, config)
-    present, pseudo = fragment.presence(data)
+    present, pseudo = fragment.shard_presence(data)
     # Views, the leakage check (a withheld pair co-occurs in its allowed samples only, real tokens never
     # elsewhere; model-generated ones may) and only_paired.
     fragmented = fragment.fragment_samples(list(data.ids), present, all_modalities, config, pseudo)

@@ -354,7 +354,7 @@ def fragment_samples(ids: list[str], present: np.ndarray, modalities: list[str],
     return Fragmented(rows=rows, views=views[rows], paired_ids=paired, pseudo=pseudo[rows])
 
 
-def presence(data) -> tuple[np.ndarray, np.ndarray]:
+def shard_presence(data) -> tuple[np.ndarray, np.ndarray]:
     """Presence and pseudo marks ``[N, M]`` of opened token shards, columns in ``data.specs`` order."""
     modalities = list(data.specs)
     return (np.stack([np.asarray(data.present[name], dtype=bool) for name in modalities], axis=1),
@@ -372,7 +372,7 @@ def read_presence(shards: Path, split: str) -> tuple[list[str], list[str], np.nd
         ids, present, pseudo, _ = source.metadata()
         return ids, list(source.specs), present, pseudo
     data = open_shards(shards, split)
-    return list(data.ids), list(data.specs), *presence(data)
+    return list(data.ids), list(data.specs), *shard_presence(data)
 
 
 def audit(shards: Path, split: str, config: FragmentConfig) -> str:

@@ -224,14 +224,22 @@ def available_memory(device: torch.device | str, stated_gb: float | None = None)
     return available, where
 
 
-def _meminfo_available() -> int:
+def _proc_kib_field(proc_file: str, field: str) -> int | None:
+    """A "Field:   N kB" line of a /proc file, in bytes (None where the file or the line is missing)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        for line in Path(proc_file).read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def _meminfo_available() -> int:
+    available = _proc_kib_field("/proc/meminfo", "MemAvailable")
+    if available is None:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return available
 
 
 def _cgroup_limit() -> int | None:
@@ -344,13 +352,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def _resident_bytes() -> int:
     """This process's resident memory now (it is part of what the run uses, not taken from the rest)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib_field("/proc/self/status", "VmRSS") or 0
 
 
 def machine_memory(config, device: torch.device) -> tuple[int, str, int]:

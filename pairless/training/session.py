@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,11 +17,9 @@ import torch
 from pairless import model as model_module
 from pairless.config import ConfigError
 from pairless.training import distributed
+from pairless.training.checkpoint import CheckpointWriter
+from pairless.training.config import TrainConfig
 from pairless.training.data import BatchSource, SampleOrder, TrainingData
-
-if TYPE_CHECKING:  # the config is defined next to the loop, which imports this module
-    from pairless.training.saving import CheckpointWriter
-    from pairless.training.train import TrainConfig
 
 
 @dataclass
@@ -39,7 +36,7 @@ class Session:
     optimizer: torch.optim.AdamW
     slices: list[tuple[int, int]]  # this process's micro-batches of the global batch
     started: float  # time.perf_counter() when the session began
-    writer: CheckpointWriter | None = None  # writes its checkpoints (pairless.training.saving)
+    writer: CheckpointWriter | None = None  # writes its checkpoints (pairless.training.checkpoint)
 
     @property
     def sharded(self) -> bool:

@@ -84,7 +84,7 @@ def test_run_recipe_override_names_the_field(tmp_path, capsys):
     assert exited.value.code == 2
     assert "world.num_scenes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([*base, "--set", "runs.7.total_tokens=5"])
+        main([*base, "--set", "runs.7.train.total_tokens=5"])
     assert "runs.7" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
 

@@ -12,7 +12,8 @@ from pairless.cli import main as cli_main
 from pairless.commands.probe import main
 from pairless.config import validate
 from pairless.inference.probes import METRICS
-from pairless.training.train import TrainConfig, train
+from pairless.training.config import TrainConfig
+from pairless.training.train import train
 from pairless.utils.storage import verify_complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ import pytest
 from pairless.commands.run import main
 from pairless.experiments.recipes import DATA_RECIPES, RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
-from pairless.utils.storage import is_complete
+from pairless.utils.storage import flatten, is_complete
 
 
 def _micro(recipe: str):
@@ -181,8 +181,7 @@ def test_evaluations_are_cached_for_the_weights_they_were_computed_from(results_
 
 def test_changed_setting_recomputes_only_dependants(results_root):
     base = _micro("demo")
-    changed = base.model_copy(update={"runs": [base.runs[0].model_copy(update={"total_tokens": 30_000}),
-                                               base.runs[1]]})
+    changed = base.model_copy(update={"runs": [base.runs[0].with_train(total_tokens=30_000), base.runs[1]]})
     before, after = Plan(base, results_root), Plan(changed, results_root)
     assert before.world == after.world and before.shards == after.shards
     assert before.runs["many-shot"] == after.runs["many-shot"]
@@ -195,18 +194,18 @@ def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
     The keys once hashed the recipe's description (a preset's name, the overrides), so a run or tokenizer
     trained before a default changed was silently reused afterwards.
     """
-    from pairless.model import transformer
+    from pairless.model import config as model_config
     from pairless.tokenizers import train as tokenizer_train
 
     base = _micro("demo")
     before = Plan(base, tmp_path)
     run = base.runs[0]
     spelled = base.model_copy(update={"runs": [run.model_copy(update={
-        "overrides": [*run.overrides, "weight_decay=0.05"], "label": "renamed"}), base.runs[1]]})
+        "train": {**run.train, "weight_decay": 0.05}, "label": "renamed"}), base.runs[1]]})
     assert Plan(spelled, tmp_path).runs == before.runs
 
     preset = run.model_preset
-    monkeypatch.setitem(transformer.PRESETS, preset, {**transformer.PRESETS[preset], "token_init_std": 0.5})
+    monkeypatch.setitem(model_config.PRESETS, preset, {**model_config.PRESETS[preset], "token_init_std": 0.5})
     changed_model_preset = Plan(base, tmp_path)
     assert changed_model_preset.tokenizers == before.tokenizers
     assert all(changed_model_preset.runs[name] != before.runs[name] for name in before.runs)
@@ -295,8 +294,11 @@ def test_stages_build_the_train_config_the_train_command_built(tmp_path, recipe)
             argv += ["--withhold", f"{a}:{b}"]
         if run.universe:
             argv += ["--universe", ",".join(run.universe)]
-        for override in run.overrides:
-            argv += ["--set", override]
+        shown = {"model.preset", "total_tokens", "batch_size", "masking.input_budget",
+                 "masking.target_budget", "seed", "fragment.seed", "fragment.withheld", "fragment.universe"}
+        for key, value in flatten(run.train).items():  # the rest: the preset's scale (the micro model)
+            if key not in shown:
+                argv += ["--set", f"{key}={json.dumps(value)}"]
         expected = config_from_args(build_parser().parse_args(argv))
         assert stages.train_config(run, shards, out).model_dump() == expected.model_dump()
 
@@ -325,8 +327,7 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
             full, kept = full[section], kept[section]
         assert full[name] == neutral, dotted
         assert name not in kept, dotted
-    changed = run.model_copy(update={"overrides": [*run.overrides, "fragment.only_paired=true",
-                                                   'fragment.allow_pairs={"rgb:depth": 4}']})
+    changed = run.with_train(fragment={"only_paired": True, "allow_pairs": {"rgb:depth": 4}})
     assert stages.run_key_fields(changed)["fragment"]["only_paired"] is True
 
 

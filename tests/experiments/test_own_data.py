@@ -8,8 +8,9 @@ from byod_helpers import byod_blocks
 from pairless import modalities as registry
 from pairless.commands.run import main as run_main
 from pairless.config import ConfigError
-from pairless.experiments.own_data_report import compare, unpaired_lines
 from pairless.experiments.recipes import get_recipe
+from pairless.experiments.report.quality import compare
+from pairless.experiments.report.unpaired import unpaired_lines
 from pairless.utils.storage import read_json
 
 
@@ -27,7 +28,7 @@ def test_withhold_simulates_a_never_recorded_pair_that_still_has_ground_truth(my
     results = read_json(tmp_path / "out" / "own-data" / "results.json")
     config = results["config"]
     assert config["unpaired"] == ["depth:thermal", "rgb:caption"]
-    assert config["runs"][0]["withheld"] == [["rgb", "caption"]]
+    assert config["runs"][0]["train"]["fragment"]["withheld"] == [["rgb", "caption"]]
     # a bridge is seen with both ends in training (the withheld pair does not count as seen)
     assert config["bridges"] == {"depth:thermal": ["rgb", "caption"], "rgb:caption": ["depth", "thermal"]}
     assert "rgb:caption" in config["directions"]  # val has ground truth for it: evaluated for real

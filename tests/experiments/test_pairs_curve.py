@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pairless.experiments import pairs_curve, stages
+from pairless.experiments import stages
 from pairless.experiments.recipes import get_recipe
-from pairless.experiments.report import write_report
+from pairless.experiments.report import pairs_curve, write_report
 from pairless.experiments.runner import Plan
 
 # rgb -> depth CE per base run; the other direction gets the same numbers plus 1.
@@ -117,7 +117,9 @@ def test_k_zero_and_all_are_the_cached_zero_shot_and_many_shot_runs():
     config = get_recipe("pairs-curve", "micro")
     names = [run.name for run in config.runs]
     assert "pairs-k256" not in names and "pairs-k64" in names  # micro trains on 86 samples
-    spelled_zero = config.runs[1].model_copy(update={"allow_pairs": {"depth:rgb": 0}, "role": "zero-shot"})
+    few_shot = config.runs[1]
+    spelled_zero = few_shot.model_copy(update={"role": "zero-shot", "train": {**few_shot.train, "fragment": {
+        **few_shot.train["fragment"], "allow_pairs": {"depth:rgb": 0}}}})
     spelled = config.model_copy(update={"runs": [config.runs[0], spelled_zero]})
     plan = Plan(spelled, Path("out"))
     assert plan.runs[spelled_zero.name].name.split("-")[-1] == plan.runs["zs-rgb-depth"].name.split("-")[-1]

@@ -70,7 +70,7 @@ def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsy
     assert "DOES NOT FIT" not in printed
     # the same run in one pass of 256 does not fit, and the plan says what to change
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run", "--device-profile",
-                 "h100", "--set", "runs.4.overrides=[\"base_lr=0.0001\"]"]) == 0
+                 "h100", "--set", "runs.4.train.micro_batch_size=null"]) == 0
     printed = capsys.readouterr().out
     assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0

@@ -20,9 +20,10 @@ from pairless.experiments.pseudo_pairs import (
 )
 from pairless.inference.evaluate import load_run_model
 from pairless.model import load_model
+from pairless.training.config import TrainConfig
 from pairless.training.data import load_training_data
 from pairless.training.fragment import FragmentConfig, audit, fragment_samples
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from tests.train_helpers import SPECS, make_shards, tiny_config_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")

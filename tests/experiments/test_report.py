@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from pairless.experiments.quality import quality_rows
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.report import write_report
-from pairless.experiments.tables import findings, recovered_fraction, translation_rows
+from pairless.experiments.report.quality import quality_rows
+from pairless.experiments.report.rows import findings, recovered_fraction, translation_rows
 
 
 def test_recovered_fraction():
@@ -159,7 +159,7 @@ def test_learned_needs_the_decoded_metric_to_beat_no_input_and_a_ce_above_no_inp
 
 
 def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin():
-    from pairless.experiments.tables import CHAIN_MARGIN, chained_lines, chained_rows
+    from pairless.experiments.report.rows import CHAIN_MARGIN, chained_lines, chained_rows
 
     def results(chained_value, direct_value, dst="depth"):
         runs = {"zs": {"role": "zero-shot", "withheld": [["rgb", dst]], "universe": None, "label": dst},
@@ -182,7 +182,7 @@ def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin()
 
 
 def test_probe_correlation_on_hand_made_points():
-    from pairless.experiments.probes_report import correlation, spearman
+    from pairless.experiments.report.probes import correlation, spearman
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -195,7 +195,7 @@ def test_probe_correlation_on_hand_made_points():
 
 
 def test_probe_points_pair_zero_shot_runs_with_their_matched_many_shot():
-    from pairless.experiments.probes_report import markdown, points
+    from pairless.experiments.report.probes import markdown, points
 
     def probe(foscttm):
         row = {"recall_at_1": 0.1, "recall_at_10": 0.5, "foscttm": foscttm, "mutual_knn": 0.2, "cka": 0.3}
@@ -218,7 +218,7 @@ def test_probe_points_pair_zero_shot_runs_with_their_matched_many_shot():
 
 
 def test_snapshots_add_probe_points_against_the_many_shot_snapshot_of_the_same_fraction():
-    from pairless.experiments.probes_report import markdown, points, training_rows
+    from pairless.experiments.report.probes import markdown, points, training_rows
 
     def probe(foscttm):
         row = {"recall_at_1": 0.1, "recall_at_10": 0.5, "foscttm": foscttm, "mutual_knn": 0.2, "cka": 0.3}

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pairless.commands import explore as page
+from pairless.commands.explore import main as explore_main
 from pairless.config import ConfigError
+from pairless.inference import explore_page as page
 from pairless.inference.catalogue import RunInfo, chain_status, discover, link_status, never_together
 from pairless.inference.explore import ExploreSession, picture, schedule_from_fields
 from pairless.inference.generate import schedule_preset
@@ -244,7 +245,7 @@ def test_the_page_builds(session, tmp_path, monkeypatch):
 
 
 def test_the_command_names_a_bad_path(tmp_path, capsys):
-    assert page.main([str(tmp_path / "missing")]) == 2
+    assert explore_main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

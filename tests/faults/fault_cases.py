@@ -31,7 +31,7 @@ TRAIN_ARGS = [*MICRO_MODEL, "--withhold", "rgb:depth", "--total-tokens", "3000",
 RUN_ARGS = ["--preset", "micro", "--set", "world.num_scenes=48",
             "--set", 'tokenizers.overrides=["steps=8"]', "--set", "eval_samples=8",
             "--set", "decoded_samples=2",
-            "--set", "runs.0.total_tokens=1500", "--set", "runs.1.total_tokens=1500"]
+            "--set", "runs.0.train.total_tokens=1500", "--set", "runs.1.train.total_tokens=1500"]
 
 
 def _is_time_dependent(relative: Path) -> bool:

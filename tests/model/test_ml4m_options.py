@@ -114,7 +114,8 @@ def test_ml4m_model_saves_and_loads_with_its_stored_tables(tmp_path):
 
 
 def test_ml4m_style_trains_from_scratch(tmp_path):
-    from pairless.training.train import TrainConfig, train
+    from pairless.training.config import TrainConfig
+    from pairless.training.train import train
 
     shards = make_shards(tmp_path / "shards")
     data = tiny_config_data(shards, tmp_path / "run")

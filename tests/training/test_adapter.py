@@ -29,8 +29,9 @@ from pairless.training.adapter import (
     tensor_hash,
     train_adapter,
 )
+from pairless.training.config import TrainConfig
 from pairless.training.masking import MaskingConfig
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from pairless.utils.storage import read_json, verify_complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")

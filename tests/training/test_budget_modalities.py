@@ -8,7 +8,8 @@ import pytest
 from train_helpers import make_shards, tiny_config_data
 
 from pairless.config import ConfigError, validate
-from pairless.training.train import TrainConfig, train
+from pairless.training.config import TrainConfig
+from pairless.training.train import train
 
 BATCH, BUDGET = 16, 24  # tiny_config_data: 12 input + 12 target tokens per sample
 

@@ -15,8 +15,9 @@ from pairless.config import validate
 from pairless.data.shards import open_shards
 from pairless.training import distributed
 from pairless.training.checkpoint import MODEL_FILE
+from pairless.training.config import TrainConfig
 from pairless.training.data import INIT_STREAM, derive_seed
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ from train_helpers import make_shards, tiny_config_data
 from pairless.commands.audit import main
 from pairless.config import ConfigError, validate
 from pairless.data.shards import open_shards
+from pairless.training.config import TrainConfig
 from pairless.training.data import load_training_data
 from pairless.training.fragment import (
     FragmentConfig,
@@ -25,7 +26,7 @@ from pairless.training.fragment import (
     read_presence,
 )
 from pairless.training.run import check_same_run
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 from pairless.utils.storage import COMPLETE_MARKER
 
 MODALITIES = ["rgb", "depth", "normal", "semseg", "det", "caption", "embed"]

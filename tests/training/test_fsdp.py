@@ -15,8 +15,9 @@ from pairless import model as model_module
 from pairless.config import validate
 from pairless.data.shards import open_shards
 from pairless.training.checkpoint import MODEL_FILE, list_checkpoints, read_state, shard_file
+from pairless.training.config import TrainConfig
 from pairless.training.data import INIT_STREAM, derive_seed
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 
 
 def _worker(rank: int, world_size: int, port: int, data: dict) -> None:

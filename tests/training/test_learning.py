@@ -14,8 +14,9 @@ from train_helpers import make_shards
 from pairless.data.shards import open_shards
 from pairless.inference.evaluate import translation_ce
 from pairless.model import ModelConfig, load_model
+from pairless.training.config import TrainConfig
 from pairless.training.masking import MaskingConfig
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 
 
 def test_a_small_model_learns_a_deterministic_translation_with_the_default_recipe(tmp_path, one_thread):

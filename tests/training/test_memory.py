@@ -19,8 +19,9 @@ from pairless.config import validate
 from pairless.data.shards import ShardSplit, write_shards
 from pairless.model import FourM, ModelConfig
 from pairless.training import memory
+from pairless.training.config import TrainConfig
 from pairless.training.distributed import ProcessContext
-from pairless.training.train import TrainConfig, train
+from pairless.training.train import train
 
 CPU = ProcessContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), initialized_here=False)
 # The prediction's tolerance against a measured peak RSS (it errs high: the fit check must not pass a run

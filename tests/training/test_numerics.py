@@ -15,7 +15,8 @@ from train_helpers import make_shards, tiny_config_data
 from pairless import model as model_module
 from pairless.config import validate
 from pairless.training.checkpoint import latest_checkpoint
-from pairless.training.train import TrainConfig, TrainingDiverged, train
+from pairless.training.config import TrainConfig
+from pairless.training.train import TrainingDiverged, train
 from pairless.utils.storage import canonical_safetensors, is_complete
 
 pytestmark = pytest.mark.usefixtures("one_thread")

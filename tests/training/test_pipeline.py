@@ -19,6 +19,7 @@ from pairless.model import FourM, ModelConfig
 from pairless.model.transformer import with_target_rows
 from pairless.training import distributed
 from pairless.training.checkpoint import STATE_FILE, latest_checkpoint, read_state
+from pairless.training.config import TrainConfig
 from pairless.training.data import (
     MASKING_STREAM,
     BatchSource,
@@ -26,10 +27,10 @@ from pairless.training.data import (
     seeded_generator,
     tokens_per_modality,
 )
+from pairless.training.loading import training_data
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.run import ADDED_OPTIONS, StepHealth, StepStatistics, without_added_options
-from pairless.training.setup import training_data
-from pairless.training.train import TrainConfig, micro_batches, train
+from pairless.training.train import micro_batches, train
 
 
 @pytest.fixture(scope="module")

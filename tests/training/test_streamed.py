@@ -11,11 +11,12 @@ import torch
 
 from pairless.config import ConfigError, validate
 from pairless.data.streamed import StreamedShards, write_streamed
+from pairless.training.config import TrainConfig
 from pairless.training.data import BatchSource, seeded_generator
 from pairless.training.fragment import audit
 from pairless.training.masking import Masker
 from pairless.training.order import ShardOrder, shard_members
-from pairless.training.train import TrainConfig, train, training_data
+from pairless.training.train import train, training_data
 from tests.train_helpers import make_shards, tiny_config_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")

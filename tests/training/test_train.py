@@ -22,8 +22,9 @@ from pairless.training.checkpoint import (
     list_checkpoints,
     read_state,
 )
+from pairless.training.config import TrainConfig
 from pairless.training.run import TrainingDiverged, TrainingInterrupted
-from pairless.training.train import TrainConfig, learning_rate, train
+from pairless.training.train import learning_rate, train
 from pairless.utils.storage import FolderLock, is_complete, read_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")

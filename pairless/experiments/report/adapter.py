@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from pairless.experiments.report import _table, pyplot, save_figure
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
     ce_values,
@@ -21,8 +21,9 @@ from pairless.experiments.tables import (
     recovered_fraction,
     role_run,
     runs_by_base,
-    unlearned_note,
+    unlearned_notes,
 )
+from pairless.modalities import Direction
 
 # CE differences below this (nats per token) are not called a change: one seed, 2,500 samples
 NEGLIGIBLE = 0.01
@@ -44,7 +45,8 @@ def adapter_rows(results: dict) -> list[dict]:
     stages = {stage["name"]: stage for stage in results["config"]["adapters"]}
     rows = []
     for direction in results["config"]["directions"]:
-        src, dst = direction.split(":")
+        parsed = Direction.parse(direction)
+        src, dst = parsed.source, parsed.destination
         first = stages[adapters[0]]
         anchor_pair = {first["anchor"], first["modality"]} == {src, dst}
         start = ce_values(results, groups.get(reference, []), direction)
@@ -62,7 +64,7 @@ def adapter_rows(results: dict) -> list[dict]:
     return rows
 
 
-def summary(results: dict) -> dict:
+def adapter_summary(results: dict) -> dict:
     rows = adapter_rows(results)
     if not rows:
         return {}
@@ -100,11 +102,11 @@ def markdown(results: dict) -> list[str]:
     parts.append("")
     headers = ["Task", "seen by the adapter"] + [f"{name}: CE" for name in adapters] + [
         "from the start", "no input"] + [f"{name}: recovered" for name in adapters]
-    table = [[r["direction"].replace(":", " → "), "yes (anchor)" if r["seen_by_adapter"] else "no"]
+    cells = [[r["direction"].replace(":", " → "), "yes (anchor)" if r["seen_by_adapter"] else "no"]
              + [mean_sd(r["adapters"][name]["ce"]) for name in adapters]
              + [mean_sd(r["from_start"]), mean_sd(r["unconditional"])]
              + [mean_sd(r["adapters"][name]["recovered"], 2) for name in adapters] for r in rows]
-    parts += [_table(headers, table), ""]
+    parts += [table(headers, cells), ""]
     unseen = [r for r in rows if not r["seen_by_adapter"]]
     if len(adapters) > 1 and unseen:
         plain, structured = adapters[0], adapters[1]
@@ -125,12 +127,10 @@ def markdown(results: dict) -> list[str]:
                                      for r, d in zip(unseen, differences, strict=False))
                          + " nats" + (" (one seed: no spread to judge it by)."
                                       if results["config"].get("seeds", 1) == 1 else "."))
-    notes = [unlearned_note(r["direction"], r["from_start_ratio"], "from-the-start") for r in rows]
-    parts += [note for note in notes if note]
-    return parts + [""]
+    return parts + unlearned_notes(rows, "from_start_ratio", "from-the-start") + [""]
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     """Recovered fraction per direction for each adapter (the anchor directions shaded)."""
     rows = adapter_rows(results)
     if not rows:
@@ -157,3 +157,14 @@ def plot(results: dict, out: Path) -> bool:
     ax.legend(frameon=False, fontsize=8)
     save_figure(fig, out)
     return True
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "adapter.png"):
+        drawn["recovered fraction through the adapter"] = "adapter.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"adapter": adapter_summary(results)}

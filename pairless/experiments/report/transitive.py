@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import _table, pyplot, save_figure
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
     ce_values,
@@ -20,7 +20,7 @@ from pairless.experiments.tables import (
     recovered_fraction,
     role_run,
     runs_by_base,
-    unlearned_note,
+    unlearned_notes,
 )
 
 
@@ -90,7 +90,7 @@ def verdict(row: dict, name: str) -> str:
             f"nats against the equal-budget control{share}.")
 
 
-def summary(results: dict) -> dict:
+def transitive_summary(results: dict) -> dict:
     rows = transitive_rows(results)
     return {"rows": rows, "verdicts": [verdict(row, name) for row in rows for name in row["pseudo"]],
             "pseudo_pairs": results.get("pseudo_pairs", {})} if rows else {}
@@ -125,24 +125,22 @@ def markdown(results: dict) -> list[str]:
                         f"p90 {consistency['p90']:.3f}" if consistency else "") + ").")
     parts.append("")
     names = list(rows[0]["pseudo"])
-    table = []
+    cells = []
     for r in rows:
         task = r["direction"].replace(":", " → ")
-        table.append([task, "zero-shot base", mean_sd(r["base"]), mean_sd(r["recovered"]["base"], 2), "–"])
-        table.append([task, "continued (control)", mean_sd(r["control"]),
+        cells.append([task, "zero-shot base", mean_sd(r["base"]), mean_sd(r["recovered"]["base"], 2), "–"])
+        cells.append([task, "continued (control)", mean_sd(r["control"]),
                       mean_sd(r["recovered"]["control"], 2), "–"])
-        table += [[task, f"continued on pseudo-pairs: {name}", mean_sd(r["pseudo"][name]),
+        cells += [[task, f"continued on pseudo-pairs: {name}", mean_sd(r["pseudo"][name]),
                    mean_sd(r["recovered"][name], 2), mean_sd(r["difference"][name])] for name in names]
-        table.append([task, "many-shot", mean_sd(r["many_shot"]), "1 (by definition)", "–"])
-        table.append([task, "no input", mean_sd(r["unconditional"]), "0", "–"])
-    parts += [_table(["Task", "model", "CE", "recovered", "− control"], table), ""]
+        cells.append([task, "many-shot", mean_sd(r["many_shot"]), "1 (by definition)", "–"])
+        cells.append([task, "no input", mean_sd(r["unconditional"]), "0", "–"])
+    parts += [table(["Task", "model", "CE", "recovered", "− control"], cells), ""]
     parts += [f"- {verdict(row, name)}" for row in rows for name in names] + [""]
-    notes = [unlearned_note(r["direction"], r["many_shot_ratio"], "many-shot") for r in rows]
-    parts += [note for note in notes if note]
-    return parts + [""]
+    return parts + unlearned_notes(rows, "many_shot_ratio", "many-shot") + [""]
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     """CE per direction for base, control, pseudo-pairs, many-shot and no input (points, seeds' spread)."""
     rows = transitive_rows(results)
     if not rows:
@@ -166,3 +164,14 @@ def plot(results: dict, out: Path) -> bool:
         ax.set_title(row["direction"].replace(":", " → "))
     save_figure(fig, out)
     return True
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "transitive.png"):
+        drawn["CE: pseudo-pairs against the equal-budget control"] = "transitive.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"transitive": transitive_summary(results)}

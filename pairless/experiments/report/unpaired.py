@@ -1,4 +1,4 @@
-"""The own-data report's sections: what the folder holds, and the pairs never recorded together.
+"""The own-data report's section on the pairs never recorded together.
 
 For a pair with no sample holding both modalities in training there is no ground truth for its
 translation (unless paired samples were put in val/ only, where they are evaluated like any direction).
@@ -8,11 +8,11 @@ for what it is, with a plain verdict where a baseline shows the measure says not
 
 from __future__ import annotations
 
-from pairless.experiments.quality import compare, learned_directions, main_metric
-from pairless.experiments.report import _num, _table
-from pairless.experiments.tables import CHAIN_MARGIN
+from pairless.experiments.report.markdown import number, table
+from pairless.experiments.report.quality import compare, learned_directions, main_metric
+from pairless.experiments.report.rows import CHAIN_MARGIN
+from pairless.modalities import Pair
 
-BAD_SHOWN = 10  # bad files listed by name in the report (all of them are in results.json)
 # A verdict of the unpaired section needs this many held-out samples: at 4 a difference of 5% is noise.
 MIN_VERDICT_SAMPLES = 16
 
@@ -20,56 +20,6 @@ MIN_VERDICT_SAMPLES = 16
 def metric_for(modality: str, metrics: dict) -> tuple[str | None, str]:
     """(metric name, "lower"/"higher" better) to show for ``modality`` among ``metrics``."""
     return main_metric(modality, set(metrics))
-
-
-def inspection_markdown(results: dict) -> list[str]:
-    inspection = results.get("inspection")
-    if not inspection:
-        return []
-    used = inspection.get("used") or {}
-    source = ("the samples used (the token shards, after the bad files below were skipped)" if used else
-              "the file listing (files that proved unreadable are listed below)")
-    parts = ["## Your data", "", f"`{results['config'].get('data')}`, counted from {source}.", ""]
-    skipped = _skipped_per_modality(inspection)
-    for split, listed in inspection.get("splits", {}).items():
-        counts = used.get(split) or listed
-        names = list(counts["modalities"])
-        dropped = skipped.get(split) or {}
-        listed_bad = ", ".join(f"{name} {count}" for name, count in sorted(dropped.items()))
-        note = f"; bad files skipped: {listed_bad}" if dropped else "; no file skipped"
-        parts += [f"**{split}**: {counts['num_samples']} samples used ({listed['num_samples']} in the listing"
-                  f"{note}). Samples with both modalities (diagonal: with the modality):", ""]
-        rows = []
-        for a in names:
-            row = [a]
-            for b in names:
-                if a == b:
-                    row.append(str(counts["modalities"][a]))
-                else:
-                    row.append(str(counts["pairs"].get(f"{a}:{b}", counts["pairs"].get(f"{b}:{a}", 0))))
-            rows.append(row)
-        parts += [_table([""] + names, rows), ""]
-    bad = inspection.get("bad_samples") or {}
-    total = sum(len(items) for items in bad.values())
-    if total:
-        parts += [f"**{total} bad file(s) skipped** (their samples keep their other modalities); the first "
-                  f"{min(total, BAD_SHOWN)}:", ""]
-        shown = [(split, path, reason) for split, items in bad.items() for path, reason in items][:BAD_SHOWN]
-        parts += [_table(["split", "file", "reason"], [[s, f"`{p}`", r] for s, p, r in shown]), ""]
-    else:
-        parts += ["No bad file was found.", ""]
-    return parts
-
-
-def _skipped_per_modality(inspection: dict) -> dict[str, dict[str, int]]:
-    """{split: {modality: bad files skipped}}, from the listed paths (``SPLIT/MODALITY/...``)."""
-    out: dict[str, dict[str, int]] = {}
-    for split, items in (inspection.get("bad_samples") or {}).items():
-        for path, _ in items:
-            parts = path.replace("\\", "/").split("/")
-            modality = parts[parts.index(split) + 1] if split in parts[:-1] else "?"
-            out.setdefault(split, {})[modality] = out.setdefault(split, {}).get(modality, 0) + 1
-    return out
 
 
 def _refusal(subject: str, samples: int | None, rests_on: list[str], learned: dict | None,
@@ -94,7 +44,7 @@ def unpaired_lines(direction: str, entry: dict, learned: dict | None = None) -> 
     """The verdicts of one direction's measures, in words, each naming the directions it rests on; a
     verdict resting on a direction not learned (``learned``: :func:`learned_directions`), or on fewer than
     MIN_VERDICT_SAMPLES samples, is refused."""
-    src, dst = direction.split(":")
+    src, dst = Pair.parse(direction)
     run = entry.get("run")
     lines = []
     for bridge, values in (entry.get("bridges") or {}).items():
@@ -133,7 +83,7 @@ def _verdict(subject: str, claim: str, metric: str, better: str, value: float, b
             f"{CHAIN_MARGIN:.0%} counts as none): {if_not}.")
 
 
-def unpaired_markdown(results: dict) -> list[str]:
+def markdown(results: dict) -> list[str]:
     unpaired = results.get("unpaired") or {}
     if not unpaired:
         return []
@@ -153,7 +103,7 @@ def unpaired_markdown(results: dict) -> list[str]:
              "- *cycle*: source → destination → source, against the real source and against another "
              "sample's (shuffled control).", ""]
     for direction, entry in unpaired.items():
-        src, dst = direction.split(":")
+        src, dst = Pair.parse(direction)
         title = f"### {src} → {dst}"
         if "skipped" in entry:
             parts += [title, "", f"Not measured: {entry['skipped']}", ""]
@@ -169,19 +119,19 @@ def unpaired_markdown(results: dict) -> list[str]:
                 continue
             metric, better = metric_for(dst, values["direct"])
             rows.append([bridge, str(values["num_samples"]), f"{metric} ({better} is better)",
-                         _num(values["direct"].get(metric)), _num(values["chained"].get(metric)),
-                         _num(values["no_input"].get(metric))])
+                         number(values["direct"].get(metric)), number(values["chained"].get(metric)),
+                         number(values["no_input"].get(metric))])
         if rows:
-            parts += [_table(["bridge (proxy from the real one)", "samples", "metric", "direct",
+            parts += [table(["bridge (proxy from the real one)", "samples", "metric", "direct",
                               "chained via the bridge", "no input"], rows), ""]
         else:
             parts += [f"No bridge: no modality was seen with both {src} and {dst}, so there is no proxy.", ""]
         cycle = entry.get("cycle") or {}
         metric, better = metric_for(src, cycle.get("metrics", {}))
         if metric is not None:
-            parts += [_table(["cycle", "metric", "against the real source", "against another sample's"],
+            parts += [table(["cycle", "metric", "against the real source", "against another sample's"],
                              [[f"{src} → {dst} → {src}", f"{metric} ({better} is better)",
-                               _num(cycle["metrics"][metric]), _num(cycle["shuffled"][metric])]]), ""]
+                               number(cycle["metrics"][metric]), number(cycle["shuffled"][metric])]]), ""]
         parts += [f"- {line}" for line in unpaired_lines(direction, entry, learned)]
         figure = entry.get("figure")  # relative to the recipe folder, where report.md is
         if figure:

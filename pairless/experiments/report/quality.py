@@ -14,7 +14,8 @@ the one its declared kind gives for a modality declared with the data.
 
 from __future__ import annotations
 
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import arrow, count, number, table
+from pairless.experiments.report.rows import (
     CHAIN_MARGIN,
     LEARNED_RATIO,
     MAIN_METRIC,
@@ -23,6 +24,7 @@ from pairless.experiments.tables import (
     runs_by_base,
     translation_rows,
 )
+from pairless.modalities import Direction
 
 # The tokenizer report names some metrics differently.
 CEILING_NAME = {"angular_error": "angular_error_degrees"}
@@ -78,7 +80,7 @@ def quality_rows(results: dict) -> list[dict]:
     ceiling = results.get("tokenizer_ceiling") or {}
     rows = []
     for direction in results["config"]["directions"]:
-        destination = direction.split(":")[1]
+        destination = Direction.parse(direction).destination
         per_run = decoded.get(direction, {})
         available = {key for run, values in per_run.items() if isinstance(values, dict)
                      and not run.startswith("_") for key in values}
@@ -141,3 +143,27 @@ def recovered_notes(results: dict) -> list[str]:
 def learned_directions(results: dict) -> dict[tuple[str, str], dict]:
     """{(direction, run): quality row}: what the unpaired verdicts check the directions they rest on with."""
     return {(row["direction"], row["run"]): row for row in quality_rows(results)}
+
+
+def markdown(results: dict) -> list[str]:
+    rows = quality_rows(results)
+    if not rows:
+        return []
+    parts = ["## Quality bar: did each model learn each direction?", "",
+             f"*ratio* = the run's CE / its own no-input CE (1.00 = the input is ignored; above "
+             f"{LEARNED_RATIO:.2f} = not learned; above {WORSE_RATIO:.2f} = worse than no input). The "
+             "decoded metric "
+             "scores generations against the tokenized ground truth, beside the same run's generation "
+             "from no input (a learned direction beats it) and the tokenizer's own encode → decode "
+             "score (the ceiling). *samples*: held-out samples the CE is measured on.", ""]
+    cells = [[arrow(r["direction"]), r["run"], r["role"], count(r["samples"]), f"{r['ratio']:.2f}",
+              learned_cell(r), f"{r['metric']} ({r['better']} is better)" if r["metric"] else "–",
+              number(r["value"]), number(r["no_input"]), number(r["ceiling"])] for r in rows]
+    parts += [table(["Task", "run", "role", "samples", "CE ratio", "learned", "decoded metric", "value",
+                     "no input", "tokenizer ceiling"], cells), ""]
+    notes = recovered_notes(results) + quality_notes(results, rows)
+    return parts + [f"- {note}" for note in notes] + ([""] if notes else [])
+
+
+def summary(results: dict) -> dict:
+    return {"quality": quality_rows(results)}

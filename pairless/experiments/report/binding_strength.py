@@ -11,13 +11,10 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import _table, pyplot, save_figure
-from pairless.experiments.tables import (
-    LEARNED_RATIO,
-    ce_ratio,
-    ce_values,
+from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.rows import (
+    matched_comparison,
     mean_sd,
-    recovered_fraction,
     role_run,
     runs_by_base,
 )
@@ -39,15 +36,8 @@ def strength_rows(results: dict) -> list[dict]:
         if zero is None or matched is None:
             continue
         for direction in results["config"]["directions"]:
-            zs = ce_values(results, groups[zero], direction)
-            ms = ce_values(results, groups[matched], direction)
-            un = ce_values(results, groups[zero], direction, "ce_unconditional")
-            ratio = ce_ratio(results, groups[matched], direction)
-            learned = ratio is None or ratio <= LEARNED_RATIO
-            rows.append(dict(binder=label[len(PREFIX):], direction=direction, zero_shot=zs,
-                             matched_many_shot=ms, unconditional=un, matched_ratio=ratio,
-                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
-                                        for u, z, m in zip(un, zs, ms, strict=False)]))
+            rows.append(dict(binder=label[len(PREFIX):], direction=direction,
+                             **matched_comparison(results, groups[zero], groups[matched], direction)))
     return rows
 
 
@@ -59,7 +49,7 @@ def markdown(results: dict) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
-    table = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+    cells = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
               mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2)]
              for r in rows]
     parts = ["## Binding strength: one binding modality, strong to weak", "",
@@ -67,7 +57,7 @@ def markdown(results: dict) -> list[str]:
              "geometry; semseg: where the objects are; embed: a global feature vector, no layout) and a "
              "many-shot control on the same universe. *recovered* as in Table I, against that control "
              "(n/a where the control did not learn the direction).", "",
-             _table(["binder", "Task", "0-shot", "Matched many-shot", "No input", "Recovered"], table), ""]
+             table(["binder", "Task", "0-shot", "Matched many-shot", "No input", "Recovered"], cells), ""]
     parts += [f"- {line}" for line in strength_lines(rows)] + [""]
     return parts
 
@@ -87,7 +77,7 @@ def strength_lines(rows: list[dict]) -> list[str]:
     return [f"rgb → depth, recovered fraction by binder: {text} ({note})."]
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     rows = [r for r in strength_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
@@ -110,5 +100,16 @@ def plot(results: dict, out: Path) -> bool:
     return True
 
 
-def summary(results: dict) -> list[dict]:
+def binding_strength_summary(results: dict) -> list[dict]:
     return strength_rows(results)
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "binding_strength.png"):
+        drawn["CE by binding modality (binding strength)"] = "binding_strength.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"binding_strength": binding_strength_summary(results)}

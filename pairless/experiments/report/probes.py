@@ -13,16 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report import _num, _table, pyplot, save_figure
-from pairless.experiments.tables import LEARNED_RATIO, recovered_fraction
+from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.rows import LEARNED_RATIO, recovered_fraction
 from pairless.inference.probes import METRICS
+from pairless.modalities import Pair
 
 MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is computed
 BOOTSTRAP = 2000
-
-
-def _ce(results: dict, run: str, direction: str) -> dict | None:
-    return (results.get("evals") or {}).get(run, {}).get(direction)
 
 
 def _many_shot_for(runs: dict, info: dict) -> str | None:
@@ -37,7 +34,7 @@ def _many_shot_for(runs: dict, info: dict) -> str | None:
 def _point(name: str, pair, probes: dict, evals: dict, many_evals: dict | None) -> list[dict]:
     """The points of one zero-shot model (final or a snapshot) for both directions of a withheld pair."""
     probe = next((value for key, value in (probes or {}).items()
-                  if set(key.split(":")) == set(pair) and "summary" in value), None)
+                  if set(Pair.parse(key)) == set(pair) and "summary" in value), None)
     out = []
     for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
         zero, ms = (evals or {}).get(direction), (many_evals or {}).get(direction)
@@ -123,7 +120,7 @@ def correlation(x, y, seed: int = 0) -> dict:
     return {"rho": spearman(x, y), "low": float(low), "high": float(high), "n": len(x)}
 
 
-def summary(results: dict) -> dict:
+def probes_summary(results: dict) -> dict:
     found = points(results)
     correlations = ({metric: correlation([p[metric] for p in found], [p["recovered"] for p in found])
                      for metric in METRICS} if len(found) >= MIN_POINTS else {})
@@ -138,40 +135,40 @@ def markdown(results: dict) -> list[str]:
             if "skipped" in value:
                 rows.append([run, pair, *["–"] * (len(METRICS) + 1), value["skipped"][:80]])
                 continue
-            rows.append([run, pair, *[_num(value["summary"][m]) for m in METRICS],
-                         _num(value["shuffled"]["foscttm"]), str(value["num_samples"])])
+            rows.append([run, pair, *[number(value["summary"][m]) for m in METRICS],
+                         number(value["shuffled"]["foscttm"]), str(value["num_samples"])])
     if not rows:
         return []
     parts = ["## Alignment probes (last encoder layer)", "",
              "Each modality of a pair encoded alone, mean-pooled; cross-modal retrieval recall@1/@10, "
              "FOSCTTM (0 = every sample's true match is nearest, 0.5 = chance), mutual k-NN and linear CKA "
              "(docs/evaluation.md). *shuffled* is FOSCTTM with the pairs permuted: the chance level.", "",
-             _table(["run", "pair", *METRICS, "shuffled foscttm", "samples"], rows), ""]
+             table(["run", "pair", *METRICS, "shuffled foscttm", "samples"], rows), ""]
     along = training_rows(results)
     if along:
         parts += ["Along training: each zero-shot model's snapshots (and its end) against the many-shot "
                   "model's snapshot at the same fraction of its budget.", "",
-                  _table(["run", "direction", "fraction", "tokens", "recovered", *METRICS],
+                  table(["run", "direction", "fraction", "tokens", "recovered", *METRICS],
                          [[r["run"], r["direction"].replace(":", " → "), f"{r['fraction']:g}",
-                           f"{r['tokens']:,}" if r["tokens"] else "–", _num(r["recovered"]),
-                           *[_num(r[m]) for m in METRICS]] for r in along]), ""]
-    result = summary(results)
+                           f"{r['tokens']:,}" if r["tokens"] else "–", number(r["recovered"]),
+                           *[number(r[m]) for m in METRICS]] for r in along]), ""]
+    result = probes_summary(results)
     if not result["correlations"]:
         tail = " and no scatter plot is drawn; the points:" if result["points"] else "."
         parts += [f"Does a shared latent predict zero-shot quality? {len(result['points'])} (zero-shot run, "
                   f"direction) points with a learned many-shot direction: fewer than {MIN_POINTS}, so no "
                   f"correlation is computed{tail}", ""]
         if result["points"]:
-            parts += [_table(["run", "direction", "recovered", *METRICS],
-                             [[p["run"], p["direction"].replace(":", " → "), _num(p["recovered"]),
-                               *[_num(p[m]) for m in METRICS]] for p in result["points"]]), ""]
+            parts += [table(["run", "direction", "recovered", *METRICS],
+                             [[p["run"], p["direction"].replace(":", " → "), number(p["recovered"]),
+                               *[number(p[m]) for m in METRICS]] for p in result["points"]]), ""]
         return parts
     corr_rows = [[metric, f"{c['rho']:+.2f}", f"[{c['low']:+.2f}, {c['high']:+.2f}]", str(c["n"])]
                  for metric, c in result["correlations"].items()]
     parts += ["Does a shared latent predict zero-shot quality? Spearman correlation of each metric with the "
               "recovered fraction across (zero-shot run, direction) points, 95% bootstrap interval. "
               "Expected beforehand: FOSCTTM (negative: lower is better aligned) and recall@10 predict best.",
-              "", _table(["metric", "Spearman rho", "95% interval", "points"], corr_rows), ""]
+              "", table(["metric", "Spearman rho", "95% interval", "points"], corr_rows), ""]
     count = len(result["points"])
     if count < 10:
         parts += [f"With {count} points a rank correlation takes few values and the bootstrap interval is "
@@ -180,7 +177,7 @@ def markdown(results: dict) -> list[str]:
     return parts
 
 
-def plot_training(results: dict, out: Path) -> bool:
+def draw_training(results: dict, out: Path) -> bool:
     """Recovered fraction and FOSCTTM against training tokens, one line per (zero-shot run, direction)."""
     rows = [r for r in training_rows(results) if r["tokens"]]
     if len(rows) < 2:
@@ -207,10 +204,10 @@ def plot_training(results: dict, out: Path) -> bool:
     return True
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     """Each probe metric against the recovered fraction, one panel per metric; not drawn with fewer than
     MIN_POINTS points (a table of them in the report instead: two dots per panel say nothing)."""
-    found = summary(results)["points"]
+    found = points(results)
     if len(found) < MIN_POINTS:
         return False
     plt = pyplot()
@@ -225,3 +222,16 @@ def plot(results: dict, out: Path) -> bool:
         axis.set_ylabel("recovered fraction")
     save_figure(fig, out)
     return True
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw_training(results, folder / "probes_training.png"):
+        drawn["recovered fraction and alignment along training"] = "probes_training.png"
+    if draw(results, folder / "probes.png"):
+        drawn["recovered fraction vs alignment probes"] = "probes.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"probes": probes_summary(results)}

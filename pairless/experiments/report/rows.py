@@ -15,6 +15,7 @@ from statistics import mean, stdev
 
 # the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
+from pairless.modalities import Direction
 
 # The decoded metric shown for each destination beside its tokenizer ceiling: (metric, "lower"/"higher"
 # better).
@@ -50,6 +51,19 @@ def runs_by_base(results: dict) -> dict[str, list[str]]:
     return groups
 
 
+def recipe_runs(results: dict) -> list[dict]:
+    """The recipe's runs as results.json's config lists them (recipe order), each with ``name``, ``role``,
+    ``label``, ``withheld``, ``universe`` and ``allow_pairs`` at the top, whichever form the file has: a run's
+    training settings under ``train`` (today) or as its own fields (files written before 2026-12-07)."""
+    out = []
+    for run in results["config"]["runs"]:
+        fragment = (run.get("train") or {}).get("fragment") or run
+        out.append({"name": run["name"], "role": run["role"], "label": run.get("label", ""),
+                    "withheld": fragment.get("withheld") or [], "universe": fragment.get("universe"),
+                    "allow_pairs": fragment.get("allow_pairs") or {}})
+    return out
+
+
 def ce_values(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
     values = []
     for name in run_names:
@@ -83,8 +97,8 @@ def _full_universe_first(results: dict) -> list[tuple[str, dict]]:
 
 
 def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> str | None:
-    src, dst = direction.split(":")
-    pair = {src.split("+")[0], dst}
+    parsed = Direction.parse(direction)
+    pair = {parsed.sources[0], parsed.destination}
     for base, info in _full_universe_first(results):
         if info["role"] != "zero-shot":
             continue
@@ -144,19 +158,33 @@ def binding_rows(results: dict) -> list[dict]:
         zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
+        seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
         for direction in results["config"]["directions"]:
-            zs = ce_values(results, groups[zero], direction)
-            ms = ce_values(results, groups[matched], direction)
-            un = ce_values(results, groups[zero], direction, "ce_unconditional")
-            seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
-            matched_ratio = ce_ratio(results, groups[matched], direction)
-            learned = matched_ratio is None or matched_ratio <= LEARNED_RATIO
-            rows.append(dict(binding=int(label), direction=direction, zero_shot=zs, matched_many_shot=ms,
-                             unconditional=un, matched_ratio=matched_ratio,
-                             recovered=[recovered_fraction(u, z, m) if learned else float("nan")
-                                        for u, z, m in zip(un, zs, ms, strict=False)],
+            rows.append(dict(binding=int(label), direction=direction,
+                             **matched_comparison(results, groups[zero], groups[matched], direction),
                              rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
     return rows
+
+
+def matched_comparison(results: dict, zero_shot: list[str], matched: list[str], direction: str) -> dict:
+    """A zero-shot run (its seeds' names) against its matched many-shot control in one direction: the CEs
+    per seed, no input, the control's CE ratio and the recovered fraction per seed (NaN where the control
+    did not learn the direction: there is no gap to recover)."""
+    zs = ce_values(results, zero_shot, direction)
+    ms = ce_values(results, matched, direction)
+    un = ce_values(results, zero_shot, direction, "ce_unconditional")
+    ratio = ce_ratio(results, matched, direction)
+    learned = ratio is None or ratio <= LEARNED_RATIO
+    return dict(zero_shot=zs, matched_many_shot=ms, unconditional=un, matched_ratio=ratio,
+                recovered=[recovered_fraction(u, z, m) if learned else float("nan")
+                           for u, z, m in zip(un, zs, ms, strict=False)])
+
+
+def unlearned_notes(rows: list[dict], ratio_key: str, reference: str) -> list[str]:
+    """The :func:`unlearned_note` of every row whose reference model (CE ratio under ``ratio_key``) did not
+    learn its direction."""
+    notes = [unlearned_note(row["direction"], row[ratio_key], reference) for row in rows]
+    return [note for note in notes if note]
 
 
 def chained_rows(results: dict) -> list[dict]:
@@ -165,7 +193,7 @@ def chained_rows(results: dict) -> list[dict]:
     decoded = generation.get("metrics") or {}
     rows = []
     for direction, chain in (generation.get("chained") or {}).items():
-        metric, better = MAIN_METRIC.get(direction.split(":")[1], (None, None))
+        metric, better = MAIN_METRIC.get(Direction.parse(direction).destination, (None, None))
         zero, many = _zero_shot_run(results, direction), role_run(results, "many-shot")
         if metric is None or zero is None:
             continue
@@ -189,7 +217,8 @@ def chained_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         if row["chain_wins"] is None:
             continue
-        src, dst = row["direction"].split(":")
+        parsed = Direction.parse(row["direction"])
+        src, dst = parsed.source, parsed.destination
         name = f"{src} → {row['via']} → {dst}"
         if row["chain_wins"] == "tie":
             lines.append(f"{name}: chained and direct zero-shot {src} → {dst} are within "

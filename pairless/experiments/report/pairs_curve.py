@@ -12,15 +12,17 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report import _num, _table, pyplot, save_figure
-from pairless.experiments.tables import (
+from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     MAIN_METRIC,
     ce_ratio,
     ce_values,
     mean_sd,
+    recipe_runs,
     runs_by_base,
 )
+from pairless.modalities import Direction, Pair
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
@@ -28,24 +30,24 @@ ALL = "all"  # the k of the many-shot model: every training sample keeps both
 def curve_runs(results: dict) -> dict | None:
     """The recipe's runs by k: ``{"pair", "few_shot": {k: run}, "paired_only": {k: run}}`` (None: not a
     pairs curve). ``few_shot`` holds k = 0 (the zero-shot run) and ``ALL`` (the many-shot run) too."""
-    runs = results["config"]["runs"]
-    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run.get("allow_pairs")]
+    runs = recipe_runs(results)
+    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run["allow_pairs"]]
     if not allowed:
         return None
     key = next(iter(allowed[0]["allow_pairs"]))
-    pair = tuple(key.split(":"))
+    pair = Pair.parse(key)
     few_shot: dict = {}
     paired_only: dict = {}
     for run in runs:
-        count = (run.get("allow_pairs") or {}).get(key)
+        count = run["allow_pairs"].get(key)
         withholds = any(set(p) == set(pair) for p in run["withheld"])
         if run["role"] == "few-shot" and count:
             few_shot[count] = run["name"]
         elif run["role"] == "paired-only" and count:
             paired_only[count] = run["name"]
-        elif run["role"] == "zero-shot" and withholds and run.get("universe") is None and 0 not in few_shot:
+        elif run["role"] == "zero-shot" and withholds and run["universe"] is None and 0 not in few_shot:
             few_shot[0] = run["name"]
-        elif run["role"] == "many-shot" and run.get("universe") is None:
+        elif run["role"] == "many-shot" and run["universe"] is None:
             few_shot[ALL] = run["name"]
     return {"pair": pair, "few_shot": few_shot, "paired_only": paired_only}
 
@@ -63,7 +65,8 @@ def curve_rows(results: dict) -> list[dict]:
     decoded = (results.get("generation") or {}).get("metrics") or {}
     rows = []
     for direction in results["config"]["directions"]:
-        src, dst = direction.split(":")
+        parsed = Direction.parse(direction)
+        src, dst = parsed.source, parsed.destination
         if {src, dst} != set(found["pair"]):
             continue
         metric = MAIN_METRIC.get(dst, (None, "lower"))[0]
@@ -183,7 +186,7 @@ def monotone_sentence(rows: list[dict], direction: str, key: str = "few_shot") -
             f"{verdict}."), not rises
 
 
-def summary(results: dict) -> dict:
+def pairs_curve_summary(results: dict) -> dict:
     """What summary.json records of the pairs curve (empty when the recipe has none)."""
     rows = curve_rows(results)
     if not rows:
@@ -222,20 +225,21 @@ def markdown(results: dict) -> list[str]:
              "(what a user with only those pairs would train; at small k that is many passes over few "
              "samples, without early stopping). No input = the run's own CE without the source. Decoded "
              "metrics are of seed 0.", ""]
-    table = []
+    cells = []
     for row in rows:
         metric = row["metric"]
         scored = metric and (row["decoded"] is not None or row["paired_only_decoded"] is not None)
-        decoded = f"{metric} {_num(row['decoded'])} / {_num(row['paired_only_decoded'])}" if scored else "–"
-        table.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
+        decoded = (f"{metric} {number(row['decoded'])} / {number(row['paired_only_decoded'])}" if scored
+                   else "–")
+        cells.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
                       mean_sd(row["paired_only"]), mean_sd(row["unconditional"]), decoded])
-    parts += [_table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
-                      "Decoded (few-shot / paired-only)"], table), ""]
+    parts += [table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
+                      "Decoded (few-shot / paired-only)"], cells), ""]
     parts += [f"- {line}" for line in statements(results, rows)] + [""]
     return parts
 
 
-def plot(results: dict, out: Path) -> bool:
+def draw(results: dict, out: Path) -> bool:
     """CE against k (log axis, k = 0 at a marked position left of the smallest k), both curves, per
     direction, with the many-shot and no-input levels as horizontal lines."""
     rows = curve_rows(results)
@@ -287,3 +291,14 @@ def plot(results: dict, out: Path) -> bool:
         ax.legend(frameon=False, fontsize=7)
     save_figure(fig, out)
     return True
+
+def plot(results: dict, folder: Path) -> dict[str, str]:
+    """The figures this section draws into ``folder``: {title: file name}."""
+    drawn = {}
+    if draw(results, folder / "pairs_curve.png"):
+        drawn["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
+    return drawn
+
+
+def summary(results: dict) -> dict:
+    return {"pairs_curve": pairs_curve_summary(results)}

@@ -20,13 +20,13 @@ from pairless.data.validate import DataError
 from pairless.utils.storage import read_json
 
 
-def presence(root: str | os.PathLike, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
+def listed_presence(root: str | os.PathLike, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
     """(sample ids, {modality: bool [N]}) of one split, from the listing (folder) or the masks (packed)."""
     root = Path(root)
     declare_from(root)
     manifest = root / "manifest.json"
     if manifest.is_file() and read_json(manifest).get("format") == "packed":
-        from pairless.data.dataset import open_dataset
+        from pairless.data.readers import open_dataset
 
         dataset = open_dataset(root, split)
         masks = {name: np.asarray(dataset.present[name], bool) for name in dataset.modalities}
@@ -55,7 +55,7 @@ def presence(root: str | os.PathLike, split: str) -> tuple[list[str], dict[str, 
 def co_occurrence(root: str | os.PathLike, split: str) -> dict:
     """``{"num_samples", "modalities": {name: count}, "pairs": {"a:b": count}}`` for one split (each
     unordered pair once, in the modalities' order)."""
-    ids, present = presence(root, split)
+    ids, present = listed_presence(root, split)
     names = list(present)
     return {"num_samples": len(ids),
             "modalities": {name: int(present[name].sum()) for name in names},
