@@ -125,20 +125,10 @@ def binding_strength(preset: str = "tiny") -> ExperimentConfig:
                             directions=["rgb:depth", "depth:rgb"], figures=figures)
 
 
-# The caption recipe's sequence masking: in 80% of the samples a sequence modality of the view (the caption or
-# det) is predicted whole from the other modalities, none of it an input. With the default masking a caption
-# target is mostly a short prefix beside the caption's own suffix in the input, so the caption is learned from
-# itself and the image is never read (docs/learning.md, "Captions": rgb -> caption 0.98 of no input at 4M
-# tokens of rgb + caption, 0.94 with half the samples whole). Only this recipe's runs: every other recipe's
-# cached runs keep their keys.
-CAPTION_MASKING: dict[str, float] = {"whole_sequence_fraction": 0.8}
-
-
 def caption(preset: str = "tiny") -> ExperimentConfig:
     """Section IV-C: rgb and caption withheld; rgb -> caption and caption -> rgb."""
     runs = [new_run(preset, "zs-rgb-caption", "zero-shot", withheld=[("rgb", "caption")]),
             new_run(preset, "many-shot", "many-shot"), new_run(preset, "larger", "larger")]
-    runs = [run.with_train(masking=CAPTION_MASKING) for run in runs]
     names = ["zs-rgb-caption", "many-shot", "larger"]
     figures = [figure_of(preset, "rgb", "caption", names), figure_of(preset, "caption", "rgb", names)]
     return ExperimentConfig(**common("caption", preset), runs=runs, directions=["rgb:caption", "caption:rgb"],
