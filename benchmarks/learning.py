@@ -15,6 +15,12 @@ the input where the prediction puts them?).
     python benchmarks/learning.py --configs default,token-std-1 --work /tmp/learning
     python benchmarks/learning.py --list
 
+``--task caption``: the caption recipe's data instead (its tiny world of 22k scenes with all seven
+modalities tokenized), its many-shot run (``--universe rgb,caption`` for a two-modality model that trains
+faster), and per configuration: rgb -> caption CE and no-input CE, the same over the content words (colour,
+shape, size, number) and the template words, caption -> rgb CE, and generated captions (the study's
+``ar-caption`` schedule) scored by fact accuracy and BLEU-4, their texts saved beside the figures.
+
 Results (one JSON per configuration, a markdown table and a curve figure) go to ``--work``; trained runs
 are cached there by config hash, so re-running a configuration only re-prints it. Quality per CPU-minute is
 read off the curves (x = training seconds of this machine; compare configurations run on one machine).
@@ -32,8 +38,9 @@ from pairless.config import merged, overrides_as_data
 from pairless.data.shards import open_shards
 from pairless.experiments import stages
 from pairless.experiments.experiment import TokenizerStage, TrainingRun
-from pairless.experiments.recipes import demo
+from pairless.experiments.recipes import caption, demo
 from pairless.inference.evaluate import translation_ce
+from pairless.inference.regions import evaluate_regions
 from pairless.inference.translations import generate_and_score
 from pairless.model import load_model
 from pairless.training.checkpoint import MODEL_FILE
@@ -42,6 +49,9 @@ from pairless.utils.threads import choose_threads
 
 DIRECTIONS = ["rgb:depth", "rgb:semseg", "rgb:normal", "depth:rgb"]
 DECODED = {"rgb:depth": "roar1", "rgb:semseg": "roar1", "rgb:normal": "roar1", "depth:rgb": "roar8"}
+# --task caption (the caption recipe's data and many-shot run)
+CAPTION_DIRECTIONS = ["rgb:caption", "caption:rgb"]
+CAPTION_DECODED = {"rgb:caption": "ar-caption"}
 
 # name -> {"train": trainer overrides, "tokenizers": tokenizer-trainer overrides}; "default" is today's
 # recipe.
@@ -96,6 +106,13 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "ml4m-context": {"train": ["model.context_projection=true"]},
     "ml4m-swiglu-context": {"train": ["model.mlp=swiglu", "model.context_projection=true"]},
     "ml4m-all": {"train": ["model.style=ml4m"]},
+    # sequence masking (pairless.training.masking; mostly for --task caption): 4M's span masking, a share
+    # of samples predicting a sequence whole from the other modalities, and both
+    "span": {"train": ["masking.sequence_masking=span"]},
+    "whole-0.25": {"train": ["masking.whole_sequence_fraction=0.25"]},
+    "whole-0.5": {"train": ["masking.whole_sequence_fraction=0.5"]},
+    "whole-0.8": {"train": ["masking.whole_sequence_fraction=0.8"]},
+    "span-whole-0.5": {"train": ["masking.sequence_masking=span", "masking.whole_sequence_fraction=0.5"]},
 }
 
 
@@ -115,9 +132,10 @@ def parse_config(text: str) -> tuple[str, dict[str, list[str]]]:
     return name, config
 
 
-def prepare_data(work: Path, tokenizer_overrides: list[str]) -> tuple[Path, Path]:
-    """The demo's world, tokenizers and token shards (cached by config hash under ``work``)."""
-    recipe = demo("tiny")
+def prepare_data(work: Path, tokenizer_overrides: list[str], task: str = "images") -> tuple[Path, Path]:
+    """The demo's (or the caption recipe's) world, tokenizers and token shards (cached by config hash under
+    ``work``)."""
+    recipe = caption("tiny") if task == "caption" else demo("tiny")
     world_key = config_hash(recipe.world)  # the runner's keys: `pairless run demo`'s cache folders are reused
     world = work / f"world-{world_key}"
     tokenizer_stage = TokenizerStage(**{**recipe.tokenizers.model_dump(),
@@ -130,11 +148,14 @@ def prepare_data(work: Path, tokenizer_overrides: list[str]) -> tuple[Path, Path
     return tokenizers, shards
 
 
-def training_run(name: str, overrides: list[str], tokens: int, seed: int, checkpoints: int) -> TrainingRun:
-    recipe_run = demo("tiny").runs[1]  # the many-shot run: all four modalities aligned
+def training_run(name: str, overrides: list[str], tokens: int, seed: int, checkpoints: int,
+                 task: str = "images", universe: list[str] | None = None) -> TrainingRun:
+    # the many-shot run: all modalities aligned (the demo's four, or the caption recipe's seven)
+    recipe_run = caption("tiny").runs[1] if task == "caption" else demo("tiny").runs[1]
     steps = tokens // (recipe_run.batch_size * (recipe_run.input_budget + recipe_run.target_budget))
     every = max(1, steps // checkpoints)
-    run = recipe_run.with_train(total_tokens=tokens, seed=seed, fragment={"seed": seed},
+    fragment = {"seed": seed, **({"universe": list(universe)} if universe else {})}
+    run = recipe_run.with_train(total_tokens=tokens, seed=seed, fragment=fragment,
                                 **merged(overrides_as_data([f"checkpoint_every={every}",
                                                             f"keep_checkpoints={checkpoints + 1}"]),
                                          overrides_as_data(overrides)))
@@ -145,11 +166,12 @@ def checkpoint_folders(run: Path) -> list[Path]:
     return sorted((run / "checkpoints").glob("step-*"))
 
 
-def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | None) -> dict:
+def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | None,
+                     directions: list[str] = DIRECTIONS) -> dict:
     model = load_model(weights)
     data = open_shards(shards, "val")
     out, unconditional = {}, {}
-    for direction in DIRECTIONS:
+    for direction in directions:
         src, dst = direction.split(":")
         row = translation_ce(model, data, [src], dst, samples, 128, unconditional, choose_threads(threads))
         out[direction] = {"ce": row["ce"], "ce_unconditional": row["ce_unconditional"],
@@ -158,14 +180,19 @@ def evaluate_weights(weights: Path, shards: Path, samples: int, threads: int | N
 
 
 def measure(name: str, config: dict, args) -> dict:
-    tokenizers, shards = prepare_data(args.work, config.get("tokenizers", []))
-    run = training_run(name, config.get("train", []), args.tokens, args.seed, args.checkpoints)
+    tokenizers, shards = prepare_data(args.work, config.get("tokenizers", []), args.task)
+    universe = args.universe.split(",") if args.universe else None
+    run = training_run(name, config.get("train", []), args.tokens, args.seed, args.checkpoints, args.task,
+                       universe)
     # The key holds the resolved TrainConfig (the runner's): a configuration named by its overrides alone
     # would otherwise reuse a run trained before a default changed. The checkpoints make the curve.
     key = config_hash({"shards": shards.name, "train": stages.run_key_fields(run),
                        "checkpoints": args.checkpoints})
+    if args.task == "caption":
+        folder = args.work / "runs" / f"{name}-{key}"
+        return measure_caption(name, config, args, run, tokenizers, shards, folder)
     folder = args.work / "runs" / f"{name}-{key}"
-    result_file = folder.with_suffix(".result.json")
+    result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
     if result_file.is_file():
         return read_json(result_file)
     if args.threads:
@@ -192,6 +219,60 @@ def measure(name: str, config: dict, args) -> dict:
               "run": str(folder)}
     atomic_write_json(result_file, result)
     return result
+
+
+def measure_caption(name: str, config: dict, args, run: TrainingRun, tokenizers: Path, shards: Path,
+                    folder: Path) -> dict:
+    """:func:`measure` for ``--task caption``: CE, content / template word CE, generated captions' facts."""
+    result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
+    if result_file.is_file():
+        return read_json(result_file)
+    if args.threads:
+        run = run.model_copy(update={"train": {**run.train, "num_threads": args.threads}})
+    started = time.perf_counter()
+    info = stages.train_run(run, shards, folder)
+    train_seconds = info["train_seconds"] or (time.perf_counter() - started)
+    curve = [{"step": int(checkpoint.name.split("-")[1]),
+              **evaluate_weights(checkpoint / MODEL_FILE, shards, args.curve_samples, args.threads,
+                                 ["rgb:caption"])} for checkpoint in checkpoint_folders(folder)]
+    final = evaluate_weights(folder / MODEL_FILE, shards, args.samples, args.threads, CAPTION_DIRECTIONS)
+    regions = evaluate_regions(folder, ["rgb:caption"], tokenizers, num_samples=args.samples,
+                               threads=args.threads)
+    decoded = {}
+    for direction, schedule in CAPTION_DECODED.items():
+        src, dst = direction.split(":")
+        scored = generate_and_score(runs={name: folder}, src=src, dst=dst, schedule=schedule,
+                                    num=args.decoded, tokenizers=tokenizers, shards=shards,
+                                    out=args.work / "figures" / name / f"{src}-to-{dst}", figure_rows=6)
+        decoded[direction] = scored["metrics"][name]
+    result = {"name": name, "task": "caption", "config": config, "universe": run.universe,
+              "tokens": info["total_tokens"], "train_seconds": train_seconds,
+              "final_loss": info["final_loss"], "seed": args.seed, "final": final, "regions": regions,
+              "decoded": decoded,
+              "curve": _curve_times(folder, curve), "run": str(folder)}
+    atomic_write_json(result_file, result)
+    return result
+
+
+def caption_table(results: list[dict]) -> str:
+    head = ["config", "tok/s", "loss", "rgb→caption CE/none (ratio)", "content words", "template words",
+            "fact accuracy", "bleu4", "caption→rgb CE/none (ratio)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for result in results:
+        final, decoded = result["final"], result["decoded"]["rgb:caption"]
+        regions = next(iter(result["regions"].values()), {})
+        cells = [result["name"], f"{result['tokens'] / max(result['train_seconds'], 1e-9):,.0f}",
+                 f"{result['final_loss']:.3f}"]
+        for direction in ("rgb:caption",):
+            cells.append(f"{final[direction]['ce']:.3f}/{final[direction]['ce_unconditional']:.3f} "
+                         f"(**{final[direction]['ratio']:.2f}**)")
+        cells += [f"{regions.get(group, {}).get('ratio', float('nan')):.2f}"
+                  for group in ("content", "template")]
+        cells += [f"{decoded.get(metric, float('nan')):.3f}" for metric in ("fact_accuracy", "bleu4")]
+        into_rgb = final["caption:rgb"]
+        cells.append(f"{into_rgb['ce']:.3f}/{into_rgb['ce_unconditional']:.3f} ({into_rgb['ratio']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _curve_times(folder: Path, curve: list[dict]) -> list[dict]:
@@ -224,14 +305,14 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def curve_figure(results: list[dict], path: Path) -> None:
+def curve_figure(results: list[dict], path: Path, directions: list[str] = DIRECTIONS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(DIRECTIONS), figsize=(4 * len(DIRECTIONS), 3.2), squeeze=False)
-    for axis, direction in zip(axes[0], DIRECTIONS, strict=True):
+    figure, axes = plt.subplots(1, len(directions), figsize=(4 * len(directions), 3.2), squeeze=False)
+    for axis, direction in zip(axes[0], directions, strict=True):
         for result in results:
             points = [(p["seconds"] / 60, p[direction]["ratio"]) for p in result["curve"] if p.get("seconds")]
             if points:
@@ -258,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decoded", type=int, default=64, help="generations scored per direction")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the usable cores, never chosen from load)")
+    parser.add_argument("--task", choices=["images", "caption"], default="images",
+                        help="images: the demo's data and directions; caption: the caption recipe's")
+    parser.add_argument("--universe", default=None,
+                        help="comma-separated modalities to train on (default: the recipe run's, all)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="a trainer override added to every configuration (repeatable)")
     parser.add_argument("--list", action="store_true", help="print the known configurations and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -265,12 +352,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<24} {json.dumps(config)}")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    results = [measure(*parse_config(text), args) for text in _split(args.configs)]
-    text = table(results)
+    configs = [parse_config(text) for text in _split(args.configs)]
+    if args.extra:
+        configs = [(name, {**config, "train": [*config.get("train", []), *args.extra]})
+                   for name, config in configs]
+    results = [measure(name, config, args) for name, config in configs]
+    text = caption_table(results) if args.task == "caption" else table(results)
     print(text)
     stamp = "-".join(result["name"] for result in results)[:80]
     atomic_write_text(args.work / f"table-{stamp}.md", text + "\n")
-    curve_figure(results, args.work / f"curves-{stamp}.png")
+    curve_figure(results, args.work / f"curves-{stamp}.png",
+                 ["rgb:caption"] if args.task == "caption" else DIRECTIONS)
     print(f"curves: {args.work / f'curves-{stamp}.png'}; figures: {args.work / 'figures'}")
     return 0
 

@@ -32,7 +32,13 @@ from tqdm import tqdm
 
 from pairless.config import Config, ConfigError, validate
 from pairless.data.shards import ShardSplit, open_shards, read_manifest, write_shards
-from pairless.inference.evaluate import load_run_model, model_modalities, run_shards_path, token_nll
+from pairless.inference.evaluate import (
+    load_run_model,
+    model_modalities,
+    run_shards_path,
+    scoring_specs,
+    token_nll,
+)
 from pairless.inference.generate import PRESETS as SCHEDULES
 from pairless.inference.generate import model_device, precision, schedule_preset
 from pairless.inference.translation_batch import content_mask
@@ -101,7 +107,7 @@ def candidate_rows(shards, fragment: FragmentConfig, src: str, dst: str) -> np.n
 def consistency_scores(model, shards, rows: np.ndarray, src: str, dst: str, generated: np.ndarray,
                        batch_size: int, threads: int | None = None) -> np.ndarray:
     """Per row: ``1 - CE(real src | generated dst) / CE(real src | nothing)`` (float64 [N])."""
-    specs, modalities = shards.specs, model_modalities(model, shards.specs, [src, dst])
+    specs, modalities = scoring_specs(model, shards.specs), model_modalities(model, shards.specs, [src, dst])
     scores = np.zeros(len(rows), dtype=np.float64)
     model.eval()
     with torch.inference_mode(), precision(model_device(model)), torch_threads(threads):

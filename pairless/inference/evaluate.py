@@ -17,6 +17,7 @@ merges the results into ``RUN/eval.json`` and prints :func:`format_table`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     directions with the same destination and samples share the no-input pass.
     ``threads``: torch threads (None: the current count).
     """
-    specs = shards.specs
+    specs = scoring_specs(model, shards.specs)
     modalities = model_modalities(model, specs, [*src, dst])
     indices = eligible_samples(shards, [*src, dst], num_samples)
     cache_key = (dst, hashlib.sha256(indices.tobytes()).hexdigest())
@@ -125,6 +126,16 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
     }
 
 
+def scoring_specs(model, specs: dict) -> dict:
+    """The shards' specs with each sequence modality's BOS (the decoder input before a target's first
+    token) as the model has it: a model trained with span masking (masking.sequence_masking=span)
+    predicts a whole sequence as one span after ``[S_1]``, as ml-4m's generation does, not after the
+    tokenizer's BOS."""
+    model_specs = getattr(model, "specs", None) or {}
+    return {name: replace(spec, bos_id=model_specs[name].bos_id)
+            if spec.kind == "sequence" and name in model_specs else spec for name, spec in specs.items()}
+
+
 def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
     """The model's modality order (batches must use it), after checking it agrees with the shards' specs."""
     model_specs = getattr(model, "specs", None)
@@ -134,7 +145,8 @@ def model_modalities(model, specs, used: list[str]) -> tuple[str, ...]:
         if name not in model_specs:
             raise ValueError(f"modality {name!r}: the model was not built for it; it knows "
                              f"{', '.join(model_specs)}")
-        if name in specs and model_specs[name] != specs[name]:
+        # the decoder's start token is the model's own (a span-masked model starts after [S_1]: scoring_specs)
+        if name in specs and replace(model_specs[name], bos_id=specs[name].bos_id) != specs[name]:
             raise ValueError(f"modality {name!r}: the shards' TokenSpec {specs[name]} differs from the "
                              f"model's {model_specs[name]} (tokenized with other tokenizers?)")
     return tuple(getattr(model, "modalities", model_specs))

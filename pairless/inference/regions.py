@@ -30,6 +30,7 @@ from pairless.inference.evaluate import (
     load_run_model,
     model_modalities,
     run_shards_path,
+    scoring_specs,
     token_nll,
 )
 from pairless.inference.generate import model_device, precision
@@ -108,7 +109,7 @@ def region_ce(model, shards, split, src: list[str], dst: str, num_samples: int =
     semseg tokenizer (an ObjectSplit is made from it). Returns ``{"groups": [focus, rest], focus: {ce,
     ce_unconditional, ratio, num_tokens}, rest: {...}, "focus_fraction", "num_samples"}``.
     """
-    specs = shards.specs
+    specs = scoring_specs(model, shards.specs)
     if not isinstance(split, ObjectSplit | ContentWordSplit):
         if MASK_MODALITY not in specs:
             raise ValueError(f"region CE needs {MASK_MODALITY!r} tokens for its object mask; the shards "

@@ -13,9 +13,16 @@ targets in the budgets' proportion (before 2026-12-04 inputs took all of it,
 and a one-modality view of 64 tokens had nothing left to predict).
 
 - images and vectors: random token subsets;
-- sequences: targets are the prefix 0..k-1 (predicted left to right, the
-  decoder sees the previous token, BOS at position 0); inputs are a random
-  subset of the non-pad positions >= k.
+- sequences (``sequence_masking="prefix"``, the default): targets are the prefix 0..k-1 (predicted left
+  to right, the decoder sees the previous token, BOS at position 0); inputs are a random subset of the
+  non-pad positions >= k;
+- sequences with ``sequence_masking="span"``: 4M's span masking (:mod:`pairless.training.span_masking`):
+  masked spans become sentinels in the input and the spans, each after its sentinel, the target, within
+  the same counts.
+
+A fraction ``whole_sequence_fraction`` of samples make one sequence modality of their view (a caption,
+say) a whole target: none of its tokens is an input, all of it is predicted (first claim on the target
+budget), and the inputs come from the view's other modalities (up to the whole input budget).
 
 A fraction ``empty_input_fraction`` of samples get no input at all, which
 trains the unconditional prediction (classifier-free guidance, the "no
@@ -32,13 +39,16 @@ Evaluation and generation build their batches in
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Literal
+
 import numpy as np
 import torch
 from pydantic import Field
 
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config, ConfigError
-from pairless.training import sample_random
+from pairless.training import sample_random, span_masking
 
 
 class MaskingConfig(Config):
@@ -49,6 +59,14 @@ class MaskingConfig(Config):
     # A mixture of Dirichlet concentrations: each sample draws one entry uniformly.
     alphas: list[float] = Field([0.5], min_length=1)
     empty_input_fraction: float = Field(0.05, ge=0.0, le=1.0)  # samples trained with no input at all
+    # how a sequence modality is split into input and target (module docstring)
+    sequence_masking: Literal["prefix", "span"] = "prefix"
+    # span masking's sentinels: the id of [S_0] and how many there are, in every sequence vocabulary
+    # (pairless's text tokenizer: 4 and 16; ml-4m's WordPiece: 4 and 200); at most num_sentinels - 2 spans
+    first_sentinel_id: int = Field(4, ge=0)
+    num_sentinels: int = Field(16, ge=3)
+    # share of samples in which one sequence modality of the view is a whole target, none of it an input
+    whole_sequence_fraction: float = Field(0.0, ge=0.0, le=1.0)
 
 
 def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec],
@@ -60,6 +78,13 @@ def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec],
     missing = [name for name in universe if name not in specs]
     if missing:
         raise ConfigError(f"masking: no token spec for modality {missing[0]!r}; known: {', '.join(specs)}")
+    if config.sequence_masking == "span":
+        last = config.first_sentinel_id + config.num_sentinels - 1
+        for name in universe:
+            if specs[name].kind == "sequence" and last >= specs[name].vocab_size:
+                raise ConfigError(f"masking.first_sentinel_id + num_sentinels: span masking needs sentinel "
+                                  f"ids {config.first_sentinel_id}..{last}, but modality {name!r} has a "
+                                  f"vocabulary of {specs[name].vocab_size}")
     available = sum(specs[name].num_tokens for name in universe)
     total = config.input_budget + config.target_budget
     if total > available:
@@ -67,6 +92,15 @@ def check_budget(config: MaskingConfig, specs: dict[str, TokenSpec],
             f"masking.input_budget + masking.target_budget = {total} exceeds the {available} tokens "
             f"the modalities {', '.join(universe)} hold per sample"
         )
+
+
+def model_specs(specs: dict[str, TokenSpec], config: MaskingConfig) -> dict[str, TokenSpec]:
+    """The specs a model trained with this masking holds: with span masking a sequence target starts after
+    its first sentinel, ``[S_1]``, so that is the BOS evaluation and generation start from (ml-4m's)."""
+    if config.sequence_masking != "span":
+        return dict(specs)
+    return {name: replace(spec, bos_id=config.first_sentinel_id + 1) if spec.kind == "sequence" else spec
+            for name, spec in specs.items()}
 
 
 def sample_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -166,6 +200,8 @@ class Masker:
         self.slot_modality = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths)])
         self.slot_position = torch.cat([torch.arange(n) for n in lengths])
         self.alphas = torch.tensor(config.alphas, dtype=torch.float64)
+        self.is_sequence = torch.tensor([self.specs[name].kind == "sequence" for name in self.modalities])
+        self.span = config.sequence_masking == "span"
 
     def __call__(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                  generator: torch.Generator) -> MaskedBatch:
@@ -179,10 +215,23 @@ class Masker:
         target_weights = torch.where(views, sample_gamma(concentration, generator), 0.0)
         empty = torch.rand(batch, generator=generator) < self.config.empty_input_fraction
         lengths = self._available(tokens, views)  # (B, M)
-        input_counts, target_counts = self._counts(lengths, input_weights, target_weights, empty)
+        whole = None
+        if self.config.whole_sequence_fraction > 0:  # drawn only when used: the stream stays as it was
+            chosen = torch.rand(batch, generator=generator, dtype=torch.float64)
+            pick = torch.rand(batch, generator=generator, dtype=torch.float64)
+            whole = self._whole(lengths, chosen < self.config.whole_sequence_fraction, pick)
+        input_counts, target_counts = self._counts(lengths, input_weights, target_weights, empty, whole)
         noise = torch.cat([torch.rand(batch, self.specs[name].num_tokens, generator=generator)
                            for name in self.modalities], 1)
-        return self._select(tokens, lengths, input_counts, target_counts, noise)
+        span = None
+        if self.span:
+            span = {index: (torch.rand(batch, generator=generator, dtype=torch.float64).numpy(),
+                            torch.rand(batch, generator=generator, dtype=torch.float64).numpy(),
+                            torch.rand(batch, self.specs[name].num_tokens, generator=generator,
+                                       dtype=torch.float64).numpy())
+                    for index, name in enumerate(self.modalities) if self.specs[name].kind == "sequence"}
+            input_counts, target_counts = self._span_counts(lengths, input_counts, target_counts, span)
+        return self._select(tokens, lengths, input_counts, target_counts, noise, span)
 
     def mask_samples(self, tokens: dict[str, torch.Tensor], views: torch.Tensor, keys: np.ndarray,
                      counts: tuple[torch.Tensor, torch.Tensor] | None = None) -> MaskedBatch:
@@ -194,7 +243,8 @@ class Masker:
         input_counts, target_counts = counts if counts is not None else self._sample_counts(lengths, views,
                                                                                             keys)
         return self._select(tokens, lengths, input_counts, target_counts,
-                            sample_random.order_keys(keys, len(self.slot_modality)))
+                            sample_random.order_keys(keys, len(self.slot_modality)),
+                            self._span_draws(keys) if self.span else None)
 
     def sample_counts(self, tokens: dict[str, torch.Tensor], views: torch.Tensor,
                       keys: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,6 +266,9 @@ class Masker:
         the Dirichlet split (whatever the split, inputs fill ``min(input budget, view)`` and targets the
         target budget from what is left: ``allocate`` fills every budget its capacity allows)."""
         views = self._check_views(views)
+        if self.span or self.config.whole_sequence_fraction > 0:  # counts that depend on the split itself
+            input_counts, target_counts = self.sample_counts_from_lengths(sequence_lengths, views, keys)
+            return (input_counts + target_counts).sum(1).numpy().astype(np.int64)
         available = self._lengths_from(sequence_lengths, views).sum(1)
         empty = torch.from_numpy(sample_random.uniforms(keys, [sample_random.EMPTY])[:, 0]
                                  < self.config.empty_input_fraction)
@@ -260,23 +313,54 @@ class Masker:
         target_weights = torch.where(views, weights[:, count:], 0.0)
         empty = torch.from_numpy(sample_random.uniforms(keys, [sample_random.EMPTY])[:, 0]
                                  < self.config.empty_input_fraction)
-        return self._counts(lengths, input_weights, target_weights, empty)
+        whole = None
+        if self.config.whole_sequence_fraction > 0:
+            draws = torch.from_numpy(sample_random.uniforms(keys, [sample_random.WHOLE,
+                                                                   sample_random.WHOLE_PICK]))
+            whole = self._whole(lengths, draws[:, 0] < self.config.whole_sequence_fraction, draws[:, 1])
+        counts = self._counts(lengths, input_weights, target_weights, empty, whole)
+        return self._span_counts(lengths, *counts, self._span_draws(keys)) if self.span else counts
 
-    def _counts(self, lengths, input_weights, target_weights, empty) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input and target tokens per sample and modality ``(B, M)``: budgets split by the weights."""
+    def _counts(self, lengths, input_weights, target_weights, empty,
+                whole: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input and target tokens per sample and modality ``(B, M)``: budgets split by the weights.
+        ``whole`` (B, M): the sequence modality each sample predicts whole (:meth:`_whole`), if any."""
         batch = lengths.shape[0]
-        input_budget = torch.where(empty, 0, self.input_budgets(lengths.sum(1)))
-        input_counts = allocate(input_weights, lengths, input_budget)
-        target_counts = allocate(target_weights, lengths - input_counts,
-                                 torch.full((batch,), self.config.target_budget))
-        return input_counts, target_counts
+        if whole is None:
+            input_budget = torch.where(empty, 0, self.input_budgets(lengths.sum(1)))
+            input_counts = allocate(input_weights, lengths, input_budget)
+            target_counts = allocate(target_weights, lengths - input_counts,
+                                     torch.full((batch,), self.config.target_budget))
+            return input_counts, target_counts
+        # A whole target takes its length from the target budget first and gives no input; the inputs may
+        # then use the whole input budget (the small-view split of input_budgets would halve them).
+        input_capacity = torch.where(whole, 0, lengths)
+        budget = torch.where(whole.any(1), input_capacity.sum(1).clamp(max=self.config.input_budget),
+                             self.input_budgets(lengths.sum(1)))
+        input_counts = allocate(torch.where(whole, 0.0, input_weights), input_capacity,
+                                torch.where(empty, 0, budget))
+        whole_targets = torch.where(whole, lengths.clamp(max=self.config.target_budget), 0)
+        rest = allocate(torch.where(whole, 0.0, target_weights),
+                        torch.where(whole, 0, lengths - input_counts),
+                        self.config.target_budget - whole_targets.sum(1))
+        return input_counts, whole_targets + rest
 
-    def _select(self, tokens, lengths, input_counts, target_counts, noise) -> MaskedBatch:
+    def _whole(self, lengths: torch.Tensor, chosen: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+        return span_masking.whole_targets(lengths, self.is_sequence, chosen, pick)
+
+    def _span_draws(self, keys: np.ndarray) -> dict:
+        return span_masking.keyed_draws(keys, [self.specs[name] for name in self.modalities])
+
+    def _span_counts(self, lengths, input_counts, target_counts, span) -> tuple[torch.Tensor, torch.Tensor]:
+        return span_masking.span_counts(lengths, input_counts, target_counts, span, self.config.num_sentinels)
+
+    def _select(self, tokens, lengths, input_counts, target_counts, noise, span=None) -> MaskedBatch:
         """Choose the input and target tokens of each modality and pack them into a batch. ``noise``: one
         float uniform per slot ``(B, T)`` (batch stream: ranked by argsort), or an int64 numpy array of
-        distinct keys per row (sample stream: :func:`sample_random.first_of`)."""
+        distinct keys per row (sample stream: :func:`sample_random.first_of`). ``span``: span masking's
+        draws per sequence modality (its counts are then the span layouts' own)."""
         batch = lengths.shape[0]
-        is_input, is_target, values, previous = [], [], [], []
+        is_input, is_target, values, previous, input_values = [], [], [], [], []
         offset = 0
         for index, name in enumerate(self.modalities):
             spec = self.specs[name]
@@ -288,6 +372,16 @@ class Masker:
             slot_noise = noise[:, offset:offset + length]
             offset += length
             keyed = isinstance(slot_noise, np.ndarray)
+            if spec.kind == "sequence" and span is not None:
+                chosen_input, target, encoder_token, decoder_token, before = span_masking.span_slots(
+                    token, lengths, input_counts, target_counts, span, index, self.config.first_sentinel_id,
+                    self.config.num_sentinels)
+                is_input.append(chosen_input)
+                is_target.append(target)
+                input_values.append(encoder_token)
+                values.append(decoder_token)
+                previous.append(before)
+                continue
             if spec.kind == "sequence":
                 target = position < n_target
                 eligible = (position >= n_target) & (position < lengths[:, index:index + 1])
@@ -314,8 +408,11 @@ class Masker:
                 previous.append(torch.zeros_like(token))
             is_target.append(target)
             values.append(token)
-        return self._assemble(torch.cat(is_input, 1), torch.cat(is_target, 1), torch.cat(values, 1),
-                              torch.cat(previous, 1), self.config.input_budget, self.config.target_budget)
+            input_values.append(token)
+        return assemble(self.modalities, self.slot_modality, self.slot_position, torch.cat(is_input, 1),
+                        torch.cat(is_target, 1), torch.cat(values, 1), torch.cat(previous, 1),
+                        self.config.input_budget, self.config.target_budget, torch.cat(input_values, 1))
+
 
     def input_budgets(self, available: torch.Tensor) -> torch.Tensor:
         """Each sample's input budget, given the tokens its view holds (B,).
@@ -343,17 +440,13 @@ class Masker:
                 columns.append(torch.full((views.shape[0],), spec.num_tokens, dtype=torch.long))
         return torch.where(views, torch.stack(columns, 1), 0)
 
-    def _assemble(self, is_input, is_target, values, previous, input_size: int,
-                  target_size: int) -> MaskedBatch:
-        return assemble(self.modalities, self.slot_modality, self.slot_position, is_input, is_target, values,
-                        previous, input_size, target_size)
-
-
 def assemble(modalities, slot_modality, slot_position, is_input, is_target, values, previous,
-             input_size: int, target_size: int) -> MaskedBatch:
-    """Pack per-slot selections ``(B, T)`` over all (modality, position) slots into a MaskedBatch."""
+             input_size: int, target_size: int, input_values: torch.Tensor | None = None) -> MaskedBatch:
+    """Pack per-slot selections ``(B, T)`` over all (modality, position) slots into a MaskedBatch.
+    ``input_values``: the encoder's ids where they differ from the decoder's ``values`` (span masking)."""
     common = {"modality": slot_modality.unsqueeze(0), "position": slot_position.unsqueeze(0)}
-    encoder, enc_valid = _pack(is_input, {**common, "token": values}, input_size)
+    encoder_values = values if input_values is None else input_values
+    encoder, enc_valid = _pack(is_input, {**common, "token": encoder_values}, input_size)
     decoder, dec_valid = _pack(is_target, {**common, "token": values, "previous": previous}, target_size)
     return MaskedBatch(
         modalities=tuple(modalities),

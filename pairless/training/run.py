@@ -50,7 +50,10 @@ ADDED_OPTIONS: dict[str, object] = {"fragment.allow_pairs": {}, "fragment.only_p
                                     # runs cached before 2026-12-07 masked with the batch stream: their keys
                                     # stay, and every run masked with the sample stream gets a new one
                                     "masking_stream": "batch", "compile": False,
-                                    "activation_checkpointing": False, "checkpoint_writes": "auto"}
+                                    "activation_checkpointing": False, "checkpoint_writes": "auto",
+                                    # span masking and whole sequence targets (pairless.training.masking)
+                                    "masking.sequence_masking": "prefix", "masking.first_sentinel_id": 4,
+                                    "masking.num_sentinels": 16, "masking.whole_sequence_fraction": 0.0}
 
 
 def _added_option_parents(config: dict):

@@ -27,9 +27,16 @@ _MIX_2 = np.uint64(0x94D049BB133111EB)
 # Counter regions of one sample's stream; regions never overlap for any realistic size.
 ALPHA = 0  # which Dirichlet concentration of MaskingConfig.alphas
 EMPTY = 1  # whether the sample gets no input
+WHOLE = 2  # whether a sequence modality of the sample is a whole target (masking.whole_sequence_fraction)
+WHOLE_PICK = 3  # which sequence modality of its view it is
 BOOST = 16  # the alpha < 1 boost of each gamma entry (inputs: modality m, targets: M + m)
 NOISE = 1 << 24  # one uniform per (modality, position) slot: the order tokens are chosen in
 GAMMA = 1 << 40  # Marsaglia-Tsang candidates: round r, entry j -> 3 uniforms
+# span masking of sequence modality m: its keep probability at SPAN + m, the choice of the sentinel a long
+# target starts at at SPAN + SPAN_CHOICE + m, the draw of its position p at SPAN + (m + 1) * SPAN_STRIDE + p
+SPAN = 1 << 32
+SPAN_CHOICE = 1 << 10
+SPAN_STRIDE = 1 << 16
 
 
 def _mix(values: np.ndarray) -> np.ndarray:

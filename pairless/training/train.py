@@ -240,7 +240,7 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
     if unknown:
         raise ValueError(f"loss_weights: {', '.join(map(repr, unknown))} not among the trained modalities "
                          f"({', '.join(data.modalities)})")
-    model = _build_model(config, data.specs, context)
+    model = _build_model(config, masking.model_specs(data.specs, config.masking), context)
     return Session(config, context, run, data, order, batches, model, build_optimizer(model, config), slices,
                    started, CheckpointWriter(config.checkpoint_writes, context.device))
 
