@@ -18,16 +18,17 @@ from pairless.experiments.report.rows import (
     role_run,
     runs_by_base,
 )
+from pairless.experiments.results import Results
 
 PREFIX = "binder:"
 
 
-def strength_rows(results: dict) -> list[dict]:
+def strength_rows(results: Results) -> list[dict]:
     """Per binder (in the recipe's order) and direction: zero-shot, matched many-shot, no input, recovered."""
     groups = runs_by_base(results)
     labels = []
-    for run in results["config"]["runs"]:
-        label = run.get("label", "")
+    for run in results.recipe_runs:
+        label = run.label
         if label.startswith(PREFIX) and label not in labels:
             labels.append(label)
     rows = []
@@ -35,7 +36,7 @@ def strength_rows(results: dict) -> list[dict]:
         zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
-        for direction in results["config"]["directions"]:
+        for direction in results.directions:
             rows.append(dict(binder=label[len(PREFIX):], direction=direction,
                              **matched_comparison(results, groups[zero], groups[matched], direction)))
     return rows
@@ -45,7 +46,7 @@ def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
@@ -77,7 +78,7 @@ def strength_lines(rows: list[dict]) -> list[str]:
     return [f"rgb → depth, recovered fraction by binder: {text} ({note})."]
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     rows = [r for r in strength_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
@@ -100,10 +101,10 @@ def draw(results: dict, out: Path) -> bool:
     return True
 
 
-def binding_strength_summary(results: dict) -> list[dict]:
+def binding_strength_summary(results: Results) -> list[dict]:
     return strength_rows(results)
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
     drawn = {}
     if draw(results, folder / "binding_strength.png"):
@@ -111,5 +112,5 @@ def plot(results: dict, folder: Path) -> dict[str, str]:
     return drawn
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"binding_strength": binding_strength_summary(results)}

@@ -19,36 +19,36 @@ from pairless.experiments.report.rows import (
     ce_ratio,
     ce_values,
     mean_sd,
-    recipe_runs,
     runs_by_base,
 )
+from pairless.experiments.results import Results
 from pairless.modalities import Direction, Pair
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
 
-def curve_runs(results: dict) -> dict | None:
+def curve_runs(results: Results) -> dict | None:
     """The recipe's runs by k: ``{"pair", "few_shot": {k: run}, "paired_only": {k: run}}`` (None: not a
     pairs curve). ``few_shot`` holds k = 0 (the zero-shot run) and ``ALL`` (the many-shot run) too."""
-    runs = recipe_runs(results)
-    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run["allow_pairs"]]
+    runs = results.recipe_runs
+    allowed = [run for run in runs if run.role in ("few-shot", "paired-only") and run.allow_pairs]
     if not allowed:
         return None
-    key = next(iter(allowed[0]["allow_pairs"]))
+    key = next(iter(allowed[0].allow_pairs))
     pair = Pair.parse(key)
     few_shot: dict = {}
     paired_only: dict = {}
     for run in runs:
-        count = run["allow_pairs"].get(key)
-        withholds = any(set(p) == set(pair) for p in run["withheld"])
-        if run["role"] == "few-shot" and count:
-            few_shot[count] = run["name"]
-        elif run["role"] == "paired-only" and count:
-            paired_only[count] = run["name"]
-        elif run["role"] == "zero-shot" and withholds and run["universe"] is None and 0 not in few_shot:
-            few_shot[0] = run["name"]
-        elif run["role"] == "many-shot" and run["universe"] is None:
-            few_shot[ALL] = run["name"]
+        count = run.allow_pairs.get(key)
+        withholds = any(set(p) == set(pair) for p in run.withheld)
+        if run.role == "few-shot" and count:
+            few_shot[count] = run.name
+        elif run.role == "paired-only" and count:
+            paired_only[count] = run.name
+        elif run.role == "zero-shot" and withholds and run.universe is None and 0 not in few_shot:
+            few_shot[0] = run.name
+        elif run.role == "many-shot" and run.universe is None:
+            few_shot[ALL] = run.name
     return {"pair": pair, "few_shot": few_shot, "paired_only": paired_only}
 
 
@@ -56,15 +56,15 @@ def _order(k) -> float:
     return math.inf if k == ALL else k
 
 
-def curve_rows(results: dict) -> list[dict]:
+def curve_rows(results: Results) -> list[dict]:
     """Per direction of the pair and k: few-shot and paired-only CE (per seed), no input, decoded metric."""
     found = curve_runs(results)
     if found is None:
         return []
     groups = runs_by_base(results)
-    decoded = (results.get("generation") or {}).get("metrics") or {}
+    decoded = results.generation.metrics
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         parsed = Direction.parse(direction)
         src, dst = parsed.source, parsed.destination
         if {src, dst} != set(found["pair"]):
@@ -123,7 +123,7 @@ def _direction_rows(rows: list[dict], direction: str) -> list[dict]:
     return [row for row in rows if row["direction"] == direction]
 
 
-def exchange_sentence(results: dict, direction: str, rows: list[dict] | None = None) -> tuple[str, dict]:
+def exchange_sentence(results: Results, direction: str, rows: list[dict] | None = None) -> tuple[str, dict]:
     """The exchange rate of one direction in words, and as numbers for summary.json."""
     rows = _direction_rows(curve_rows(results) if rows is None else rows, direction)
     arrow = direction.replace(":", " → ")
@@ -186,7 +186,7 @@ def monotone_sentence(rows: list[dict], direction: str, key: str = "few_shot") -
             f"{verdict}."), not rises
 
 
-def pairs_curve_summary(results: dict) -> dict:
+def pairs_curve_summary(results: Results) -> dict:
     """What summary.json records of the pairs curve (empty when the recipe has none)."""
     rows = curve_rows(results)
     if not rows:
@@ -200,7 +200,7 @@ def pairs_curve_summary(results: dict) -> dict:
             "monotone": monotone, "statements": statements(results, rows)}
 
 
-def statements(results: dict, rows: list[dict]) -> list[str]:
+def statements(results: Results, rows: list[dict]) -> list[str]:
     lines = []
     for direction in dict.fromkeys(row["direction"] for row in rows):
         lines.append(exchange_sentence(results, direction, rows)[0])
@@ -211,7 +211,7 @@ def statements(results: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     """The report's pairs-curve section, as lines (none when the recipe is not a pairs curve)."""
     rows = curve_rows(results)
     if not rows:
@@ -239,7 +239,7 @@ def markdown(results: dict) -> list[str]:
     return parts
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """CE against k (log axis, k = 0 at a marked position left of the smallest k), both curves, per
     direction, with the many-shot and no-input levels as horizontal lines."""
     rows = curve_rows(results)
@@ -292,7 +292,7 @@ def draw(results: dict, out: Path) -> bool:
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
     drawn = {}
     if draw(results, folder / "pairs_curve.png"):
@@ -300,5 +300,5 @@ def plot(results: dict, folder: Path) -> dict[str, str]:
     return drawn
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"pairs_curve": pairs_curve_summary(results)}

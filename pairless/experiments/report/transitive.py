@@ -22,26 +22,26 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     unlearned_notes,
 )
+from pairless.experiments.results import Results
 
 
-def _pseudo_runs(results: dict) -> list[str]:
+def _pseudo_runs(results: Results) -> list[str]:
     """Base names of the runs continued on pseudo-pairs, in the recipe's order."""
     groups = runs_by_base(results)
-    return [run["name"] for run in results["config"]["runs"]
-            if run["role"] == "pseudo-pairs" and run["name"] in groups]
+    return [run.name for run in results.recipe_runs if run.role == "pseudo-pairs" and run.name in groups]
 
 
-def transitive_rows(results: dict) -> list[dict]:
+def transitive_rows(results: Results) -> list[dict]:
     """Per direction: CE of base, control, each pseudo-pair run, many-shot, no input (per seed), the
     recovered fractions and pseudo - control per seed."""
     pseudo_runs, control_run = _pseudo_runs(results), role_run(results, "continued")
     if not pseudo_runs or control_run is None:
         return []
     groups = runs_by_base(results)
-    base = results["runs"][groups[pseudo_runs[0]][0]].get("init_from", "").split("@")[0]
+    base = (results.runs[groups[pseudo_runs[0]][0]].init_from or "").split("@")[0]
     many = role_run(results, "many-shot")
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         values = {key: ce_values(results, groups[name], direction) if name in groups else []
                   for key, name in (("base", base), ("control", control_run), ("many_shot", many))}
         pseudo = {name: ce_values(results, groups[name], direction) for name in pseudo_runs}
@@ -90,13 +90,13 @@ def verdict(row: dict, name: str) -> str:
             f"nats against the equal-budget control{share}.")
 
 
-def transitive_summary(results: dict) -> dict:
+def transitive_summary(results: Results) -> dict:
     rows = transitive_rows(results)
     return {"rows": rows, "verdicts": [verdict(row, name) for row in rows for name in row["pseudo"]],
-            "pseudo_pairs": results.get("pseudo_pairs", {})} if rows else {}
+            "pseudo_pairs": results.pseudo_pairs} if rows else {}
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = transitive_rows(results)
     if not rows:
         return []
@@ -106,15 +106,14 @@ def markdown(results: dict) -> list[str]:
              "apart), then continues training on real + pseudo samples. The control continues the same run "
              "for the same extra budget on real data alone. CE in nats per token on held-out samples; "
              "recovered = fraction of the gap from no input to the many-shot model.", ""]
-    extra = {info.get("total_tokens") for info in results["runs"].values()
-             if info["role"] in ("pseudo-pairs", "continued")}
-    base_tokens = {info.get("total_tokens") for info in results["runs"].values()
-                   if info["role"] == "zero-shot"}
+    extra = {info.total_tokens for info in results.runs.values()
+             if info.role in ("pseudo-pairs", "continued")}
+    base_tokens = {info.total_tokens for info in results.runs.values() if info.role == "zero-shot"}
     if len(extra) == 1 and len(base_tokens) == 1:
         parts += [f"Both continued runs train {next(iter(extra)):,} tokens more than the base's "
                   f"{next(iter(base_tokens)):,} (so more than the many-shot model, which is the reference "
                   "level, not an equal-budget competitor).", ""]
-    for run, stage in sorted((results.get("pseudo_pairs") or {}).items()):
+    for run, stage in sorted(results.pseudo_pairs.items()):
         consistency = stage.get("consistency_all") or {}
         threshold = stage.get("threshold")
         parts.append(f"- {run}: {stage['kept']:,} of {stage['candidates']:,} training samples got a "
@@ -140,7 +139,7 @@ def markdown(results: dict) -> list[str]:
     return parts + unlearned_notes(rows, "many_shot_ratio", "many-shot") + [""]
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """CE per direction for base, control, pseudo-pairs, many-shot and no input (points, seeds' spread)."""
     rows = transitive_rows(results)
     if not rows:
@@ -165,7 +164,7 @@ def draw(results: dict, out: Path) -> bool:
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
     drawn = {}
     if draw(results, folder / "transitive.png"):
@@ -173,5 +172,5 @@ def plot(results: dict, folder: Path) -> dict[str, str]:
     return drawn
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"transitive": transitive_summary(results)}
