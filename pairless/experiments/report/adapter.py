@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -102,7 +102,7 @@ def markdown(results: Results) -> list[str]:
     parts.append("")
     headers = ["Task", "seen by the adapter"] + [f"{name}: CE" for name in adapters] + [
         "from the start", "no input"] + [f"{name}: recovered" for name in adapters]
-    cells = [[r["direction"].replace(":", " → "), "yes (anchor)" if r["seen_by_adapter"] else "no"]
+    cells = [[arrow(r["direction"]), "yes (anchor)" if r["seen_by_adapter"] else "no"]
              + [mean_sd(r["adapters"][name]["ce"]) for name in adapters]
              + [mean_sd(r["from_start"]), mean_sd(r["unconditional"])]
              + [mean_sd(r["adapters"][name]["recovered"], 2) for name in adapters] for r in rows]
@@ -123,7 +123,7 @@ def markdown(results: Results) -> list[str]:
                 verdict = "moves both ways"
             parts.append(f"- The structure-preserving term ({structured} against {plain}) {verdict} the CE "
                          f"of the directions the adapter never saw: "
-                         + ", ".join(f"{r['direction'].replace(':', ' → ')} {d:+.3f}"
+                         + ", ".join(f"{arrow(r['direction'])} {d:+.3f}"
                                      for r, d in zip(unseen, differences, strict=False))
                          + " nats" + (" (one seed: no spread to judge it by)."
                                       if results.seeds == 1 else "."))
@@ -151,7 +151,7 @@ def draw(results: Results, out: Path) -> bool:
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.set_xticks([position + 0.4 - width / 2 for position in range(len(rows))],
-                  [r["direction"].replace(":", " → ") for r in rows], fontsize=8)
+                  [arrow(r["direction"]) for r in rows], fontsize=8)
     ax.set_ylabel("recovered (1 = from the start)")
     ax.set_title("Adapter: zero-shot through a frozen model (shaded: trained with the anchor)", fontsize=9)
     ax.legend(frameon=False, fontsize=8)

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     matched_comparison,
     mean_sd,
@@ -50,7 +50,7 @@ def markdown(results: Results) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
-    cells = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+    cells = [[r["binder"], arrow(r["direction"]), mean_sd(r["zero_shot"]),
               mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2)]
              for r in rows]
     parts = ["## Binding strength: one binding modality, strong to weak", "",

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     MAIN_METRIC,
@@ -126,8 +126,7 @@ def _direction_rows(rows: list[dict], direction: str) -> list[dict]:
 def exchange_sentence(results: Results, direction: str, rows: list[dict] | None = None) -> tuple[str, dict]:
     """The exchange rate of one direction in words, and as numbers for summary.json."""
     rows = _direction_rows(curve_rows(results) if rows is None else rows, direction)
-    arrow = direction.replace(":", " → ")
-    head = f"Exchange rate ({arrow}): "
+    head = f"Exchange rate ({arrow(direction)}): "
     many = next((row["run"] for row in rows if row["k"] == ALL), None)
     ratio = ce_ratio(results, runs_by_base(results).get(many, []), direction) if many else None
     if ratio is not None and ratio > LEARNED_RATIO:
@@ -182,7 +181,7 @@ def monotone_sentence(rows: list[dict], direction: str, key: str = "few_shot") -
     name = {"few_shot": "few-shot", "paired_only": "paired-only"}[key]
     within = f"within the seeds' spread ({seeds} seeds)" if seeds > 1 else "at every step (one seed)"
     verdict = "**holds**" if not rises else f"**does not hold** (rises at {'; '.join(rises)})"
-    return (f"The {name} CE curve ({direction.replace(':', ' → ')}) falls as k grows {within}: "
+    return (f"The {name} CE curve ({arrow(direction)}) falls as k grows {within}: "
             f"{verdict}."), not rises
 
 
@@ -231,7 +230,7 @@ def markdown(results: Results) -> list[str]:
         scored = metric and (row["decoded"] is not None or row["paired_only_decoded"] is not None)
         decoded = (f"{metric} {number(row['decoded'])} / {number(row['paired_only_decoded'])}" if scored
                    else "–")
-        cells.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
+        cells.append([str(row["k"]), arrow(row["direction"]), mean_sd(row["few_shot"]),
                       mean_sd(row["paired_only"]), mean_sd(row["unconditional"]), decoded])
     parts += [table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
                       "Decoded (few-shot / paired-only)"], cells), ""]
@@ -286,8 +285,8 @@ def draw(results: Results, out: Path) -> bool:
         if measured:  # the axis is broken between k = 0 and the smallest k
             ax.axvline(math.sqrt(zero_x * measured[0]), color="black", linewidth=0.6, linestyle=(0, (2, 2)))
         ax.set_xlabel("k: paired training samples (log; k = 0 left of the break)")
-        ax.set_ylabel(f"{direction.replace(':', ' → ')} CE (nats/token)")
-        ax.set_title(f"{direction.replace(':', ' → ')} against paired samples")
+        ax.set_ylabel(f"{arrow(direction)} CE (nats/token)")
+        ax.set_title(f"{arrow(direction)} against paired samples")
         ax.legend(frameon=False, fontsize=7)
     save_figure(fig, out)
     return True

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, pyplot, save_figure, table
 from pairless.experiments.report.rows import LEARNED_RATIO, recovered_fraction
 from pairless.experiments.results import Evaluation, ProbeResult, Results, RunRecord
 from pairless.inference.probes import METRICS
@@ -147,7 +147,7 @@ def markdown(results: Results) -> list[str]:
         parts += ["Along training: each zero-shot model's snapshots (and its end) against the many-shot "
                   "model's snapshot at the same fraction of its budget.", "",
                   table(["run", "direction", "fraction", "tokens", "recovered", *METRICS],
-                         [[r["run"], r["direction"].replace(":", " → "), f"{r['fraction']:g}",
+                         [[r["run"], arrow(r["direction"]), f"{r['fraction']:g}",
                            f"{r['tokens']:,}" if r["tokens"] else "–", number(r["recovered"]),
                            *[number(r[m]) for m in METRICS]] for r in along]), ""]
     result = probes_summary(results)
@@ -158,7 +158,7 @@ def markdown(results: Results) -> list[str]:
                   f"correlation is computed{tail}", ""]
         if result["points"]:
             parts += [table(["run", "direction", "recovered", *METRICS],
-                             [[p["run"], p["direction"].replace(":", " → "), number(p["recovered"]),
+                             [[p["run"], arrow(p["direction"]), number(p["recovered"]),
                                *[number(p[m]) for m in METRICS]] for p in result["points"]]), ""]
         return parts
     corr_rows = [[metric, f"{c['rho']:+.2f}", f"[{c['low']:+.2f}, {c['high']:+.2f}]", str(c["n"])]
@@ -185,7 +185,7 @@ def draw_training(results: Results, out: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for key in sorted({(r["run"], r["direction"]) for r in rows}):
         line = sorted((r for r in rows if (r["run"], r["direction"]) == key), key=lambda r: r["tokens"])
-        label = f"{key[0]} {key[1].replace(':', ' → ')}"
+        label = f"{key[0]} {arrow(key[1])}"
         axes[0].plot([r["tokens"] for r in line], [r["recovered"] for r in line], "o-", label=label)
         axes[1].plot([r["tokens"] for r in line], [r["foscttm"] for r in line], "o-", label=label)
     axes[0].set_ylabel("recovered fraction")

@@ -118,7 +118,7 @@ def quality_notes(results: Results, rows: list[dict] | None = None) -> list[str]
     """Plain words for each direction and run that the CE ratio alone would misread."""
     notes = []
     for row in quality_rows(results) if rows is None else rows:
-        name = f"{row['direction'].replace(':', ' → ')} ({row['run']})"
+        name = f"{arrow(row['direction'])} ({row['run']})"
         if row["reason"] == "worse than no input":
             notes.append(f"{name}: the CE is {row['ratio']:.2f} of the CE with no input: **worse than no "
                          "input**, the model predicts the destination worse when it sees the source.")
@@ -135,7 +135,7 @@ def recovered_notes(results: Results) -> list[str]:
     notes = []
     for row in translation_rows(results):
         if not row["many_shot_learned"]:
-            notes.append(f"{row['direction'].replace(':', ' → ')}: the many-shot model is within "
+            notes.append(f"{arrow(row['direction'])}: the many-shot model is within "
                          f"{1 - LEARNED_RATIO:.0%} of its no-input CE (ratio {row['many_shot_ratio']:.2f}): "
                          "it has not learned this direction, so there is nothing to compare the zero-shot "
                          "model with; no recovered fraction is computed (n/a).")

@@ -14,6 +14,7 @@ import math
 from statistics import mean, stdev
 
 # the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
+from pairless.experiments.report.markdown import arrow
 from pairless.experiments.results import Results, RunRecord
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
 from pairless.modalities import Direction
@@ -32,7 +33,7 @@ def unlearned_note(direction: str, ratio: float | None, reference: str) -> str |
     """A report line when the reference model's CE is above LEARNED_RATIO of no input (None otherwise)."""
     if ratio is None or ratio <= LEARNED_RATIO:
         return None
-    return (f"- {direction.replace(':', ' → ')}: the {reference} model's CE is {ratio:.2f} of no input: too "
+    return (f"- {arrow(direction)}: the {reference} model's CE is {ratio:.2f} of no input: too "
             "little learned for a recovered fraction to mean anything.")
 
 

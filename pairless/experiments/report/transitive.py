@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -23,6 +23,7 @@ from pairless.experiments.report.rows import (
     unlearned_notes,
 )
 from pairless.experiments.results import Results
+from pairless.modalities import Direction
 
 
 def _pseudo_runs(results: Results) -> list[str]:
@@ -67,7 +68,7 @@ def transitive_rows(results: Results) -> list[dict]:
 def verdict(row: dict, name: str) -> str:
     """One sentence: one pseudo-pair run against the control, with the seeds' spread or a one-seed caveat."""
     differences = row["difference"][name]
-    direction = row["direction"].replace(":", " → ")
+    direction = arrow(row["direction"])
     if not differences:
         return f"{direction}, {name}: not evaluated."
     gap = (mean(row["unconditional"]) - mean(row["many_shot"])) if row["unconditional"] and row["many_shot"] \
@@ -117,7 +118,7 @@ def markdown(results: Results) -> list[str]:
         consistency = stage.get("consistency_all") or {}
         threshold = stage.get("threshold")
         parts.append(f"- {run}: {stage['kept']:,} of {stage['candidates']:,} training samples got a "
-                     f"generated {stage['direction'].split(':')[1]} ({stage['schedule']}"
+                     f"generated {Direction.parse(stage['direction']).destination} ({stage['schedule']}"
                      + (f" through {stage['via']}" if stage.get("via") else "")
                      + (f", consistency filter >= {threshold:g}" if threshold is not None else ", no filter")
                      + (f"; consistency median {consistency['median']:.3f}, p10 {consistency['p10']:.3f}, "
@@ -126,7 +127,7 @@ def markdown(results: Results) -> list[str]:
     names = list(rows[0]["pseudo"])
     cells = []
     for r in rows:
-        task = r["direction"].replace(":", " → ")
+        task = arrow(r["direction"])
         cells.append([task, "zero-shot base", mean_sd(r["base"]), mean_sd(r["recovered"]["base"], 2), "–"])
         cells.append([task, "continued (control)", mean_sd(r["control"]),
                       mean_sd(r["recovered"]["control"], 2), "–"])
@@ -160,7 +161,7 @@ def draw(results: Results, out: Path) -> bool:
             ax.scatter([position] * len(values), values, s=8, alpha=0.5, color="grey")
         ax.set_xticks(range(len(keys)), [label for _, label in keys], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("CE (nats/token)")
-        ax.set_title(row["direction"].replace(":", " → "))
+        ax.set_title(arrow(row["direction"]))
     save_figure(fig, out)
     return True
 

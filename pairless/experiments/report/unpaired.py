@@ -8,7 +8,7 @@ for what it is, with a plain verdict where a baseline shows the measure says not
 
 from __future__ import annotations
 
-from pairless.experiments.report.markdown import number, table
+from pairless.experiments.report.markdown import arrow, number, table
 from pairless.experiments.report.quality import compare, learned_directions, main_metric
 from pairless.experiments.report.rows import CHAIN_MARGIN
 from pairless.experiments.results import Results
@@ -31,7 +31,7 @@ def _refusal(subject: str, samples: int | None, rests_on: list[str], learned: di
                 f"{MIN_VERDICT_SAMPLES} a verdict needs.")
     for direction in rests_on:
         row = (learned or {}).get((direction, run))
-        name = direction.replace(":", " → ")
+        name = arrow(direction)
         if row is None:
             return (f"{subject} **no verdict**: it rests on {name}, which has no measured quality (no "
                     "held-out sample with both).")
