@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -160,10 +160,7 @@ def draw(results: Results, out: Path) -> bool:
 
 def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "adapter.png"):
-        drawn["recovered fraction through the adapter"] = "adapter.png"
-    return drawn
+    return plotted(draw, results, folder, "adapter.png", "recovered fraction through the adapter")
 
 
 def summary(results: Results) -> dict:

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     matched_comparison,
     mean_sd,
@@ -106,10 +106,7 @@ def binding_strength_summary(results: Results) -> list[dict]:
 
 def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "binding_strength.png"):
-        drawn["CE by binding modality (binding strength)"] = "binding_strength.png"
-    return drawn
+    return plotted(draw, results, folder, "binding_strength.png", "CE by binding modality (binding strength)")
 
 
 def summary(results: Results) -> dict:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import arrow, number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     MAIN_METRIC,
@@ -293,10 +293,7 @@ def draw(results: Results, out: Path) -> bool:
 
 def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "pairs_curve.png"):
-        drawn["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
-    return drawn
+    return plotted(draw, results, folder, "pairs_curve.png", "CE vs paired samples (pairs curve)")
 
 
 def summary(results: Results) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report.markdown import arrow, number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import LEARNED_RATIO, recovered_fraction
 from pairless.experiments.results import Evaluation, ProbeResult, Results, RunRecord
 from pairless.inference.probes import METRICS
@@ -223,12 +223,9 @@ def draw(results: Results, out: Path) -> bool:
 
 def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw_training(results, folder / "probes_training.png"):
-        drawn["recovered fraction and alignment along training"] = "probes_training.png"
-    if draw(results, folder / "probes.png"):
-        drawn["recovered fraction vs alignment probes"] = "probes.png"
-    return drawn
+    return {**plotted(draw_training, results, folder, "probes_training.png",
+                      "recovered fraction and alignment along training"),
+            **plotted(draw, results, folder, "probes.png", "recovered fraction vs alignment probes")}
 
 
 def summary(results: Results) -> dict:

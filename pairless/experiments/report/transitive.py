@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -167,10 +167,8 @@ def draw(results: Results, out: Path) -> bool:
 
 def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "transitive.png"):
-        drawn["CE: pseudo-pairs against the equal-budget control"] = "transitive.png"
-    return drawn
+    return plotted(draw, results, folder, "transitive.png",
+                   "CE: pseudo-pairs against the equal-budget control")
 
 
 def summary(results: Results) -> dict:
