@@ -48,6 +48,45 @@ class RunRecord(Record):
     base: str | None = None  # an adapter: its frozen run, the modality it adds and the anchor
     modality: str | None = None
     anchor: str | None = None
+    seed: int | None = None
+    tokens: int | None = None  # an adapter: the tokens it trained on, its parameters and weight hashes
+    trainable_parameters: int | None = None
+    model_parameters: int | None = None
+    trainable_fraction: float | None = None
+    structure_weight: float | None = None
+    frozen_hash: str | None = None
+    base_hash: str | None = None
+
+
+class RecipeRun(Record):
+    """A run as the recipe's config lists it (``config.runs``), with its fragmentation at the top, whichever
+    form the file has: under ``train.fragment`` (today) or as the run's own fields (files written before
+    2026-12-07)."""
+
+    name: str
+    role: Role
+    label: str = ""
+    withheld: list[WithheldPair] = []
+    universe: list[str] | None = None
+    allow_pairs: dict[PairText, int] = {}
+
+    @classmethod
+    def from_config(cls, run: dict) -> RecipeRun:
+        fragment = (run.get("train") or {}).get("fragment") or run
+        return cls(name=run["name"], role=run["role"], label=run.get("label", ""),
+                   withheld=fragment.get("withheld") or [], universe=fragment.get("universe"),
+                   allow_pairs=fragment.get("allow_pairs") or {})
+
+
+class AdapterStep(Record):
+    """An adapter stage as the recipe's config lists it (``config.adapters``)."""
+
+    name: str
+    base: str
+    modality: str
+    anchor: str
+    structure_weight: float = 0.0
+    total_tokens: int | None = None
 
 
 class Evaluation(Record):
@@ -133,6 +172,36 @@ class Results(Record):
     generation: Generation = Field(default_factory=Generation)
     tokenizer_ceiling: dict[str, Any] = {}
     paths: dict[str, str] = {}
+
+    # The recipe's config as the report reads it (the config stays a dictionary: older files differ in form).
+
+    @property
+    def directions(self) -> list[str]:
+        """The directions the recipe evaluates, in its order (text form, as the evals are keyed)."""
+        return list(self.config.get("directions", []))
+
+    @property
+    def seeds(self) -> int:
+        return self.config.get("seeds", 1)
+
+    @property
+    def eval_samples(self) -> int | None:
+        return self.config.get("eval_samples")
+
+    @property
+    def data(self) -> str | None:
+        """A user's data folder (recipe own-data); None on the built-in world."""
+        return self.config.get("data")
+
+    @property
+    def recipe_runs(self) -> list[RecipeRun]:
+        """The recipe's runs in its order."""
+        return [RecipeRun.from_config(run) for run in self.config.get("runs", [])]
+
+    @property
+    def adapter_steps(self) -> list[AdapterStep]:
+        """The recipe's adapter stages in its order."""
+        return [AdapterStep.model_validate(stage) for stage in self.config.get("adapters", [])]
 
     def to_json(self) -> dict:
         """The JSON form written to results.json: the keys that were given, none of the defaults."""

@@ -23,6 +23,7 @@ averaged over the modalities present in the batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -108,10 +109,8 @@ class FourM(nn.Module):
             self.register_buffer("encoder_positions", self.sincos.clone())
             self.register_buffer("decoder_positions", self.sincos.clone())
         self.apply(self._init)
-        self.touch_every_parameter = False  # set by pairless.training.distributed.shard_model
         self.touch_unused_heads = False  # set by pairless.training.distributed.wrap_model (DDP)
         self.checkpoint_blocks = False  # recompute each block in the backward (activation_checkpointing)
-        self.loss_weights: dict[str, float] = {}  # per modality, set by training (TrainConfig.loss_weights)
         for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
                                (self.mask_token, 0.02),  # this order: the same weights as before the option
                                (self.decoder_modality_embedding, config.modality_init_std)):
@@ -307,9 +306,13 @@ class FourM(nn.Module):
         """``decode(*encode(batch), batch)``."""
         return self.decode(*self.encode(batch), batch)
 
-    def forward(self, batch: MaskedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean over target modalities of each modality's mean token cross-entropy (weighted by
-        ``loss_weights`` where set); and the per-modality losses."""
+    def forward(self, batch: MaskedBatch, loss_weights: Mapping[str, float] | None = None,
+                touch_every_parameter: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality
+        losses. The trainer passes its settings of the loss (the model holds none): ``loss_weights``
+        (per modality, 1 where missing; TrainConfig.loss_weights) make it a weighted mean;
+        ``touch_every_parameter`` (a sharded model, pairless.training.distributed.shard_model) adds every
+        gathered parameter times zero, so that every process has the same parameters with a gradient."""
         hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
         targets = batch.dec_tokens.flatten()
         if batch.target_counts is None:
@@ -327,8 +330,8 @@ class FourM(nn.Module):
                 unused.append(self.heads[index])
         if not losses:  # nothing to predict: a zero loss that still backpropagates
             loss = hidden.sum() * 0.0
-        elif self.loss_weights:
-            weights = torch.tensor([self.loss_weights.get(name, 1.0) for name in losses],
+        elif loss_weights:
+            weights = torch.tensor([loss_weights.get(name, 1.0) for name in losses],
                                    device=hidden.device)
             loss = (torch.stack(list(losses.values())) * weights).sum() / weights.sum()
         else:
@@ -337,7 +340,7 @@ class FourM(nn.Module):
             # Replicated (DDP) training without a search for unused parameters: every head gets a (zero)
             # gradient, also when this process's micro-batch has no target of its modality.
             loss = loss + 0.0 * sum(parameter.sum() for head in unused for parameter in head.parameters())
-        if self.touch_every_parameter:
+        if touch_every_parameter:
             # A sharded (FSDP) model reduce-scatters the gradients of exactly the parameters that have one:
             # every process must have the same set, also when its slice of the batch lacks a modality.
             # (Gathered parameters are plain tensors here; those of units already freed stay DTensors,

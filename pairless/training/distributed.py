@@ -118,7 +118,9 @@ def shard_model(model: torch.nn.Module, context: ProcessContext,
     build the optimizer afterwards. ``param_dtype`` (bf16 training): the weights are all-gathered and
     computed with in that dtype, while the shards, AdamW and the gradient reduce-scatter stay in fp32.
     A model built on the meta device is sharded without ever existing whole on a device (then
-    ``to_empty`` and :func:`load_full_state_dict`)."""
+    ``to_empty`` and :func:`load_full_state_dict`). The training step then computes the loss with
+    ``touch_every_parameter`` (FourM.forward), so that every process has the same parameters with a
+    gradient."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -127,8 +129,6 @@ def shard_model(model: torch.nn.Module, context: ProcessContext,
     mesh = init_device_mesh(context.device.type, (context.world_size,))
     policy = MixedPrecisionPolicy(param_dtype=param_dtype,
                                   reduce_dtype=torch.float32 if param_dtype is not None else None)
-    if hasattr(model, "touch_every_parameter"):  # the same parameters get a gradient on every process
-        model.touch_every_parameter = True
     for block in [*getattr(model, "encoder", []), *getattr(model, "decoder", [])]:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)

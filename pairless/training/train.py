@@ -271,8 +271,7 @@ def _build_model(config: TrainConfig, specs, context: distributed.ProcessContext
 
 
 def _configure(model: model_module.FourM, config: TrainConfig) -> None:
-    """The training options that live on the model: loss weights, checkpointing, compiled blocks."""
-    model.loss_weights = dict(config.loss_weights)
+    """The training options that live on the model: checkpointing, compiled blocks."""
     model.checkpoint_blocks = config.activation_checkpointing
     if config.compile:
         for block in [*model.encoder, *model.decoder]:
@@ -307,7 +306,9 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
             sync = contextlib.nullcontext() if last or not context.is_distributed else network.no_sync()
         with sync:
             with autocast:
-                loss, losses = network(micro)
+                # the loss's training settings go in with the batch (the model holds none)
+                loss, losses = network(micro, loss_weights=config.loss_weights,
+                                       touch_every_parameter=session.sharded)
             stats.add(loss, losses, modalities)
             # DDP averages gradients over processes; accumulation averages over micro-batches.
             (loss / len(session.slices)).backward()

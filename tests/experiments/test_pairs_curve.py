@@ -13,6 +13,7 @@ import pytest
 from pairless.experiments import stages
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.report import pairs_curve, write_report
+from pairless.experiments.results import validate_results
 from pairless.experiments.runner import Plan
 
 # rgb -> depth CE per base run; the other direction gets the same numbers plus 1.
@@ -33,8 +34,9 @@ def _results(ce=CURVE, seeds: int = 1, seed_shift=lambda name, seed: 0.0, uncond
 
     evals = {name: {d: entry(name, d) for d in config.directions} for name in runs}
     decoded = {"rgb:depth": {name: {"abs_rel": 0.1 + 0.01 * index} for index, name in enumerate(CURVE)}}
-    return {"recipe": "pairs-curve", "preset": "micro", "config": config.model_dump(mode="json"),
-            "runs": runs, "evals": evals, "generation": {"metrics": decoded}, "tokenizer_ceiling": {}}
+    return validate_results({"recipe": "pairs-curve", "preset": "micro",
+                             "config": config.model_dump(mode="json"), "runs": runs, "evals": evals,
+                             "generation": {"metrics": decoded}, "tokenizer_ceiling": {}})
 
 
 def test_exchange_rate_interpolates_in_log_k_and_says_when_outside():
@@ -96,7 +98,7 @@ def test_monotone_within_the_seeds_spread():
 def test_report_has_the_section_table_sentence_and_figure(tmp_path):
     folder = tmp_path / "pairs-curve"
     folder.mkdir()
-    (folder / "results.json").write_text(json.dumps(_results()))
+    (folder / "results.json").write_text(json.dumps(_results().to_json()))
     report = write_report(folder).read_text()
     assert "## Pairs curve" in report
     assert "| 16 | rgb → depth | 5.600 | 8.000 | 9.000 | abs_rel 0.110 / 0.140 |" in report

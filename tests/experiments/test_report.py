@@ -14,12 +14,24 @@ from pairless.experiments.recipes import get_recipe
 from pairless.experiments.report import write_report
 from pairless.experiments.report.quality import quality_rows
 from pairless.experiments.report.rows import findings, recovered_fraction, translation_rows
+from pairless.experiments.results import Results, validate_results
 
 
 def test_recovered_fraction():
     assert recovered_fraction(10.0, 6.0, 5.0) == pytest.approx(0.8)
     assert recovered_fraction(10.0, 10.0, 5.0) == pytest.approx(0.0)
     assert math.isnan(recovered_fraction(5.0, 6.0, 5.0))  # no gap to recover
+
+
+def typed(results: dict) -> Results:
+    """A hand-made results dict as the report's sections take it: validated, the entries a test leaves out
+    (the recipe and preset, sample counts) filled in."""
+    full = {"recipe": "test", "preset": "micro", "config": {}, "evals": {}, **results}
+    for per_direction in full["evals"].values():
+        for entry in per_direction.values():
+            entry.setdefault("num_samples", 4)
+            entry.setdefault("num_tokens", 256)
+    return validate_results(full)
 
 
 def _results(recipe, ce):
@@ -36,11 +48,11 @@ def _results(recipe, ce):
 def test_binding_findings_hold_and_fail(tmp_path):
     good = {"zs-bind0": 9.0, "zs-bind1": 7.0, "zs-bind3": 6.0, "zs-rgb-depth": 5.5}
     results = _results("binding", lambda name, d: good.get(name, 5.0))
-    lines = findings(results)
+    lines = findings(typed(results))
     assert any("falls as binding" in line and "**holds**" in line for line in lines)
     assert any("0 binding" in line and "**holds**" in line for line in lines)
     bad = {"zs-bind0": 6.0, "zs-bind1": 7.0, "zs-bind3": 6.5, "zs-rgb-depth": 5.5}
-    lines = findings(_results("binding", lambda name, d: bad.get(name, 5.0)))
+    lines = findings(typed(_results("binding", lambda name, d: bad.get(name, 5.0))))
     assert any("falls as binding" in line and "does not hold" in line for line in lines)
     assert any("0 binding" in line and "does not hold" in line for line in lines)
 
@@ -63,7 +75,7 @@ def test_caption_finding_cannot_be_judged_when_many_shot_learned_nothing(tmp_pat
     # says n/a and the finding says it cannot be judged (instead of silently leaving it out).
     results = _results("caption", lambda name, d: 9.5 if d == "rgb:caption"
                        else (6.0 if name.startswith("zs") else 5.0))
-    lines = findings(results)
+    lines = findings(typed(results))
     assert any("hardest direction" in line and "cannot be judged" in line for line in lines)
     folder = tmp_path / "caption"
     folder.mkdir()
@@ -82,7 +94,7 @@ def test_binding_steps_are_judged_against_the_seed_spread():
                      "universe": r.universe, "tokens_per_modality": {}} for r in config.expanded_runs()}
     evals = {name: {d: {"ce": ce.get(name, 5.0), "ce_unconditional": 9.0} for d in config.directions}
              for name in runs}
-    lines = findings({"config": config.model_dump(mode="json"), "runs": runs, "evals": evals})
+    lines = findings(typed({"config": config.model_dump(mode="json"), "runs": runs, "evals": evals}))
     steps = next(line for line in lines if line.startswith("Step by step over 2 seeds"))
     assert "0->1: -1.850 (spread 0.292, beyond the seed spread)" in steps
     assert "1->3: -0.050 (spread 0.292, within the seed spread)" in steps
@@ -98,7 +110,7 @@ def test_table_one_compares_the_full_universe_runs_of_the_binding_recipe():
           "ms-bind1": 4.5, "ms-bind3": 4.8, "many-shot": 5.0}
     results = _results("binding", lambda name, d: ce[name])
     assert list(results["runs"]).index("zs-bind0") < list(results["runs"]).index("zs-rgb-depth")
-    rows = {row["direction"]: row for row in translation_rows(results)}
+    rows = {row["direction"]: row for row in translation_rows(typed(results))}
     assert rows["rgb:depth"]["zero_shot_run"] == "zs-rgb-depth"
     assert rows["rgb:depth"]["zero_shot"] == [5.5] and rows["rgb:depth"]["many_shot"] == [5.0]
 
@@ -114,15 +126,15 @@ def test_quality_bar_shows_ratio_and_ceiling_and_refuses_a_fraction_of_no_gap(tm
     results = _results("demo", ce)
     results["generation"] = {"metrics": {"rgb:depth": {"many-shot": {"abs_rel": 0.04}}}}
     results["tokenizer_ceiling"] = {"depth": {"abs_rel": 0.012}}
-    rows = {row["direction"]: row for row in translation_rows(results)}
+    rows = {row["direction"]: row for row in translation_rows(typed(results))}
     assert rows["rgb:depth"]["many_shot_learned"] and rows["rgb:depth"]["recovered"] == [pytest.approx(0.75)]
     assert not rows["depth:rgb"]["many_shot_learned"] and math.isnan(rows["depth:rgb"]["recovered"][0])
-    quality = {(row["direction"], row["run"]): row for row in quality_rows(results)}
+    quality = {(row["direction"], row["run"]): row for row in quality_rows(typed(results))}
     assert quality[("rgb:depth", "many-shot")]["ratio"] == pytest.approx(5.0 / 9.0)
     assert quality[("rgb:depth", "many-shot")]["value"] == 0.04
     assert quality[("rgb:depth", "many-shot")]["ceiling"] == 0.012
     assert not quality[("depth:rgb", "many-shot")]["learned"]
-    lines = findings(results)
+    lines = findings(typed(results))
     assert any(line.startswith("Not judged") and "depth:rgb (ratio 0.97)" in line for line in lines)
     # the ordering finding is judged on the learned direction only
     assert any("worse than many-shot" in line and "**holds**" in line and "depth:rgb" not in line
@@ -145,7 +157,7 @@ def test_learned_needs_the_decoded_metric_to_beat_no_input_and_a_ce_above_no_inp
     results = _results("demo", ce)
     results["generation"] = {"metrics": {"rgb:depth": {
         "many-shot": {"abs_rel": 0.197}, "_no_input": {"many-shot": {"abs_rel": 0.190}}}}}
-    quality = {(row["direction"], row["run"]): row for row in quality_rows(results)}
+    quality = {(row["direction"], row["run"]): row for row in quality_rows(typed(results))}
     assert quality[("rgb:depth", "many-shot")]["reason"] == "decoded no better than no input"
     assert quality[("depth:rgb", "many-shot")]["reason"] == "worse than no input"
     folder = tmp_path / "demo"
@@ -166,10 +178,10 @@ def test_chained_baseline_verdicts_respect_the_metric_direction_and_the_margin()
                 "ms": {"role": "many-shot", "withheld": [], "universe": None, "label": ""}}
         metric = {"depth": "abs_rel", "semseg": "miou"}[dst]
         direct = {"zs": {metric: direct_value}, "ms": {metric: 0.01}}
-        return {"runs": runs, "config": {"directions": [f"rgb:{dst}"]},
+        return typed({"runs": runs, "config": {"directions": [f"rgb:{dst}"]},
                 "generation": {"metrics": {f"rgb:{dst}": direct},
                                "chained": {f"rgb:{dst}": {"via": "normal",
-                                                          "metrics": {"zs": {metric: chained_value}}}}}}
+                                                          "metrics": {"zs": {metric: chained_value}}}}}})
 
     assert chained_rows(results(0.05, 0.10))[0]["chain_wins"] is True  # abs_rel: lower is better
     assert chained_rows(results(0.10, 0.05))[0]["chain_wins"] is False
@@ -210,10 +222,10 @@ def test_probe_points_pair_zero_shot_runs_with_their_matched_many_shot():
         evals[f"zs{index}"] = {"rgb:depth": {"ce": ce_zero, "ce_unconditional": 3.0}}
         evals[f"ms{index}"] = {"rgb:depth": {"ce": 2.0 + 0.1 * index, "ce_unconditional": 3.0}}
         probes[f"zs{index}"] = probe(foscttm)
-    found = points({"runs": runs, "evals": evals, "probes": probes})
+    found = points(typed({"runs": runs, "evals": evals, "probes": probes}))
     assert [p["run"] for p in found] == ["zs0", "zs1", "zs2", "zs3"]
     assert found[1]["recovered"] == pytest.approx((3.0 - 2.4) / (3.0 - 2.1))  # against ms1, its own label
-    text = "\n".join(markdown({"runs": runs, "evals": evals, "probes": probes}))
+    text = "\n".join(markdown(typed({"runs": runs, "evals": evals, "probes": probes})))
     assert "| foscttm | -1.00 |" in text  # lower FOSCTTM, higher recovered fraction, in every point
 
 
@@ -226,15 +238,17 @@ def test_snapshots_add_probe_points_against_the_many_shot_snapshot_of_the_same_f
         return {"rgb:depth": {"num_samples": 100, "k": 10, "summary": row, "shuffled": shuffled}}
 
     def ce(value):
-        return {"rgb:depth": {"ce": value, "ce_unconditional": 3.0}}
+        return {"rgb:depth": {"ce": value, "ce_unconditional": 3.0, "num_samples": 4, "num_tokens": 256}}
 
     runs = {"zs": {"role": "zero-shot", "withheld": [["rgb", "depth"]], "seed": 0, "total_tokens": 1000},
             "ms": {"role": "many-shot", "withheld": [], "seed": 0}}
     snapshots = {"zs": {"0.25": {"tokens": 250, "evals": ce(2.9), "probes": probe(0.4)},
                         "0.5": {"tokens": 500, "evals": ce(2.7), "probes": probe(0.3)}},
                  "ms": {"0.25": {"tokens": 250, "evals": ce(2.5)}, "0.5": {"tokens": 500, "evals": ce(2.3)}}}
-    results = {"runs": runs, "evals": {"zs": ce(2.5), "ms": ce(2.0)}, "probes": {"zs": probe(0.2)},
-               "snapshots": snapshots}
+    snapshots = {name: {tag: {"fraction": float(tag), "step": 0, **snapshot}
+                        for tag, snapshot in per_tag.items()} for name, per_tag in snapshots.items()}
+    results = typed({"runs": runs, "evals": {"zs": ce(2.5), "ms": ce(2.0)}, "probes": {"zs": probe(0.2)},
+                     "snapshots": snapshots})
     found = {p["run"]: p for p in points(results)}
     assert set(found) == {"zs", "zs at 0.25", "zs at 0.5"}
     assert found["zs at 0.25"]["recovered"] == pytest.approx((3.0 - 2.9) / (3.0 - 2.5))  # ms at 0.25

@@ -60,8 +60,7 @@ def test_forward_loss_is_finite_and_backpropagates(model):
 def test_loss_weights_make_the_loss_a_weighted_mean_of_the_modalities(model):
     batch = masked_batch()
     _, plain = model(batch)
-    model.loss_weights = {"rgb": 3.0, "embed": 0.5}  # caption keeps weight 1
-    loss, per_modality = model(batch)
+    loss, per_modality = model(batch, loss_weights={"rgb": 3.0, "embed": 0.5})  # caption keeps weight 1
     expected = (3.0 * plain["rgb"] + plain["caption"] + 0.5 * plain["embed"]) / 4.5
     assert torch.allclose(loss, expected)
     assert all(torch.equal(per_modality[name], plain[name]) for name in plain)

@@ -161,12 +161,12 @@ def test_out_of_memory_in_a_step_is_reported_in_words(tmp_path, monkeypatch, cap
     calls = {"count": 0}
     original = FourM.forward
 
-    def failing(self, batch):
+    def failing(self, batch, **loss_settings):
         calls["count"] += 1
         if calls["count"] == 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 33554432 "
                                "bytes. Error code 12 (Cannot allocate memory)")
-        return original(self, batch)
+        return original(self, batch, **loss_settings)
 
     monkeypatch.setattr(FourM, "forward", failing)
     config = validate(TrainConfig, tiny_config_data(shards, tmp_path / "run"))

@@ -36,7 +36,7 @@ def _poison_gradient_at(monkeypatch, call: int) -> None:
     original = model_module.FourM.forward
     calls = {"count": 0}
 
-    def poisoned(self, batch):
+    def poisoned(self, batch, **loss_settings):
         calls["count"] += 1
         if calls["count"] == call:
             weight = next(self.parameters())
@@ -47,7 +47,7 @@ def _poison_gradient_at(monkeypatch, call: int) -> None:
                 return gradient * float("inf")
 
             handle["hook"] = weight.register_hook(to_infinity)
-        return original(self, batch)
+        return original(self, batch, **loss_settings)
 
     monkeypatch.setattr(model_module.FourM, "forward", poisoned)
 

@@ -152,8 +152,8 @@ def test_nan_loss_stops_naming_step_and_modality_and_keeps_last_checkpoint(shard
     original = model_module.FourM.forward
     calls = {"count": 0}
 
-    def poisoned(self, batch):
-        loss, per_modality = original(self, batch)
+    def poisoned(self, batch, **loss_settings):
+        loss, per_modality = original(self, batch, **loss_settings)
         calls["count"] += 1
         if calls["count"] == 6 and "normal" in per_modality:  # the 6th step (index 5), one micro-batch each
             per_modality = {**per_modality, "normal": per_modality["normal"] * float("nan")}
@@ -178,11 +178,11 @@ def test_sigterm_finishes_the_step_checkpoints_and_resumes(shards, tmp_path, mon
     original = model_module.FourM.forward
     calls = {"count": 0}
 
-    def preempted(self, batch):
+    def preempted(self, batch, **loss_settings):
         calls["count"] += 1
         if calls["count"] == 4:  # mid-step 4: the step still completes and is checkpointed
             os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, batch)
+        return original(self, batch, **loss_settings)
 
     handler_before = signal.getsignal(signal.SIGTERM)
     run = tmp_path / "run"

@@ -7,10 +7,10 @@ trends are comparable, not magnitudes).
 
 The report is a list of sections (:data:`SECTIONS`), one module each, in the order report.md shows them.
 A section module has ``markdown(results) -> list[str]`` (its lines; empty when the recipe has nothing for
-it; ``results`` is results.json validated by :class:`~pairless.experiments.results.Results`, in its JSON
-form) and may have ``plot(results, folder) -> {title: file}`` (figures it draws into the recipe folder) and
-``summary(results) -> {key: rows}`` (its entries of summary.json). Sections share the table and figure
-helpers of :mod:`.markdown` and the row builders of :mod:`.rows`, never each other's private names.
+it; ``results`` is results.json validated, a :class:`~pairless.experiments.results.Results`, read through
+its attributes) and may have ``plot(results, folder) -> {title: file}`` (figures it draws into the recipe
+folder) and ``summary(results) -> {key: rows}`` (its entries of summary.json). Sections share the table
+and figure helpers of :mod:`.markdown` and the row builders of :mod:`.rows`, never each other's private names.
 docs/architecture.md ("Adding a report section") walks through adding one.
 """
 
@@ -38,36 +38,35 @@ from pairless.experiments.report import (
     unpaired,
 )
 from pairless.experiments.report.markdown import table
-from pairless.experiments.results import read_results
+from pairless.experiments.results import Results, read_results
 from pairless.utils.storage import atomic_write_json, atomic_write_text
 
 SECTIONS = [inspection, translation, quality, binding, chained, regions, binding_strength, adapter,
             pairs_curve, transitive, probes, unpaired, findings, decoded, ceiling]
 
 
-def header(results: dict) -> list[str]:
+def header(results: Results) -> list[str]:
     """The title and the line saying when, where and over what the numbers were measured."""
-    config = results["config"]
-    return [f"# pairless report: {results['recipe']} (preset {results['preset']})", "",
-            f"Run on {results.get('date', '?')}, {results.get('machine', '?')}. Seeds: "
-            f"{config.get('seeds', 1)}. "
-            f"Cross-entropies are mean nats per target token over at most {config['eval_samples']} held-out "
+    return [f"# pairless report: {results.recipe} (preset {results.preset})", "",
+            f"Run on {results.date or '?'}, {results.machine or '?'}. Seeds: "
+            f"{results.seeds}. "
+            f"Cross-entropies are mean nats per target token over at most {results.eval_samples} held-out "
             "samples per direction (those that have both modalities; the tables give the count); ± is the "
             "standard deviation over seeds.", ""]
 
 
-def footer(results: dict, figures: dict[str, str]) -> list[str]:
+def footer(results: Results, figures: dict[str, str]) -> list[str]:
     """Every figure of the report (generation grids, then the sections' plots) and the time per stage."""
     parts = ["## Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()] + [""] \
         if figures else []
-    timings = results.get("timings_seconds", {})
+    timings = results.timings_seconds
     if timings:
         parts += ["## Time per stage", "",
                   table(["stage", "seconds"], [[key, f"{value:.0f}"] for key, value in timings.items()]), ""]
     return parts
 
 
-def render_markdown(results: dict, figures: dict[str, str], sections=None) -> str:
+def render_markdown(results: Results, figures: dict[str, str], sections=None) -> str:
     """report.md: the header, every section in order (``sections``, default :data:`SECTIONS`), the figures
     and the time per stage."""
     parts = header(results)
@@ -76,28 +75,27 @@ def render_markdown(results: dict, figures: dict[str, str], sections=None) -> st
     return "\n".join(parts + footer(results, figures))
 
 
-def generation_figures(results: dict, recipe_dir: Path) -> dict[str, str]:
+def generation_figures(results: Results, recipe_dir: Path) -> dict[str, str]:
     """The generation grids of results.json, as paths relative to the recipe folder where they lie in it."""
     figures = {}
-    for name, path in (results.get("generation", {}).get("figures") or {}).items():
+    for name, path in results.generation.figures.items():
         target = Path(path)
         inside = target.is_relative_to(recipe_dir)
         figures[name] = str(target.relative_to(recipe_dir)) if inside else str(target)
     return figures
 
 
-def write_csv(results: dict, out: Path) -> None:
+def write_csv(results: Results, out: Path) -> None:
     """results.csv: one row per (run, direction) evaluation."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["run", "role", "label", "direction", "ce", "ce_unconditional", "num_samples",
                      "num_tokens"])
-    for name, per_direction in results["evals"].items():
-        info = results["runs"][name]
+    for name, per_direction in results.evals.items():
+        info = results.runs[name]
         for direction, entry in per_direction.items():
-            writer.writerow([name, info["role"], info.get("label", ""), direction, entry.get("ce"),
-                             entry.get("ce_unconditional"), entry.get("num_samples"),
-                             entry.get("num_tokens")])
+            writer.writerow([name, info.role, info.label, direction, entry.ce, entry.ce_unconditional,
+                             entry.num_samples, entry.num_tokens])
     atomic_write_text(out, buffer.getvalue())
 
 
@@ -106,8 +104,8 @@ def write_report(recipe_dir: Path, sections=None) -> Path:
     (``sections``: default :data:`SECTIONS`)."""
     sections = SECTIONS if sections is None else sections
     recipe_dir = Path(recipe_dir)
-    # validated against the schema (an error names the bad key); the sections read its JSON form
-    results = read_results(recipe_dir / "results.json").to_json()
+    # validated against the schema (an error names the bad key); the sections read its attributes
+    results = read_results(recipe_dir / "results.json")
     figures = generation_figures(results, recipe_dir)
     summary: dict = {}
     for section in sections:

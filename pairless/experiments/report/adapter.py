@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from statistics import mean
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -23,32 +23,32 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     unlearned_notes,
 )
+from pairless.experiments.results import Results
 from pairless.modalities import Direction
 
 # CE differences below this (nats per token) are not called a change: one seed, 2,500 samples
 NEGLIGIBLE = 0.01
 
 
-def _adapters(results: dict) -> list[str]:
+def _adapters(results: Results) -> list[str]:
     """Base names of the adapter runs, in the recipe's order."""
-    return [stage["name"] for stage in results["config"].get("adapters", [])
-            if stage["name"] in runs_by_base(results)]
+    return [stage.name for stage in results.adapter_steps if stage.name in runs_by_base(results)]
 
 
-def adapter_rows(results: dict) -> list[dict]:
+def adapter_rows(results: Results) -> list[dict]:
     """Per direction: each adapter's CE and recovered fraction, the from-the-start model, no input."""
     adapters = _adapters(results)
     if not adapters:
         return []
     groups = runs_by_base(results)
     reference = role_run(results, "many-shot")
-    stages = {stage["name"]: stage for stage in results["config"]["adapters"]}
+    stages = {stage.name: stage for stage in results.adapter_steps}
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         parsed = Direction.parse(direction)
         src, dst = parsed.source, parsed.destination
         first = stages[adapters[0]]
-        anchor_pair = {first["anchor"], first["modality"]} == {src, dst}
+        anchor_pair = {first.anchor, first.modality} == {src, dst}
         start = ce_values(results, groups.get(reference, []), direction)
         unconditional = ce_values(results, groups[adapters[0]], direction, "ce_unconditional")
         ratio = ce_ratio(results, groups[reference], direction) if reference in groups else None
@@ -64,45 +64,45 @@ def adapter_rows(results: dict) -> list[dict]:
     return rows
 
 
-def adapter_summary(results: dict) -> dict:
+def adapter_summary(results: Results) -> dict:
     rows = adapter_rows(results)
     if not rows:
         return {}
-    info = {name: {key: results["runs"][name].get(key) for key in
-                   ("trainable_parameters", "model_parameters", "trainable_fraction", "train_seconds",
-                    "structure_weight", "frozen_hash", "base_hash")}
+    info = {name: results.runs[name].model_dump(include={
+                "trainable_parameters", "model_parameters", "trainable_fraction", "train_seconds",
+                "structure_weight", "frozen_hash", "base_hash"})
             for names in runs_by_base(results).values() for name in names
-            if results["runs"][name]["role"] == "adapter"}
+            if results.runs[name].role == "adapter"}
     return {"rows": rows, "adapters": info}
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = adapter_rows(results)
     if not rows:
         return []
     adapters = _adapters(results)
-    stages = {stage["name"]: stage for stage in results["config"]["adapters"]}
+    stages = {stage.name: stage for stage in results.adapter_steps}
     first = stages[adapters[0]]
     parts = ["## Adding a modality through an adapter", "",
-             f"`{first['modality']}` is added to a model trained without it ({first['base']}), every base "
+             f"`{first.modality}` is added to a model trained without it ({first.base}), every base "
              f"weight frozen: only its token embedding, modality embedding and output head are trained, on "
-             f"{first['anchor']}–{first['modality']} pairs alone. The directions below that do not involve "
-             f"{first['anchor']} are zero-shot for the adapter. Reference: a model trained with "
-             f"{first['modality']} from the start; recovered = fraction of the gap from no input to it.", ""]
+             f"{first.anchor}–{first.modality} pairs alone. The directions below that do not involve "
+             f"{first.anchor} are zero-shot for the adapter. Reference: a model trained with "
+             f"{first.modality} from the start; recovered = fraction of the gap from no input to it.", ""]
     for name in adapters:
-        info = results["runs"][name]
-        fraction, seconds = info.get("trainable_fraction"), info.get("train_seconds")
-        same = info.get("frozen_hash") == info.get("base_hash") and info.get("base_hash")
-        parts.append(f"- {name} (structure term weight {stages[name]['structure_weight']:g}): "
-                     f"{info.get('trainable_parameters') or 0:,} trained parameters "
+        info = results.runs[name]
+        fraction, seconds = info.trainable_fraction, info.train_seconds
+        same = info.frozen_hash == info.base_hash and info.base_hash
+        parts.append(f"- {name} (structure term weight {stages[name].structure_weight:g}): "
+                     f"{info.trainable_parameters or 0:,} trained parameters "
                      f"({fraction:.2%} of the model)" if fraction is not None else f"- {name}")
         if seconds is not None:
-            parts[-1] += f", {info.get('tokens') or stages[name]['total_tokens']:,} tokens in {seconds:.0f} s"
+            parts[-1] += f", {info.tokens or stages[name].total_tokens:,} tokens in {seconds:.0f} s"
         parts[-1] += "; base weights bit-identical (hash)." if same else "."
     parts.append("")
     headers = ["Task", "seen by the adapter"] + [f"{name}: CE" for name in adapters] + [
         "from the start", "no input"] + [f"{name}: recovered" for name in adapters]
-    cells = [[r["direction"].replace(":", " → "), "yes (anchor)" if r["seen_by_adapter"] else "no"]
+    cells = [[arrow(r["direction"]), "yes (anchor)" if r["seen_by_adapter"] else "no"]
              + [mean_sd(r["adapters"][name]["ce"]) for name in adapters]
              + [mean_sd(r["from_start"]), mean_sd(r["unconditional"])]
              + [mean_sd(r["adapters"][name]["recovered"], 2) for name in adapters] for r in rows]
@@ -123,14 +123,14 @@ def markdown(results: dict) -> list[str]:
                 verdict = "moves both ways"
             parts.append(f"- The structure-preserving term ({structured} against {plain}) {verdict} the CE "
                          f"of the directions the adapter never saw: "
-                         + ", ".join(f"{r['direction'].replace(':', ' → ')} {d:+.3f}"
+                         + ", ".join(f"{arrow(r['direction'])} {d:+.3f}"
                                      for r, d in zip(unseen, differences, strict=False))
                          + " nats" + (" (one seed: no spread to judge it by)."
-                                      if results["config"].get("seeds", 1) == 1 else "."))
+                                      if results.seeds == 1 else "."))
     return parts + unlearned_notes(rows, "from_start_ratio", "from-the-start") + [""]
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """Recovered fraction per direction for each adapter (the anchor directions shaded)."""
     rows = adapter_rows(results)
     if not rows:
@@ -151,20 +151,17 @@ def draw(results: dict, out: Path) -> bool:
     ax.axhline(0, color="black", lw=0.8)
     ax.axhline(1, color="grey", lw=0.8, ls="--")
     ax.set_xticks([position + 0.4 - width / 2 for position in range(len(rows))],
-                  [r["direction"].replace(":", " → ") for r in rows], fontsize=8)
+                  [arrow(r["direction"]) for r in rows], fontsize=8)
     ax.set_ylabel("recovered (1 = from the start)")
     ax.set_title("Adapter: zero-shot through a frozen model (shaded: trained with the anchor)", fontsize=9)
     ax.legend(frameon=False, fontsize=8)
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "adapter.png"):
-        drawn["recovered fraction through the adapter"] = "adapter.png"
-    return drawn
+    return plotted(draw, results, folder, "adapter.png", "recovered fraction through the adapter")
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"adapter": adapter_summary(results)}

@@ -8,12 +8,13 @@ from statistics import mean, stdev
 
 from pairless.experiments.report.markdown import arrow, pyplot, save_figure, table, tokens
 from pairless.experiments.report.rows import binding_rows, mean_sd
+from pairless.experiments.results import Results
 
 # The study's Table II: number of binding modalities -> zero-shot rgb -> depth CE.
 PAPER_TABLE_II = {0: 14.128, 1: 11.810, 3: 9.209, 5: 8.265}
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = binding_rows(results)
     if not rows:
         return []
@@ -31,7 +32,7 @@ def markdown(results: dict) -> list[str]:
                    "rgb tokens seen", "depth tokens seen", "Study 0-shot"], cells), ""]
 
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """CE against the number of binding modalities (zero-shot, matched many-shot, no input): binding.png."""
     rows = [r for r in binding_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
@@ -54,5 +55,5 @@ def plot(results: dict, folder: Path) -> dict[str, str]:
     return {"CE vs binding modalities": "binding.png"}
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"binding": binding_rows(results)}

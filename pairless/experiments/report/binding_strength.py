@@ -11,23 +11,24 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     matched_comparison,
     mean_sd,
     role_run,
     runs_by_base,
 )
+from pairless.experiments.results import Results
 
 PREFIX = "binder:"
 
 
-def strength_rows(results: dict) -> list[dict]:
+def strength_rows(results: Results) -> list[dict]:
     """Per binder (in the recipe's order) and direction: zero-shot, matched many-shot, no input, recovered."""
     groups = runs_by_base(results)
     labels = []
-    for run in results["config"]["runs"]:
-        label = run.get("label", "")
+    for run in results.recipe_runs:
+        label = run.label
         if label.startswith(PREFIX) and label not in labels:
             labels.append(label)
     rows = []
@@ -35,7 +36,7 @@ def strength_rows(results: dict) -> list[dict]:
         zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
-        for direction in results["config"]["directions"]:
+        for direction in results.directions:
             rows.append(dict(binder=label[len(PREFIX):], direction=direction,
                              **matched_comparison(results, groups[zero], groups[matched], direction)))
     return rows
@@ -45,11 +46,11 @@ def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = strength_rows(results)
     if not rows:
         return []
-    cells = [[r["binder"], r["direction"].replace(":", " → "), mean_sd(r["zero_shot"]),
+    cells = [[r["binder"], arrow(r["direction"]), mean_sd(r["zero_shot"]),
               mean_sd(r["matched_many_shot"]), mean_sd(r["unconditional"]), mean_sd(r["recovered"], 2)]
              for r in rows]
     parts = ["## Binding strength: one binding modality, strong to weak", "",
@@ -77,7 +78,7 @@ def strength_lines(rows: list[dict]) -> list[str]:
     return [f"rgb → depth, recovered fraction by binder: {text} ({note})."]
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     rows = [r for r in strength_rows(results) if r["direction"] == "rgb:depth" and r["zero_shot"]]
     if len(rows) < 2:
         return False
@@ -100,16 +101,13 @@ def draw(results: dict, out: Path) -> bool:
     return True
 
 
-def binding_strength_summary(results: dict) -> list[dict]:
+def binding_strength_summary(results: Results) -> list[dict]:
     return strength_rows(results)
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "binding_strength.png"):
-        drawn["CE by binding modality (binding strength)"] = "binding_strength.png"
-    return drawn
+    return plotted(draw, results, folder, "binding_strength.png", "CE by binding modality (binding strength)")
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"binding_strength": binding_strength_summary(results)}

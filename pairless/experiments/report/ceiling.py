@@ -4,11 +4,12 @@ generation decoded through it can reach."""
 from __future__ import annotations
 
 from pairless.experiments.report.markdown import number, table
+from pairless.experiments.results import Results
 from pairless.utils.storage import flatten
 
 
-def markdown(results: dict) -> list[str]:
-    ceiling = results.get("tokenizer_ceiling") or {}
+def markdown(results: Results) -> list[str]:
+    ceiling = results.tokenizer_ceiling
     if not ceiling:
         return []
     return ["## Tokenizer ceiling (encode → decode on the val split)", "",

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pairless.experiments.report.markdown import arrow, number, table
 from pairless.experiments.report.rows import chained_lines, chained_rows
+from pairless.experiments.results import Results
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = chained_rows(results)
     if not rows:
         return []

@@ -4,16 +4,16 @@ scored in the destination's own metrics, per run, beside the same runs generatin
 from __future__ import annotations
 
 from pairless.experiments.report.markdown import arrow, number, table
+from pairless.experiments.results import Results
 
 
-def markdown(results: dict) -> list[str]:
-    decoded = results.get("generation", {})
-    if not decoded.get("metrics"):
+def markdown(results: Results) -> list[str]:
+    if not results.generation.metrics:
         return []
     parts = ["## Decoded generations", "",
              "Generations decoded by the tokenizers and scored in each modality's own terms "
              "(schedules from the study's Table III).", ""]
-    for direction, entry in decoded["metrics"].items():
+    for direction, entry in results.generation.metrics.items():
         per_run = {run: metrics for run, metrics in entry.items()
                    if isinstance(metrics, dict) and not run.startswith("_")}
         # the same runs generating with no input, on the same samples: what a translation has to beat

@@ -4,14 +4,15 @@ not (on the built-in world only: a user's data has no published numbers to check
 from __future__ import annotations
 
 from pairless.experiments.report.rows import findings
+from pairless.experiments.results import Results
 
 
-def markdown(results: dict) -> list[str]:
-    lines = findings(results) if not results["config"].get("data") else []
+def markdown(results: Results) -> list[str]:
+    lines = findings(results) if not results.data else []
     if not lines:
         return []
     return ["## Do the study's findings hold here?", "", *[f"- {line}" for line in lines], ""]
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"findings": findings(results)}

@@ -4,20 +4,21 @@ each split, as used after bad files were skipped) and the bad files skipped."""
 from __future__ import annotations
 
 from pairless.experiments.report.markdown import table
+from pairless.experiments.results import Inspection, Results
 
 BAD_SHOWN = 10  # bad files listed by name in the report (all of them are in results.json)
 
 
-def markdown(results: dict) -> list[str]:
-    inspection = results.get("inspection")
+def markdown(results: Results) -> list[str]:
+    inspection = results.inspection
     if not inspection:
         return []
-    used = inspection.get("used") or {}
+    used = inspection.used
     source = ("the samples used (the token shards, after the bad files below were skipped)" if used else
               "the file listing (files that proved unreadable are listed below)")
-    parts = ["## Your data", "", f"`{results['config'].get('data')}`, counted from {source}.", ""]
+    parts = ["## Your data", "", f"`{results.data}`, counted from {source}.", ""]
     skipped = _skipped_per_modality(inspection)
-    for split, listed in inspection.get("splits", {}).items():
+    for split, listed in inspection.splits.items():
         counts = used.get(split) or listed
         names = list(counts["modalities"])
         dropped = skipped.get(split) or {}
@@ -35,7 +36,7 @@ def markdown(results: dict) -> list[str]:
                     row.append(str(counts["pairs"].get(f"{a}:{b}", counts["pairs"].get(f"{b}:{a}", 0))))
             rows.append(row)
         parts += [table([""] + names, rows), ""]
-    bad = inspection.get("bad_samples") or {}
+    bad = inspection.bad_samples
     total = sum(len(items) for items in bad.values())
     if total:
         parts += [f"**{total} bad file(s) skipped** (their samples keep their other modalities); the first "
@@ -47,10 +48,10 @@ def markdown(results: dict) -> list[str]:
     return parts
 
 
-def _skipped_per_modality(inspection: dict) -> dict[str, dict[str, int]]:
+def _skipped_per_modality(inspection: Inspection) -> dict[str, dict[str, int]]:
     """{split: {modality: bad files skipped}}, from the listed paths (``SPLIT/MODALITY/...``)."""
     out: dict[str, dict[str, int]] = {}
-    for split, items in (inspection.get("bad_samples") or {}).items():
+    for split, items in inspection.bad_samples.items():
         for path, _ in items:
             parts = path.replace("\\", "/").split("/")
             modality = parts[parts.index(split) + 1] if split in parts[:-1] else "?"

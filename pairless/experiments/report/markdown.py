@@ -40,6 +40,12 @@ def arrow(direction: str) -> str:
     return direction.replace(":", " → ")
 
 
+def plotted(draw, results, folder: Path, file: str, title: str) -> dict[str, str]:
+    """``{title: file}`` when ``draw(results, folder / file)`` drew its figure (it returns whether it did),
+    else nothing: what a section's ``plot`` returns for each figure it may draw."""
+    return {title: file} if draw(results, folder / file) else {}
+
+
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed), imported on first use (fast start-up)."""
     import matplotlib

@@ -12,43 +12,43 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     MAIN_METRIC,
     ce_ratio,
     ce_values,
     mean_sd,
-    recipe_runs,
     runs_by_base,
 )
+from pairless.experiments.results import Results
 from pairless.modalities import Direction, Pair
 
 ALL = "all"  # the k of the many-shot model: every training sample keeps both
 
 
-def curve_runs(results: dict) -> dict | None:
+def curve_runs(results: Results) -> dict | None:
     """The recipe's runs by k: ``{"pair", "few_shot": {k: run}, "paired_only": {k: run}}`` (None: not a
     pairs curve). ``few_shot`` holds k = 0 (the zero-shot run) and ``ALL`` (the many-shot run) too."""
-    runs = recipe_runs(results)
-    allowed = [run for run in runs if run["role"] in ("few-shot", "paired-only") and run["allow_pairs"]]
+    runs = results.recipe_runs
+    allowed = [run for run in runs if run.role in ("few-shot", "paired-only") and run.allow_pairs]
     if not allowed:
         return None
-    key = next(iter(allowed[0]["allow_pairs"]))
+    key = next(iter(allowed[0].allow_pairs))
     pair = Pair.parse(key)
     few_shot: dict = {}
     paired_only: dict = {}
     for run in runs:
-        count = run["allow_pairs"].get(key)
-        withholds = any(set(p) == set(pair) for p in run["withheld"])
-        if run["role"] == "few-shot" and count:
-            few_shot[count] = run["name"]
-        elif run["role"] == "paired-only" and count:
-            paired_only[count] = run["name"]
-        elif run["role"] == "zero-shot" and withholds and run["universe"] is None and 0 not in few_shot:
-            few_shot[0] = run["name"]
-        elif run["role"] == "many-shot" and run["universe"] is None:
-            few_shot[ALL] = run["name"]
+        count = run.allow_pairs.get(key)
+        withholds = any(set(p) == set(pair) for p in run.withheld)
+        if run.role == "few-shot" and count:
+            few_shot[count] = run.name
+        elif run.role == "paired-only" and count:
+            paired_only[count] = run.name
+        elif run.role == "zero-shot" and withholds and run.universe is None and 0 not in few_shot:
+            few_shot[0] = run.name
+        elif run.role == "many-shot" and run.universe is None:
+            few_shot[ALL] = run.name
     return {"pair": pair, "few_shot": few_shot, "paired_only": paired_only}
 
 
@@ -56,15 +56,15 @@ def _order(k) -> float:
     return math.inf if k == ALL else k
 
 
-def curve_rows(results: dict) -> list[dict]:
+def curve_rows(results: Results) -> list[dict]:
     """Per direction of the pair and k: few-shot and paired-only CE (per seed), no input, decoded metric."""
     found = curve_runs(results)
     if found is None:
         return []
     groups = runs_by_base(results)
-    decoded = (results.get("generation") or {}).get("metrics") or {}
+    decoded = results.generation.metrics
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         parsed = Direction.parse(direction)
         src, dst = parsed.source, parsed.destination
         if {src, dst} != set(found["pair"]):
@@ -123,11 +123,10 @@ def _direction_rows(rows: list[dict], direction: str) -> list[dict]:
     return [row for row in rows if row["direction"] == direction]
 
 
-def exchange_sentence(results: dict, direction: str, rows: list[dict] | None = None) -> tuple[str, dict]:
+def exchange_sentence(results: Results, direction: str, rows: list[dict] | None = None) -> tuple[str, dict]:
     """The exchange rate of one direction in words, and as numbers for summary.json."""
     rows = _direction_rows(curve_rows(results) if rows is None else rows, direction)
-    arrow = direction.replace(":", " → ")
-    head = f"Exchange rate ({arrow}): "
+    head = f"Exchange rate ({arrow(direction)}): "
     many = next((row["run"] for row in rows if row["k"] == ALL), None)
     ratio = ce_ratio(results, runs_by_base(results).get(many, []), direction) if many else None
     if ratio is not None and ratio > LEARNED_RATIO:
@@ -182,11 +181,11 @@ def monotone_sentence(rows: list[dict], direction: str, key: str = "few_shot") -
     name = {"few_shot": "few-shot", "paired_only": "paired-only"}[key]
     within = f"within the seeds' spread ({seeds} seeds)" if seeds > 1 else "at every step (one seed)"
     verdict = "**holds**" if not rises else f"**does not hold** (rises at {'; '.join(rises)})"
-    return (f"The {name} CE curve ({direction.replace(':', ' → ')}) falls as k grows {within}: "
+    return (f"The {name} CE curve ({arrow(direction)}) falls as k grows {within}: "
             f"{verdict}."), not rises
 
 
-def pairs_curve_summary(results: dict) -> dict:
+def pairs_curve_summary(results: Results) -> dict:
     """What summary.json records of the pairs curve (empty when the recipe has none)."""
     rows = curve_rows(results)
     if not rows:
@@ -200,7 +199,7 @@ def pairs_curve_summary(results: dict) -> dict:
             "monotone": monotone, "statements": statements(results, rows)}
 
 
-def statements(results: dict, rows: list[dict]) -> list[str]:
+def statements(results: Results, rows: list[dict]) -> list[str]:
     lines = []
     for direction in dict.fromkeys(row["direction"] for row in rows):
         lines.append(exchange_sentence(results, direction, rows)[0])
@@ -211,7 +210,7 @@ def statements(results: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     """The report's pairs-curve section, as lines (none when the recipe is not a pairs curve)."""
     rows = curve_rows(results)
     if not rows:
@@ -231,7 +230,7 @@ def markdown(results: dict) -> list[str]:
         scored = metric and (row["decoded"] is not None or row["paired_only_decoded"] is not None)
         decoded = (f"{metric} {number(row['decoded'])} / {number(row['paired_only_decoded'])}" if scored
                    else "–")
-        cells.append([str(row["k"]), row["direction"].replace(":", " → "), mean_sd(row["few_shot"]),
+        cells.append([str(row["k"]), arrow(row["direction"]), mean_sd(row["few_shot"]),
                       mean_sd(row["paired_only"]), mean_sd(row["unconditional"]), decoded])
     parts += [table(["k", "Task", "Few-shot CE", "Paired-only CE", "No input",
                       "Decoded (few-shot / paired-only)"], cells), ""]
@@ -239,7 +238,7 @@ def markdown(results: dict) -> list[str]:
     return parts
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """CE against k (log axis, k = 0 at a marked position left of the smallest k), both curves, per
     direction, with the many-shot and no-input levels as horizontal lines."""
     rows = curve_rows(results)
@@ -286,19 +285,16 @@ def draw(results: dict, out: Path) -> bool:
         if measured:  # the axis is broken between k = 0 and the smallest k
             ax.axvline(math.sqrt(zero_x * measured[0]), color="black", linewidth=0.6, linestyle=(0, (2, 2)))
         ax.set_xlabel("k: paired training samples (log; k = 0 left of the break)")
-        ax.set_ylabel(f"{direction.replace(':', ' → ')} CE (nats/token)")
-        ax.set_title(f"{direction.replace(':', ' → ')} against paired samples")
+        ax.set_ylabel(f"{arrow(direction)} CE (nats/token)")
+        ax.set_title(f"{arrow(direction)} against paired samples")
         ax.legend(frameon=False, fontsize=7)
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "pairs_curve.png"):
-        drawn["CE vs paired samples (pairs curve)"] = "pairs_curve.png"
-    return drawn
+    return plotted(draw, results, folder, "pairs_curve.png", "CE vs paired samples (pairs curve)")
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"pairs_curve": pairs_curve_summary(results)}

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pairless.experiments.report.markdown import number, pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, number, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import LEARNED_RATIO, recovered_fraction
+from pairless.experiments.results import Evaluation, ProbeResult, Results, RunRecord
 from pairless.inference.probes import METRICS
 from pairless.modalities import Pair
 
@@ -22,68 +23,66 @@ MIN_POINTS = 4  # fewer (run, direction) points than this: no correlation is com
 BOOTSTRAP = 2000
 
 
-def _many_shot_for(runs: dict, info: dict) -> str | None:
+def _many_shot_for(runs: dict[str, RunRecord], info: RunRecord) -> str | None:
     """The many-shot run of the same seed with the zero-shot run's label (binding's matched control), else
     the many-shot run of that seed."""
     candidates = [name for name, other in runs.items()
-                  if other.get("role") == "many-shot" and other.get("seed") == info.get("seed")]
-    same_label = [name for name in candidates if runs[name].get("label") == info.get("label")]
+                  if other.role == "many-shot" and other.seed == info.seed]
+    same_label = [name for name in candidates if runs[name].label == info.label]
     return (same_label or candidates or [None])[0]
 
 
-def _point(name: str, pair, probes: dict, evals: dict, many_evals: dict | None) -> list[dict]:
+def _point(name: str, pair: Pair, probes: dict[str, ProbeResult] | None, evals: dict[str, Evaluation] | None,
+           many_evals: dict[str, Evaluation] | None) -> list[dict]:
     """The points of one zero-shot model (final or a snapshot) for both directions of a withheld pair."""
     probe = next((value for key, value in (probes or {}).items()
-                  if set(Pair.parse(key)) == set(pair) and "summary" in value), None)
+                  if set(Pair.parse(key)) == set(pair) and value.summary is not None), None)
     out = []
     for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
         zero, ms = (evals or {}).get(direction), (many_evals or {}).get(direction)
         if probe is None or zero is None or ms is None:
             continue
-        if ms["ce"] / ms["ce_unconditional"] > LEARNED_RATIO:
+        if ms.ce / ms.ce_unconditional > LEARNED_RATIO:
             continue  # the many-shot model did not learn it: no recovered fraction to predict
-        recovered = recovered_fraction(zero["ce_unconditional"], zero["ce"], ms["ce"])
+        recovered = recovered_fraction(zero.ce_unconditional, zero.ce, ms.ce)
         out.append({"run": name, "direction": direction, "recovered": recovered,
-                    **{metric: probe["summary"][metric] for metric in METRICS}})
+                    **{metric: probe.summary[metric] for metric in METRICS}})
     return out
 
 
-def points(results: dict) -> list[dict]:
+def points(results: Results) -> list[dict]:
     """(zero-shot run, direction) points with a recovered fraction and the pair's probe metrics; a run's
     snapshots along training (against the many-shot run's snapshot at the same fraction) add points."""
-    runs = results.get("runs") or {}
-    probes = results.get("probes") or {}
-    snapshots = results.get("snapshots") or {}
+    runs, snapshots = results.runs, results.snapshots
     out = []
     for name, info in runs.items():
-        if info.get("role") != "zero-shot":
+        if info.role != "zero-shot":
             continue
         many = _many_shot_for(runs, info)
-        many_evals = (results.get("evals") or {}).get(many) if many else None
-        for pair in info.get("withheld") or []:
-            out += _point(name, pair, probes.get(name), (results.get("evals") or {}).get(name), many_evals)
+        many_evals = results.evals.get(many) if many else None
+        for pair in info.withheld:
+            out += _point(name, pair, results.probes.get(name), results.evals.get(name), many_evals)
             for tag, snapshot in (snapshots.get(name) or {}).items():
                 matched = (snapshots.get(many) or {}).get(tag) if many else None
                 if matched is not None:
-                    out += _point(f"{name} at {tag}", pair, snapshot.get("probes"), snapshot.get("evals"),
-                                  matched.get("evals"))
+                    out += _point(f"{name} at {tag}", pair, snapshot.probes, snapshot.evals, matched.evals)
     return out
 
 
-def training_rows(results: dict) -> list[dict]:
+def training_rows(results: Results) -> list[dict]:
     """Per zero-shot run with snapshots, per direction of its withheld pair: tokens seen, recovered fraction
     and probe metrics at each snapshot and at the end (the probes along training)."""
     rows = []
     found = {(p["run"], p["direction"]): p for p in points(results)}
-    for name, per_fraction in (results.get("snapshots") or {}).items():
-        info = results["runs"].get(name, {})
-        if info.get("role") != "zero-shot":
+    for name, per_fraction in results.snapshots.items():
+        info = results.runs.get(name)
+        if info is None or info.role != "zero-shot":
             continue
-        stages = [(f"{name} at {tag}", float(tag), snapshot.get("tokens")) for tag, snapshot in
+        stages = [(f"{name} at {tag}", float(tag), snapshot.tokens) for tag, snapshot in
                   sorted(per_fraction.items(), key=lambda item: float(item[0]))]
-        seen = sum((info.get("tokens_per_modality") or {}).values()) or info.get("total_tokens")
+        seen = sum(info.tokens_per_modality.values()) or info.total_tokens
         stages.append((name, 1.0, seen))
-        for pair in info.get("withheld") or []:
+        for pair in info.withheld:
             for direction in (f"{pair[0]}:{pair[1]}", f"{pair[1]}:{pair[0]}"):
                 for label, fraction, tokens in stages:
                     point = found.get((label, direction))
@@ -120,23 +119,22 @@ def correlation(x, y, seed: int = 0) -> dict:
     return {"rho": spearman(x, y), "low": float(low), "high": float(high), "n": len(x)}
 
 
-def probes_summary(results: dict) -> dict:
+def probes_summary(results: Results) -> dict:
     found = points(results)
     correlations = ({metric: correlation([p[metric] for p in found], [p["recovered"] for p in found])
                      for metric in METRICS} if len(found) >= MIN_POINTS else {})
     return {"points": found, "correlations": correlations}
 
 
-def markdown(results: dict) -> list[str]:
-    probes = results.get("probes") or {}
+def markdown(results: Results) -> list[str]:
     rows = []
-    for run, per_pair in probes.items():
+    for run, per_pair in results.probes.items():
         for pair, value in per_pair.items():
-            if "skipped" in value:
-                rows.append([run, pair, *["–"] * (len(METRICS) + 1), value["skipped"][:80]])
+            if value.skipped is not None:
+                rows.append([run, pair, *["–"] * (len(METRICS) + 1), value.skipped[:80]])
                 continue
-            rows.append([run, pair, *[number(value["summary"][m]) for m in METRICS],
-                         number(value["shuffled"]["foscttm"]), str(value["num_samples"])])
+            rows.append([run, pair, *[number(value.summary[m]) for m in METRICS],
+                         number(value.shuffled["foscttm"]), str(value.num_samples)])
     if not rows:
         return []
     parts = ["## Alignment probes (last encoder layer)", "",
@@ -149,7 +147,7 @@ def markdown(results: dict) -> list[str]:
         parts += ["Along training: each zero-shot model's snapshots (and its end) against the many-shot "
                   "model's snapshot at the same fraction of its budget.", "",
                   table(["run", "direction", "fraction", "tokens", "recovered", *METRICS],
-                         [[r["run"], r["direction"].replace(":", " → "), f"{r['fraction']:g}",
+                         [[r["run"], arrow(r["direction"]), f"{r['fraction']:g}",
                            f"{r['tokens']:,}" if r["tokens"] else "–", number(r["recovered"]),
                            *[number(r[m]) for m in METRICS]] for r in along]), ""]
     result = probes_summary(results)
@@ -160,7 +158,7 @@ def markdown(results: dict) -> list[str]:
                   f"correlation is computed{tail}", ""]
         if result["points"]:
             parts += [table(["run", "direction", "recovered", *METRICS],
-                             [[p["run"], p["direction"].replace(":", " → "), number(p["recovered"]),
+                             [[p["run"], arrow(p["direction"]), number(p["recovered"]),
                                *[number(p[m]) for m in METRICS]] for p in result["points"]]), ""]
         return parts
     corr_rows = [[metric, f"{c['rho']:+.2f}", f"[{c['low']:+.2f}, {c['high']:+.2f}]", str(c["n"])]
@@ -177,7 +175,7 @@ def markdown(results: dict) -> list[str]:
     return parts
 
 
-def draw_training(results: dict, out: Path) -> bool:
+def draw_training(results: Results, out: Path) -> bool:
     """Recovered fraction and FOSCTTM against training tokens, one line per (zero-shot run, direction)."""
     rows = [r for r in training_rows(results) if r["tokens"]]
     if len(rows) < 2:
@@ -187,7 +185,7 @@ def draw_training(results: dict, out: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for key in sorted({(r["run"], r["direction"]) for r in rows}):
         line = sorted((r for r in rows if (r["run"], r["direction"]) == key), key=lambda r: r["tokens"])
-        label = f"{key[0]} {key[1].replace(':', ' → ')}"
+        label = f"{key[0]} {arrow(key[1])}"
         axes[0].plot([r["tokens"] for r in line], [r["recovered"] for r in line], "o-", label=label)
         axes[1].plot([r["tokens"] for r in line], [r["foscttm"] for r in line], "o-", label=label)
     axes[0].set_ylabel("recovered fraction")
@@ -204,7 +202,7 @@ def draw_training(results: dict, out: Path) -> bool:
     return True
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """Each probe metric against the recovered fraction, one panel per metric; not drawn with fewer than
     MIN_POINTS points (a table of them in the report instead: two dots per panel say nothing)."""
     found = points(results)
@@ -223,15 +221,12 @@ def draw(results: dict, out: Path) -> bool:
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw_training(results, folder / "probes_training.png"):
-        drawn["recovered fraction and alignment along training"] = "probes_training.png"
-    if draw(results, folder / "probes.png"):
-        drawn["recovered fraction vs alignment probes"] = "probes.png"
-    return drawn
+    return {**plotted(draw_training, results, folder, "probes_training.png",
+                      "recovered fraction and alignment along training"),
+            **plotted(draw, results, folder, "probes.png", "recovered fraction vs alignment probes")}
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"probes": probes_summary(results)}

@@ -24,6 +24,7 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     translation_rows,
 )
+from pairless.experiments.results import Results
 from pairless.modalities import Direction
 
 # The tokenizer report names some metrics differently.
@@ -72,14 +73,14 @@ def compare(value: float, baseline: float, better: str) -> str:
     return "better" if gain > 0 else "worse"
 
 
-def quality_rows(results: dict) -> list[dict]:
+def quality_rows(results: Results) -> list[dict]:
     """Per direction and run: samples, CE ratio, decoded metric against the no-input generation's and the
     tokenizer ceiling, and whether it is learned (both tests), with the reason when it is not."""
     groups = runs_by_base(results)
-    decoded = (results.get("generation") or {}).get("metrics") or {}
-    ceiling = results.get("tokenizer_ceiling") or {}
+    decoded = results.generation.metrics
+    ceiling = results.tokenizer_ceiling
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         destination = Direction.parse(direction).destination
         per_run = decoded.get(direction, {})
         available = {key for run, values in per_run.items() if isinstance(values, dict)
@@ -92,7 +93,8 @@ def quality_rows(results: dict) -> list[dict]:
             value = (per_run.get(base) or {}).get(metric) if metric else None
             no_input = ((per_run.get("_no_input") or {}).get(base) or {}).get(metric) if metric else None
             bound = (ceiling.get(destination) or {}).get(CEILING_NAME.get(metric, metric)) if metric else None
-            samples = (results["evals"].get(names[0], {}).get(direction) or {}).get("num_samples")
+            entry = results.evals.get(names[0], {}).get(direction)
+            samples = entry.num_samples if entry is not None else None
             reason = None
             if ratio > WORSE_RATIO:
                 reason = "worse than no input"
@@ -100,7 +102,7 @@ def quality_rows(results: dict) -> list[dict]:
                 reason = "CE ratio"
             elif value is not None and no_input is not None and compare(value, no_input, better) != "better":
                 reason = "decoded no better than no input"
-            rows.append(dict(direction=direction, run=base, role=results["runs"][names[0]]["role"],
+            rows.append(dict(direction=direction, run=base, role=results.runs[names[0]].role,
                              ratio=ratio, learned=reason is None, reason=reason, metric=metric, better=better,
                              value=value, no_input=no_input, ceiling=bound, samples=samples))
     return rows
@@ -112,11 +114,11 @@ def learned_cell(row: dict) -> str:
     return "**no**" if row["reason"] == "CE ratio" else f"**no: {row['reason']}**"
 
 
-def quality_notes(results: dict, rows: list[dict] | None = None) -> list[str]:
+def quality_notes(results: Results, rows: list[dict] | None = None) -> list[str]:
     """Plain words for each direction and run that the CE ratio alone would misread."""
     notes = []
     for row in quality_rows(results) if rows is None else rows:
-        name = f"{row['direction'].replace(':', ' → ')} ({row['run']})"
+        name = f"{arrow(row['direction'])} ({row['run']})"
         if row["reason"] == "worse than no input":
             notes.append(f"{name}: the CE is {row['ratio']:.2f} of the CE with no input: **worse than no "
                          "input**, the model predicts the destination worse when it sees the source.")
@@ -128,24 +130,24 @@ def quality_notes(results: dict, rows: list[dict] | None = None) -> list[str]:
     return notes
 
 
-def recovered_notes(results: dict) -> list[str]:
+def recovered_notes(results: Results) -> list[str]:
     """Plain words for each direction the many-shot model has not learned (nothing to compare there)."""
     notes = []
     for row in translation_rows(results):
         if not row["many_shot_learned"]:
-            notes.append(f"{row['direction'].replace(':', ' → ')}: the many-shot model is within "
+            notes.append(f"{arrow(row['direction'])}: the many-shot model is within "
                          f"{1 - LEARNED_RATIO:.0%} of its no-input CE (ratio {row['many_shot_ratio']:.2f}): "
                          "it has not learned this direction, so there is nothing to compare the zero-shot "
                          "model with; no recovered fraction is computed (n/a).")
     return notes
 
 
-def learned_directions(results: dict) -> dict[tuple[str, str], dict]:
+def learned_directions(results: Results) -> dict[tuple[str, str], dict]:
     """{(direction, run): quality row}: what the unpaired verdicts check the directions they rest on with."""
     return {(row["direction"], row["run"]): row for row in quality_rows(results)}
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = quality_rows(results)
     if not rows:
         return []
@@ -165,5 +167,5 @@ def markdown(results: dict) -> list[str]:
     return parts + [f"- {note}" for note in notes] + ([""] if notes else [])
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"quality": quality_rows(results)}

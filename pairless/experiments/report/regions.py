@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pairless.experiments.report.markdown import arrow, table
 from pairless.experiments.report.rows import region_rows
+from pairless.experiments.results import Results
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = region_rows(results)
     if not rows:
         return []
@@ -24,5 +25,5 @@ def markdown(results: dict) -> list[str]:
                     f"{r['rest_ratio']:.2f}", f"{r['focus_fraction']:.2f}"] for r in rows]), ""]
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"regions": region_rows(results)}

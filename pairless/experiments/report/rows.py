@@ -1,7 +1,7 @@
 """What a recipe's report says, as rows and sentences: the data behind report.md and summary.json.
 
-Each builder reads results.json (as a dict) and returns plain rows (one dict
-per direction, run or binding set) or sentences; :mod:`pairless.experiments.report`
+Each builder reads results.json (validated: :class:`~pairless.experiments.results.Results`) and returns
+plain rows (one dict per direction, run or binding set) or sentences; :mod:`pairless.experiments.report`
 renders them as markdown tables and figures and writes them to summary.json.
 :func:`findings` checks each of the study's findings against our numbers and
 states it as holding or not, with the numbers. The helpers here (``ce_values``,
@@ -14,6 +14,8 @@ import math
 from statistics import mean, stdev
 
 # the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
+from pairless.experiments.report.markdown import arrow
+from pairless.experiments.results import Results, RunRecord
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
 from pairless.modalities import Direction
 
@@ -31,7 +33,7 @@ def unlearned_note(direction: str, ratio: float | None, reference: str) -> str |
     """A report line when the reference model's CE is above LEARNED_RATIO of no input (None otherwise)."""
     if ratio is None or ratio <= LEARNED_RATIO:
         return None
-    return (f"- {direction.replace(':', ' → ')}: the {reference} model's CE is {ratio:.2f} of no input: too "
+    return (f"- {arrow(direction)}: the {reference} model's CE is {ratio:.2f} of no input: too "
             "little learned for a recovered fraction to mean anything.")
 
 
@@ -43,33 +45,21 @@ def recovered_fraction(ce_unconditional: float, ce_zero_shot: float, ce_many_sho
     return (ce_unconditional - ce_zero_shot) / gap
 
 
-def runs_by_base(results: dict) -> dict[str, list[str]]:
+def runs_by_base(results: Results) -> dict[str, list[str]]:
     """Base run name -> the names of its seeds (``name``, ``name@s1``, ...)."""
     groups: dict[str, list[str]] = {}
-    for name in results["runs"]:
+    for name in results.runs:
         groups.setdefault(name.split("@")[0], []).append(name)
     return groups
 
 
-def recipe_runs(results: dict) -> list[dict]:
-    """The recipe's runs as results.json's config lists them (recipe order), each with ``name``, ``role``,
-    ``label``, ``withheld``, ``universe`` and ``allow_pairs`` at the top, whichever form the file has: a run's
-    training settings under ``train`` (today) or as its own fields (files written before 2026-12-07)."""
-    out = []
-    for run in results["config"]["runs"]:
-        fragment = (run.get("train") or {}).get("fragment") or run
-        out.append({"name": run["name"], "role": run["role"], "label": run.get("label", ""),
-                    "withheld": fragment.get("withheld") or [], "universe": fragment.get("universe"),
-                    "allow_pairs": fragment.get("allow_pairs") or {}})
-    return out
-
-
-def ce_values(results: dict, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
+def ce_values(results: Results, run_names: list[str], direction: str, key: str = "ce") -> list[float]:
+    """The ``key`` (``ce`` or ``ce_unconditional``) of each run evaluated in ``direction``."""
     values = []
     for name in run_names:
-        entry = results["evals"].get(name, {}).get(direction)
-        if entry is not None and entry.get(key) is not None:
-            values.append(float(entry[key]))
+        entry = results.evals.get(name, {}).get(direction)
+        if entry is not None:
+            values.append(float(getattr(entry, key)))
     return values
 
 
@@ -85,41 +75,41 @@ def mean_sd(values: list[float], digits: int = 3) -> str:
     return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
 
 
-def _full_universe_first(results: dict) -> list[tuple[str, dict]]:
+def _full_universe_first(results: Results) -> list[tuple[str, RunRecord]]:
     """(base run name, info of its first seed), runs on the full modality universe first.
 
     A recipe can hold several runs of one role for one pair (``binding`` has a zero-shot run per binding
     set); the Table I rows compare the zero-shot and many-shot runs that see every modality, not a
     restricted universe's run against the full many-shot model (which they once did).
     """
-    runs = [(base, results["runs"][names[0]]) for base, names in runs_by_base(results).items()]
-    return sorted(runs, key=lambda item: item[1].get("universe") is not None)
+    runs = [(base, results.runs[names[0]]) for base, names in runs_by_base(results).items()]
+    return sorted(runs, key=lambda item: item[1].universe is not None)
 
 
-def _zero_shot_run(results: dict, direction: str, label: str | None = None) -> str | None:
+def _zero_shot_run(results: Results, direction: str, label: str | None = None) -> str | None:
     parsed = Direction.parse(direction)
     pair = {parsed.sources[0], parsed.destination}
     for base, info in _full_universe_first(results):
-        if info["role"] != "zero-shot":
+        if info.role != "zero-shot":
             continue
-        if any(set(p) == pair for p in info["withheld"]) and (label is None or info.get("label") == label):
+        if any(set(p) == pair for p in info.withheld) and (label is None or info.label == label):
             return base
     return None
 
 
-def role_run(results: dict, role: str, label: str | None = None) -> str | None:
+def role_run(results: Results, role: str, label: str | None = None) -> str | None:
     for base, info in _full_universe_first(results):
-        if info["role"] == role and (label is None or info.get("label") == label):
+        if info.role == role and (label is None or info.label == label):
             return base
     return None
 
 
-def translation_rows(results: dict) -> list[dict]:
+def translation_rows(results: Results) -> list[dict]:
     """One row per direction: zero-shot, many-shot, larger, no-input CE, recovered fraction (with seeds)."""
     groups = runs_by_base(results)
     many, larger = role_run(results, "many-shot"), role_run(results, "larger")
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         zero = _zero_shot_run(results, direction)
         if zero is None:
             continue
@@ -138,7 +128,7 @@ def translation_rows(results: dict) -> list[dict]:
     return rows
 
 
-def ce_ratio(results: dict, run_names: list[str], direction: str) -> float | None:
+def ce_ratio(results: Results, run_names: list[str], direction: str) -> float | None:
     """Mean conditional CE / mean no-input CE of a run (over its seeds); None when not evaluated."""
     ce = ce_values(results, run_names, direction)
     un = ce_values(results, run_names, direction, "ce_unconditional")
@@ -147,26 +137,25 @@ def ce_ratio(results: dict, run_names: list[str], direction: str) -> float | Non
     return mean(ce) / mean(un)
 
 
-def binding_rows(results: dict) -> list[dict]:
+def binding_rows(results: Results) -> list[dict]:
     """Per binding set (label = number of binding modalities): zero-shot vs matched many-shot."""
     groups = runs_by_base(results)
     rows = []
-    labels = sorted({info.get("label") for info in results["runs"].values()
-                     if info.get("label", "").isdigit()},
+    labels = sorted({info.label for info in results.runs.values() if info.label.isdigit()},
                     key=int)
     for label in labels:
         zero, matched = role_run(results, "zero-shot", label), role_run(results, "many-shot", label)
         if zero is None or matched is None:
             continue
-        seen = results["runs"][groups[zero][0]].get("tokens_per_modality", {})
-        for direction in results["config"]["directions"]:
+        seen = results.runs[groups[zero][0]].tokens_per_modality
+        for direction in results.directions:
             rows.append(dict(binding=int(label), direction=direction,
                              **matched_comparison(results, groups[zero], groups[matched], direction),
                              rgb_tokens=seen.get("rgb"), depth_tokens=seen.get("depth"), zero_shot_run=zero))
     return rows
 
 
-def matched_comparison(results: dict, zero_shot: list[str], matched: list[str], direction: str) -> dict:
+def matched_comparison(results: Results, zero_shot: list[str], matched: list[str], direction: str) -> dict:
     """A zero-shot run (its seeds' names) against its matched many-shot control in one direction: the CEs
     per seed, no input, the control's CE ratio and the recovered fraction per seed (NaN where the control
     did not learn the direction: there is no gap to recover)."""
@@ -187,12 +176,11 @@ def unlearned_notes(rows: list[dict], ratio_key: str, reference: str) -> list[st
     return [note for note in notes if note]
 
 
-def chained_rows(results: dict) -> list[dict]:
+def chained_rows(results: Results) -> list[dict]:
     """Per chained figure: the zero-shot run's decoded metric direct and chained; many-shot direct."""
-    generation = results.get("generation") or {}
-    decoded = generation.get("metrics") or {}
+    decoded = results.generation.metrics
     rows = []
-    for direction, chain in (generation.get("chained") or {}).items():
+    for direction, chain in results.generation.chained.items():
         metric, better = MAIN_METRIC.get(Direction.parse(direction).destination, (None, None))
         zero, many = _zero_shot_run(results, direction), role_run(results, "many-shot")
         if metric is None or zero is None:
@@ -201,12 +189,12 @@ def chained_rows(results: dict) -> list[dict]:
         def value(metrics: dict, run: str | None, metric: str = metric) -> float | None:
             return (metrics.get(run) or {}).get(metric) if run else None
 
-        chained, direct = value(chain["metrics"], zero), value(decoded.get(direction, {}), zero)
+        chained, direct = value(chain.metrics, zero), value(decoded.get(direction, {}), zero)
         verdict = None  # True: chaining better by more than CHAIN_MARGIN; False: direct better; "tie"
         if chained is not None and direct is not None:
             gain = (direct - chained) if better == "lower" else (chained - direct)
             verdict = "tie" if abs(gain) <= CHAIN_MARGIN * max(abs(direct), 1e-9) else gain > 0
-        rows.append({"direction": direction, "via": chain["via"], "run": zero, "metric": metric,
+        rows.append({"direction": direction, "via": chain.via, "run": zero, "metric": metric,
                      "better": better, "chained": chained, "direct": direct,
                      "many_shot": value(decoded.get(direction, {}), many), "chain_wins": verdict})
     return rows
@@ -235,21 +223,20 @@ def chained_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def region_rows(results: dict) -> list[dict]:
+def region_rows(results: Results) -> list[dict]:
     """Per direction with a token split (objects / background of an image, content / template words of a
     caption) and run: the CE ratio on each group and the focus group's share of the tokens."""
-    regions = results.get("regions") or {}
-    runs = results.get("runs") or {}
     rows = []
-    for direction in results["config"]["directions"]:
-        for name, per_direction in regions.items():
+    for direction in results.directions:
+        for name, per_direction in results.regions.items():
             row = per_direction.get(direction)
             if not row or "groups" not in row:
                 continue
             focus, rest = row["groups"]
             if "ratio" not in row[focus] or "ratio" not in row[rest]:
                 continue
-            rows.append({"direction": direction, "run": name, "role": runs.get(name, {}).get("role", "?"),
+            run = results.runs.get(name)
+            rows.append({"direction": direction, "run": name, "role": run.role if run else "?",
                          "focus": focus, "rest": rest, "focus_ratio": row[focus]["ratio"],
                          "rest_ratio": row[rest]["ratio"], "focus_ce": row[focus]["ce"],
                          "rest_ce": row[rest]["ce"], "focus_fraction": row["focus_fraction"],
@@ -257,7 +244,7 @@ def region_rows(results: dict) -> list[dict]:
     return rows
 
 
-def findings(results: dict) -> list[str]:
+def findings(results: Results) -> list[str]:
     """The study's findings, each checked on our numbers (holds / does not hold, with numbers)."""
     lines = []
     rows = translation_rows(results)

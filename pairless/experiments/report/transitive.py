@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pairless.experiments.report.markdown import pyplot, save_figure, table
+from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
     ce_ratio,
@@ -22,26 +22,27 @@ from pairless.experiments.report.rows import (
     runs_by_base,
     unlearned_notes,
 )
+from pairless.experiments.results import Results
+from pairless.modalities import Direction
 
 
-def _pseudo_runs(results: dict) -> list[str]:
+def _pseudo_runs(results: Results) -> list[str]:
     """Base names of the runs continued on pseudo-pairs, in the recipe's order."""
     groups = runs_by_base(results)
-    return [run["name"] for run in results["config"]["runs"]
-            if run["role"] == "pseudo-pairs" and run["name"] in groups]
+    return [run.name for run in results.recipe_runs if run.role == "pseudo-pairs" and run.name in groups]
 
 
-def transitive_rows(results: dict) -> list[dict]:
+def transitive_rows(results: Results) -> list[dict]:
     """Per direction: CE of base, control, each pseudo-pair run, many-shot, no input (per seed), the
     recovered fractions and pseudo - control per seed."""
     pseudo_runs, control_run = _pseudo_runs(results), role_run(results, "continued")
     if not pseudo_runs or control_run is None:
         return []
     groups = runs_by_base(results)
-    base = results["runs"][groups[pseudo_runs[0]][0]].get("init_from", "").split("@")[0]
+    base = (results.runs[groups[pseudo_runs[0]][0]].init_from or "").split("@")[0]
     many = role_run(results, "many-shot")
     rows = []
-    for direction in results["config"]["directions"]:
+    for direction in results.directions:
         values = {key: ce_values(results, groups[name], direction) if name in groups else []
                   for key, name in (("base", base), ("control", control_run), ("many_shot", many))}
         pseudo = {name: ce_values(results, groups[name], direction) for name in pseudo_runs}
@@ -67,7 +68,7 @@ def transitive_rows(results: dict) -> list[dict]:
 def verdict(row: dict, name: str) -> str:
     """One sentence: one pseudo-pair run against the control, with the seeds' spread or a one-seed caveat."""
     differences = row["difference"][name]
-    direction = row["direction"].replace(":", " → ")
+    direction = arrow(row["direction"])
     if not differences:
         return f"{direction}, {name}: not evaluated."
     gap = (mean(row["unconditional"]) - mean(row["many_shot"])) if row["unconditional"] and row["many_shot"] \
@@ -90,13 +91,13 @@ def verdict(row: dict, name: str) -> str:
             f"nats against the equal-budget control{share}.")
 
 
-def transitive_summary(results: dict) -> dict:
+def transitive_summary(results: Results) -> dict:
     rows = transitive_rows(results)
     return {"rows": rows, "verdicts": [verdict(row, name) for row in rows for name in row["pseudo"]],
-            "pseudo_pairs": results.get("pseudo_pairs", {})} if rows else {}
+            "pseudo_pairs": results.pseudo_pairs} if rows else {}
 
 
-def markdown(results: dict) -> list[str]:
+def markdown(results: Results) -> list[str]:
     rows = transitive_rows(results)
     if not rows:
         return []
@@ -106,19 +107,18 @@ def markdown(results: dict) -> list[str]:
              "apart), then continues training on real + pseudo samples. The control continues the same run "
              "for the same extra budget on real data alone. CE in nats per token on held-out samples; "
              "recovered = fraction of the gap from no input to the many-shot model.", ""]
-    extra = {info.get("total_tokens") for info in results["runs"].values()
-             if info["role"] in ("pseudo-pairs", "continued")}
-    base_tokens = {info.get("total_tokens") for info in results["runs"].values()
-                   if info["role"] == "zero-shot"}
+    extra = {info.total_tokens for info in results.runs.values()
+             if info.role in ("pseudo-pairs", "continued")}
+    base_tokens = {info.total_tokens for info in results.runs.values() if info.role == "zero-shot"}
     if len(extra) == 1 and len(base_tokens) == 1:
         parts += [f"Both continued runs train {next(iter(extra)):,} tokens more than the base's "
                   f"{next(iter(base_tokens)):,} (so more than the many-shot model, which is the reference "
                   "level, not an equal-budget competitor).", ""]
-    for run, stage in sorted((results.get("pseudo_pairs") or {}).items()):
+    for run, stage in sorted(results.pseudo_pairs.items()):
         consistency = stage.get("consistency_all") or {}
         threshold = stage.get("threshold")
         parts.append(f"- {run}: {stage['kept']:,} of {stage['candidates']:,} training samples got a "
-                     f"generated {stage['direction'].split(':')[1]} ({stage['schedule']}"
+                     f"generated {Direction.parse(stage['direction']).destination} ({stage['schedule']}"
                      + (f" through {stage['via']}" if stage.get("via") else "")
                      + (f", consistency filter >= {threshold:g}" if threshold is not None else ", no filter")
                      + (f"; consistency median {consistency['median']:.3f}, p10 {consistency['p10']:.3f}, "
@@ -127,7 +127,7 @@ def markdown(results: dict) -> list[str]:
     names = list(rows[0]["pseudo"])
     cells = []
     for r in rows:
-        task = r["direction"].replace(":", " → ")
+        task = arrow(r["direction"])
         cells.append([task, "zero-shot base", mean_sd(r["base"]), mean_sd(r["recovered"]["base"], 2), "–"])
         cells.append([task, "continued (control)", mean_sd(r["control"]),
                       mean_sd(r["recovered"]["control"], 2), "–"])
@@ -140,7 +140,7 @@ def markdown(results: dict) -> list[str]:
     return parts + unlearned_notes(rows, "many_shot_ratio", "many-shot") + [""]
 
 
-def draw(results: dict, out: Path) -> bool:
+def draw(results: Results, out: Path) -> bool:
     """CE per direction for base, control, pseudo-pairs, many-shot and no input (points, seeds' spread)."""
     rows = transitive_rows(results)
     if not rows:
@@ -161,17 +161,15 @@ def draw(results: dict, out: Path) -> bool:
             ax.scatter([position] * len(values), values, s=8, alpha=0.5, color="grey")
         ax.set_xticks(range(len(keys)), [label for _, label in keys], rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("CE (nats/token)")
-        ax.set_title(row["direction"].replace(":", " → "))
+        ax.set_title(arrow(row["direction"]))
     save_figure(fig, out)
     return True
 
-def plot(results: dict, folder: Path) -> dict[str, str]:
+def plot(results: Results, folder: Path) -> dict[str, str]:
     """The figures this section draws into ``folder``: {title: file name}."""
-    drawn = {}
-    if draw(results, folder / "transitive.png"):
-        drawn["CE: pseudo-pairs against the equal-budget control"] = "transitive.png"
-    return drawn
+    return plotted(draw, results, folder, "transitive.png",
+                   "CE: pseudo-pairs against the equal-budget control")
 
 
-def summary(results: dict) -> dict:
+def summary(results: Results) -> dict:
     return {"transitive": transitive_summary(results)}

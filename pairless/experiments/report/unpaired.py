@@ -8,9 +8,10 @@ for what it is, with a plain verdict where a baseline shows the measure says not
 
 from __future__ import annotations
 
-from pairless.experiments.report.markdown import number, table
+from pairless.experiments.report.markdown import arrow, number, table
 from pairless.experiments.report.quality import compare, learned_directions, main_metric
 from pairless.experiments.report.rows import CHAIN_MARGIN
+from pairless.experiments.results import Results
 from pairless.modalities import Pair
 
 # A verdict of the unpaired section needs this many held-out samples: at 4 a difference of 5% is noise.
@@ -30,7 +31,7 @@ def _refusal(subject: str, samples: int | None, rests_on: list[str], learned: di
                 f"{MIN_VERDICT_SAMPLES} a verdict needs.")
     for direction in rests_on:
         row = (learned or {}).get((direction, run))
-        name = direction.replace(":", " → ")
+        name = arrow(direction)
         if row is None:
             return (f"{subject} **no verdict**: it rests on {name}, which has no measured quality (no "
                     "held-out sample with both).")
@@ -83,11 +84,11 @@ def _verdict(subject: str, claim: str, metric: str, better: str, value: float, b
             f"{CHAIN_MARGIN:.0%} counts as none): {if_not}.")
 
 
-def markdown(results: dict) -> list[str]:
-    unpaired = results.get("unpaired") or {}
+def markdown(results: Results) -> list[str]:
+    unpaired = results.unpaired
     if not unpaired:
         return []
-    evaluated = set(results["config"].get("directions", []))
+    evaluated = set(results.directions)
     learned = learned_directions(results)
     parts = ["## Pairs never recorded together", "",
              "No training sample has both modalities of these pairs, so the model never saw them together. "
