@@ -88,7 +88,8 @@ def test_prediction_is_within_tolerance_of_the_measured_peak(tmp_path, sets):
     preset = [item.split("=")[1] for item in sets if item.startswith("model.preset=")] or ["tiny"]
     rest = [item for item in sets if not item.startswith("model.preset=")]
     args = ["train", "--shards", str(shards), "--out", str(out), "--preset", preset[0], "--set",
-            "stop_after_steps=2", "--set", "checkpoint_every=1", "--set", "num_threads=1", "--set",
+            "stop_after_steps=2", "--set", "checkpoint_every=1", "--set", "keep_checkpoints=1", "--set",
+            "num_threads=1", "--set",
             "device=cpu", *[part for item in rest for part in ("--set", item)]]
     config = train_command.config_from_args(train_command.build_parser().parse_args(args[1:]))
     from pairless.data.shards import read_manifest, specs_from_manifest
