@@ -167,20 +167,54 @@ class StreamedShards:
                 {name: np.asarray(values, dtype=np.int64) for name, values in lengths.items()})
 
     def read(self, shard: int, modalities: list[str]) -> dict[str, np.ndarray]:
-        """Tokens ``{modality: int32 [size, L]}`` of one shard (absent samples: 0), read front to back."""
-        import webdataset
+        """Tokens ``{modality: int32 [size, L]}`` of one shard (absent samples: 0), read front to back.
 
+        A tar that does not hold every sample its index marks present (cut short, also between two members,
+        where tarfile stops without an error) or holds a member that is not a token row of this shard
+        raises a DataError naming the tar and the member: training on it would silently read zeros.
+        """
         start, size = shard * self.shard_samples, self.sizes[shard]
+        present = self.index(shard)["present"]
         out = {}
         for name in modalities:
-            tokens = np.zeros((size, self.specs[name].num_tokens), dtype=np.int32)
             location = _location(self.root, self.split, name, f"{shard_name(shard)}.tar")
-            try:
-                with webdataset.gopen(location, "rb") as stream:
-                    for member in webdataset.tariterators.tar_file_iterator(stream):
-                        row = int(member["fname"].split(".")[0]) - start
-                        tokens[row] = np.load(io.BytesIO(member["data"]))
-            except (OSError, ValueError, tarfile.TarError) as error:
-                raise DataError(f"{location}: unreadable shard ({type(error).__name__}: {error})") from None
+            tokens, found, last = self._read_tar(location, name, start, size)
+            expected = np.flatnonzero(np.asarray(present.get(name, [False] * size), bool))
+            missing = np.setdiff1d(expected, found)
+            if len(missing):
+                raise DataError(f"{location}: cut short after {last}: {len(missing)} of the {len(expected)} "
+                                f"samples its index marks present are missing (first: member "
+                                f"{start + missing[0]:09d}.npy); write the shards again "
+                                "(pairless tokenize --format webdataset)")
             out[name] = tokens
         return out
+
+    def _read_tar(self, location: str, name: str, start: int, size: int
+                  ) -> tuple[np.ndarray, np.ndarray, str]:
+        """(tokens [size, L], the rows read, the last member read, as words) of one modality's tar."""
+        import webdataset
+
+        tokens = np.zeros((size, self.specs[name].num_tokens), dtype=np.int32)
+        found, last = [], "its start"
+        try:
+            with webdataset.gopen(location, "rb") as stream:
+                for member in webdataset.tariterators.tar_file_iterator(stream):
+                    where = f"{location}: member {member['fname']}"
+                    try:
+                        row = int(member["fname"].split(".")[0]) - start
+                        value = np.load(io.BytesIO(member["data"]), allow_pickle=False)
+                    except ValueError as error:
+                        raise DataError(f"{where}: not a token array ({error})") from None
+                    if not 0 <= row < size or value.shape != tokens.shape[1:]:
+                        raise DataError(f"{where}: not a token row of this shard (rows {start}.."
+                                        f"{start + size - 1}, {tokens.shape[1]} tokens; found shape "
+                                        f"{list(value.shape)})")
+                    tokens[row] = value
+                    found.append(row)
+                    last = f"member {member['fname']}"
+        except DataError:
+            raise
+        except (OSError, ValueError, EOFError, tarfile.TarError) as error:
+            raise DataError(f"{location}: cut short or unreadable after {last} ({type(error).__name__}: "
+                            f"{error})") from None
+        return tokens, np.asarray(found, dtype=np.int64), last
