@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +42,9 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 (continuous corners)
 # Box text is dequantized at this size: IoU does not depend on scale, and a
 # large size keeps the integer rounding of the parser negligible.
 _DET_SCORING_SIZE = 1000
+# ml-4m's coordinate tokens (``v0=0`` .. ``v3=999`` in its released vocabulary: 1000 bins per axis)
+_ML4M_COORDINATE = re.compile(r"\bv[0-3]=([0-9]+)")
+ML4M_DET_BINS = 1000
 
 
 def depth_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
@@ -134,10 +138,17 @@ def average_precision(predictions: Sequence[Sequence[tuple[str, Box] | tuple[str
 
 
 def det_metrics(prediction: list[str], target: list[str]) -> dict[str, float]:
-    from pairless.world.det import parse_det_text
+    """mAP@0.5 of box texts in either form: pairless's ``v0 12 ..`` (64 bins, one-word classes) or ml-4m's
+    ``v0=512 ..`` coordinate tokens (its vocabulary's bins, 1000 in the released one, and class names of
+    several words), the form told by the targets."""
+    from pairless.world.det import DET_BINS, parse_det_text
 
-    predicted = [parse_det_text(text, _DET_SCORING_SIZE) for text in prediction]
-    true = [parse_det_text(text, _DET_SCORING_SIZE) for text in target]
+    bins, multiword = DET_BINS, any(_ML4M_COORDINATE.search(text) for text in target)
+    if multiword:  # IoU does not depend on scale: any bin count that holds every coordinate reads them right
+        values = [int(value) for text in (*target, *prediction) for value in _ML4M_COORDINATE.findall(text)]
+        bins = max(ML4M_DET_BINS, 1 + max(values))
+    predicted = [parse_det_text(text, _DET_SCORING_SIZE, bins, multiword) for text in prediction]
+    true = [parse_det_text(text, _DET_SCORING_SIZE, bins, multiword) for text in target]
     return {"map_50": average_precision(predicted, true, 0.5)["map"],
             "parsed_boxes_per_sample": float(np.mean([len(boxes) for boxes in predicted]))}
 

@@ -58,14 +58,15 @@ def det_to_text(objects, size: int, num_bins: int = DET_BINS) -> str:
     return " ".join(words)
 
 
-def parse_det_text(text: str, size: int,
-                   num_bins: int = DET_BINS) -> list[tuple[str, tuple[int, int, int, int]]]:
+def parse_det_text(text: str, size: int, num_bins: int = DET_BINS,
+                   multiword: bool = False) -> list[tuple[str, tuple[int, int, int, int]]]:
     """Det text -> ``[(class name, (x0, y0, x1, y1) in pixels)]``.
 
     Tolerant, for scoring generated text: malformed objects (a missing or
     out-of-order marker, a bin out of range, a missing class name) are
     skipped and parsing resumes at the next ``v0``. Empty or garbage text
-    gives an empty list.
+    gives an empty list. ``multiword``: a class name is every word up to the
+    next marker (ml-4m's COCO names: ``teddy bear``), not the first one only.
     """
     tokens = _TOKEN.findall(text.lower())
     objects = []
@@ -77,8 +78,13 @@ def parse_det_text(text: str, size: int,
             bins = [int(window[2 * k + 1]) for k in range(4)]
             if all(0 <= value < num_bins for value in bins):
                 box = tuple(int(round(dequantize(value, size, num_bins))) for value in bins)
-                objects.append((window[8], box))
-                index += 9
+                words = [window[8]]
+                while multiword and index + 8 + len(words) < len(tokens) \
+                        and tokens[index + 8 + len(words)].isalpha() \
+                        and tokens[index + 8 + len(words)] not in _MARKERS:
+                    words.append(tokens[index + 8 + len(words)])
+                objects.append((" ".join(words), box))
+                index += 8 + len(words)
                 continue
         index += 1
         while index < len(tokens) and tokens[index] != _MARKERS[0]:

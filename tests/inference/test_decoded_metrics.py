@@ -90,6 +90,29 @@ def test_det_text_scoring():
     assert score("det", ["garbage text"], truth)["map_50"] == 0.0
 
 
+def test_det_scoring_reads_ml4m_binned_boxes_with_class_names_of_several_words():
+    # ml-4m's form: coordinate tokens v0=0 .. v3=999 (1000 bins) and COCO class names as written
+    truth = ["v0=20 v1=30 v2=400 v3=500 teddy bear v0=500 v1=500 v2=999 v3=999 baseball bat"]
+    assert score("det", truth, truth) == {"map_50": pytest.approx(1.0), "parsed_boxes_per_sample": 2.0}
+    # a box off by a few bins of 1000 still overlaps; another class that shares a first word does not count
+    near = ["v0=22 v1=30 v2=400 v3=505 teddy bear v0=500 v1=500 v2=999 v3=999 baseball glove"]
+    assert score("det", near, truth)["map_50"] == pytest.approx(0.5)
+
+
+def test_det_scoring_through_the_ml4m_tokenizer_round_trip():
+    from ml4m_layout_helpers import build_vocabulary
+
+    from pairless.tokenizers.ml4m_text import Ml4mTextConfig, Ml4mTextTokenizer
+
+    tokenizer = Ml4mTextTokenizer(Ml4mTextConfig(modality="det", num_tokens=16, form="det"),
+                                  build_vocabulary(bins=1000, size=5000))
+    record = {"instances": [{"boxes": [0.1, 0.2, 0.6, 0.9], "class_name": "red cube", "score": 0.9},
+                            {"boxes": [0.5, 0.1, 0.95, 0.4], "class_name": "sphere", "score": 0.8}]}
+    decoded = tokenizer.decode(tokenizer.encode([record]))
+    assert decoded == ["v0=100 v1=200 v2=599 v3=899 red cube v0=500 v1=100 v2=949 v3=400 sphere"]
+    assert score("det", decoded, decoded)["parsed_boxes_per_sample"] == 2.0
+
+
 def test_caption_bleu_and_fact_accuracy():
     texts = ["there are two objects . there is a large red sphere", "a picture of two objects ."]
     result = score("caption", texts, texts)
