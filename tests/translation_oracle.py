@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from pairless.batch import MaskedBatch, TokenSpec
-from pairless.training.masking import assemble
+from pairless.training.packing import assemble
 
 
 def full_translation_batch(tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None,

@@ -47,7 +47,8 @@ from pairless.model import FourM, load_model, save_model
 from pairless.model.extend import Adapter, FunctionCaller, extend_model, restricted_state_dict, tensor_hash
 from pairless.training.data import INIT_STREAM, MASKING_STREAM, SampleOrder, seeded_generator
 from pairless.training.distributed import DEVICE_PATTERN, resolve_device
-from pairless.training.masking import Masker, MaskingConfig, assemble, check_budget
+from pairless.training.masking import Masker, MaskingConfig, check_budget
+from pairless.training.packing import assemble
 from pairless.training.run import TrainingDiverged
 from pairless.utils import storage
 from pairless.utils.threads import torch_threads

@@ -7,6 +7,7 @@ become integer counts that sum exactly to the budget, capped by what each
 modality holds (images/vectors: all their tokens; sequences: the non-pad
 length including EOS); what a full modality cannot take goes to the others
 with room, so budgets are filled whenever the view has enough tokens.
+(The Dirichlet draw and the integer allocation are :mod:`pairless.training.budgets`.)
 Inputs are chosen first, targets from the rest, so they are disjoint. A view
 with fewer tokens than the two budgets together is split between inputs and
 targets in the budgets' proportion (before 2026-12-04 inputs took all of it,
@@ -49,6 +50,8 @@ from pydantic import Field
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.config import Config, ConfigError
 from pairless.training import sample_random, span_masking
+from pairless.training.budgets import allocate, sample_gamma
+from pairless.training.packing import assemble
 
 
 class MaskingConfig(Config):
@@ -103,84 +106,9 @@ def model_specs(specs: dict[str, TokenSpec], config: MaskingConfig) -> dict[str,
             for name, spec in specs.items()}
 
 
-def sample_gamma(concentration: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Gamma(concentration, 1) samples drawn from ``generator`` (Marsaglia-Tsang, vectorised).
-
-    torch's own Gamma/Dirichlet sampling takes no generator, so it cannot be
-    seeded per call; this is the standard rejection method with the alpha < 1
-    boost ``Gamma(a) = Gamma(a + 1) * U ** (1 / a)``.
-    """
-    shape = concentration.shape
-    alpha = concentration.reshape(-1).to(torch.float64)
-    boosted = torch.where(alpha < 1, alpha + 1, alpha)
-    d = boosted - 1.0 / 3.0
-    c = 1.0 / torch.sqrt(9.0 * d)
-    result = torch.zeros_like(alpha)
-    pending = torch.ones_like(alpha, dtype=torch.bool)
-    while bool(pending.any()):
-        index = pending.nonzero().squeeze(1)
-        normal = torch.randn(index.numel(), generator=generator, dtype=torch.float64)
-        uniform = torch.rand(index.numel(), generator=generator, dtype=torch.float64)
-        v = (1 + c[index] * normal) ** 3
-        accept = (v > 0) & (torch.log(uniform) < 0.5 * normal**2 + d[index] - d[index] * v
-                            + d[index] * torch.log(v.clamp_min(1e-300)))
-        result[index[accept]] = (d[index] * v)[accept]
-        pending[index[accept]] = False
-    small = alpha < 1
-    boost = torch.rand(alpha.shape, generator=generator, dtype=torch.float64)
-    result = torch.where(small, result * boost ** (1.0 / alpha), result)
-    return result.reshape(shape)
-
-
-def allocate(weights: torch.Tensor, capacity: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
-    """Integer counts ``(B, M)`` with row sums ``min(budget, capacity.sum)``, ``counts <= capacity``.
-
-    Proportional to ``weights`` (largest-remainder rounding); what a capped
-    modality cannot take is handed, in further rounds, to the modalities
-    with room (in proportion to their weights, uniformly if all are zero).
-    """
-    counts = torch.zeros_like(capacity)
-    weights = weights.to(torch.float64)
-    for _ in range(capacity.shape[1] + 2):
-        room = capacity - counts
-        remaining = budget - counts.sum(1)
-        if not bool(((remaining > 0) & (room.sum(1) > 0)).any()):
-            break
-        has_room = room > 0
-        share_weights = torch.where(has_room, weights, 0.0)
-        # A row whose weighted modalities are all full spreads the rest evenly over those with room.
-        share_weights = torch.where(share_weights.sum(1, keepdim=True) > 0, share_weights, has_room.double())
-        total = share_weights.sum(1, keepdim=True).clamp_min(1e-300)
-        share = share_weights / total * remaining.clamp_min(0).unsqueeze(1).double()
-        floor = share.floor()
-        leftover = (remaining.clamp_min(0) - floor.sum(1).long()).clamp_min(0)
-        fraction = torch.where(share_weights > 0, share - floor, -1.0)
-        rank = fraction.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-        extra = (rank < leftover.unsqueeze(1)) & (share_weights > 0)
-        counts = counts + torch.minimum(floor.long() + extra.long(), room)
-    return counts
-
-
 def _ranks(noise: torch.Tensor) -> torch.Tensor:
     """Rank of each entry along dim 1 (0 = smallest): a random order when ``noise`` is uniform."""
     return noise.argsort(dim=1).argsort(dim=1)
-
-
-def _pack(selected: torch.Tensor, values: dict[str, torch.Tensor],
-          size: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Move the selected entries of each row (in their order) to the first slots of ``size`` slots."""
-    batch = selected.shape[0]
-    slot = selected.long().cumsum(1) - 1
-    # Unselected entries (and overflow, which budgets rule out) go to a discarded extra column.
-    slot = torch.where(selected & (slot < size), slot, torch.full_like(slot, size))
-    packed = {}
-    for name, value in values.items():
-        out = torch.zeros(batch, size + 1, dtype=value.dtype)
-        out.scatter_(1, slot, value.expand(batch, -1) if value.shape[0] == 1 else value)
-        packed[name] = out[:, :size]
-    valid = torch.zeros(batch, size + 1, dtype=torch.bool)
-    valid.scatter_(1, slot, selected)
-    return packed, valid[:, :size]
 
 
 class Masker:
@@ -439,20 +367,3 @@ class Masker:
             else:
                 columns.append(torch.full((views.shape[0],), spec.num_tokens, dtype=torch.long))
         return torch.where(views, torch.stack(columns, 1), 0)
-
-def assemble(modalities, slot_modality, slot_position, is_input, is_target, values, previous,
-             input_size: int, target_size: int, input_values: torch.Tensor | None = None) -> MaskedBatch:
-    """Pack per-slot selections ``(B, T)`` over all (modality, position) slots into a MaskedBatch.
-    ``input_values``: the encoder's ids where they differ from the decoder's ``values`` (span masking)."""
-    common = {"modality": slot_modality.unsqueeze(0), "position": slot_position.unsqueeze(0)}
-    encoder_values = values if input_values is None else input_values
-    encoder, enc_valid = _pack(is_input, {**common, "token": encoder_values}, input_size)
-    decoder, dec_valid = _pack(is_target, {**common, "token": values, "previous": previous}, target_size)
-    return MaskedBatch(
-        modalities=tuple(modalities),
-        enc_tokens=encoder["token"], enc_modality=encoder["modality"], enc_positions=encoder["position"],
-        enc_valid=enc_valid,
-        dec_tokens=decoder["token"], dec_input_tokens=decoder["previous"], dec_modality=decoder["modality"],
-        dec_positions=decoder["position"], dec_valid=dec_valid,
-    )
-

@@ -66,7 +66,7 @@ def uniforms(keys: np.ndarray, counters: np.ndarray) -> np.ndarray:
 def gamma(keys: np.ndarray, concentration: np.ndarray, first_candidates: int = 3) -> np.ndarray:
     """Gamma(concentration, 1) samples ``(B, J)``, entry ``j`` of row ``b`` from key ``b`` only.
 
-    Marsaglia-Tsang rejection like :func:`pairless.training.masking.sample_gamma`: candidate ``r`` of entry
+    Marsaglia-Tsang rejection like :func:`pairless.training.budgets.sample_gamma`: candidate ``r`` of entry
     ``j`` uses counters ``GAMMA + 3 (r J + j) + {0, 1, 2}`` (two uniforms make the normal by Box-Muller,
     the third decides acceptance) and the first accepted candidate is the sample; the alpha < 1 boost is
     at ``BOOST + j``. The first ``first_candidates`` candidates of every entry are tried at once (each is

@@ -11,7 +11,8 @@ from translation_oracle import full_translation_batch
 
 from pairless.batch import TokenSpec
 from pairless.config import ConfigError
-from pairless.training.masking import Masker, MaskingConfig, allocate, sample_gamma
+from pairless.training.budgets import allocate, sample_gamma
+from pairless.training.masking import Masker, MaskingConfig
 
 SPECS = {
     "rgb": TokenSpec("rgb", "image", 16, 50, grid=(4, 4)),
