@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = get_recipe(args.recipe, args.preset, data=args.data, withhold=args.withhold,
                             compare=args.compare)
+    except (ConfigError, DataError) as error:  # the data or a recipe option: the message, without usage
+        print(f"pairless run: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.seeds is not None:
             config = apply_overrides(config, [f"seeds={args.seeds}"])
         config = apply_overrides(config, args.overrides)

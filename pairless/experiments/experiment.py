@@ -215,6 +215,9 @@ class ExperimentConfig(Config):
     bridges: dict[str, list[str]] = {}
     pseudo: dict[str, PseudoStage] = {}  # name -> pseudo-pair stage (transitive)
     adapters: list[AdapterStage] = []  # modalities added to frozen runs (adapter)
+    # what the recipe adapted to the data or cannot do with it (own-data: a batch clipped to a small folder,
+    # no direction to evaluate), in words: printed with the plan and shown in the report
+    notes: list[str] = []
 
     def expanded_runs(self) -> list[TrainingRun]:
         """The runs with seeds expanded: ``name`` for seed 0, ``name@s1`` ... for the others."""

@@ -18,11 +18,11 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     """A user's folder: train on everything as it is, evaluate every direction with held-out ground truth,
     compare zero-shot with the all-data model for the ``compare`` pairs, and say what can be measured for
     the pairs never recorded together (``withhold`` simulates more of them)."""
-    from pairless.data.co_occurrence import co_occurrence, pair_count
+    from pairless.data.co_occurrence import pair_count
 
     if data is None:
         raise ConfigError("own-data: --data DIR is required (a dataset folder with train/ and val/)")
-    counts = {split: co_occurrence(data, split) for split in ("train", "val")}
+    counts = {split: _split_counts(data, split) for split in ("train", "val")}
     names = list(counts["train"]["modalities"])
     for option, pairs in (("--withhold", withhold), ("--compare", compare)):
         for a, b in pairs:
@@ -45,8 +45,16 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     for a, b in compare:
         runs.append(new_run(preset, f"zs-{a}-{b}", "zero-shot", withheld=[*withheld, (a, b)],
                             label=f"{a}:{b}"))
+    notes = []
+    runs, note = _fit_batch(runs, counts["train"]["num_samples"], base["data"], preset)
+    notes += [note] if note else []
     directions = [f"{a}:{b}" for a in names for b in names
                   if a != b and pair_count(counts["val"], a, b) >= MIN_EVAL_PAIRS]
+    if not directions:
+        held_out = counts["val"]["num_samples"]
+        notes.append(f"no direction is evaluated: no two modalities have {MIN_EVAL_PAIRS} or more samples "
+                     f"with both in {base['data']}/val ({held_out} held-out samples). Put some samples that "
+                     "hold both modalities of a pair in val/ to measure that pair")
     # never together in training (paired samples in val/ only are ground truth for a true zero-shot test)
     never = [f"{a}:{b}" for index, a in enumerate(names) for b in names[index + 1:]
              if pair_count(counts["train"], a, b) == 0]
@@ -64,4 +72,38 @@ def own_data(preset: str = "tiny", data: str | None = None, withhold=(), compare
     figures += [figure_of(preset, *Pair.parse(direction), runs=["all-data"]) for direction in directions
                 if Pair.parse(direction) not in drawn]
     return ExperimentConfig(**base, runs=runs, directions=directions, figures=figures, unpaired=unpaired,
-                            bridges=bridges)
+                            bridges=bridges, notes=notes)
+
+
+def _split_counts(data: str, split: str) -> dict:
+    """:func:`co_occurrence` of one split of the user's folder, refusing a split the recipe cannot do without
+    (no folder, or no sample in train) with what to change."""
+    from pairless.data.co_occurrence import co_occurrence
+    from pairless.data.validate import DataError
+
+    try:
+        counts = co_occurrence(data, split)
+    except DataError as error:
+        if not str(error).endswith(f"no split {split!r}"):
+            raise
+        role = "the samples the models train on" if split == "train" else "the held-out samples every " \
+            "number is measured on (a tenth of your samples is a usual share)"
+        raise ConfigError(f"own-data: {data} has no {split}/ folder; the recipe needs {split}/ with "
+                          f"{role}, one subfolder per modality (docs/data.md)") from None
+    if split == "train" and counts["num_samples"] == 0:
+        raise ConfigError(f"own-data: {data}/train holds no sample (no file that a known or declared "
+                          "modality takes, in a modality subfolder); put your training samples there, one "
+                          "subfolder per modality (docs/data.md)")
+    return counts
+
+
+def _fit_batch(runs: list, train_samples: int, data: str, preset: str) -> tuple[list, str | None]:
+    """The runs with their batch clipped to the training samples the folder holds (a batch larger than the
+    data cannot be drawn), and the line that says so (None when the preset's batch fits)."""
+    batch = runs[0].batch_size
+    if batch <= train_samples:
+        return runs, None
+    runs = [run.with_train(batch_size=train_samples) for run in runs]
+    return runs, (f"batch {batch} of preset {preset} is more than the {train_samples} training samples in "
+                  f"{data}/train: each run trains with batch {train_samples} (every step sees all of them; "
+                  "the learning rate scales with the batch). More samples give a more reliable result")

@@ -144,6 +144,7 @@ def plan_summary(plan, throughput: Throughput) -> str:
         lines.append(f"  {row.label:<34} {row.where:<4} {state:>10}   {row.folder or ''}".rstrip())
         lines += [f"      {detail}" for detail in row.details]
     lines.append(f"  estimated time for what is not cached: {_duration(total)}")
+    lines += [f"  note: {note}" for note in config.notes]
     return "\n".join(lines)
 
 

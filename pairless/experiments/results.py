@@ -194,6 +194,11 @@ class Results(Record):
         return self.config.get("data")
 
     @property
+    def notes(self) -> list[str]:
+        """What the recipe adapted to the data or could not do with it (own-data), in words."""
+        return list(self.config.get("notes", []))
+
+    @property
     def recipe_runs(self) -> list[RecipeRun]:
         """The recipe's runs in its order."""
         return [RecipeRun.from_config(run) for run in self.config.get("runs", [])]

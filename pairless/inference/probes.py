@@ -218,8 +218,10 @@ def probe_model(model, shards, first: str, second: str, num_samples: int = 1000,
     modalities = model_modalities(model, shards.specs, [first, second])
     indices = eligible_samples(shards, [first, second], num_samples)
     if len(indices) <= k:
+        split = getattr(shards, "split", None)
+        where = f" of the {split!r} split" if split else ""
         found = (f"num_samples = {num_samples}" if len(indices) == num_samples
-                 else f"only {len(indices)} samples have both {first!r} and {second!r}")
+                 else f"only {len(indices)} samples{where} have both {first!r} and {second!r}")
         raise ValueError(f"pair {pair}: {found}; the probes need more than {k} samples (mutual kNN with "
                          f"k = {k}), and about 1,000 for stable figures")
     was_training = getattr(model, "training", False)

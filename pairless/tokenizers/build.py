@@ -127,6 +127,9 @@ def train_all(data: Path, out: Path, config: TokenizerTrainConfig, modalities: l
                 tokenizer = build_vector(modality, values, config)
                 settings = config.vector
             steps = config.steps_for(modality, settings)
+            if len(values) < settings.batch_size:  # the loop draws what there is (train_neural)
+                print(f"tokenizer {modality}: {len(values)} training samples, fewer than the batch of "
+                      f"{settings.batch_size}: each step uses all {len(values)}", file=sys.stderr)
             result = train_neural(tokenizer, values, settings, steps=steps, seed=config.seed,
                                   bf16=config.bf16,
                                   description=f"tokenizer {modality}",

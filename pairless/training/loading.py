@@ -23,6 +23,11 @@ def training_data(config):
         data = load_streamed_training_data(config.shards, config.split, config.fragment)
     else:
         data = load_training_data(config.shards, config.split, config.fragment)
+    if config.batch_size > len(data):
+        # every step draws a full batch of distinct samples; a small folder needs a smaller batch
+        raise ConfigError(f"batch_size: {config.batch_size} is larger than the {len(data)} training samples "
+                          f"in {Path(config.shards) / config.split}: set --batch-size {len(data)} or less "
+                          f"(--set batch_size={len(data)}), or add samples")
     if config.data_order == "global":
         if streamed:
             raise ConfigError(f"data_order: {config.shards} holds streamed (webdataset) shards, which are "

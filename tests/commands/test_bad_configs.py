@@ -56,6 +56,18 @@ def test_train_refuses_a_withheld_modality_missing_from_the_shards(shards, tmp_p
                       "--total-tokens", "100"], "embed", code=1)
 
 
+@pytest.mark.parametrize("order", ["global", "shards"])
+def test_train_refuses_a_batch_larger_than_the_data_naming_the_shards_and_the_fix(shards, tmp_path, capsys,
+                                                                                   order):
+    out = tmp_path / "run"
+    _refused(capsys, ["train", "--shards", str(shards), "--out", str(out), "--total-tokens", "100",
+                      "--batch-size", "32", "--set", "model.dim=32", "--set", "model.heads=2", "--set",
+                      f"data_order={order}"],
+             "batch_size: 32 is larger than the 16 training samples", f"{shards}/train",
+             "--batch-size 16", code=1)
+    assert "Traceback" not in capsys.readouterr().err and not (out / "model.safetensors").exists()
+
+
 def test_tokenizers_command_names_the_bad_field(tmp_path, capsys):
     out = tmp_path / "tok"
     base = ["tokenizers", "train", "--data", str(tmp_path / "none"), "--out", str(out), "--preset", "micro"]

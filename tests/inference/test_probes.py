@@ -257,5 +257,6 @@ def test_probe_errors_name_the_value():
         probe_model(small_model(), shards, "rgb", "nosuch", num_samples=20)
     with pytest.raises(ValueError, match="'normal': the run was not trained on it; it was trained on rgb"):
         probe_model(small_model(), shards, "normal", "depth", num_samples=20)
-    with pytest.raises(ValueError, match="only 7 samples have both 'rgb' and 'depth'"):
-        probe_model(small_model(), fake_shards(10), "rgb", "depth", num_samples=100)
+    with pytest.raises(ValueError, match="only 7 samples of the 'val' split have both 'rgb' and 'depth'"):
+        probe_model(small_model(), SimpleNamespace(**vars(fake_shards(10)), split="val"), "rgb", "depth",
+                    num_samples=100)

@@ -131,7 +131,7 @@ def markdown(results: Results) -> list[str]:
     for run, per_pair in results.probes.items():
         for pair, value in per_pair.items():
             if value.skipped is not None:
-                rows.append([run, pair, *["–"] * (len(METRICS) + 1), value.skipped[:80]])
+                rows.append([run, pair, *["–"] * (len(METRICS) + 1), _reason(pair, value.skipped)])
                 continue
             rows.append([run, pair, *[number(value.summary[m]) for m in METRICS],
                          number(value.shuffled["foscttm"]), str(value.num_samples)])
@@ -230,3 +230,10 @@ def plot(results: Results, folder: Path) -> dict[str, str]:
 
 def summary(results: Results) -> dict:
     return {"probes": probes_summary(results)}
+
+
+def _reason(pair: str, skipped: str) -> str:
+    """Why a pair was not probed, as its table cell: the pair is in its own column; the count and the
+    number of samples the probes need stay (a cell cut at a fixed width lost them)."""
+    reason = skipped.removeprefix(f"pair {pair}: ")
+    return reason if len(reason) <= 160 else reason[:159] + "…"

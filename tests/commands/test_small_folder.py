@@ -1,0 +1,75 @@
+"""A researcher's small folder through ``pairless run own-data``: a batch larger than the folder is clipped
+to what it holds and the run says so; what cannot work (no train or val folder, no sample) is refused in
+one message naming the folder, the count and what to change; never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from byod_helpers import write_user_folder
+
+from pairless import modalities as registry
+from pairless.cli import main as cli_main
+from pairless.utils.storage import read_json
+
+
+@pytest.fixture(autouse=True)
+def forget_thermal():
+    yield
+    registry.unregister("thermal")
+
+
+def test_eight_samples_train_with_the_batch_clipped_and_say_so(tmp_path, capsys):
+    data = write_user_folder(tmp_path / "data", train=8, val=4)
+    assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
+                     "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    note = f"batch 16 of preset micro is more than the 8 training samples in {data}/train"
+    assert f"note: {note}: each run trains with batch 8" in captured.out and "Traceback" not in captured.err
+    # the tokenizers draw what each modality has (4 depth files) and say so
+    clipped = "tokenizer depth: 4 training samples, fewer than the batch of 16: each step uses all 4"
+    assert clipped in captured.err
+    results = read_json(tmp_path / "out" / "own-data" / "results.json")
+    assert results["config"]["runs"][0]["train"]["batch_size"] == 8
+    assert read_json(f"{results['runs']['all-data']['path']}/config.json")["batch_size"] == 8
+    assert results["evals"]["all-data"]["rgb:depth"]["num_samples"] == 2
+    report = (tmp_path / "out" / "own-data" / "report.md").read_text()
+    assert f"**Note**: Batch 16 of preset micro is more than the 8 training samples in {data}/train" in report
+    # probes on 2 held-out pairs: skipped with the count and what the probes need, not a cut-off cell
+    skipped = "only 2 samples of the 'val' split have both 'rgb' and 'depth'; the probes need more than 3"
+    assert skipped in report
+
+
+def test_three_samples_run_and_the_report_says_nothing_could_be_evaluated(tmp_path, capsys):
+    data = write_user_folder(tmp_path / "data", train=3, val=2)
+    assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
+                     "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "each run trains with batch 3" in captured.out and "Traceback" not in captured.err
+    results = read_json(tmp_path / "out" / "own-data" / "results.json")
+    assert results["config"]["directions"] == [] and results["evals"]["all-data"] == {}
+    report = (tmp_path / "out" / "own-data" / "report.md").read_text()
+    assert (f"**Note**: No direction is evaluated: no two modalities have 2 or more samples with both in "
+            f"{data}/val (2 held-out samples)") in report
+    assert "**no verdict**: 1 held-out samples, fewer than the 16 a verdict needs" in report
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    ("no-val", "has no val/ folder; the recipe needs val/ with the held-out samples"),
+    ("no-train", "has no train/ folder; the recipe needs train/ with the samples the models train on"),
+    ("empty-train", "/train holds no sample (no file that a known or declared modality takes"),
+])
+def test_a_folder_it_cannot_run_on_is_refused_in_one_message(tmp_path, capsys, damage, expected):
+    data = write_user_folder(tmp_path / "data", train=3, val=2)
+    if damage == "no-val":
+        shutil.rmtree(data / "val")
+    else:
+        shutil.rmtree(data / "train")
+        if damage == "empty-train":
+            (data / "train" / "rgb").mkdir(parents=True)
+    assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
+                     "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert f"own-data: {data}" in error and expected in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
