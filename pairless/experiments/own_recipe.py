@@ -107,3 +107,29 @@ def _fit_batch(runs: list, train_samples: int, data: str, preset: str) -> tuple[
     return runs, (f"batch {batch} of preset {preset} is more than the {train_samples} training samples in "
                   f"{data}/train: each run trains with batch {train_samples} (every step sees all of them; "
                   "the learning rate scales with the batch). More samples give a more reliable result")
+
+
+def fit_budgets(config: ExperimentConfig, shards: Path) -> ExperimentConfig:
+    """``config`` with each run's token budgets fitted to what a sample of the user's token shards holds (the
+    preset's budgets assume the world's tokens per sample: 32x32 images and short captions hold fewer), and
+    a note saying so; ``config`` itself when every budget fits."""
+    from pairless.data.shards import read_manifest, specs_from_manifest
+
+    specs = specs_from_manifest(read_manifest(shards), Path(shards) / "manifest.json")
+    runs, notes = [], []
+    for run in config.runs:
+        names = [name for name in (run.universe or specs) if name in specs]
+        held = sum(specs[name].num_tokens for name in names)
+        inputs, targets = run.input_budget, run.target_budget
+        if inputs + targets <= held or held < 2:  # fits, or cannot be split (the trainer's check names it)
+            runs.append(run)
+            continue
+        fitted = max(1, held * inputs // (inputs + targets))
+        runs.append(run.with_train(masking={"input_budget": fitted, "target_budget": held - fitted}))
+        note = (f"budgets {inputs} + {targets} tokens of preset {config.preset} are more than the {held} "
+                f"tokens {', '.join(names)} hold per sample: each run masks {fitted} + {held - fitted} (a "
+                "sample with every modality has all its tokens as inputs or targets)")
+        notes += [note] if note not in notes else []
+    if not notes:
+        return config
+    return config.model_copy(update={"runs": runs, "notes": [*config.notes, *notes]})

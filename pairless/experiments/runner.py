@@ -26,13 +26,14 @@ from pathlib import Path
 from pairless.experiments import stages
 from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.own_recipe import fit_budgets
 from pairless.experiments.plan import plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.experiments.report import write_report
 from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile
 from pairless.utils.runtime import Runtime
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 
 class Plan:
@@ -141,12 +142,20 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     plan = Plan(config, out)
+    if config.data is not None and is_complete(plan.shards):  # cached shards: the budgets fitted up front
+        config = fit_budgets(config, plan.shards)
+        plan = Plan(config, out)
     print(plan.summary(threads=runtime.threads), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     clock = StageClock()
     with FolderLock(plan.recipe_dir):
         check_same_data(config, plan.recipe_dir)
         inspection = prepare_data(config, plan, runtime, clock)
+        if config.data is not None:  # a user's tokens per sample are known now: budgets fitted to them
+            fitted = fit_budgets(config, plan.shards)
+            for note in fitted.notes[len(config.notes):]:
+                print(f"  note: {note}", flush=True)
+            config, plan = fitted, Plan(fitted, out)
         # outside models: their tokenizers checked now, before anything is trained
         chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
         runs, pseudo = train_runs(config, plan, runtime, clock)

@@ -55,6 +55,33 @@ def test_three_samples_run_and_the_report_says_nothing_could_be_evaluated(tmp_pa
     assert "**no verdict**: 1 held-out samples, fewer than the 16 a verdict needs" in report
 
 
+def test_budgets_larger_than_the_tokens_a_sample_holds_are_fitted_and_said(tmp_path, capsys):
+    """32x32 rgb (64 tokens) and short captions hold fewer tokens per sample than micro's 48 + 48."""
+    import numpy as np
+    from PIL import Image
+
+    data, rng = tmp_path / "data", np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 3)):
+        for folder in ("rgb", "caption"):
+            (data / split / folder).mkdir(parents=True)
+        for index in range(count):
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(image).save(data / split / "rgb" / f"{index:04d}.png")
+            (data / split / "caption" / f"{index:04d}.txt").write_text("a red cube.")
+    assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
+                     "--out", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    results = read_json(tmp_path / "out" / "own-data" / "results.json")
+    masking = read_json(f"{results['runs']['all-data']['path']}/config.json")["masking"]
+    held = read_json(f"{results['paths']['shards']}/manifest.json")["modalities"]
+    total = sum(spec["num_tokens"] for spec in held.values())
+    assert masking["input_budget"] + masking["target_budget"] == total < 96
+    note = (f"budgets 48 + 48 tokens of preset micro are more than the {total} tokens rgb, caption hold per "
+            f"sample: each run masks {masking['input_budget']} + {masking['target_budget']}")
+    assert note in captured.out and "Traceback" not in captured.err
+    assert note[1:] in (tmp_path / "out" / "own-data" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(("damage", "expected"), [
     ("no-val", "has no val/ folder; the recipe needs val/ with the held-out samples"),
     ("no-train", "has no train/ folder; the recipe needs train/ with the samples the models train on"),
