@@ -114,6 +114,7 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "whole-0.25": {"train": ["masking.whole_sequence_fraction=0.25"]},
     "whole-0.5": {"train": ["masking.whole_sequence_fraction=0.5"]},
     "whole-0.8": {"train": ["masking.whole_sequence_fraction=0.8"]},
+    "whole-1.0": {"train": ["masking.whole_sequence_fraction=1.0"]},
     "span-whole-0.5": {"train": ["masking.sequence_masking=span", "masking.whole_sequence_fraction=0.5"]},
 }
 
