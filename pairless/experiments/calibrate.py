@@ -74,9 +74,9 @@ def inference_rate(model_json: str, specs_json: str, batch_size: int, seconds: f
 def tokenizer_step_seconds(name: str, world_size: int, settings_json: str, seconds: float,
                            threads: int | None) -> float:
     """Seconds of one training step of ``name``'s tokenizer at its batch (random values at the data's
-    size), as :func:`pairless.tokenizers.train.train_neural` runs it: bf16 forward, loss, backward, clip,
-    AdamW."""
-    from pairless.tokenizers.train import TokenizerTrainConfig
+    size), as :func:`pairless.tokenizers.neural_training.train_neural` runs it: bf16 forward, loss,
+    backward, clip, AdamW."""
+    from pairless.tokenizers.neural_training import TokenizerTrainConfig
 
     settings = TokenizerTrainConfig.model_validate(json.loads(settings_json))
     tokenizer, section, values = build_tokenizer(name, world_size, settings)
@@ -100,7 +100,7 @@ def build_tokenizer(name: str, world_size: int, settings, batch_size: int | None
     """An untrained tokenizer of an image or vector modality of the registry, its optimizer section and a
     batch of random values (``batch_size``: the section's batch by default); None for text."""
     from pairless import modalities as registry
-    from pairless.tokenizers.train import build_spatial, build_vector
+    from pairless.tokenizers.neural_training import build_spatial, build_vector
 
     entry = registry.get(name)
     rng = np.random.default_rng(0)
@@ -138,7 +138,7 @@ def encode_sample_seconds(name: str, world_size: int, settings_json: str, thread
                           batch_size: int = 256) -> float:
     """Seconds per sample of encoding ``name`` with its tokenizer (untrained: the same operations) in
     batches of ``batch_size``, as tokenization runs it; 0 for text."""
-    from pairless.tokenizers.train import TokenizerTrainConfig
+    from pairless.tokenizers.neural_training import TokenizerTrainConfig
 
     settings = TokenizerTrainConfig.model_validate(json.loads(settings_json))
     built = build_tokenizer(name, world_size, settings, batch_size=batch_size)
@@ -155,7 +155,7 @@ def encode_sample_flops(name: str, world_size: int, settings_json: str) -> float
     for a GPU profile); 0 for text."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pairless.tokenizers.train import TokenizerTrainConfig
+    from pairless.tokenizers.neural_training import TokenizerTrainConfig
 
     settings = TokenizerTrainConfig.model_validate(json.loads(settings_json))
     built = build_tokenizer(name, world_size, settings, batch_size=8)

@@ -296,7 +296,7 @@ def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) 
     of each counted by torch's FLOP counter, times its batch and steps."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pairless.tokenizers.train import build_spatial, build_vector
+    from pairless.tokenizers.neural_training import build_spatial, build_vector
 
     total, rng = 0.0, np.random.default_rng(0)
     for name in modalities:

@@ -19,7 +19,7 @@ from pairless.config import apply_overrides
 from pairless.experiments import stages
 from pairless.experiments.estimate import Throughput, estimate_run, planned_specs, sample_tokens
 from pairless.experiments.inference_work import InferenceWork, inference_work
-from pairless.tokenizers.train import preset_config
+from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import is_complete
 
 WORLD_MODALITIES = ["rgb", "depth", "normal", "semseg", "caption", "det", "embed"]
