@@ -160,8 +160,8 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     {run: {metric: value}}, "num_samples"}``.
     """
     device = resolve_device(device)
-    sources = src.split("+") if isinstance(src, str) else list(src)
-    chain = parse_chain("+".join(sources) + ":" + dst)
+    chain = parse_chain(f"{src if isinstance(src, str) else '+'.join(src)}:{dst}")  # parsed once, here
+    sources = chain[0]
     final = chain[-1][0]
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
     runs = {name: Path(path) for name, path in runs.items()}
