@@ -76,7 +76,7 @@ def tokenizer_step_seconds(name: str, world_size: int, settings_json: str, secon
     """Seconds of one training step of ``name``'s tokenizer at its batch (random values at the data's
     size), as :func:`pairless.tokenizers.neural_training.train_neural` runs it: bf16 forward, loss,
     backward, clip, AdamW."""
-    from pairless.tokenizers.neural_training import TokenizerTrainConfig
+    from pairless.tokenizers.neural_training import TokenizerTrainConfig, train_step
 
     settings = TokenizerTrainConfig.model_validate(json.loads(settings_json))
     tokenizer, section, values = build_tokenizer(name, world_size, settings)
@@ -85,13 +85,7 @@ def tokenizer_step_seconds(name: str, world_size: int, settings_json: str, secon
     tokenizer.train()
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
-            outputs, _ = tokenizer(inputs)
-        loss = tokenizer.loss(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), 1.0)
-        optimizer.step()
+        train_step(tokenizer, optimizer, inputs, targets, settings.bf16)
 
     return fastest(step, seconds, threads)
 
