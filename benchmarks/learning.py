@@ -100,10 +100,12 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "modality-std-1": {"train": ["model.modality_init_std=1.0"]},
     "modality-std-0.3": {"train": ["model.modality_init_std=0.3"]},
     "lr-x2": {"train": ["base_lr=0.016"]},  # peak 2e-3 at batch 32
-    # ml-4m's architecture choices (docs/ml4m.md), alone, together, and all of them (model.style=ml4m);
-    # not measured yet (2026-12): run them on an idle machine before adopting any
-    "ml4m-swiglu": {"train": ["model.mlp=swiglu"]},
-    "ml4m-context": {"train": ["model.context_projection=true"]},
+    # ml-4m's architecture choices (docs/ml4m.md), alone, together, and all of them (model.style=ml4m),
+    # each from the model before 2026-12-07 (GELU, the encoder output as context); measured in
+    # docs/learning.md, which made SwiGLU with the context projection the default ("default" above)
+    "pairless-before": {"train": ["model.mlp=gelu", "model.context_projection=false"]},
+    "ml4m-swiglu": {"train": ["model.mlp=swiglu", "model.context_projection=false"]},
+    "ml4m-context": {"train": ["model.mlp=gelu", "model.context_projection=true"]},
     "ml4m-swiglu-context": {"train": ["model.mlp=swiglu", "model.context_projection=true"]},
     "ml4m-all": {"train": ["model.style=ml4m"]},
     # sequence masking (pairless.training.masking; mostly for --task caption): 4M's span masking, a share
@@ -112,6 +114,7 @@ CONFIGS: dict[str, dict[str, list[str]]] = {
     "whole-0.25": {"train": ["masking.whole_sequence_fraction=0.25"]},
     "whole-0.5": {"train": ["masking.whole_sequence_fraction=0.5"]},
     "whole-0.8": {"train": ["masking.whole_sequence_fraction=0.8"]},
+    "whole-1.0": {"train": ["masking.whole_sequence_fraction=1.0"]},
     "span-whole-0.5": {"train": ["masking.sequence_masking=span", "masking.whole_sequence_fraction=0.5"]},
 }
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pairless.config import Config, merged, overrides_as_data, validate
+from pairless.model.config import SAVED_BEFORE_OPTIONS
 from pairless.training.config import TrainConfig
 
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
@@ -68,7 +69,9 @@ class TrainingRun(Config):
         seed = flat.get("seed", 0)
         train = {"total_tokens": flat.get("total_tokens", 8_000_000),
                  "batch_size": flat.get("batch_size", 32),
-                 "model": {"preset": flat.get("model_preset", "tiny")}, "seed": seed,
+                 # trained before the defaults of 2026-12-07: the architecture options at None (the
+                 # style's), which keeps each run's key
+                 "model": {"preset": flat.get("model_preset", "tiny"), **SAVED_BEFORE_OPTIONS}, "seed": seed,
                  "fragment": {**fragment, "seed": seed},
                  "masking": {"input_budget": flat.get("input_budget", 64),
                              "target_budget": flat.get("target_budget", 64)}}

@@ -3,10 +3,12 @@ the model (transformer, blocks), which both read it."""
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field, model_validator
 
 from pairless.config import Config
-from pairless.model.architecture import Architecture, MlpKind, Style, resolve
+from pairless.model.architecture import OPTION_NAMES, Architecture, MlpKind, Style, resolve
 from pairless.model.attention import AttentionKind
 
 PRESETS: dict[str, dict] = {
@@ -17,6 +19,9 @@ PRESETS: dict[str, dict] = {
     "large": dict(dim=1024, encoder_layers=24, decoder_layers=24, heads=16),  # 4M-L
     "xl": dict(dim=2048, encoder_layers=24, decoder_layers=24, heads=32),  # 4M-XL: train it sharded
 }
+
+# what a ModelConfig saved before the ml-4m options existed (2026-12-07) meant by leaving them out
+SAVED_BEFORE_OPTIONS: dict[str, object] = {name: None for name in OPTION_NAMES}
 
 
 class ModelConfig(Config):
@@ -46,15 +51,18 @@ class ModelConfig(Config):
     # across the grid, so only a few dimensions tell positions apart.
     position_temperature: float = Field(10000.0, gt=1)
     # ml-4m compatibility (pairless.model.architecture, docs/ml4m.md): ``style`` picks every option below
-    # that is left at None; "ml4m" computes what ml-4m's FM computes (4M-7 flavour; 4M-21 adds
-    # separate_decoder_modalities=true). None everywhere with style "pairless" is the model as it always was.
+    # that is None; "ml4m" computes what ml-4m's FM computes (4M-7 flavour; 4M-21 adds
+    # separate_decoder_modalities=true). None everywhere with style "pairless" is the model before
+    # 2026-12-07. Since then two of ml-4m's choices are the defaults: the SwiGLU MLP and the projected decoder
+    # context learned about twice as much per token and per CPU-minute (docs/learning.md); a config saved
+    # before names neither and loads as it was trained (:meth:`from_saved`).
     style: Style = "pairless"
     norm_eps: float | None = Field(None, gt=0)  # LayerNorm epsilon (pairless 1e-5, ml-4m 1e-6)
-    mlp: MlpKind | None = None  # "gelu" or "swiglu" (ml-4m's gated SiLU MLP, hidden 2/3 * mlp_ratio * dim)
+    mlp: MlpKind | None = "swiglu"  # "gelu" or "swiglu" (ml-4m's gated SiLU MLP, hidden 2/3*mlp_ratio*dim)
     head_bias: bool | None = None  # output-head biases (pairless: as ``bias``; ml-4m: none)
     null_token: bool | None = None  # a learned token always first in the encoder input
     finite_mask: bool | None = None  # masked scores at the lowest finite value instead of -inf
-    context_projection: bool | None = None  # decoder context = Linear(encoder output) + input embeddings
+    context_projection: bool | None = True  # decoder context = Linear(encoder output) + input embeddings
     decoder_token_table: bool | None = None  # sequence targets' queries from a decoder-side token table
     separate_decoder_modalities: bool | None = None  # decoder modality embeddings of their own (4M-21)
     stored_positions: bool | None = None  # encoder/decoder position tables saved with the weights
@@ -78,6 +86,14 @@ class ModelConfig(Config):
         if self.dim % 4:
             raise ValueError(f"model.dim: must be a multiple of 4 for 2-D sin-cos positions, got {self.dim}")
         return self
+
+    @classmethod
+    def from_saved(cls, data: dict | str) -> ModelConfig:
+        """A ModelConfig as a run or model file stored it. Every dump since the ml-4m options exist names
+        each of them; one from before names none and was trained with the style's (pairless's) choices,
+        which the defaults of 2026-12-07 no longer are: its missing options are filled with None."""
+        data = json.loads(data) if isinstance(data, str) else dict(data)
+        return cls.model_validate({**SAVED_BEFORE_OPTIONS, **data})
 
     def architecture(self) -> Architecture:
         """Every ml-4m compatibility option resolved through ``style``."""

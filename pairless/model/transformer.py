@@ -198,7 +198,9 @@ class FourM(nn.Module):
         x = x + embedded  # (B, Ni, D)
         if self.null_token is not None:
             x = torch.cat([self.null_token.expand(x.shape[0], 1, -1), x], 1)
-            embedded = torch.cat([torch.zeros_like(embedded[:, :1]), embedded], 1)
+            # (the null token's slot adds no embedding; new_zeros, not zeros_like(embedded[:, :1]), which is
+            # empty when the input is: the context would then broadcast to no slot at all)
+            embedded = torch.cat([embedded.new_zeros(x.shape[0], 1, x.shape[2]), embedded], 1)
             always = torch.ones(x.shape[0], 1, dtype=torch.bool, device=x.device)  # the null token
             memory_valid = torch.cat([always, valid], 1)
         else:

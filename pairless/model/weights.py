@@ -55,7 +55,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> FourM:
     """The model written by :func:`save_model` (no pickle: config and specs come from JSON metadata)."""
     path = Path(path)
     tensors, metadata = read_weights(path, device)
-    config = ModelConfig.model_validate_json(metadata["config"])
+    config = ModelConfig.from_saved(metadata["config"])
     specs = {}
     for entry in json.loads(metadata["specs"]):
         entry["grid"] = tuple(entry["grid"]) if entry.get("grid") is not None else None

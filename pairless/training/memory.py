@@ -33,6 +33,7 @@ import torch
 from pairless.batch import TokenSpec
 from pairless.config import ConfigError
 from pairless.model import ModelConfig
+from pairless.model.architecture import swiglu_hidden
 from pairless.model.attention import resolve_attention
 
 GIB = 1024**3
@@ -102,26 +103,44 @@ class MemoryEstimate:
         return self.runtime + self.save
 
 
+def _mlp_shape(model: ModelConfig) -> tuple[int, int]:
+    """(hidden width, number of matrices) of a block's MLP: GELU's two, or SwiGLU's three 2/3 as wide."""
+    if model.architecture().mlp == "swiglu":
+        return swiglu_hidden(model.dim, model.mlp_ratio), 3
+    return int(model.dim * model.mlp_ratio), 2
+
+
 def linear_parameters(model: ModelConfig) -> int:
     """Parameters of the blocks' matrices (what autocast copies to bf16), biases excluded."""
-    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
-    encoder = 4 * dim * dim + 2 * dim * hidden
+    dim = model.dim
+    hidden, matrices = _mlp_shape(model)
+    encoder = 4 * dim * dim + matrices * dim * hidden
     decoder = encoder + 4 * dim * dim  # plus cross-attention: q, kv (2 D^2), proj
-    return model.encoder_layers * encoder + model.decoder_layers * decoder
+    context = dim * dim if model.architecture().context_projection else 0
+    return model.encoder_layers * encoder + model.decoder_layers * decoder + context
 
 
 def parameter_count(model: ModelConfig, specs: dict[str, TokenSpec]) -> int:
     """The exact parameter count of ``FourM(model, specs)`` (tested against the built model)."""
-    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    architecture = model.architecture()
+    dim = model.dim
+    hidden, matrices = _mlp_shape(model)
     vocab, modalities = sum(spec.vocab_size for spec in specs.values()), len(specs)
     norm = dim * (2 if model.bias else 1)
-    encoder_block = 2 * norm + (3 * dim + hidden + 2 * dim if model.bias else 0)
-    decoder_block = 3 * norm + (3 * dim + hidden + 2 * dim + 3 * dim + dim if model.bias else 0)
+    mlp_biases = (matrices - 1) * hidden + dim
+    encoder_block = 2 * norm + (3 * dim + dim + mlp_biases if model.bias else 0)
+    decoder_block = 3 * norm + (3 * dim + dim + mlp_biases + 3 * dim + dim if model.bias else 0)
+    if architecture.context_projection:
+        decoder_block += norm  # each decoder layer's norm of the context
     count = (linear_parameters(model) + model.encoder_layers * encoder_block
              + model.decoder_layers * decoder_block)
-    count += vocab * dim + modalities * dim + 2 * dim  # token table, modality embeddings, null, mask token
+    count += vocab * dim + modalities * dim + dim  # token table, modality embeddings, mask token
+    count += dim if architecture.null_token else 0
+    count += dim if architecture.context_projection else 0  # the projection's bias
+    count += vocab * dim if architecture.decoder_token_table else 0
+    count += modalities * dim if architecture.separate_decoder_modalities else 0
     count += 2 * norm  # encoder and decoder final norms
-    count += vocab * dim + (vocab if model.bias else 0)  # output heads
+    count += vocab * dim + (vocab if architecture.head_bias else 0)  # output heads
     return count
 
 
@@ -139,13 +158,20 @@ def _attention_bytes(workload: Workload, queries: int, keys: int) -> int:
 def activation_bytes(workload: Workload) -> int:
     """Saved activations of one micro-batch plus the backward pass's working set, per process."""
     model = workload.model
-    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
+    architecture = model.architecture()
+    dim = model.dim
+    hidden, matrices = _mlp_shape(model)
     low = 2 if workload.precision == "bf16" else 4  # bytes of a matmul input/output
-    encoder, decoder = workload.input_tokens + 1, workload.target_tokens  # + the null token
-    mlp = 4 * dim + low * dim + 2 * low * hidden  # norm input (fp32), its cast, hidden before/after GELU
+    encoder = workload.input_tokens + (1 if architecture.null_token else 0)
+    decoder = workload.target_tokens
+    # norm input (fp32), its cast, the hidden activations: GELU's before/after; SwiGLU's gate, its SiLU,
+    # the value and their product
+    mlp = 4 * dim + low * dim + (2 if matrices == 2 else 4) * low * hidden
     attention = 4 * dim + low * dim + low * 3 * dim + low * dim  # norm input, cast, q k v, output
     cross = 4 * dim + low * dim + low * dim + low * dim  # norm input, cast, q, output
     memory_side = low * dim + low * 2 * dim  # per encoder token and decoder layer: its cast, k and v
+    if architecture.context_projection:
+        memory_side += 4 * dim  # and the input of that layer's norm of the context (fp32)
     encoder_layer = encoder * (attention + mlp) + _attention_bytes(workload, encoder, encoder)
     decoder_layer = (decoder * (attention + cross + mlp) + encoder * memory_side
                      + _attention_bytes(workload, decoder, decoder)
@@ -153,7 +179,8 @@ def activation_bytes(workload: Workload) -> int:
     # once per forward: embeddings, the three attention masks, the final norms, the heads' logits and loss
     vocab_mean = workload.vocab_total / max(1, len(workload.specs))
     mask_heads = model.heads if resolve_attention(model.attention, workload.device_type) == "explicit" else 1
-    once = ((encoder + decoder) * 8 * dim
+    projected = encoder * (4 + low) * dim if architecture.context_projection else 0  # the projected context
+    once = ((encoder + decoder) * 8 * dim + projected
             + low * mask_heads * (encoder * encoder + decoder * decoder + decoder * encoder)
             + decoder * vocab_mean * (low + 4 + 4))
     if workload.activation_checkpointing:

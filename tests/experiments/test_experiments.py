@@ -315,11 +315,14 @@ def test_options_left_out_of_cache_keys_default_to_their_neutral_value():
     assert run.withheld == [("rgb", "depth")]
     dumped = stages.train_config(run, Path("."), Path(".")).model_dump(mode="json")
     keyed = stages.run_key_fields(run)
-    # masking_stream is the one option whose default changed results on purpose (2026-12-07): runs cached
-    # before it masked with the batch stream and keep their keys, every run on the new default gets a new one
+    # three options' defaults changed results on purpose (2026-12-07): runs cached before masked with the
+    # batch stream and had GELU and no context projection, and keep their keys; every run on the new
+    # defaults gets a new one
     assert keyed["masking_stream"] == "sample" and ADDED_OPTIONS["masking_stream"] == "batch"
+    assert keyed["model"]["mlp"] == "swiglu" and ADDED_OPTIONS["model.mlp"] is None
+    assert keyed["model"]["context_projection"] is True and ADDED_OPTIONS["model.context_projection"] is None
     for dotted, neutral in ADDED_OPTIONS.items():
-        if dotted == "masking_stream":
+        if dotted in ("masking_stream", "model.mlp", "model.context_projection"):
             continue
         *sections, name = dotted.split(".")
         full, kept = dumped, keyed

@@ -155,7 +155,7 @@ def test_unknown_names_and_grids_are_refused_by_name():
 
 def test_export_refuses_a_model_without_the_ml4m_options():
     specs = {"rgb": TokenSpec("rgb", "image", 16, 64, grid=(4, 4))}
-    with pytest.raises(Ml4mError, match=r"null_token=True .*context_projection=False.*style=ml4m"):
+    with pytest.raises(Ml4mError, match=r"null_token=True .*decoder_token_table=False.*style=ml4m"):
         plain = FourM(ModelConfig(dim=32, heads=2, encoder_layers=1, decoder_layers=1), specs)
         to_ml4m(plain, mapping=MAPPING)
     styled = FourM(ModelConfig(dim=32, heads=2, encoder_layers=1, decoder_layers=1, style="ml4m"),

@@ -37,12 +37,24 @@ def _batch(seed: int = 1, empty: float = 0.5):
     return Masker(SPECS, masking)(tokens, torch.ones(6, 2, dtype=torch.bool), generator), tokens
 
 
-def test_default_style_leaves_every_option_unset_and_resolves_to_pairless():
+def test_default_model_is_pairless_with_ml4m_mlp_and_context_and_old_configs_load_as_trained():
     config = ModelConfig()
-    assert config.style == "pairless" and all(getattr(config, name) is None for name in OPTION_NAMES)
+    assert config.style == "pairless" and config.mlp == "swiglu" and config.context_projection is True
+    assert all(getattr(config, name) is None for name in OPTION_NAMES
+               if name not in ("mlp", "context_projection"))
     architecture = config.architecture()
-    assert architecture.norm_eps == 1e-5 and architecture.mlp == "gelu" and architecture.null_token
+    assert architecture.mlp == "swiglu" and architecture.context_projection
+    assert architecture.norm_eps == 1e-5 and architecture.null_token and not architecture.decoder_token_table
     assert not architecture.head_bias and ModelConfig(bias=True).architecture().head_bias
+    # a config saved before the ml-4m options existed names none of them: it was trained with GELU and the
+    # encoder output as the decoder's context, and loads so
+    before = ModelConfig(mlp="gelu", context_projection=False).model_dump(mode="json")
+    for name in OPTION_NAMES:
+        del before[name]
+    old = ModelConfig.from_saved(json.dumps(before)).architecture()
+    assert old.mlp == "gelu" and not old.context_projection and old.null_token
+    # and one saved since keeps what it names
+    assert ModelConfig.from_saved(ModelConfig().model_dump(mode="json")).architecture() == architecture
 
 
 def test_style_switch_sets_every_option_and_an_explicit_one_wins():
@@ -57,7 +69,8 @@ def test_style_switch_sets_every_option_and_an_explicit_one_wins():
 
 
 def test_ml4m_parts_exist_only_with_their_options():
-    default, styled = _model().state_dict(), _model(style="ml4m").state_dict()
+    default = _model(mlp="gelu", context_projection=False).state_dict()  # the model before 2026-12-07
+    styled = _model(style="ml4m").state_dict()
     extra = {"context_projection.weight", "context_projection.bias", "decoder_token_embedding.weight",
              "encoder_positions", "decoder_positions", "decoder.0.context_norm.weight",
              "decoder.0.fc3.weight"}
@@ -124,5 +137,5 @@ def test_ml4m_style_trains_from_scratch(tmp_path):
     values = [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert sum(values[-3:]) / 3 < sum(values[:3]) / 3 - 0.5, values
     saved = json.loads((run / "config.json").read_text())["model"]
-    assert saved["style"] == "ml4m" and saved["mlp"] is None
+    assert saved["style"] == "ml4m" and saved["norm_eps"] is None
     assert load_model(run / "model.safetensors").architecture.context_projection

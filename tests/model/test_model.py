@@ -258,6 +258,10 @@ def test_encode_layers_returns_every_layer_and_ends_with_the_encoder_output(mode
         memory, valid = model.encode(batch)
         states, layer_valid = model.encode_layers(batch)
     assert len(states) == TINY["encoder_layers"] + 1  # the embedded input, then one entry per block
-    assert torch.equal(states[-1], memory) and torch.equal(layer_valid, valid)
+    # the decoder reads the last state projected, plus the inputs' position and modality embeddings
+    _, _, _, embedded = model._encoder_input(batch)
+    with torch.no_grad():
+        assert torch.equal(model._context(states[-1], embedded), memory)
+    assert torch.equal(layer_valid, valid)
     assert all(state.shape == memory.shape for state in states)
     assert not torch.equal(states[0], states[1])

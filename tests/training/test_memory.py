@@ -43,7 +43,10 @@ def _wide_shards(root: Path, count: int = 80) -> Path:
 
 
 @pytest.mark.parametrize("changes", [dict(preset="tiny"), dict(preset="small", bias=True),
-                                     dict(preset="tiny", mlp_ratio=3.0, encoder_layers=2)])
+                                     dict(preset="tiny", mlp_ratio=3.0, encoder_layers=2),
+                                     dict(preset="tiny", mlp="gelu", context_projection=False, bias=True),
+                                     dict(preset="tiny", style="ml4m", separate_decoder_modalities=True),
+                                     dict(preset="tiny", mlp_ratio=3.3, bias=True)])
 def test_parameter_count_is_exact(changes):
     specs = {"rgb": TokenSpec("rgb", "image", 64, 1000, grid=(8, 8)),
              "caption": TokenSpec("caption", "sequence", 32, 500, pad_id=0, bos_id=2, eos_id=3),
