@@ -40,11 +40,22 @@ def training_rate(shape_json: str, specs_json: str, micro_batch: int, seconds: f
     return measure_cpu(config, _specs(specs_json), micro_batch=micro_batch, seconds=seconds, threads=threads)
 
 
+# Above this many FLOPs per timed call (~3 s here), a model is timed at a reduced depth and batch: a tiny or
+# small model's evaluation batch of 128 is 0.1-0.9 TFLOP at the study's shapes, a base model's at the paper
+# preset 14 TFLOP and a large one's 49 (a minute per call, five calls, GBs).
+MAX_CALL_FLOPS = 1e12
+
+
 @functools.cache
 def inference_rate(model_json: str, specs_json: str, batch_size: int, seconds: float,
                    threads: int | None) -> float:
     """FLOP/s of the evaluation's forward pass (all tokens of one modality in, all of another out) of a
-    model shape at ``batch_size``, in bf16 under ``inference_mode`` as evaluation runs it."""
+    model shape at ``batch_size``, in bf16 under ``inference_mode`` as evaluation runs it.
+
+    A call over :data:`MAX_CALL_FLOPS` (a base or large model of the paper preset: tens of seconds per call
+    and GBs here) is timed on the same model with one encoder and one decoder layer at most 8 samples, as
+    :func:`pairless.training.compute.measure_cpu` does for training: the rate per FLOP of the wide matmuls
+    barely depends on depth, and the CPU plan of a GPU-scale preset answers in seconds."""
     from pairless.inference.evaluate import token_nll
     from pairless.model import FourM, ModelConfig
     from pairless.training.compute import forward_flops
@@ -53,6 +64,11 @@ def inference_rate(model_json: str, specs_json: str, batch_size: int, seconds: f
     model_config = ModelConfig.model_validate(json.loads(model_json))
     names = sorted(specs, key=lambda name: (specs[name].kind != "image", -specs[name].num_tokens, name))
     source, target = names[0], names[1] if len(names) > 1 else names[0]
+    per_call = forward_flops(model_config, specs, specs[source].num_tokens, specs[target].num_tokens,
+                             micro_batch=batch_size) * batch_size
+    if per_call > MAX_CALL_FLOPS:  # a base or large model: timed at one layer each side (see the docstring)
+        model_config = model_config.model_copy(update={"encoder_layers": 1, "decoder_layers": 1})
+        batch_size = min(batch_size, 8)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = FourM(model_config, specs).eval()

@@ -30,6 +30,7 @@ import numpy as np
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.experiments import calibrate
+from pairless.modalities import Pair
 from pairless.training import memory
 from pairless.training.compute import DeviceProfile, forward_flops, training_flops
 
@@ -217,9 +218,9 @@ FIGURE_SECONDS = 0.4
 
 
 def _samples_with(config, split: str, name: str) -> int:
-    from pairless.experiments.inference_work import _split_counts
+    from pairless.experiments.inference_work import split_counts
 
-    return _split_counts(config, split, [name])
+    return split_counts(config, split, [name])
 
 
 # What the measured rate of a run depends on (its TrainConfig without paths, seeds and budgets).
@@ -227,26 +228,36 @@ _SHAPE_FIELDS = {"model", "masking", "precision", "batch_size", "micro_batch_siz
                  "base_lr"}
 
 
-def sample_tokens(config, specs: dict[str, TokenSpec], present: dict[str, np.ndarray] | None = None) -> float:
+def sample_tokens(config, specs: dict[str, TokenSpec], present: dict[str, np.ndarray] | None = None,
+                  train_samples: int = 1) -> float:
     """The tokens a training sample of ``config`` brings on average (the budget counts these): its input +
     target budget, or fewer when its view holds fewer tokens. A sample's view is the modalities it has
-    (``present``: the user folder's train listing; None: the world, where every sample has every one)
-    inside the run's universe, less one side of each withheld pair it holds both of (either side, as
-    often). A zero-shot run on two modalities brings one modality's tokens per sample: twice the steps."""
+    (``present``: the user folder's train listing; None: the world's ``train_samples`` scenes, every one
+    with every modality) inside the run's universe, less one side of each withheld pair it holds both of
+    (either side, as often), unless it is one of the ``k`` samples ``fragment.allow_pairs`` lets keep both;
+    with ``fragment.only_paired`` only those samples are trained on. A zero-shot run on two modalities
+    brings one modality's tokens per sample: twice the steps; its paired-only baseline brings both."""
     budget = config.masking.input_budget + config.masking.target_budget
     universe = [name for name in specs if not config.fragment.universe or name in config.fragment.universe]
     if not universe:
         return float(budget)
-    count = len(next(iter(present.values()))) if present else 1
+    count = len(next(iter(present.values()))) if present else max(1, train_samples)
     has = {name: (np.asarray(present[name], bool) if present and name in present
                   else np.full(count, present is None)) for name in universe}
     available = sum(has[name] * float(specs[name].num_tokens) for name in universe)
+    allowed = {frozenset(Pair.parse(key)): number for key, number in config.fragment.allow_pairs.items()}
+    trained = np.zeros(count, bool) if config.fragment.only_paired else np.ones(count, bool)
     for first, second in config.fragment.withheld:
         if first in has and second in has:
             both = has[first] & has[second]
-            available = available - both * (specs[first].num_tokens + specs[second].num_tokens) / 2
-    brought = np.minimum(budget, available)
-    brought = brought[brought > 0] if np.ndim(brought) else np.array([brought])
+            # which k samples keep both does not change the average much: the first k that have both
+            kept = np.zeros(count, bool)
+            kept[np.flatnonzero(both)[:allowed.get(frozenset((first, second)), 0)]] = True
+            trained |= kept
+            split = both & ~kept
+            available = available - split * (specs[first].num_tokens + specs[second].num_tokens) / 2
+    brought = np.minimum(budget, available) * np.ones(count)
+    brought = brought[trained & (brought > 0)]
     return float(brought.mean()) if len(brought) else float(budget)
 
 

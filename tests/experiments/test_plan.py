@@ -115,8 +115,67 @@ def test_plan_rows_are_the_stages_the_runner_times(tmp_path):
     keys = {row.key for row in planned}
     assert timed - {"tokenizers+shards"} == keys - {"tokenizers", "shards"}
     assert all(row.seconds is not None and row.seconds > 0 for row in planned)
-    # planned again, everything is cached: nothing left to estimate but the inference stages' cached files
+    # planned again, everything is cached: the runner skips every stage but the unpaired analyses (none
+    # here), so the plan counts nothing: no evaluation, region, probe file or figure is made anew
     replanned, _ = plan_stages(Plan(config, tmp_path), Throughput(None, 0.2))
     assert all(row.cached for row in replanned if row.folder is not None)
-    assert not {row.key for row in replanned} & {"evaluation", "regions", "probes"}
+    assert not {row.key for row in replanned} & {"evaluation", "regions", "probes", "generation"}
+    # a figure whose request changed (more decoded samples) is drawn anew, and the plan counts it again
+    changed = config.model_copy(update={"decoded_samples": config.decoded_samples + 1})
+    replanned, _ = plan_stages(Plan(changed, tmp_path), Throughput(None, 0.2))
+    assert {row.key for row in replanned} & {"evaluation", "generation"} == {"generation"}
+
+
+def test_a_plan_counts_only_what_is_not_cached(tmp_path):
+    """With some runs made before (CacheState's ``done``), their training, pseudo-pairs, evaluations, probes
+    and the figures of only such runs are cached; the rest is counted."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("transitive", "micro")
+    plan = Plan(config, tmp_path)
+    throughput = Throughput(GPU_PROFILES["h100"])
+    fresh, _ = plan_stages(plan, throughput, CacheState(plan, set()))
+    everything = {row.key for row in fresh}
+    assert not any(row.cached for row in fresh)
+    pseudo_runs = [run.name for run in config.expanded_runs() if run.pseudo is not None]
+    assert pseudo_runs and {f"pseudo-pairs {name}" for name in pseudo_runs} <= everything
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    again, _ = plan_stages(plan, throughput, CacheState(plan, done))
+    assert all(row.cached for row in again if row.folder is not None)
+    assert not {row.key for row in again} & {"evaluation", "regions", "probes", "generation"}
+    # one run trained anew: its pseudo-pairs, its evaluation and the figures it is in, nothing else
+    retrained = pseudo_runs[0]
+    partly, _ = plan_stages(plan, throughput, CacheState(plan, done - {retrained}))
+    counted = {row.key: row for row in partly if not row.cached}
+    assert {f"train {retrained}", f"pseudo-pairs {retrained}", "evaluation", "generation"} <= set(counted)
+    assert not {f"train {name}" for name in done - {retrained}} & set(counted)
+    one = [row.details[0] for row in partly if row.key == "evaluation"][0]
+    every = [row.details[0] for row in fresh if row.key == "evaluation"][0]
+    assert one.endswith(", 1 model loads") and not every.endswith(", 1 model loads")
+
+
+def test_a_paired_only_run_brings_both_modalities_of_its_pair():
+    """Per-sample tokens (what the budget counts): a zero-shot run on rgb and depth exposes one of them per
+    sample, its paired-only baseline (the k allowed samples alone) both, and k allowed samples of N add
+    k/N of the other side: the paired-only runs of pairs-curve were planned at twice their steps."""
+    from pairless.experiments.estimate import sample_tokens
+    from pairless.training.config import TrainConfig
+
+    specs = {name: TokenSpec(name, "image", 64, 256, grid=(8, 8)) for name in ("rgb", "depth")}
+
+    def tokens(samples: int = 1000, **fragment) -> float:
+        config = TrainConfig.model_validate({
+            "shards": ".", "out": ".", "masking": {"input_budget": 64, "target_budget": 64},
+            "fragment": {"universe": ["rgb", "depth"], "withheld": [["rgb", "depth"]], **fragment}})
+        return sample_tokens(config, specs, None, samples)
+
+    assert tokens() == 64
+    assert tokens(allow_pairs={"rgb:depth": 16}, only_paired=True) == 128
+    assert tokens(allow_pairs={"rgb:depth": 250}) == pytest.approx(64 + 64 * 250 / 1000)
+    # a user folder's listing: the allowance applies among the samples that have both
+    present = {"rgb": [True, True, True, False], "depth": [True, True, False, True]}
+    config = TrainConfig.model_validate({
+        "shards": ".", "out": ".", "masking": {"input_budget": 64, "target_budget": 64},
+        "fragment": {"withheld": [["rgb", "depth"]], "allow_pairs": {"rgb:depth": 1}, "only_paired": True}})
+    assert sample_tokens(config, specs, present) == 128
 
