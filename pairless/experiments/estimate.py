@@ -32,7 +32,7 @@ from pairless.batch import TokenSpec
 from pairless.experiments import calibrate
 from pairless.modalities import Pair
 from pairless.training import memory
-from pairless.training.compute import DeviceProfile, forward_flops, training_flops
+from pairless.training.compute import DeviceProfile, training_flops
 
 TEXT_TOKENS, TEXT_VOCAB = 64, 2000  # assumed for text when no shards exist yet
 
@@ -282,24 +282,6 @@ def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
     return RunEstimate(parameters=memory.parameter_count(config.model, specs), specs=specs,
                        micro_batch=workload.micro_batch, samples=samples, flops=flops,
                        seconds=flops / rate, memory=memory.estimate(workload))
-
-
-def _direction_tokens(direction: str, specs: dict[str, TokenSpec]) -> tuple[int, int]:
-    source, target = direction.split(":")
-    inputs = sum(specs[name].num_tokens for name in source.split("+") if name in specs)
-    return inputs, specs[target].num_tokens if target in specs else 0
-
-
-def inference_flops(model_config, specs: dict[str, TokenSpec], directions: list[str], samples: int,
-                    passes: int = 1) -> float:
-    """Forward FLOPs of ``samples`` per direction, ``passes`` decoder passes each (generation steps)."""
-    total = 0.0
-    for direction in directions:
-        inputs, targets = _direction_tokens(direction, specs)
-        if targets:
-            per_sample = forward_flops(model_config, specs, inputs, targets, micro_batch=samples)
-            total += samples * passes * per_sample
-    return total
 
 
 def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) -> float:

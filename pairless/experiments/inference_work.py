@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pairless.modalities import parse_direction
+from pairless.modalities import Pair, parse_direction
 from pairless.training.compute import forward_flops
 from pairless.utils.storage import is_complete
 
@@ -148,10 +148,10 @@ def split_counts(config, split: str, needed: list[str], absent: list[str] = ()) 
         val = int(round(config.world.num_scenes * config.world.val_fraction))
         count = val if split == "val" else config.world.num_scenes - val
         return count // 2 if absent else count
-    from pairless.data.co_occurrence import listed_presence as presence
+    from pairless.data.co_occurrence import listed_presence
 
     try:
-        _, present = presence(config.data, split)
+        _, present = listed_presence(config.data, split)
     except (OSError, ValueError):
         return 0
     if any(name not in present for name in needed):
@@ -217,7 +217,7 @@ def _probes(work: InferenceWork, config, run, model, specs) -> None:
 
     work.loads += 1
     for pair in probe_pairs(run, config.directions):
-        first, second = pair.split(":")
+        first, second = Pair.parse(pair)
         count = min(config.probe_samples, split_counts(config, "val", [first, second]))
         for name in (first, second):
             if name in specs:
@@ -286,7 +286,7 @@ def _unpaired(config, train, specs) -> InferenceWork:
     work = InferenceWork()
     model = train.model
     for pair in config.unpaired:
-        first, second = pair.split(":")
+        first, second = Pair.parse(pair)
         bridges = [bridge for bridge in config.bridges.get(pair, []) if bridge in specs]
         for src, dst in ((first, second), (second, first)):
             if src not in specs or dst not in specs:

@@ -53,10 +53,10 @@ def _presence(config) -> dict | None:
     """The user folder's train listing ({modality: has it, per sample}); None for the world."""
     if config.data is None:
         return None
-    from pairless.data.co_occurrence import listed_presence as presence
+    from pairless.data.co_occurrence import listed_presence
 
     try:
-        return presence(config.data, "train")[1]
+        return listed_presence(config.data, "train")[1]
     except (OSError, ValueError):
         return None
 

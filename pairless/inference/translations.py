@@ -160,7 +160,7 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     {run: {metric: value}}, "num_samples"}``.
     """
     device = resolve_device(device)
-    chain = parse_chain(f"{src if isinstance(src, str) else '+'.join(src)}:{dst}")  # parsed once, here
+    chain = _chain(src, dst)
     sources = chain[0]
     final = chain[-1][0]
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
@@ -214,15 +214,20 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     return {"out": out, "figure": out / "figure.png", "metrics": metrics, "num_samples": len(rows)}
 
 
+def _chain(src, dst: str) -> list[list[str]]:
+    """The generation chain of ``src`` (a modality, ``"a+b"`` or a list) to ``dst`` (a modality, or a chain
+    ``"b:c"``): ``[[sources], [link], ..., [destination]]``, parsed in one place."""
+    return parse_chain(f"{src if isinstance(src, str) else '+'.join(src)}:{dst}")
+
+
 def generation_request(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
                        shards: Path, figure_rows: int | None = None, split: str = "val", seed: int = 0,
                        no_input: bool = False) -> dict:
     """What :func:`generate_and_score` computes, with its hash: the key of its cached output (the runs'
     weights included, so retrained runs generate anew; the plan asks it too, to leave cached figures out)."""
-    sources = src.split("+") if isinstance(src, str) else list(src)
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
     request = {"runs": {name: _weights_stamp(Path(path)) for name, path in runs.items()},
-               "chain": parse_chain("+".join(sources) + ":" + dst), "split": split,
+               "chain": _chain(src, dst), "split": split,
                "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
                "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows,
                # absent when off: the requests made before the option keep their hash
