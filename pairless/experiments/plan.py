@@ -117,6 +117,10 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
                              on_model, stage.total_tokens / 12_000, plan.runs[stage.name],
                              ["(adapter time: 12,000 tokens/s, a CPU rate, not FLOP-based)"],
                              cached=cache.run(stage.name)))
+    for run in config.adapter_runs():  # evaluated, probed and drawn like runs: the base model + a modality
+        trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name]),
+                             {name: spec for name, spec in specs.items()
+                              if run.universe is None or name in run.universe})
     work = inference_work(plan, specs, trained, cache)
     for key, label in (("evaluation", "evaluation (CE)"), ("regions", "regions (object / background CE)"),
                        ("probes", "probes (alignment)"), ("snapshots", "snapshots (evals, probes)"),

@@ -179,3 +179,19 @@ def test_a_paired_only_run_brings_both_modalities_of_its_pair():
         "fragment": {"withheld": [["rgb", "depth"]], "allow_pairs": {"rgb:depth": 1}, "only_paired": True}})
     assert sample_tokens(config, specs, present) == 128
 
+
+
+def test_adapters_are_evaluated_probed_and_drawn_in_the_plan(tmp_path):
+    """An adapter is evaluated, probed and drawn like a run (the runner's adapter_runs): with everything
+    else made before, the plan still counts those stages for the adapter trained anew."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("adapter", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs()),
+            *(stage.name for stage in config.expanded_adapters())}
+    adapter = config.expanded_adapters()[0].name
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {adapter}))
+    counted = {row.key: row.details for row in rows if not row.cached}
+    assert {f"add normal {adapter}", "evaluation", "probes", "generation"} <= set(counted)
+    assert counted["evaluation"][0].endswith(", 1 model loads")
