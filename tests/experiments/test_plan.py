@@ -195,3 +195,17 @@ def test_adapters_are_evaluated_probed_and_drawn_in_the_plan(tmp_path):
     counted = {row.key: row.details for row in rows if not row.cached}
     assert {f"add normal {adapter}", "evaluation", "probes", "generation"} <= set(counted)
     assert counted["evaluation"][0].endswith(", 1 model loads")
+
+
+def test_regions_of_a_run_without_semseg_are_counted(tmp_path):
+    """The runner splits an image destination's tokens by the shards' semseg whether or not the run trained
+    on it (region_directions): a run on rgb and depth alone has its regions evaluated, and planned."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("binding-strength", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {"ms-bind0"}))
+    counted = {row.key: row.details for row in rows if not row.cached}
+    assert plan.expanded["ms-bind0"].universe == ["rgb", "depth"]
+    assert counted["regions"][0].endswith(", 1 model loads")
