@@ -123,7 +123,10 @@ class Throughput:
         return f"{self.threads or torch.get_num_threads()} torch threads"
 
     def load_note(self) -> str:
-        """A note when the CPU is busy (the estimates are for a machine the run has to itself)."""
+        """A note when the CPU is busy: the timings are slowed too. The fastest of repeated timings does not
+        undo it, since a step of two torch threads stalls whenever another process takes one of the cores:
+        the tiny model's training rate, 0.36 TFLOP/s alone here, was timed at 0.27-0.30 beside a nice-10
+        job, 0.13 beside a nice-0 matmul loop and 0.03-0.12 beside other tiny training."""
         import os
 
         if self.profile is not None or not hasattr(os, "getloadavg"):
@@ -131,8 +134,9 @@ class Throughput:
         load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
         if load <= cores + 0.5:
             return ""
-        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the times are for a "
-                "machine the run has to itself (the fastest of repeated timings); sharing it takes longer")
+        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the other work slowed "
+                "the timings as well, so these times are longer than on a machine the run has to itself; "
+                "plan on a quiet machine for times that hold there")
 
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
