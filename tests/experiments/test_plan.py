@@ -209,3 +209,21 @@ def test_regions_of_a_run_without_semseg_are_counted(tmp_path):
     counted = {row.key: row.details for row in rows if not row.cached}
     assert plan.expanded["ms-bind0"].universe == ["rgb", "depth"]
     assert counted["regions"][0].endswith(", 1 model loads")
+
+
+def test_regions_repeat_the_no_input_pass_per_direction(tmp_path):
+    """Evaluation shares one no-input pass per destination; region_ce makes one per direction."""
+    from pairless.experiments.inference_work import CacheState, split_counts
+
+    config = get_recipe("visual-pairs", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {"many-shot"}))
+    counted = {row.key: row.details[0] for row in rows if not row.cached}
+    directions = len(config.directions)
+    destinations = len({direction.split(":")[1] for direction in config.directions})
+    assert destinations < directions
+    val = split_counts(config, "val", [])
+    evaluation, regions = min(config.eval_samples, val), min(config.region_samples, val)
+    assert counted["evaluation"].startswith(f"{(directions + destinations) * evaluation:,} sample passes")
+    assert counted["regions"].startswith(f"{2 * directions * regions:,} sample passes")
