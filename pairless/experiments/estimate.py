@@ -288,6 +288,24 @@ def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
                        seconds=flops / rate, memory=memory.estimate(workload))
 
 
+def estimate_adapter(stage, base, specs: dict[str, TokenSpec], throughput: Throughput) -> tuple[float, float]:
+    """(FLOPs, seconds) of an adapter stage (:mod:`pairless.training.adapter`) on the frozen run ``base``
+    (its TrainConfig; ``specs``: its modalities and the added one): per sample, the base model's forward at
+    the base run's budgets over the anchor and the new modality, and the gradients of its activations (the
+    frozen weights get none: two forward passes, not three); with the structure term, the new modality's
+    encoding with its gradients and the anchor's without (three and one encoder passes)."""
+    masking = base.masking
+    brought = min(masking.input_budget + masking.target_budget,
+                  specs[stage.anchor].num_tokens + specs[stage.modality].num_tokens)
+    batch = base.batch_size
+    per_sample = 2 * forward_flops(base.model, specs, masking.input_budget, masking.target_budget, batch)
+    if stage.structure_weight:
+        per_sample += (3 * forward_flops(base.model, specs, specs[stage.modality].num_tokens, 0, batch)
+                       + forward_flops(base.model, specs, specs[stage.anchor].num_tokens, 0, batch))
+    flops = stage.total_tokens / brought * per_sample
+    return flops, flops / throughput.training(base, specs, batch)
+
+
 def _direction_tokens(direction: str, specs: dict[str, TokenSpec]) -> tuple[int, int]:
     source, target = direction.split(":")
     inputs = sum(specs[name].num_tokens for name in source.split("+") if name in specs)
