@@ -8,10 +8,11 @@ Two sources of measured times:
   ``timings.json``). Give a fresh ``--out``: cached stages take no time.
 - the default: every ``docs/results/*/results.json`` of the built-in world: each stage the committed run
   actually executed (a nonzero time) against the estimate for its recorded config, planned with what that
-  invocation found cached (the runs and stages it timed at 0 s, and what was made from those runs alone:
-  their evaluations, probes, pseudo-pairs, figures). Those times were made on another day, by the code of
-  that day, on a 2-core machine shared with other work: identical configs differ by up to 2.6x there
-  (pairs-curve pairs-k64: 730 and 253 s).
+  invocation found cached (the runs and stages it timed at 0 s, and the pseudo-pairs of those runs); the
+  evaluation, regions, probes, snapshots and figures of an invocation that found some runs cached are left
+  out (which of their per-run files it found is not recorded). Those times were made on another day, by
+  the code of that day, on a 2-core machine shared with other work: identical configs differ by up to 2.6x
+  there (pairs-curve pairs-k64: 730 and 253 s).
 - ``--measured RECIPE_DIR ...``: the recipe folders of fresh runs made earlier with ``--recipe``, estimated
   again now (after a change to the estimate, against the same measured times).
 
@@ -80,7 +81,13 @@ def _committed(results_root: Path, throughput: Throughput) -> list[tuple[str, st
         if config.data is not None:
             continue  # own data: its folder is not here
         measured = dict(results.get("timings_seconds", {}))
-        estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput, _done(measured))
+        done = _done(measured)
+        estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput, done)
+        if done & {run.name for run in config.expanded_runs()}:
+            # which per-run evaluation, region and probe files and figures that invocation found is not
+            # recorded (a cached run's files may have been recomputed for a new direction or sample count)
+            for stage in INFERENCE_STAGES:
+                measured.pop(stage, None)
         for name, info in results.get("runs", {}).items():  # the run's own wall time, where recorded
             if info.get("train_seconds") and measured.get(f"train {name}", 0) > 0:
                 measured[f"train {name}"] = info["train_seconds"]
@@ -130,6 +137,9 @@ def _measured(recipe_dir: Path) -> dict[str, float]:
         measured["tokenizers"] = tokenizers
         measured["shards"] = measured.pop("tokenizers+shards") - tokenizers
     return measured
+
+
+INFERENCE_STAGES = ("evaluation", "regions", "probes", "snapshots", "generation")
 
 
 def _done(measured: dict[str, float]) -> set[str]:

@@ -32,7 +32,7 @@ from pairless.batch import TokenSpec
 from pairless.experiments import calibrate
 from pairless.modalities import Pair
 from pairless.training import memory
-from pairless.training.compute import DeviceProfile, training_flops
+from pairless.training.compute import DeviceProfile, forward_flops, training_flops
 
 TEXT_TOKENS, TEXT_VOCAB = 64, 2000  # assumed for text when no shards exist yet
 
@@ -123,7 +123,10 @@ class Throughput:
         return f"{self.threads or torch.get_num_threads()} torch threads"
 
     def load_note(self) -> str:
-        """A note when the CPU is busy (the estimates are for a machine the run has to itself)."""
+        """A note when the CPU is busy: the timings are slowed too. The fastest of repeated timings does not
+        undo it, since a step of two torch threads stalls whenever another process takes one of the cores:
+        the tiny model's training rate, 0.36 TFLOP/s alone here, was timed at 0.27-0.30 beside a nice-10
+        job, 0.13 beside a nice-0 matmul loop and 0.03-0.12 beside other tiny training."""
         import os
 
         if self.profile is not None or not hasattr(os, "getloadavg"):
@@ -131,8 +134,9 @@ class Throughput:
         load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
         if load <= cores + 0.5:
             return ""
-        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the times are for a "
-                "machine the run has to itself (the fastest of repeated timings); sharing it takes longer")
+        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the other work slowed "
+                "the timings as well, so these times are longer than on a machine the run has to itself; "
+                "plan on a quiet machine for times that hold there")
 
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
@@ -282,6 +286,24 @@ def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
     return RunEstimate(parameters=memory.parameter_count(config.model, specs), specs=specs,
                        micro_batch=workload.micro_batch, samples=samples, flops=flops,
                        seconds=flops / rate, memory=memory.estimate(workload))
+
+
+def estimate_adapter(stage, base, specs: dict[str, TokenSpec], throughput: Throughput) -> tuple[float, float]:
+    """(FLOPs, seconds) of an adapter stage (:mod:`pairless.training.adapter`) on the frozen run ``base``
+    (its TrainConfig; ``specs``: its modalities and the added one): per sample, the base model's forward at
+    the base run's budgets over the anchor and the new modality, and the gradients of its activations (the
+    frozen weights get none: two forward passes, not three); with the structure term, the new modality's
+    encoding with its gradients and the anchor's without (three and one encoder passes)."""
+    masking = base.masking
+    brought = min(masking.input_budget + masking.target_budget,
+                  specs[stage.anchor].num_tokens + specs[stage.modality].num_tokens)
+    batch = base.batch_size
+    per_sample = 2 * forward_flops(base.model, specs, masking.input_budget, masking.target_budget, batch)
+    if stage.structure_weight:
+        per_sample += (3 * forward_flops(base.model, specs, specs[stage.modality].num_tokens, 0, batch)
+                       + forward_flops(base.model, specs, specs[stage.anchor].num_tokens, 0, batch))
+    flops = stage.total_tokens / brought * per_sample
+    return flops, flops / throughput.training(base, specs, batch)
 
 
 def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) -> float:

@@ -6,8 +6,9 @@ Counted as :mod:`pairless.experiments.stages` runs them:
 - evaluation: per run and direction, the held-out samples that hold every modality of the direction (at most
   ``eval_samples``; the world's val split, or the user folder's val listing), one conditional pass and one
   no-input pass (shared by the directions of one destination);
-- regions: the same two passes over ``region_samples`` for image destinations (with semseg) and captions;
-  none on a user's folder;
+- regions: the same two passes over ``region_samples`` for image destinations (with semseg in the shards,
+  whether or not the run trained on it) and captions, the no-input pass per direction; none on a user's
+  folder;
 - probes: per modality pair of the single-source directions, the encoder alone over both modalities, and
   the alignment metrics per encoder layer (and a shuffled control), timed on random sets of that size;
 - generation: per figure, its runs (and the no-input generation) over ``max(num, decoded_samples)``
@@ -191,10 +192,12 @@ def inference_work(plan, specs: dict, trained: dict,
             _evaluation(work["evaluation"], config, model, run_specs, directions, config.eval_samples)
         regions_done = cache.file(run.name, plan.region_file(run.name))
         if config.region_samples and config.data is None and not regions_done:
+            # as region_directions: semseg in the shards (not the run's universe) splits an image's tokens
             regional = [(sources, destination) for sources, destination in directions
-                        if (run_specs[destination].kind == "image" and "semseg" in run_specs)
+                        if (run_specs[destination].kind == "image" and "semseg" in specs)
                         or destination == "caption"]
-            _evaluation(work["regions"], config, model, run_specs, regional, config.region_samples)
+            _evaluation(work["regions"], config, model, run_specs, regional, config.region_samples,
+                        shared_no_input=False)
         if config.probe_samples and not cache.file(run.name, plan.probe_file(run.name)):
             _probes(work["probes"], config, run, model, run_specs)
         for fraction in run.snapshots:  # each snapshot's evaluation and probes, cached like the final ones
@@ -225,8 +228,10 @@ def _probes(work: InferenceWork, config, run, model, specs) -> None:
         work.alignments.append((count, model.dim, model.encoder_layers + 1))
 
 
-def _evaluation(work: InferenceWork, config, model, specs, directions, limit: int) -> None:
-    """Conditional passes per direction, one no-input pass per destination (as translation_ce shares it)."""
+def _evaluation(work: InferenceWork, config, model, specs, directions, limit: int,
+                shared_no_input: bool = True) -> None:
+    """Conditional passes per direction, one no-input pass per destination (as translation_ce shares it;
+    ``shared_no_input`` False: per direction, as region_ce makes it)."""
     if not directions:
         return
     work.loads += 1
@@ -234,7 +239,7 @@ def _evaluation(work: InferenceWork, config, model, specs, directions, limit: in
     for sources, destination in directions:
         count = min(limit, split_counts(config, "val", [*sources, destination]))
         work.add(model, specs, _tokens(specs, sources), specs[destination].num_tokens, count)
-        if destination not in unconditional:
+        if destination not in unconditional or not shared_no_input:
             unconditional.add(destination)
             work.add(model, specs, 0, specs[destination].num_tokens, count)
 

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from pairless.config import apply_overrides
 from pairless.experiments import stages
-from pairless.experiments.estimate import Throughput, estimate_run, planned_specs, sample_tokens
+from pairless.experiments.estimate import (
+    Throughput,
+    estimate_adapter,
+    estimate_run,
+    planned_specs,
+    sample_tokens,
+)
 from pairless.experiments.inference_work import CacheState, InferenceWork, inference_work, split_counts
 from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import is_complete
@@ -112,11 +118,16 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
                              estimate.seconds, plan.runs[run.name],
                              estimate.details(train, train.keep_checkpoints, config.world.size,
                                               throughput.memory()), cached=cache.run(run.name)))
+    for run in config.adapter_runs():  # evaluated, probed and drawn like runs: the base model + a modality
+        trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name]),
+                             {name: spec for name, spec in specs.items()
+                              if run.universe is None or name in run.universe})
     for stage in config.expanded_adapters():
+        flops, seconds = estimate_adapter(stage, trained[stage.base][0], trained[stage.name][1], throughput)
         rows.append(StageRow(f"add {stage.modality} {stage.name}", f"add {stage.modality} ({stage.name})",
-                             on_model, stage.total_tokens / 12_000, plan.runs[stage.name],
-                             ["(adapter time: 12,000 tokens/s, a CPU rate, not FLOP-based)"],
-                             cached=cache.run(stage.name)))
+                             on_model, seconds, plan.runs[stage.name],
+                             [f"adapter on {stage.base}: {stage.total_tokens:,} tokens, {flops / 1e15:,.2f} "
+                              "PFLOP (frozen weights: no weight gradients)"], cached=cache.run(stage.name)))
     work = inference_work(plan, specs, trained, cache)
     for key, label in (("evaluation", "evaluation (CE)"), ("regions", "regions (object / background CE)"),
                        ("probes", "probes (alignment)"), ("snapshots", "snapshots (evals, probes)"),
