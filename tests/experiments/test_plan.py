@@ -73,13 +73,13 @@ def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsy
                  "--device-profile", "h100"]) == 0
     printed = capsys.readouterr().out
     larger = printed[printed.index("train larger"):]
-    assert "model large, 723" in larger and "batch 256 (micro-batch 128)" in larger
+    assert "model large, 724" in larger and "batch 256 (micro-batch 64)" in larger
     assert "DOES NOT FIT" not in printed
     # the same run in one pass of 256 does not fit, and the plan says what to change
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run", "--device-profile",
                  "h100", "--set", "runs.4.train.micro_batch_size=null"]) == 0
     printed = capsys.readouterr().out
-    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
+    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=64" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0
 
 
