@@ -7,9 +7,12 @@ Two sources of measured times:
   recorded (results.json ``timings_seconds``; tokenizers and shards are split with the tokenizers'
   ``timings.json``). Give a fresh ``--out``: cached stages take no time.
 - the default: every ``docs/results/*/results.json`` of the built-in world: each stage the committed run
-  actually executed (a nonzero time) against the estimate for its recorded config, planned as if nothing
-  were cached. Those times were made on another day, by the code of that day, on a 2-core machine shared
-  with other work: identical configs differ by up to 2.6x there (pairs-curve pairs-k64: 730 and 253 s).
+  actually executed (a nonzero time) against the estimate for its recorded config, planned with what that
+  invocation found cached (the runs and stages it timed at 0 s, and the pseudo-pairs of those runs); the
+  evaluation, regions, probes, snapshots and figures of an invocation that found some runs cached are left
+  out (which of their per-run files it found is not recorded). Those times were made on another day, by
+  the code of that day, on a 2-core machine shared with other work: identical configs differ by up to 2.6x
+  there (pairs-curve pairs-k64: 730 and 253 s).
 - ``--measured RECIPE_DIR ...``: the recipe folders of fresh runs made earlier with ``--recipe``, estimated
   again now (after a change to the estimate, against the same measured times).
 
@@ -38,6 +41,7 @@ import torch
 
 from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.inference_work import CacheState
 from pairless.experiments.plan import plan_stages
 from pairless.experiments.runner import Plan
 
@@ -76,8 +80,14 @@ def _committed(results_root: Path, throughput: Throughput) -> list[tuple[str, st
         config = ExperimentConfig.model_validate(results["config"])
         if config.data is not None:
             continue  # own data: its folder is not here
-        estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput)
         measured = dict(results.get("timings_seconds", {}))
+        done = _done(measured)
+        estimates = _estimates(config, Path("/nonexistent-plan-estimate"), throughput, done)
+        if done & {run.name for run in config.expanded_runs()}:
+            # which per-run evaluation, region and probe files and figures that invocation found is not
+            # recorded (a cached run's files may have been recomputed for a new direction or sample count)
+            for stage in INFERENCE_STAGES:
+                measured.pop(stage, None)
         for name, info in results.get("runs", {}).items():  # the run's own wall time, where recorded
             if info.get("train_seconds") and measured.get(f"train {name}", 0) > 0:
                 measured[f"train {name}"] = info["train_seconds"]
@@ -129,8 +139,25 @@ def _measured(recipe_dir: Path) -> dict[str, float]:
     return measured
 
 
-def _estimates(config, out: Path, throughput: Throughput) -> dict[str, float]:
-    rows, _ = plan_stages(Plan(config, out), throughput)
+INFERENCE_STAGES = ("evaluation", "regions", "probes", "snapshots", "generation")
+
+
+def _done(measured: dict[str, float]) -> set[str]:
+    """What a recorded invocation found cached (its cache is not here): the stages and runs it timed at
+    0 s (the runner rounds to 0.1 s; a cached run takes ~0.0, a trained one minutes)."""
+    done = set()
+    for key, seconds in measured.items():
+        if seconds <= 0.05:
+            name = key.split(" ")[-1] if key.startswith(("train ", "add ")) else key
+            done |= {"tokenizers", "shards"} if name == "tokenizers+shards" else {name}
+    return done
+
+
+def _estimates(config, out: Path, throughput: Throughput, done: set[str] | None = None) -> dict[str, float]:
+    """Per stage key, the plan's seconds for what is not cached (``done``: assumed made before, see
+    :class:`~pairless.experiments.inference_work.CacheState`; None: the files under ``out``)."""
+    plan = Plan(config, out)
+    rows, _ = plan_stages(plan, throughput, None if done is None else CacheState(plan, done))
     return {row.key: row.seconds for row in rows if row.seconds is not None and not row.cached}
 
 

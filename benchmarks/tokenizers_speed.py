@@ -30,7 +30,7 @@ def load() -> str:
 def bf16_ratio(data: Path, repeats: int = 3, steps: int = 5) -> None:
     """Median seconds per training step and per encode, bf16 autocast vs fp32, interleaved in one run."""
     from pairless.data import open_dataset
-    from pairless.tokenizers.train import build_spatial, preset_config, train_neural
+    from pairless.tokenizers.neural_training import build_spatial, preset_config, train_neural
 
     values = np.asarray(open_dataset(data, "train").column("rgb")[0][:2048])
     config = preset_config("tiny")
@@ -68,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pairless.config import apply_overrides
     from pairless.tokenizers.build import train_all
-    from pairless.tokenizers.shards import tokenize_dataset
-    from pairless.tokenizers.train import preset_config
+    from pairless.tokenizers.encode_dataset import tokenize_dataset
+    from pairless.tokenizers.neural_training import preset_config
     from pairless.utils.storage import read_json
     from pairless.utils.threads import choose_threads
 
     scratch = Path(tempfile.mkdtemp(prefix="tokenizers-speed-"))
     data = args.data
     if data is None:
-        from pairless.world.dataset import main as world_main
+        from pairless.world.write import main as world_main
 
         data = scratch / "world"
         world_main(["--out", str(data), "--num-scenes", str(args.scenes), "--size", "32"])
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train {modality:8s} {record['train_seconds']:7.1f} s  ({record['num_train_samples']} "
                   f"samples) {load()}")
         print(f"train total    {total:7.1f} s  preset {args.preset}")
-        from pairless.tokenizers.report import write_report
+        from pairless.tokenizers.reconstruction import write_report
 
         print(write_report(tokenizers, data, "val"))
     else:

@@ -164,7 +164,6 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
     ``activation_checkpointing``."""
     torch.manual_seed(0)
     model = FourM(ModelConfig.from_preset(preset, attention=attention), anchor_specs()).to(device)
-    model.checkpoint_blocks = checkpointing
     if compile_blocks:
         for block in [*model.encoder, *model.decoder]:
             block.compile()
@@ -183,7 +182,7 @@ def time_training(preset: str, attention: str, dtype: str, batches, warmup: int,
         synchronize(device)
         wall, cpu = time.perf_counter(), time.process_time()
         with autocast():
-            loss, _ = model(on_device[index % len(batches)])
+            loss, _ = model(on_device[index % len(batches)], checkpoint_blocks=checkpointing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

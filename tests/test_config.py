@@ -34,7 +34,7 @@ def test_override_adds_keys_to_a_mapping_and_validates_them():
 
 
 def test_tokenizer_overrides_name_a_modality_the_preset_does_not_list():
-    from pairless.tokenizers.train import preset_config
+    from pairless.tokenizers.neural_training import preset_config
 
     config = apply_overrides(preset_config("tiny"), [
         "normalization.depth=standard", "modality_steps.depth=99", "spatial.modality_levels.depth=[8,8]"])

@@ -131,7 +131,7 @@ def test_model_weights_refuse_a_pickle(tmp_path, crafted):
 
 def test_tokenizer_weights_refuse_a_pickle(tmp_path, crafted):
     from pairless.tokenizers import load_tokenizer
-    from pairless.tokenizers.train import build_vector, preset_config
+    from pairless.tokenizers.neural_training import build_vector, preset_config
     from pairless.utils.storage import staged_dir
 
     write, sentinel = crafted

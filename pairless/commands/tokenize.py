@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
-from pairless.data.streamed import write_streamed
+from pairless.data.streamed_shards import write_streamed
 from pairless.data.validate import DataError
-from pairless.tokenizers.shards import write_token_shards
+from pairless.tokenizers.encode_dataset import write_token_shards
 from pairless.utils.storage import is_complete
 
 

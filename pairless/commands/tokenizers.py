@@ -14,7 +14,7 @@ from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
 from pairless.config import ConfigError, apply_overrides
 from pairless.experiments.scale import presets_epilog
 from pairless.tokenizers.build import build_tokenizers
-from pairless.tokenizers.train import preset_config
+from pairless.tokenizers.neural_training import preset_config
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
     pairless world --out data/world --num-scenes 2000 --size 32 --seed 0 --val-fraction 0.1
 
 The same config into a complete folder is a no-op (exit 0); a different one is refused unless
-``--overwrite`` (see :mod:`pairless.world.dataset`).
+``--overwrite`` (see :mod:`pairless.world.write`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pairless.config import ConfigError, validate
-from pairless.world.dataset import WorldConfig, write_world
+from pairless.world.write import WorldConfig, write_world
 
 
 def build_parser() -> argparse.ArgumentParser:

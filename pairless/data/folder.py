@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pairless import modalities as registry
-from pairless.data import codecs
+from pairless.data import file_codecs
 from pairless.data.dataset import Dataset, list_splits
 from pairless.data.validate import DataError, Problem, check_array_column, infer_size
 from pairless.data.writer import SCENE_FOLDER
@@ -106,7 +106,7 @@ def _read_column(name: str, files: dict[str, Path], ids: list[str], reader: _Rea
     for sample_id, path in tqdm(files.items(), desc=f"reading {name}", disable=None, leave=False):
         row = index[sample_id]
         try:
-            value = codecs.decode_checked(modality, path)
+            value = file_codecs.decode_checked(modality, path)
             if not modality.is_text:
                 if modality.kind == "image" and reader.size is None:
                     reader.size, reader.size_source = infer_size(modality, value.shape), path

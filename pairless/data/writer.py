@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pairless import modalities as registry
-from pairless.data import codecs
+from pairless.data import file_codecs
 from pairless.data.validate import DataError, Problem, check_array_column, check_text_column, infer_size
 from pairless.utils.storage import atomic_save_npy, atomic_write_json, is_complete, staged_dir
 
@@ -96,13 +96,13 @@ def _validated(name: str, split: SplitData) -> tuple[dict[str, object], dict[str
 def _write_folder_split(folder: Path, split: SplitData, columns: dict, present: dict) -> None:
     for modality_name, values in columns.items():
         modality = registry.get(modality_name)
-        suffix = codecs.extension(modality)
+        suffix = file_codecs.extension(modality)
         rows = np.flatnonzero(present[modality_name])
         for row in tqdm(rows, desc=f"{folder.name}/{modality_name}", disable=None, leave=False):
             path = folder / modality_name / (split.ids[row] + suffix)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Plain writes are enough: the whole tree is staged and published atomically.
-            path.write_bytes(codecs.encode(modality, values[row]))
+            path.write_bytes(file_codecs.encode(modality, values[row]))
     if split.scenes is not None:
         for sample_id, scene in zip(split.ids, split.scenes, strict=True):
             if scene is None:

@@ -30,6 +30,7 @@ import numpy as np
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.experiments import calibrate
+from pairless.modalities import Pair
 from pairless.training import memory
 from pairless.training.compute import DeviceProfile, forward_flops, training_flops
 
@@ -122,7 +123,10 @@ class Throughput:
         return f"{self.threads or torch.get_num_threads()} torch threads"
 
     def load_note(self) -> str:
-        """A note when the CPU is busy (the estimates are for a machine the run has to itself)."""
+        """A note when the CPU is busy: the timings are slowed too. The fastest of repeated timings does not
+        undo it, since a step of two torch threads stalls whenever another process takes one of the cores:
+        the tiny model's training rate, 0.36 TFLOP/s alone here, was timed at 0.27-0.30 beside a nice-10
+        job, 0.13 beside a nice-0 matmul loop and 0.03-0.12 beside other tiny training."""
         import os
 
         if self.profile is not None or not hasattr(os, "getloadavg"):
@@ -130,8 +134,9 @@ class Throughput:
         load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
         if load <= cores + 0.5:
             return ""
-        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the times are for a "
-                "machine the run has to itself (the fastest of repeated timings); sharing it takes longer")
+        return (f"note: the CPU is busy (load average {load:.1f} on {cores} cores): the other work slowed "
+                "the timings as well, so these times are longer than on a machine the run has to itself; "
+                "plan on a quiet machine for times that hold there")
 
     def training(self, config, specs: dict[str, TokenSpec], micro_batch: int) -> float:
         if self.profile is not None:
@@ -217,9 +222,9 @@ FIGURE_SECONDS = 0.4
 
 
 def _samples_with(config, split: str, name: str) -> int:
-    from pairless.experiments.inference_work import _split_counts
+    from pairless.experiments.inference_work import split_counts
 
-    return _split_counts(config, split, [name])
+    return split_counts(config, split, [name])
 
 
 # What the measured rate of a run depends on (its TrainConfig without paths, seeds and budgets).
@@ -227,26 +232,36 @@ _SHAPE_FIELDS = {"model", "masking", "precision", "batch_size", "micro_batch_siz
                  "base_lr"}
 
 
-def sample_tokens(config, specs: dict[str, TokenSpec], present: dict[str, np.ndarray] | None = None) -> float:
+def sample_tokens(config, specs: dict[str, TokenSpec], present: dict[str, np.ndarray] | None = None,
+                  train_samples: int = 1) -> float:
     """The tokens a training sample of ``config`` brings on average (the budget counts these): its input +
     target budget, or fewer when its view holds fewer tokens. A sample's view is the modalities it has
-    (``present``: the user folder's train listing; None: the world, where every sample has every one)
-    inside the run's universe, less one side of each withheld pair it holds both of (either side, as
-    often). A zero-shot run on two modalities brings one modality's tokens per sample: twice the steps."""
+    (``present``: the user folder's train listing; None: the world's ``train_samples`` scenes, every one
+    with every modality) inside the run's universe, less one side of each withheld pair it holds both of
+    (either side, as often), unless it is one of the ``k`` samples ``fragment.allow_pairs`` lets keep both;
+    with ``fragment.only_paired`` only those samples are trained on. A zero-shot run on two modalities
+    brings one modality's tokens per sample: twice the steps; its paired-only baseline brings both."""
     budget = config.masking.input_budget + config.masking.target_budget
     universe = [name for name in specs if not config.fragment.universe or name in config.fragment.universe]
     if not universe:
         return float(budget)
-    count = len(next(iter(present.values()))) if present else 1
+    count = len(next(iter(present.values()))) if present else max(1, train_samples)
     has = {name: (np.asarray(present[name], bool) if present and name in present
                   else np.full(count, present is None)) for name in universe}
     available = sum(has[name] * float(specs[name].num_tokens) for name in universe)
+    allowed = {frozenset(Pair.parse(key)): number for key, number in config.fragment.allow_pairs.items()}
+    trained = np.zeros(count, bool) if config.fragment.only_paired else np.ones(count, bool)
     for first, second in config.fragment.withheld:
         if first in has and second in has:
             both = has[first] & has[second]
-            available = available - both * (specs[first].num_tokens + specs[second].num_tokens) / 2
-    brought = np.minimum(budget, available)
-    brought = brought[brought > 0] if np.ndim(brought) else np.array([brought])
+            # which k samples keep both does not change the average much: the first k that have both
+            kept = np.zeros(count, bool)
+            kept[np.flatnonzero(both)[:allowed.get(frozenset((first, second)), 0)]] = True
+            trained |= kept
+            split = both & ~kept
+            available = available - split * (specs[first].num_tokens + specs[second].num_tokens) / 2
+    brought = np.minimum(budget, available) * np.ones(count)
+    brought = brought[trained & (brought > 0)]
     return float(brought.mean()) if len(brought) else float(budget)
 
 
@@ -273,22 +288,22 @@ def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
                        seconds=flops / rate, memory=memory.estimate(workload))
 
 
-def _direction_tokens(direction: str, specs: dict[str, TokenSpec]) -> tuple[int, int]:
-    source, target = direction.split(":")
-    inputs = sum(specs[name].num_tokens for name in source.split("+") if name in specs)
-    return inputs, specs[target].num_tokens if target in specs else 0
-
-
-def inference_flops(model_config, specs: dict[str, TokenSpec], directions: list[str], samples: int,
-                    passes: int = 1) -> float:
-    """Forward FLOPs of ``samples`` per direction, ``passes`` decoder passes each (generation steps)."""
-    total = 0.0
-    for direction in directions:
-        inputs, targets = _direction_tokens(direction, specs)
-        if targets:
-            per_sample = forward_flops(model_config, specs, inputs, targets, micro_batch=samples)
-            total += samples * passes * per_sample
-    return total
+def estimate_adapter(stage, base, specs: dict[str, TokenSpec], throughput: Throughput) -> tuple[float, float]:
+    """(FLOPs, seconds) of an adapter stage (:mod:`pairless.training.adapter`) on the frozen run ``base``
+    (its TrainConfig; ``specs``: its modalities and the added one): per sample, the base model's forward at
+    the base run's budgets over the anchor and the new modality, and the gradients of its activations (the
+    frozen weights get none: two forward passes, not three); with the structure term, the new modality's
+    encoding with its gradients and the anchor's without (three and one encoder passes)."""
+    masking = base.masking
+    brought = min(masking.input_budget + masking.target_budget,
+                  specs[stage.anchor].num_tokens + specs[stage.modality].num_tokens)
+    batch = base.batch_size
+    per_sample = 2 * forward_flops(base.model, specs, masking.input_budget, masking.target_budget, batch)
+    if stage.structure_weight:
+        per_sample += (3 * forward_flops(base.model, specs, specs[stage.modality].num_tokens, 0, batch)
+                       + forward_flops(base.model, specs, specs[stage.anchor].num_tokens, 0, batch))
+    flops = stage.total_tokens / brought * per_sample
+    return flops, flops / throughput.training(base, specs, batch)
 
 
 def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) -> float:
@@ -296,7 +311,7 @@ def tokenizer_flops(world_size: int, tokenizer_settings, modalities: list[str]) 
     of each counted by torch's FLOP counter, times its batch and steps."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pairless.tokenizers.train import build_spatial, build_vector
+    from pairless.tokenizers.neural_training import build_spatial, build_vector
 
     total, rng = 0.0, np.random.default_rng(0)
     for name in modalities:

@@ -17,9 +17,15 @@ from pathlib import Path
 
 from pairless.config import apply_overrides
 from pairless.experiments import stages
-from pairless.experiments.estimate import Throughput, estimate_run, planned_specs, sample_tokens
-from pairless.experiments.inference_work import InferenceWork, inference_work
-from pairless.tokenizers.train import preset_config
+from pairless.experiments.estimate import (
+    Throughput,
+    estimate_adapter,
+    estimate_run,
+    planned_specs,
+    sample_tokens,
+)
+from pairless.experiments.inference_work import CacheState, InferenceWork, inference_work, split_counts
+from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import is_complete
 
 WORLD_MODALITIES = ["rgb", "depth", "normal", "semseg", "caption", "det", "embed"]
@@ -28,7 +34,7 @@ WORLD_MODALITIES = ["rgb", "depth", "normal", "semseg", "caption", "det", "embed
 @dataclass
 class StageRow:
     """One stage of the plan: the runner's timing key, where it runs, its estimated seconds (None: not
-    estimated), its folder (cached when complete) and lines printed under it."""
+    estimated), its folder, lines printed under it, and whether the runner will find it done."""
 
     key: str
     label: str
@@ -53,18 +59,19 @@ def _presence(config) -> dict | None:
     """The user folder's train listing ({modality: has it, per sample}); None for the world."""
     if config.data is None:
         return None
-    from pairless.data.co_occurrence import listed_presence as presence
+    from pairless.data.co_occurrence import listed_presence
 
     try:
-        return presence(config.data, "train")[1]
+        return listed_presence(config.data, "train")[1]
     except (OSError, ValueError):
         return None
 
 
-def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
-    """Every stage of ``plan`` as a :class:`StageRow`, in the runner's order; and where the token specs
-    come from."""
+def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -> tuple[list[StageRow], str]:
+    """Every stage of ``plan`` as a :class:`StageRow`, in the runner's order, marked cached where ``cache``
+    (default: the plan's folders) holds it, as the runner skips it; and where the token specs come from."""
     config = plan.config
+    cache = cache if cache is not None else CacheState(plan)
     on_model = "GPU" if throughput.device_type == "cuda" else "CPU"
     settings = apply_overrides(preset_config(config.tokenizers.preset, seed=config.tokenizers.seed),
                                config.tokenizers.overrides)
@@ -78,13 +85,16 @@ def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
     rows: list[StageRow] = []
     if config.data is None:
         rows.append(StageRow("world", "world", "CPU",
-                             throughput.world(config.world.num_scenes, config.world.size), plan.world))
+                             throughput.world(config.world.num_scenes, config.world.size), plan.world,
+                             cached=cache.stage("world", plan.world)))
     else:
         rows.append(StageRow("world", "data (your folder)", "", None, plan.world))
     rows.append(StageRow("tokenizers", "tokenizers", on_model,
-                         throughput.tokenizers(config.world.size, settings, modalities), plan.tokenizers))
+                         throughput.tokenizers(config.world.size, settings, modalities), plan.tokenizers,
+                         cached=cache.stage("tokenizers", plan.tokenizers)))
     rows.append(StageRow("shards", "shards (tokenize)", on_model,
-                         throughput.tokenize(plan, settings, specs), plan.shards))
+                         throughput.tokenize(plan, settings, specs), plan.shards,
+                         cached=cache.stage("shards", plan.shards)))
     trained = {}
     train_presence = _presence(config)
     for run in sorted(config.expanded_runs(), key=lambda run: run.init_from is not None):
@@ -94,7 +104,7 @@ def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
         factor = 1.0
         if train.budget_modalities:  # the budget counts some modalities only: more tokens are trained
             factor = max(1.0, len(run_specs) / max(1, len(train.budget_modalities)))
-        tokens = sample_tokens(train, run_specs, train_presence)
+        tokens = sample_tokens(train, run_specs, train_presence, split_counts(config, "train", []))
         estimate = estimate_run(train, run_specs, throughput, factor, tokens)
         trained[run.name] = (train, run_specs)
         if run.pseudo is not None:
@@ -103,16 +113,22 @@ def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
                 InferenceWork.pseudo_pairs(train.model, run_specs, pseudo, plan, config), train.model,
                 run_specs, config.eval_batch_size)
             rows.append(StageRow(f"pseudo-pairs {run.name}", f"pseudo-pairs {run.pseudo}", on_model, seconds,
-                                 plan.pseudo_shards(run)))
+                                 plan.pseudo_shards(run), cached=cache.pseudo(run)))
         rows.append(StageRow(f"train {run.name}", f"train {run.name} ({run.role})", on_model,
                              estimate.seconds, plan.runs[run.name],
                              estimate.details(train, train.keep_checkpoints, config.world.size,
-                                              throughput.memory())))
+                                              throughput.memory()), cached=cache.run(run.name)))
+    for run in config.adapter_runs():  # evaluated, probed and drawn like runs: the base model + a modality
+        trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name]),
+                             {name: spec for name, spec in specs.items()
+                              if run.universe is None or name in run.universe})
     for stage in config.expanded_adapters():
+        flops, seconds = estimate_adapter(stage, trained[stage.base][0], trained[stage.name][1], throughput)
         rows.append(StageRow(f"add {stage.modality} {stage.name}", f"add {stage.modality} ({stage.name})",
-                             on_model, stage.total_tokens / 12_000, plan.runs[stage.name],
-                             ["(adapter time: 12,000 tokens/s, a CPU rate, not FLOP-based)"]))
-    work = inference_work(plan, specs, trained)
+                             on_model, seconds, plan.runs[stage.name],
+                             [f"adapter on {stage.base}: {stage.total_tokens:,} tokens, {flops / 1e15:,.2f} "
+                              "PFLOP (frozen weights: no weight gradients)"], cached=cache.run(stage.name)))
+    work = inference_work(plan, specs, trained, cache)
     for key, label in (("evaluation", "evaluation (CE)"), ("regions", "regions (object / background CE)"),
                        ("probes", "probes (alignment)"), ("snapshots", "snapshots (evals, probes)"),
                        ("generation", "generation (figures, decoded)"),
@@ -120,8 +136,6 @@ def plan_stages(plan, throughput: Throughput) -> tuple[list[StageRow], str]:
         if key in work:
             rows.append(StageRow(key, label, on_model, throughput.work_seconds(work[key], config), None,
                                  [work[key].describe()]))
-    for row in rows:
-        row.cached = row.folder is not None and is_complete(row.folder)
     return rows, specs_source
 
 

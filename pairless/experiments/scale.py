@@ -20,7 +20,7 @@ SCALE: dict[str, dict] = {
     "paper": dict(num_scenes=200_000, size=64, tokenizer_preset="base", model="base", larger="large",
                   # 4M's own learning rate (base 1e-4 per 256 samples); the CPU presets use the trainer's
                   # default. The micro-batch that fits the device: the larger run's batch of 256 needs
-                  # ~123 GiB in one pass with explicit attention, 128 per pass fits an 80 GB GPU
+                  # ~136 GiB in one pass with explicit attention, 64 per pass fits an 80 GB GPU
                   # (pairless.training.memory; docs/training.md)
                   train_settings=dict(base_lr=0.0001, micro_batch_size="auto"),
                   tokens=2_000_000_000, larger_tokens=10_000_000_000, batch=256, budget=(128, 128),

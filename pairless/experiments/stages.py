@@ -35,8 +35,8 @@ from pairless.inference.translations import generate_and_score
 from pairless.inference.unpaired import unpaired_analysis
 from pairless.modalities import Pair, parse_direction
 from pairless.tokenizers.build import build_tokenizers
-from pairless.tokenizers.shards import write_token_shards
-from pairless.tokenizers.train import preset_config
+from pairless.tokenizers.encode_dataset import write_token_shards
+from pairless.tokenizers.neural_training import preset_config
 from pairless.training.adapter import AdapterConfig, add_modality
 from pairless.training.config import TrainConfig
 from pairless.training.run import without_added_options
@@ -44,7 +44,7 @@ from pairless.training.saving import SNAPSHOT_FILE, recorded_threads, snapshot_f
 from pairless.training.train import train
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import atomic_write_json, config_hash, is_complete, read_json, weights_digest
-from pairless.world.dataset import WorldConfig, write_world
+from pairless.world.write import WorldConfig, write_world
 
 
 def _or_default(runtime: Runtime | None) -> Runtime:

@@ -28,16 +28,12 @@ from pairless.data.shards import open_shards
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask, translation_batch
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # the reports' quality bar's
-from pairless.modalities import parse_direction
+from pairless.modalities import Direction
 from pairless.model import FourM, load_model
 from pairless.utils.paths import find_recorded
 from pairless.utils.runtime import resolve_device
 from pairless.utils.storage import merge_json, read_json
 from pairless.utils.threads import torch_threads
-
-
-def direction_name(src: list[str], dst: str) -> str:
-    return "+".join(src) + ":" + dst
 
 
 class NoSamplesError(ValueError):
@@ -105,7 +101,7 @@ def translation_ce(model, shards, src: list[str], dst: str, num_samples: int = 2
         device = model_device(model)
         with torch.inference_mode(), precision(device), torch_threads(threads):
             chunks = range(0, len(indices), batch_size)
-            for start in tqdm(chunks, desc=f"eval {direction_name(src, dst)}", disable=None, leave=False):
+            for start in tqdm(chunks, desc=f"eval {Direction(tuple(src), dst)}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]
                 tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long()
                           for name in [*src, dst]}
@@ -164,21 +160,22 @@ def evaluate_directions(run: Path, directions: list[str], num_samples: int = 250
     :class:`NoSamplesError`); the others are evaluated all the same.
     """
     run = Path(run)
-    parsed = [parse_direction(text) for text in directions]
+    parsed = [Direction.parse(text) for text in directions]
     shards = open_shards(shards_path or run_shards_path(run), split)
     model = load_run_model(run, device)
     used = {"threads": torch.get_num_threads() if threads is None else threads,
             "device": str(model_device(model))}
     results, unconditional = {}, {}
-    for src, dst in parsed:
+    for direction in parsed:
         try:
-            row = translation_ce(model, shards, src, dst, num_samples, batch_size, unconditional, threads)
+            row = translation_ce(model, shards, list(direction.sources), direction.destination, num_samples,
+                                 batch_size, unconditional, threads)
         except NoSamplesError as error:
             if skipped is None:
                 raise
-            skipped[direction_name(src, dst)] = str(error)
+            skipped[str(direction)] = str(error)
             continue
-        results[direction_name(src, dst)] = {**row, "split": split, **used}
+        results[str(direction)] = {**row, "split": split, **used}
     return results
 
 

@@ -23,7 +23,7 @@ import torch
 from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.config import validate
-from pairless.data import codecs
+from pairless.data import file_codecs
 from pairless.data.shards import TokenShards, open_shards
 from pairless.data.validate import Problem, check_array_column
 from pairless.inference.catalogue import Catalogue, RunInfo, chain_status
@@ -194,7 +194,7 @@ def read_upload(path: Path, modality: str, tokenizer) -> object:
         raise ValueError(f"{where}: a {path.suffix or 'extension-less'} file cannot be {modality} "
                          f"({entry.description}); upload {', '.join(accepted)}")
     try:
-        value = codecs.decode_checked(entry, path)
+        value = file_codecs.decode_checked(entry, path)
         if entry.is_text:
             return value
         expected = tuple(tokenizer.natural_shape())

@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from pairless.data.shards import open_shards
 from pairless.inference.evaluate import (
-    direction_name,
     eligible_samples,
     load_run_model,
     model_modalities,
@@ -36,7 +35,7 @@ from pairless.inference.evaluate import (
 from pairless.inference.generate import model_device, precision
 from pairless.inference.translation_batch import content_mask
 from pairless.inference.translations import tokenizers_of
-from pairless.modalities import SEMSEG_CLASSES, parse_direction
+from pairless.modalities import SEMSEG_CLASSES, Direction
 from pairless.tokenizers import load_tokenizer
 from pairless.utils.threads import torch_threads
 
@@ -126,8 +125,8 @@ def region_ce(model, shards, split, src: list[str], dst: str, num_samples: int =
     model.eval()
     try:
         with torch.inference_mode(), precision(model_device(model)), torch_threads(threads):
-            chunks = range(0, len(indices), batch_size)
-            for start in tqdm(chunks, desc=f"regions {direction_name(src, dst)}", disable=None, leave=False):
+            chunks, label = range(0, len(indices), batch_size), Direction(tuple(src), dst)
+            for start in tqdm(chunks, desc=f"regions {label}", disable=None, leave=False):
                 rows = indices[start : start + batch_size]
                 tokens = {name: torch.from_numpy(np.asarray(shards.tokens[name][rows])).long()
                           for name in {*src, dst}}
@@ -163,7 +162,7 @@ def region_directions(directions: list[str], specs) -> list[str]:
     caption."""
     out = []
     for direction in directions:
-        _, destination = parse_direction(direction)
+        destination = Direction.parse(direction).destination
         if destination not in specs:
             continue
         if (specs[destination].kind == "image" and MASK_MODALITY in specs) or destination == CAPTION:
@@ -190,13 +189,14 @@ def evaluate_regions(run: Path, directions: list[str], tokenizers: Path | None =
     root = tokenizers or tokenizers_of(shards_path)
     results = {}
     for text in wanted:
-        src, dst = parse_direction(text)
+        direction = Direction.parse(text)
+        src, dst = list(direction.sources), direction.destination
         if dst == CAPTION:
             splitter = ContentWordSplit(load_tokenizer(root, CAPTION))
         else:
             splitter = ObjectSplit(load_tokenizer(root, MASK_MODALITY), shards.specs[dst])
-        results[direction_name(src, dst)] = {**region_ce(model, shards, splitter, src, dst, num_samples,
-                                                         batch_size, threads), "split": split}
+        results[str(direction)] = {**region_ce(model, shards, splitter, src, dst, num_samples, batch_size,
+                                               threads), "split": split}
     return results
 
 

@@ -160,20 +160,15 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
     {run: {metric: value}}, "num_samples"}``.
     """
     device = resolve_device(device)
-    sources = src.split("+") if isinstance(src, str) else list(src)
-    chain = parse_chain("+".join(sources) + ":" + dst)
+    chain = _chain(src, dst)
+    sources = chain[0]
     final = chain[-1][0]
     schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
     runs = {name: Path(path) for name, path in runs.items()}
     out = Path(out)
-    request = {"runs": {name: _weights_stamp(path) for name, path in runs.items()}, "chain": chain,
-               "split": split,
-               "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
-               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows,
-               # absent when off: the requests made before the option keep their hash
-               **({"no_input": True} if no_input else {})}
-    request["hash"] = config_hash(request)
-    if is_complete(out) and read_json(out / "request.json").get("hash") == request["hash"]:
+    request = generation_request(runs, src, dst, schedule, num, tokenizers, shards, figure_rows, split, seed,
+                                 no_input)
+    if generation_cached(out, request):
         return {"out": out, "figure": out / "figure.png", "metrics": read_json(out / "metrics.json"),
                 "num_samples": read_json(out / "metrics.json").get("_num_samples")}
     data = open_shards(shards, split)
@@ -217,6 +212,34 @@ def generate_and_score(runs: dict[str, Path], src, dst: str, schedule, num: int,
                     ("no ground truth", final, [None] * len(rows))]
         draw_grid(staging / "figure.png", columns, shown, f"{'+'.join(sources)} → {dst} ({_label(schedule)})")
     return {"out": out, "figure": out / "figure.png", "metrics": metrics, "num_samples": len(rows)}
+
+
+def _chain(src, dst: str) -> list[list[str]]:
+    """The generation chain of ``src`` (a modality, ``"a+b"`` or a list) to ``dst`` (a modality, or a chain
+    ``"b:c"``): ``[[sources], [link], ..., [destination]]``, parsed in one place."""
+    return parse_chain(f"{src if isinstance(src, str) else '+'.join(src)}:{dst}")
+
+
+def generation_request(runs: dict[str, Path], src, dst: str, schedule, num: int, tokenizers: Path,
+                       shards: Path, figure_rows: int | None = None, split: str = "val", seed: int = 0,
+                       no_input: bool = False) -> dict:
+    """What :func:`generate_and_score` computes, with its hash: the key of its cached output (the runs'
+    weights included, so retrained runs generate anew; the plan asks it too, to leave cached figures out)."""
+    schedule = schedule_preset(schedule) if isinstance(schedule, str) else schedule
+    request = {"runs": {name: _weights_stamp(Path(path)) for name, path in runs.items()},
+               "chain": _chain(src, dst), "split": split,
+               "schedule": schedule.model_dump(mode="json"), "num": num, "seed": seed,
+               "tokenizers": str(tokenizers), "shards": str(shards), "figure_rows": figure_rows,
+               # absent when off: the requests made before the option keep their hash
+               **({"no_input": True} if no_input else {})}
+    request["hash"] = config_hash(request)
+    return request
+
+
+def generation_cached(out: Path, request: dict) -> bool:
+    """Whether ``out`` holds the complete output of ``request`` (:func:`generation_request`)."""
+    out = Path(out)
+    return is_complete(out) and read_json(out / "request.json").get("hash") == request["hash"]
 
 
 def _weights_stamp(run: Path) -> str:

@@ -48,6 +48,14 @@ class DecoderCache:
     position: torch.Tensor | None = None  # (B, S) long
 
 
+def _run_block(block: Block, checkpointed: bool, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``block(x, ...)``; ``checkpointed`` while gradients are on, its activations are not kept but
+    recomputed in the backward (same values: the recompute replays the RNG state)."""
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False, **kwargs)
+    return block(x, *args, **kwargs)
+
+
 def _bucket(count: int, step: int = 256) -> int:
     """``count`` rounded up to a multiple of ``step``: few distinct matmul shapes across batches."""
     return -(-count // step) * step
@@ -109,8 +117,6 @@ class FourM(nn.Module):
             self.register_buffer("encoder_positions", self.sincos.clone())
             self.register_buffer("decoder_positions", self.sincos.clone())
         self.apply(self._init)
-        self.touch_unused_heads = False  # set by pairless.training.distributed.wrap_model (DDP)
-        self.checkpoint_blocks = False  # recompute each block in the backward (activation_checkpointing)
         for parameter, std in ((self.modality_embedding, config.modality_init_std), (self.null_token, 0.02),
                                (self.mask_token, 0.02),  # this order: the same weights as before the option
                                (self.decoder_modality_embedding, config.modality_init_std)):
@@ -222,19 +228,14 @@ class FourM(nn.Module):
             return normed
         return self.context_projection(normed) + embedded
 
-    def encode(self, batch: MaskedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's memory ``(B, S, D)`` and its validity ``(B, S)`` (:meth:`_encoder_input`'s S)."""
+    def encode(self, batch: MaskedBatch,
+               checkpoint_blocks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's memory ``(B, S, D)`` and its validity ``(B, S)`` (:meth:`_encoder_input`'s S);
+        ``checkpoint_blocks`` as in :meth:`forward`."""
         x, memory_valid, mask, embedded = self._encoder_input(batch)
         for block in self.encoder:
-            x = self._run_block(block, x, mask)
+            x = _run_block(block, checkpoint_blocks, x, mask)
         return self._context(self.encoder_norm(x), embedded), memory_valid
-
-    def _run_block(self, block: Block, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """``block(x, ...)``; with ``checkpoint_blocks`` while gradients are on, its activations are not
-        kept but recomputed in the backward (same values: the recompute replays the RNG state)."""
-        if self.checkpoint_blocks and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, x, *args, use_reentrant=False, **kwargs)
-        return block(x, *args, **kwargs)
 
     def encode_layers(self, batch: MaskedBatch) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The states ``(B, S, D)`` of every encoder layer, and their validity ``(B, S)``.
@@ -271,9 +272,10 @@ class FourM(nn.Module):
         return x + self._tokens(modality, previous, is_sequence,
                                 "dec_input_tokens") * is_sequence.unsqueeze(-1)
 
-    def decode_hidden(self, memory: torch.Tensor, memory_valid: torch.Tensor,
-                      batch: MaskedBatch) -> torch.Tensor:
-        """Final decoder states ``(B, Nt, D)`` at every target slot."""
+    def decode_hidden(self, memory: torch.Tensor, memory_valid: torch.Tensor, batch: MaskedBatch,
+                      checkpoint_blocks: bool = False) -> torch.Tensor:
+        """Final decoder states ``(B, Nt, D)`` at every target slot; ``checkpoint_blocks`` as in
+        :meth:`forward`."""
         self._check(batch)
         x = self._queries(batch.dec_modality, batch.dec_positions, batch.dec_input_tokens)
         valid = batch.dec_valid
@@ -286,7 +288,7 @@ class FourM(nn.Module):
         memory_mask = prepare_mask(memory_valid[:, None, None, :], x, self.config.attention,
                                    self.config.heads, finite)
         for block in self.decoder:
-            x = self._run_block(block, x, self_mask, memory_mask=memory_mask, memory=memory)
+            x = _run_block(block, checkpoint_blocks, x, self_mask, memory_mask=memory_mask, memory=memory)
         return self.decoder_norm(x)
 
     def head_logits(self, hidden: torch.Tensor, modality: str) -> torch.Tensor:
@@ -309,13 +311,21 @@ class FourM(nn.Module):
         return self.decode(*self.encode(batch), batch)
 
     def forward(self, batch: MaskedBatch, loss_weights: Mapping[str, float] | None = None,
-                touch_every_parameter: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                touch_every_parameter: bool = False, touch_unused_heads: bool = False,
+                checkpoint_blocks: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean over target modalities of each modality's mean token cross-entropy; and the per-modality
-        losses. The trainer passes its settings of the loss (the model holds none): ``loss_weights``
+        losses. The trainer passes its settings of the step (the model holds none): ``loss_weights``
         (per modality, 1 where missing; TrainConfig.loss_weights) make it a weighted mean;
         ``touch_every_parameter`` (a sharded model, pairless.training.distributed.shard_model) adds every
-        gathered parameter times zero, so that every process has the same parameters with a gradient."""
-        hidden = self.decode_hidden(*self.encode(batch), batch).flatten(0, 1)  # (B * Nt, D)
+        gathered parameter times zero, so that every process has the same parameters with a gradient;
+        ``touch_unused_heads`` (a replicated model, pairless.training.distributed.wrap_model) adds the
+        heads of the modalities this batch does not predict times zero, for the same reason;
+        ``checkpoint_blocks`` (TrainConfig.activation_checkpointing) keeps no activations inside the
+        blocks while gradients are on but recomputes them in the backward (the same values: the recompute
+        replays the RNG state)."""
+        memory, memory_valid = self.encode(batch, checkpoint_blocks)
+        hidden = self.decode_hidden(memory, memory_valid, batch, checkpoint_blocks)
+        hidden = hidden.flatten(0, 1)  # (B * Nt, D)
         targets = batch.dec_tokens.flatten()
         if batch.target_counts is None:
             all_rows, counts = _find_target_rows(batch)
@@ -338,7 +348,7 @@ class FourM(nn.Module):
             loss = (torch.stack(list(losses.values())) * weights).sum() / weights.sum()
         else:
             loss = torch.stack(list(losses.values())).mean()
-        if self.touch_unused_heads and unused:
+        if touch_unused_heads and unused:
             # Replicated (DDP) training without a search for unused parameters: every head gets a (zero)
             # gradient, also when this process's micro-batch has no target of its modality.
             loss = loss + 0.0 * sum(parameter.sum() for head in unused for parameter in head.parameters())

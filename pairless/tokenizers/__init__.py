@@ -8,8 +8,9 @@
 
 Every tokenizer has ``spec`` (a :class:`pairless.batch.TokenSpec`),
 ``encode(values) -> LongTensor [N, L]`` and ``decode(ids) -> natural values``.
-Training lives in :mod:`.train` (``pairless tokenizers train``), shards in
-:mod:`.shards` (``pairless tokenize``), the reconstruction report in :mod:`.report`.
+Training lives in :mod:`.neural_training` (``pairless tokenizers train``), the encoding of a dataset into
+token shards in :mod:`.encode_dataset` (``pairless tokenize``), the reconstruction report in
+:mod:`.reconstruction`.
 """
 
 from __future__ import annotations

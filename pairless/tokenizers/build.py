@@ -24,7 +24,7 @@ from pairless import modalities as registry
 from pairless.data.dataset import BAD_SAMPLES_FILE, report_bad_samples
 from pairless.data.declared import record_declared
 from pairless.tokenizers import text as text_tokenizers
-from pairless.tokenizers.train import (
+from pairless.tokenizers.neural_training import (
     TokenizerTrainConfig,
     build_spatial,
     build_vector,
@@ -194,7 +194,7 @@ def build_tokenizers(data: Path, out: Path, config: TokenizerTrainConfig, modali
                 open_dataset(data, "val", on_bad_sample=on_bad_sample)
         info = train_all(data, out, config, modalities, threads, on_bad_sample, device)
         if report:
-            from pairless.tokenizers.report import write_report
+            from pairless.tokenizers.reconstruction import write_report
 
             write_report(out, data, "val", max_samples=config.report_samples,
                          threads=config.threads if threads is None else threads, on_bad_sample=on_bad_sample,

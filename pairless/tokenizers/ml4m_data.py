@@ -44,7 +44,7 @@ from pairless.data.ml4m_layout import (
     read_members,
 )
 from pairless.data.shards import ShardSplit, write_shards
-from pairless.data.streamed import write_streamed
+from pairless.data.streamed_shards import write_streamed
 from pairless.data.validate import DataError
 from pairless.tokenizers import ml4m_text
 from pairless.utils.storage import is_complete, mark_complete

@@ -174,16 +174,14 @@ def wrap_model(model: torch.nn.Module, context: ProcessContext) -> torch.nn.Modu
     it is sharded by :func:`shard_model`: FSDP2 hooks live in the module).
 
     A batch slice need not contain every modality, so the output head of a modality it does not predict
-    would get no gradient on that process. A model that can add a zero-weighted term for those heads
-    (``touch_unused_heads``, FourM) is switched to do so: then every parameter receives a gradient on every
-    process and DDP skips its search for unused parameters after each forward
-    (``find_unused_parameters=False``). Any other model gets the search.
+    would get no gradient on that process. DDP is told every parameter gets one
+    (``find_unused_parameters=False``: no search for unused parameters after each forward), which holds
+    because the training step calls the wrapped model with ``touch_unused_heads=True``
+    (:meth:`pairless.model.FourM.forward`: those heads enter the loss times zero) whenever the model is
+    wrapped.
     """
     if not context.is_distributed or is_sharded(model):
         return model
-    every_parameter_used = hasattr(model, "touch_unused_heads")
-    if every_parameter_used:
-        model.touch_unused_heads = True
     device_ids = [context.device.index] if context.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                     find_unused_parameters=not every_parameter_used)
+                                                     find_unused_parameters=False)

@@ -38,7 +38,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 
 from pairless.config import Config, ConfigError
 from pairless.data.shards import open_shards
-from pairless.data.streamed import StreamedShards, is_streamed
+from pairless.data.streamed_shards import StreamedShards, is_streamed
 from pairless.modalities import parse_pair
 
 

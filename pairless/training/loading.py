@@ -9,11 +9,11 @@ import numpy as np
 
 from pairless import model as model_module
 from pairless.config import ConfigError
-from pairless.data.streamed import is_streamed
+from pairless.data.streamed_shards import is_streamed
 from pairless.training.checkpoint import MODEL_FILE
 from pairless.training.data import SampleOrder, load_training_data
 from pairless.training.order import ShardOrder, shard_members
-from pairless.training.streamed import load_streamed_training_data
+from pairless.training.streamed_data import load_streamed_training_data
 
 
 def training_data(config):

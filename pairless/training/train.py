@@ -271,8 +271,7 @@ def _build_model(config: TrainConfig, specs, context: distributed.ProcessContext
 
 
 def _configure(model: model_module.FourM, config: TrainConfig) -> None:
-    """The training options that live on the model: checkpointing, compiled blocks."""
-    model.checkpoint_blocks = config.activation_checkpointing
+    """Compiled blocks (TrainConfig.compile); the step's other settings go into each forward (``_step``)."""
     if config.compile:
         for block in [*model.encoder, *model.decoder]:
             block.compile()  # in place: the parameter names (and so the checkpoints) stay the same
@@ -293,6 +292,7 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
     torch.manual_seed(derive_seed(config.seed, DROPOUT_STREAM, progress.step, context.rank))
     autocast = torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     stats = StepStatistics.zeros(len(modalities), context.device)
+    replicated = isinstance(network, torch.nn.parallel.DistributedDataParallel)  # see wrap_model
     for number, host_micro in enumerate(prepared.micro_batches):
         if context.device.type != "cpu":  # on the CPU the forward checks the ids itself
             session.model.check_token_ids(host_micro)
@@ -306,9 +306,11 @@ def _step(session: Session, network: torch.nn.Module, progress: Progress,
             sync = contextlib.nullcontext() if last or not context.is_distributed else network.no_sync()
         with sync:
             with autocast:
-                # the loss's training settings go in with the batch (the model holds none)
+                # the step's training settings go in with the batch (the model holds none)
                 loss, losses = network(micro, loss_weights=config.loss_weights,
-                                       touch_every_parameter=session.sharded)
+                                       touch_every_parameter=session.sharded,
+                                       touch_unused_heads=replicated,
+                                       checkpoint_blocks=config.activation_checkpointing)
             stats.add(loss, losses, modalities)
             # DDP averages gradients over processes; accumulation averages over micro-batches.
             (loss / len(session.slices)).backward()

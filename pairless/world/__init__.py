@@ -1,6 +1,6 @@
 """The built-in synthetic world: seeded scenes rendered exactly into all seven modalities.
 
-``render_world(num_scenes, size, seed)`` is the entry point; ``write_world`` (dataset.py, called by
+``render_world(num_scenes, size, seed)`` is the entry point; ``write_world`` (write.py, called by
 ``pairless world``) writes its output as a dataset. Submodules: scenes
 (sampling), geometry + render (ray casting), det (boxes as text), captions
 (caption grammar, parser, fact accuracy), embed (the fixed "expert" feature),

@@ -8,7 +8,7 @@ import pytest
 from pairless.commands.world import main
 from pairless.data import open_dataset
 from pairless.world import render_world
-from pairless.world.dataset import split_indices
+from pairless.world.write import split_indices
 
 
 @pytest.mark.parametrize("form", ["packed", "folder"])

@@ -81,10 +81,10 @@ def test_user_folder_with_missing_files(tmp_path):
 @pytest.mark.parametrize("form", ["folder", "packed"])
 def test_killed_write_leaves_nothing_readable(tmp_path, monkeypatch, form):
     """An interrupt inside the staged_dir block (after some files are written) publishes nothing."""
-    from pairless.data import codecs, writer
+    from pairless.data import file_codecs, writer
 
     calls = {"count": 0}
-    real_encode, real_save = codecs.encode, writer.atomic_save_npy
+    real_encode, real_save = file_codecs.encode, writer.atomic_save_npy
 
     def interrupt_later(function):
         def wrapped(*args, **kwargs):
@@ -94,7 +94,7 @@ def test_killed_write_leaves_nothing_readable(tmp_path, monkeypatch, form):
             return function(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(codecs, "encode", interrupt_later(real_encode))
+    monkeypatch.setattr(file_codecs, "encode", interrupt_later(real_encode))
     monkeypatch.setattr(writer, "atomic_save_npy", interrupt_later(real_save))
     root = tmp_path / "data"
     with pytest.raises(KeyboardInterrupt):

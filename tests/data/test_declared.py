@@ -144,8 +144,8 @@ def test_tokenizers_and_shards_carry_the_declaration(tmp_path):
     from pairless.data.shards import open_shards
     from pairless.tokenizers import load_tokenizer
     from pairless.tokenizers.build import build_tokenizers
-    from pairless.tokenizers.shards import write_token_shards
-    from pairless.tokenizers.train import preset_config
+    from pairless.tokenizers.encode_dataset import write_token_shards
+    from pairless.tokenizers.neural_training import preset_config
 
     root = make_folder(tmp_path / "data")
     config = preset_config("micro").model_copy(update={"steps": 2, "report_samples": 4})

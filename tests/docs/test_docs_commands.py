@@ -99,7 +99,7 @@ def test_documented_command_is_accepted(page, line, tmp_path, capsys, monkeypatc
         module.config_from_args(parsed)
     elif verb == "tokenizers":
         from pairless.config import apply_overrides
-        from pairless.tokenizers.train import preset_config
+        from pairless.tokenizers.neural_training import preset_config
 
         apply_overrides(preset_config(parsed.preset, seed=parsed.seed), parsed.overrides)
 

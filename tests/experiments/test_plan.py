@@ -73,13 +73,13 @@ def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsy
                  "--device-profile", "h100"]) == 0
     printed = capsys.readouterr().out
     larger = printed[printed.index("train larger"):]
-    assert "model large, 723" in larger and "batch 256 (micro-batch 128)" in larger
+    assert "model large, 724" in larger and "batch 256 (micro-batch 64)" in larger
     assert "DOES NOT FIT" not in printed
     # the same run in one pass of 256 does not fit, and the plan says what to change
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run", "--device-profile",
                  "h100", "--set", "runs.4.train.micro_batch_size=null"]) == 0
     printed = capsys.readouterr().out
-    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
+    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=64" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0
 
 
@@ -115,8 +115,140 @@ def test_plan_rows_are_the_stages_the_runner_times(tmp_path):
     keys = {row.key for row in planned}
     assert timed - {"tokenizers+shards"} == keys - {"tokenizers", "shards"}
     assert all(row.seconds is not None and row.seconds > 0 for row in planned)
-    # planned again, everything is cached: nothing left to estimate but the inference stages' cached files
+    # planned again, everything is cached: the runner skips every stage but the unpaired analyses (none
+    # here), so the plan counts nothing: no evaluation, region, probe file or figure is made anew
     replanned, _ = plan_stages(Plan(config, tmp_path), Throughput(None, 0.2))
     assert all(row.cached for row in replanned if row.folder is not None)
-    assert not {row.key for row in replanned} & {"evaluation", "regions", "probes"}
+    assert not {row.key for row in replanned} & {"evaluation", "regions", "probes", "generation"}
+    # a figure whose request changed (more decoded samples) is drawn anew, and the plan counts it again
+    changed = config.model_copy(update={"decoded_samples": config.decoded_samples + 1})
+    replanned, _ = plan_stages(Plan(changed, tmp_path), Throughput(None, 0.2))
+    assert {row.key for row in replanned} & {"evaluation", "generation"} == {"generation"}
 
+
+def test_a_plan_counts_only_what_is_not_cached(tmp_path):
+    """With some runs made before (CacheState's ``done``), their training, pseudo-pairs, evaluations, probes
+    and the figures of only such runs are cached; the rest is counted."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("transitive", "micro")
+    plan = Plan(config, tmp_path)
+    throughput = Throughput(GPU_PROFILES["h100"])
+    fresh, _ = plan_stages(plan, throughput, CacheState(plan, set()))
+    everything = {row.key for row in fresh}
+    assert not any(row.cached for row in fresh)
+    pseudo_runs = [run.name for run in config.expanded_runs() if run.pseudo is not None]
+    assert pseudo_runs and {f"pseudo-pairs {name}" for name in pseudo_runs} <= everything
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    again, _ = plan_stages(plan, throughput, CacheState(plan, done))
+    assert all(row.cached for row in again if row.folder is not None)
+    assert not {row.key for row in again} & {"evaluation", "regions", "probes", "generation"}
+    # one run trained anew: its pseudo-pairs, its evaluation and the figures it is in, nothing else
+    retrained = pseudo_runs[0]
+    partly, _ = plan_stages(plan, throughput, CacheState(plan, done - {retrained}))
+    counted = {row.key: row for row in partly if not row.cached}
+    assert {f"train {retrained}", f"pseudo-pairs {retrained}", "evaluation", "generation"} <= set(counted)
+    assert not {f"train {name}" for name in done - {retrained}} & set(counted)
+    one = [row.details[0] for row in partly if row.key == "evaluation"][0]
+    every = [row.details[0] for row in fresh if row.key == "evaluation"][0]
+    assert one.endswith(", 1 model loads") and not every.endswith(", 1 model loads")
+
+
+def test_a_paired_only_run_brings_both_modalities_of_its_pair():
+    """Per-sample tokens (what the budget counts): a zero-shot run on rgb and depth exposes one of them per
+    sample, its paired-only baseline (the k allowed samples alone) both, and k allowed samples of N add
+    k/N of the other side: the paired-only runs of pairs-curve were planned at twice their steps."""
+    from pairless.experiments.estimate import sample_tokens
+    from pairless.training.config import TrainConfig
+
+    specs = {name: TokenSpec(name, "image", 64, 256, grid=(8, 8)) for name in ("rgb", "depth")}
+
+    def tokens(samples: int = 1000, **fragment) -> float:
+        config = TrainConfig.model_validate({
+            "shards": ".", "out": ".", "masking": {"input_budget": 64, "target_budget": 64},
+            "fragment": {"universe": ["rgb", "depth"], "withheld": [["rgb", "depth"]], **fragment}})
+        return sample_tokens(config, specs, None, samples)
+
+    assert tokens() == 64
+    assert tokens(allow_pairs={"rgb:depth": 16}, only_paired=True) == 128
+    assert tokens(allow_pairs={"rgb:depth": 250}) == pytest.approx(64 + 64 * 250 / 1000)
+    # a user folder's listing: the allowance applies among the samples that have both
+    present = {"rgb": [True, True, True, False], "depth": [True, True, False, True]}
+    config = TrainConfig.model_validate({
+        "shards": ".", "out": ".", "masking": {"input_budget": 64, "target_budget": 64},
+        "fragment": {"withheld": [["rgb", "depth"]], "allow_pairs": {"rgb:depth": 1}, "only_paired": True}})
+    assert sample_tokens(config, specs, present) == 128
+
+
+
+def test_adapters_are_evaluated_probed_and_drawn_in_the_plan(tmp_path):
+    """An adapter is evaluated, probed and drawn like a run (the runner's adapter_runs): with everything
+    else made before, the plan still counts those stages for the adapter trained anew."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("adapter", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs()),
+            *(stage.name for stage in config.expanded_adapters())}
+    adapter = config.expanded_adapters()[0].name
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {adapter}))
+    counted = {row.key: row.details for row in rows if not row.cached}
+    assert {f"add normal {adapter}", "evaluation", "probes", "generation"} <= set(counted)
+    assert counted["evaluation"][0].endswith(", 1 model loads")
+
+
+def test_regions_of_a_run_without_semseg_are_counted(tmp_path):
+    """The runner splits an image destination's tokens by the shards' semseg whether or not the run trained
+    on it (region_directions): a run on rgb and depth alone has its regions evaluated, and planned."""
+    from pairless.experiments.inference_work import CacheState
+
+    config = get_recipe("binding-strength", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {"ms-bind0"}))
+    counted = {row.key: row.details for row in rows if not row.cached}
+    assert plan.expanded["ms-bind0"].universe == ["rgb", "depth"]
+    assert counted["regions"][0].endswith(", 1 model loads")
+
+
+def test_regions_repeat_the_no_input_pass_per_direction(tmp_path):
+    """Evaluation shares one no-input pass per destination; region_ce makes one per direction."""
+    from pairless.experiments.inference_work import CacheState, split_counts
+
+    config = get_recipe("visual-pairs", "micro")
+    plan = Plan(config, tmp_path)
+    done = {"world", "tokenizers", "shards", *(run.name for run in config.expanded_runs())}
+    rows, _ = plan_stages(plan, Throughput(GPU_PROFILES["h100"]), CacheState(plan, done - {"many-shot"}))
+    counted = {row.key: row.details[0] for row in rows if not row.cached}
+    directions = len(config.directions)
+    destinations = len({direction.split(":")[1] for direction in config.directions})
+    assert destinations < directions
+    val = split_counts(config, "val", [])
+    evaluation, regions = min(config.eval_samples, val), min(config.region_samples, val)
+    assert counted["evaluation"].startswith(f"{(directions + destinations) * evaluation:,} sample passes")
+    assert counted["regions"].startswith(f"{2 * directions * regions:,} sample passes")
+
+
+def test_an_adapter_is_planned_from_its_flops():
+    """An adapter step is the frozen base model's forward and its activations' gradients (two forward
+    passes, no weight gradients), plus, with the structure term, the new modality's encoding with gradients
+    and the anchor's without; the committed adapter-tiny run measured 45.8 and 85.7 s beside 277 s for its
+    base (ratios 0.17 and 0.31), planned at 0.17 and 0.32 (it was a fixed 12,000 tokens/s: 167 s each)."""
+    from pairless.experiments.estimate import estimate_adapter, estimate_run
+
+    config = get_recipe("adapter", "tiny")
+    plan = Plan(config, "/nonexistent")
+    stages = {stage.name: stage for stage in config.expanded_adapters()}
+    plain, structured = stages["adapter"], stages["adapter-structure"]
+    base_run = plan.expanded[plain.base]
+    base = base_run.config()
+    specs = {name: spec for name, spec in SPECS.items() if name != "caption"}
+    throughput = Throughput(GPU_PROFILES["h100"])
+    flops, seconds = estimate_adapter(plain, base, specs, throughput)
+    inputs, targets = base.masking.input_budget, base.masking.target_budget
+    per_sample = 2 * forward_flops(base.model, specs, inputs, targets, base.batch_size)
+    assert flops == pytest.approx(plain.total_tokens / (inputs + targets) * per_sample)
+    with_structure, _ = estimate_adapter(structured, base, specs, throughput)
+    assert 1.5 < with_structure / flops < 2.2
+    trained = estimate_run(base, {name: specs[name] for name in specs if name != "normal"}, throughput)
+    assert seconds / trained.seconds == pytest.approx(2 / 3 * plain.total_tokens / base.total_tokens, rel=0.1)

@@ -14,7 +14,7 @@ from ml4m_layout_helpers import sample_values, write_layout, write_vocabulary
 
 from pairless.cli import main as cli
 from pairless.data.shards import open_shards, read_manifest
-from pairless.data.streamed import StreamedShards
+from pairless.data.streamed_shards import StreamedShards
 from pairless.data.validate import DataError
 from pairless.tokenizers import load_tokenizer
 from pairless.tokenizers.ml4m_data import Ml4mDataConfig, import_ml4m_data

@@ -9,7 +9,13 @@ import torch
 from pairless import metrics
 from pairless.tokenizers import load_tokenizer, text
 from pairless.tokenizers.base import ENCODE_CHUNK
-from pairless.tokenizers.train import build_spatial, build_vector, preset_config, torch_threads, train_neural
+from pairless.tokenizers.neural_training import (
+    build_spatial,
+    build_vector,
+    preset_config,
+    torch_threads,
+    train_neural,
+)
 from pairless.utils.storage import staged_dir
 
 SIZE = 16

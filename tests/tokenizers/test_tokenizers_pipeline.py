@@ -15,8 +15,8 @@ from pairless.data import SplitData, open_dataset, write_dataset
 from pairless.data.shards import open_shards
 from pairless.tokenizers import load_tokenizer
 from pairless.tokenizers.build import train_all
-from pairless.tokenizers.shards import tokenize_dataset
-from pairless.tokenizers.train import preset_config
+from pairless.tokenizers.encode_dataset import tokenize_dataset
+from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import hash_files, is_complete, read_json
 from pairless.world.samples import render_world
 
@@ -173,7 +173,7 @@ def test_tokenize_refuses_too_long_text_unless_truncating(trained, fragmented_wo
 
 def test_tokenize_as_webdataset_gives_the_packed_tokens_in_tar_shards(trained, fragmented_world, tmp_path):
     from pairless.data.shards import open_shards
-    from pairless.data.streamed import StreamedShards, is_streamed
+    from pairless.data.streamed_shards import StreamedShards, is_streamed
 
     common = ["--data", str(fragmented_world), "--tokenizers", str(trained)]
     assert shards.main([*common, "--out", str(tmp_path / "packed")]) == 0

@@ -85,7 +85,7 @@ def test_collectives_are_no_ops_on_one_process():
 def test_two_processes_on_streamed_shards_each_read_their_own_and_match_packed(tmp_path):
     """data_order=shards, stream_groups=2: each process reads its own shards of webdataset tars, and the
     steps match one process on the packed shards."""
-    from pairless.data.streamed import write_streamed
+    from pairless.data.streamed_shards import write_streamed
 
     shards = make_shards(tmp_path / "shards")
     streamed = write_streamed(shards, tmp_path / "wds", shard_samples=12)

@@ -153,10 +153,9 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     model, batch = _tiny_model(dropout=0.1)
     results = []
     for checkpointed in (False, True):
-        model.checkpoint_blocks = checkpointed
         model.zero_grad()
         torch.manual_seed(5)  # dropout: the recompute replays the same masks
-        loss, _ = model(batch)
+        loss, _ = model(batch, checkpoint_blocks=checkpointed)
         loss.backward()
         results.append((loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
     assert torch.equal(results[0][0], results[1][0])
@@ -188,15 +187,20 @@ def test_ddp_skips_the_unused_parameter_search_and_every_head_gets_a_gradient(tm
         model, batch = _tiny_model()
         context = distributed.ProcessContext(0, 2, 0, torch.device("cpu"), False)
         network = distributed.wrap_model(model, context)
-        assert not network.find_unused_parameters and model.touch_unused_heads
+        assert not network.find_unused_parameters
         only_rgb = with_target_rows(batch.__class__(**{
             **{f.name: getattr(batch, f.name) for f in fields(batch)},
             "dec_valid": batch.dec_valid & (batch.dec_modality == 0)}))
         for _ in range(3):
-            loss, losses = network(only_rgb)
+            loss, losses = network(only_rgb, touch_unused_heads=True)  # as the training step calls it
             loss.backward()
             assert list(losses) == ["rgb"]
         assert all(parameter.grad is not None for parameter in model.parameters())
+        # without the zero term the unused heads get no gradient and DDP refuses the next step
+        bare = distributed.wrap_model(_tiny_model()[0], context)
+        bare(only_rgb)[0].backward()
+        with pytest.raises(RuntimeError, match="reduction"):
+            bare(only_rgb)[0].backward()
     finally:
         dist.destroy_process_group()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pairless.config import ConfigError, validate
-from pairless.data.streamed import StreamedShards, write_streamed
+from pairless.data.streamed_shards import StreamedShards, write_streamed
 from pairless.training.config import TrainConfig
 from pairless.training.data import BatchSource, seeded_generator
 from pairless.training.fragment import audit

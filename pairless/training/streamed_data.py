@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from pairless.batch import TokenSpec
-from pairless.data.streamed import StreamedShards
+from pairless.data.streamed_shards import StreamedShards
 from pairless.training import fragment
 
 

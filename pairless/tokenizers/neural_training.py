@@ -160,6 +160,20 @@ def learning_rate(step: int, steps: int, peak: float, warmup_fraction: float) ->
     return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
+def train_step(tokenizer: NeuralTokenizer, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+               targets: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """One optimizer step on a prepared batch (``tokenizer.prepare``): the forward under bf16 autocast when
+    ``bf16``, the reconstruction loss, the backward, gradient clipping at norm 1, the step; the loss."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        outputs, _ = tokenizer(inputs)
+    loss = tokenizer.loss(outputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), 1.0)
+    optimizer.step()
+    return loss
+
+
 def train_neural(tokenizer: NeuralTokenizer, values: np.ndarray, settings: OptimizerSettings, *, steps: int,
                  seed: int, bf16: bool = True, description: str = "", threads: int | None = None,
                  device: str | torch.device = "cpu") -> dict:
@@ -203,13 +217,7 @@ def _train_loop(tokenizer: NeuralTokenizer, values: np.ndarray, settings: Optimi
         inputs, targets = inputs.to(device), targets.to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, settings.lr, settings.warmup_fraction)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            outputs, _ = tokenizer(inputs)
-        loss = tokenizer.loss(outputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), 1.0)
-        optimizer.step()
+        loss = train_step(tokenizer, optimizer, inputs, targets, bf16)
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             progress.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
