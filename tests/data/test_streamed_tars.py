@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from train_helpers import make_shards
 
-from pairless.data.streamed import StreamedShards, write_streamed
+from pairless.data.streamed_shards import StreamedShards, write_streamed
 from pairless.data.validate import DataError
 
 
