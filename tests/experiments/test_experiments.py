@@ -195,7 +195,7 @@ def test_cache_keys_follow_resolved_configs_not_names(tmp_path, monkeypatch):
     trained before a default changed was silently reused afterwards.
     """
     from pairless.model import config as model_config
-    from pairless.tokenizers import train as tokenizer_train
+    from pairless.tokenizers import neural_training as tokenizer_train
 
     base = _micro("demo")
     before = Plan(base, tmp_path)
