@@ -191,31 +191,19 @@ def measure(name: str, config: dict, args) -> dict:
     # would otherwise reuse a run trained before a default changed. The checkpoints make the curve.
     key = config_hash({"shards": shards.name, "train": stages.run_key_fields(run),
                        "checkpoints": args.checkpoints})
-    if args.task == "caption":
-        folder = args.work / "runs" / f"{name}-{key}"
-        return measure_caption(name, config, args, run, tokenizers, shards, folder)
     folder = args.work / "runs" / f"{name}-{key}"
     result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
     if result_file.is_file():
         return read_json(result_file)
-    if args.threads:
-        run = run.model_copy(update={"train": {**run.train, "num_threads": args.threads}})
-    started = time.perf_counter()
-    info = stages.train_run(run, shards, folder)
-    train_seconds = info["train_seconds"] or (time.perf_counter() - started)
+    if args.task == "caption":
+        return measure_caption(name, config, args, run, tokenizers, shards, folder, result_file)
+    info, train_seconds = _train(run, args, shards, folder)
     curve = []
     for checkpoint in checkpoint_folders(folder):
         curve.append({"step": int(checkpoint.name.split("-")[1]),
                       **evaluate_weights(checkpoint / MODEL_FILE, shards, args.curve_samples, args.threads)})
     final = evaluate_weights(folder / MODEL_FILE, shards, args.samples, args.threads)
-    decoded = {}
-    for direction, schedule in DECODED.items():
-        src, dst = direction.split(":")
-        scored = generate_and_score(runs={name: folder}, src=src, dst=dst, schedule=schedule,
-                                    num=args.decoded,
-                                    tokenizers=tokenizers, shards=shards,
-                                    out=args.work / "figures" / name / f"{src}-to-{dst}", figure_rows=6)
-        decoded[direction] = scored["metrics"][name]
+    decoded = _decoded(name, folder, DECODED, args, tokenizers, shards)
     result = {"name": name, "config": config, "tokens": info["total_tokens"], "train_seconds": train_seconds,
               "final_loss": info["final_loss"], "seed": args.seed, "final": final, "decoded": decoded,
               "ceiling": read_json(tokenizers / "report.json"), "curve": _curve_times(folder, curve),
@@ -224,30 +212,38 @@ def measure(name: str, config: dict, args) -> dict:
     return result
 
 
-def measure_caption(name: str, config: dict, args, run: TrainingRun, tokenizers: Path, shards: Path,
-                    folder: Path) -> dict:
-    """:func:`measure` for ``--task caption``: CE, content / template word CE, generated captions' facts."""
-    result_file = folder.parent / f"{folder.name}.result.json"  # (a dot in a name is no suffix)
-    if result_file.is_file():
-        return read_json(result_file)
+def _train(run: TrainingRun, args, shards: Path, folder: Path) -> tuple[dict, float]:
+    """Train (or resume) ``run`` into ``folder`` on the benchmark's threads: its info and seconds."""
     if args.threads:
         run = run.model_copy(update={"train": {**run.train, "num_threads": args.threads}})
     started = time.perf_counter()
     info = stages.train_run(run, shards, folder)
-    train_seconds = info["train_seconds"] or (time.perf_counter() - started)
+    return info, info["train_seconds"] or (time.perf_counter() - started)
+
+
+def _decoded(name: str, folder: Path, schedules: dict, args, tokenizers: Path, shards: Path) -> dict:
+    """Each direction's generations scored (figures under WORK/figures/NAME): ``{direction: metrics}``."""
+    decoded = {}
+    for direction, schedule in schedules.items():
+        src, dst = direction.split(":")
+        scored = generate_and_score(runs={name: folder}, src=src, dst=dst, schedule=schedule,
+                                    num=args.decoded, tokenizers=tokenizers, shards=shards,
+                                    out=args.work / "figures" / name / f"{src}-to-{dst}", figure_rows=6)
+        decoded[direction] = scored["metrics"][name]
+    return decoded
+
+
+def measure_caption(name: str, config: dict, args, run: TrainingRun, tokenizers: Path, shards: Path,
+                    folder: Path, result_file: Path) -> dict:
+    """:func:`measure` for ``--task caption``: CE, content / template word CE, generated captions' facts."""
+    info, train_seconds = _train(run, args, shards, folder)
     curve = [{"step": int(checkpoint.name.split("-")[1]),
               **evaluate_weights(checkpoint / MODEL_FILE, shards, args.curve_samples, args.threads,
                                  ["rgb:caption"])} for checkpoint in checkpoint_folders(folder)]
     final = evaluate_weights(folder / MODEL_FILE, shards, args.samples, args.threads, CAPTION_DIRECTIONS)
     regions = evaluate_regions(folder, ["rgb:caption"], tokenizers, num_samples=args.samples,
                                threads=args.threads)
-    decoded = {}
-    for direction, schedule in CAPTION_DECODED.items():
-        src, dst = direction.split(":")
-        scored = generate_and_score(runs={name: folder}, src=src, dst=dst, schedule=schedule,
-                                    num=args.decoded, tokenizers=tokenizers, shards=shards,
-                                    out=args.work / "figures" / name / f"{src}-to-{dst}", figure_rows=6)
-        decoded[direction] = scored["metrics"][name]
+    decoded = _decoded(name, folder, CAPTION_DECODED, args, tokenizers, shards)
     result = {"name": name, "task": "caption", "config": config, "universe": run.universe,
               "tokens": info["total_tokens"], "train_seconds": train_seconds,
               "final_loss": info["final_loss"], "seed": args.seed, "final": final, "regions": regions,
