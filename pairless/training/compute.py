@@ -6,13 +6,16 @@ every query-key pair the kernel computes (the decoder's modality-local mask does
 cross-attention's keys and values, and the output heads over the rows they run on (padded to buckets of
 256, as :meth:`pairless.model.FourM.forward` pads them). A training step executes three times the forward
 (the backward pass computes two matmuls per forward one), four with activation checkpointing (each block's
-forward runs again). Embedding gathers, norms and the optimizer are not counted: they are small next to the
-matmuls at GPU scale, and on the CPU the measured throughput (:func:`measure_cpu`) includes their time.
+forward runs again). :func:`ar_generation_flops` counts left-to-right generation as the sampler runs it
+with its KV cache (one encoder pass, then one single-query decoder pass per token). Embedding gathers, norms
+and the optimizer are not counted: they are small next to the matmuls at GPU scale, and on the CPU the
+measured throughput (:func:`measure_cpu`) includes their time.
 
 Throughput: a GPU profile states its peak dense bf16 TFLOPs and assumes a model-FLOPs utilisation (MFU);
 the CPU's is measured in a few seconds by timing real training steps (masking, forward, backward, AdamW) of
-the run's model on random tokens. Tested against torch's FLOP counter (tests/training/test_compute.py) and
-against the measured times of the tiny study (benchmarks/plan_estimate.py).
+the run's model on random tokens. Tested against torch's FLOP counter (tests/experiments/test_plan.py; the
+generation count in tests/experiments/test_plan_device.py) and against the measured times of the tiny study
+(benchmarks/plan_estimate.py).
 """
 
 from __future__ import annotations
