@@ -168,7 +168,6 @@ def adapter_key_fields(stage: AdapterStage) -> dict:
     return {**own, "overrides": as_text}
 
 
-
 def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None,
               runtime: Runtime | None = None) -> dict:
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
