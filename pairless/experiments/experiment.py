@@ -248,7 +248,6 @@ class AdapterStage(Config):
         return validate(AdapterConfig, {**self.settings, **fields, **paths}, f"adapters.{self.name}.settings")
 
 
-
 class Figure(Config):
     """A generation grid: src -> dst with one schedule, comparing the listed runs."""
 
