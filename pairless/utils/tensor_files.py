@@ -64,7 +64,7 @@ def atomic_write_safetensors(path: str | os.PathLike, tensors: dict, metadata: d
                 flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
                 handle.write(memoryview(flat.numpy()))
 
-    import torch  # only here: the other storage helpers serve tools that never load torch
+    import torch  # only here: the digests serve tools (the report) that never load torch
 
     atomic_write(path, write)
 
