@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairless.config import apply_overrides
 from pairless.experiments import stages
 from pairless.experiments.estimate import (
     Throughput,
@@ -25,7 +24,6 @@ from pairless.experiments.estimate import (
     sample_tokens,
 )
 from pairless.experiments.inference_work import CacheState, InferenceWork, inference_work, split_counts
-from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import is_complete
 
 WORLD_MODALITIES = ["rgb", "depth", "normal", "semseg", "caption", "det", "embed"]
@@ -76,8 +74,7 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     # its memory are that device's
     device_type = throughput.device_type
     on_model = "GPU" if device_type == "cuda" else "CPU"
-    settings = apply_overrides(preset_config(config.tokenizers.preset, seed=config.tokenizers.seed),
-                               config.tokenizers.overrides)
+    settings = config.tokenizers.config()
     if config.data is not None:  # the modalities declared beside the user's data, planned like the others
         from pairless.data.declared import declare_from
 
