@@ -156,7 +156,7 @@ def _done(measured: dict[str, float]) -> set[str]:
 def _estimates(config, out: Path, throughput: Throughput, done: set[str] | None = None) -> dict[str, float]:
     """Per stage key, the plan's seconds for what is not cached (``done``: assumed made before, see
     :class:`~pairless.experiments.inference_work.CacheState`; None: the files under ``out``)."""
-    plan = Plan(config, out)
+    plan = Plan(config, out, throughput.device_type)  # the runs keyed as the device planned for keys them
     rows, _ = plan_stages(plan, throughput, None if done is None else CacheState(plan, done))
     return {row.key: row.seconds for row in rows if row.seconds is not None and not row.cached}
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+
+import torch
 
 from pairless.commands.arguments import pair_argument
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
@@ -14,8 +17,8 @@ from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.experiments.scale import presets_epilog
-from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
-from pairless.utils.runtime import Runtime
+from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES, DeviceProfile, device_profile
+from pairless.utils.runtime import DEVICE_CHOICES, DEVICE_PATTERN, Runtime, resolve_device
 from pairless.utils.storage import atomic_write_json
 
 
@@ -47,12 +50,39 @@ def build_parser() -> argparse.ArgumentParser:
                              "printed as a column of its own; its tokenizers must be the recipe's "
                              "(repeatable)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--device-profile", choices=PROFILE_NAMES, default="cpu",
-                        help="with --dry-run: the device the plan's times and memory are for (h100, h200, "
-                             "a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: measured here)")
+    parser.add_argument("--device-profile", choices=PROFILE_NAMES, default=None,
+                        help="with --dry-run: the device the plan's times, attention kernel and memory are "
+                             "for (h100, h200, a100: stated peak bf16 TFLOP/s and an assumed MFU; cpu: "
+                             "measured here). Default: the --device's (cuda: this machine's GPU, or an H100 "
+                             "where there is none; auto: this machine's GPU if any, else its CPU)")
     parser.add_argument("--config-out", type=Path, help="write the resolved config as JSON and exit")
     add_runtime_arguments(parser)  # every stage's thread count and device
     return parser
+
+
+def planned_profile(profile_name: str | None, device: str | None) -> DeviceProfile | None:
+    """The device a dry run plans for (None: this CPU, measured): ``--device-profile`` when given, else the
+    one ``--device`` names: ``cuda[:N]`` this machine's GPU, or where there is none the H100 profile (said
+    in the plan); ``auto`` (or none) this machine's GPU if it has one, else its CPU. ValueError when the two
+    name different kinds of device."""
+    if device is not None and not DEVICE_PATTERN.match(device):
+        raise ValueError(f"--device: {device!r} is not one of {DEVICE_CHOICES}")
+    wants_gpu = device is not None and device.startswith("cuda")
+    if profile_name is not None:
+        profile = GPU_PROFILES.get(profile_name)
+        if device not in (None, "auto") and wants_gpu != (profile is not None):
+            raise ValueError(f"--device {device} and --device-profile {profile_name} name different devices: "
+                             "give one of them")
+        return profile
+    if device in (None, "auto") and not torch.cuda.is_available():
+        return None
+    if device == "cpu":
+        return None
+    if torch.cuda.is_available():
+        return device_profile(resolve_device(device or "auto"))
+    assumed = GPU_PROFILES["h100"]  # planning here for a GPU this machine does not have
+    return dataclasses.replace(assumed, name=f"{assumed.name} (assumed for --device {device}: no GPU here; "
+                                             "--device-profile names another)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.config_out, config.model_dump(mode="json"))
         return 0
     if args.dry_run:
-        profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
+        try:
+            profile = planned_profile(args.device_profile, args.device)  # None: this CPU, measured
+        except ValueError as error:
+            parser.error(str(error))
         # timed with the thread count the run would use (--threads, else the usable cores)
         threads = Runtime.resolve(args.threads, "cpu").threads
-        print(Plan(config, args.out).summary(profile, measure_seconds=1.0, threads=threads))
+        device_type = profile.device_type if profile is not None else "cpu"
+        print(Plan(config, args.out, device_type).summary(profile, measure_seconds=1.0, threads=threads))
         for name, run in references.items():
             print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0

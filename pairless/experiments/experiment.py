@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pairless.config import Config, laid_over, merged, overrides_as_data, validate
+from pairless.model.attention import resolve_attention
 from pairless.model.config import SAVED_BEFORE_OPTIONS
 from pairless.tokenizers.neural_training import TokenizerTrainConfig, preset_config
 from pairless.training.adapter import AdapterConfig
@@ -133,13 +134,19 @@ class TrainingRun(Config):
         return self
 
     def config(self, shards: Path = Path("."), out: Path = Path("."),
-               init_from: Path | None = None) -> TrainConfig:
+               init_from: Path | None = None, device_type: str | None = None) -> TrainConfig:
         """The run's TrainConfig with its data and run folders (and, for a continued run, the folder of the
-        run it starts from)."""
-        paths = {"shards": str(shards), "out": str(out)}
+        run it starts from). ``device_type`` ("cpu", "cuda"): the device the run is for, which
+        ``model.attention="auto"`` is resolved for (None: this machine's device, as ``train`` resolves it);
+        the ``device`` field itself stays as the run sets it, so the run's key names only the kernel."""
+        train = merged(self.train, {"shards": str(shards), "out": str(out)})
         if init_from is not None:
-            paths["init_from"] = str(init_from)
-        return validate(TrainConfig, merged(self.train, paths), "train")
+            train["init_from"] = str(init_from)
+        if device_type is not None:
+            # a plan made on this machine for another (a GPU): the kernel that one will run
+            kind = train.get("model", {}).get("attention", "auto")
+            train = merged(train, {"model": {"attention": resolve_attention(kind, device_type)}})
+        return validate(TrainConfig, train, "train")
 
     def with_train(self, **changes) -> TrainingRun:
         """A copy with ``changes`` laid over ``train`` (nested sections merged: ``fragment={"seed": 1}``)."""

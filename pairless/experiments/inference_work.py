@@ -12,23 +12,28 @@ Counted as :mod:`pairless.experiments.evaluation_stages` runs them:
 - probes: per modality pair of the single-source directions, the encoder alone over both modalities, and
   the alignment metrics per encoder layer (and a shuffled control), timed on random sets of that size;
 - generation: per figure, its runs (and the no-input generation) over ``max(num, decoded_samples)``
-  samples, one pass per generation step (ROAR N: N, AR: one per target token; x2 with guidance), chained
-  figures twice; one grid drawn per figure;
+  samples, with the schedule each link runs (the figure's where its scheme fits the destination, else the
+  default for its kind, as ``schedule_for_kind``): ROAR/MaskGIT N steps as N full passes, AR (captions)
+  as one encoder pass and one single-query decoder pass per generated token with the KV cache
+  (:func:`pairless.training.compute.ar_generation_flops`, the modality's length as the bound); x2 with
+  guidance; chained figures link by link; one grid drawn per figure;
 - unpaired: per direction of a pair never recorded together, direct, no-input, per bridge the link, the
-  chained and the proxy generations, and the cycle back; one grid each;
-- pseudo-pairs: one generation per training sample that lacks the destination, and its two consistency
-  passes.
+  chained and the proxy generations, and the cycle back, each with the default schedule of its
+  destination's kind; one grid each;
+- pseudo-pairs: one generation per training sample that lacks the destination (through its bridge, link by
+  link), and its two consistency passes.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from pairless.modalities import Pair, parse_direction
-from pairless.training.compute import forward_flops
+from pairless.training.compute import ar_generation_flops, forward_flops
 from pairless.utils.storage import is_complete
 
 FULL, ENCODER = "full", "encoder"
@@ -46,13 +51,35 @@ class InferenceWork:
 
     def add(self, model_config, specs: dict, inputs: int, targets: int, samples: int,
             passes: int = 1) -> None:
+        """``passes`` full forward passes (encoder over ``inputs`` tokens, decoder over ``targets``) of
+        each of ``samples`` samples."""
         if samples <= 0 or passes <= 0:
             return
-        key = model_config.model_dump_json()
         per_sample = forward_flops(model_config, specs, inputs, targets, micro_batch=min(samples, 128))
+        self._count(model_config, specs, per_sample * samples * passes, samples * passes)
+
+    def add_generation(self, model_config, specs: dict, inputs: int, destination: str, schedule_name: str,
+                       samples: int) -> None:
+        """Generating ``destination`` from ``inputs`` tokens for ``samples`` samples with the schedule the
+        runner runs for it (:func:`_schedule`): a parallel one's passes, or AR's encoder pass and one
+        cached single-query decoder pass per token (each counted as a sample pass)."""
+        spec = specs[destination]
+        schedule = _schedule(schedule_name, spec)
+        if schedule is None or schedule.scheme != "ar":
+            self.add(model_config, specs, inputs, spec.num_tokens, samples, _passes(schedule_name, spec))
+            return
+        if samples <= 0:
+            return
+        guided = schedule.guidance_scale != 1.0 or schedule.guidance_scale_final != 1.0
+        per_sample = ar_generation_flops(model_config, inputs, spec.vocab_size, spec.num_tokens, guided)
+        steps = spec.num_tokens * (2 if guided else 1)
+        self._count(model_config, specs, per_sample * samples, samples * steps)
+
+    def _count(self, model_config, specs: dict, flops: float, sample_passes: int) -> None:
+        key = model_config.model_dump_json()
         previous = self.flops.get(key, (model_config, specs, 0.0))[2]
-        self.flops[key] = (model_config, specs, previous + per_sample * samples * passes)
-        self.samples += samples * passes
+        self.flops[key] = (model_config, specs, previous + flops)
+        self.samples += sample_passes
 
     def describe(self) -> str:
         total = sum(flops for _, _, flops in self.flops.values())
@@ -67,8 +94,11 @@ class InferenceWork:
         sources, destination = parse_direction(stage.direction)
         train = split_counts(config, "train", [*sources], [destination])
         if destination in specs:
-            work.add(model_config, specs, _tokens(specs, sources), specs[destination].num_tokens, train,
-                     _passes(stage.schedule, specs[destination]) * (2 if stage.via else 1))
+            inputs = _tokens(specs, sources)
+            if stage.via and stage.via in specs:  # through the bridge first; the destination given both
+                work.add_generation(model_config, specs, inputs, stage.via, stage.schedule, train)
+                inputs += specs[stage.via].num_tokens
+            work.add_generation(model_config, specs, inputs, destination, stage.schedule, train)
             # the consistency score: the real source given the generated destination, and given nothing
             work.add(model_config, specs, specs[destination].num_tokens, _tokens(specs, sources), train)
             work.add(model_config, specs, 0, _tokens(specs, sources), train)
@@ -126,16 +156,25 @@ def _tokens(specs: dict, names) -> int:
     return sum(specs[name].num_tokens for name in names if name in specs)
 
 
-def _passes(schedule_name: str, spec) -> int:
-    """Decoder passes of a generation schedule for one destination (x2 with classifier-free guidance)."""
-    from pairless.inference.generate import schedule_preset
+def _schedule(schedule_name: str, spec):
+    """The schedule the runner generates ``spec``'s modality with when asked for ``schedule_name``: the
+    preset where its scheme fits the modality's kind, else the default for the kind (``schedule_for_kind``);
+    None for a name the plan does not know."""
+    from pairless.inference.generate import schedule_for_kind, schedule_preset
 
-    match = re.match(r"[a-z]+(\d+)", schedule_name)
     try:
-        schedule = schedule_preset(schedule_name)
-    except Exception:  # a schedule the plan does not know: ROAR with its number of steps
-        steps = int(match.group(1)) if match else 8
-        return steps
+        return schedule_for_kind(spec.kind, schedule_preset(schedule_name))
+    except Exception:
+        return None
+
+
+def _passes(schedule_name: str, spec) -> int:
+    """Full forward passes of a parallel (ROAR, MaskGIT) generation of one destination (x2 with
+    classifier-free guidance); AR is counted by :meth:`InferenceWork.add_generation`."""
+    schedule = _schedule(schedule_name, spec)
+    if schedule is None:  # a schedule the plan does not know: ROAR with its number of steps
+        match = re.match(r"[a-z]+(\d+)", schedule_name)
+        return int(match.group(1)) if match else 8
     steps = spec.num_tokens if schedule.scheme == "ar" else schedule.num_steps
     guided = schedule.guidance_scale != 1.0 or schedule.guidance_scale_final != 1.0
     return steps * (2 if guided else 1)
@@ -280,11 +319,10 @@ def _figure_run(work: InferenceWork, config, figure, train, specs, num: int) -> 
     count = min(num, split_counts(config, "val", [figure.src, figure.dst]))
     inputs = specs[figure.src].num_tokens
     for link in chain:
-        work.add(model, specs, inputs, specs[link].num_tokens, count, _passes(figure.schedule, specs[link]))
+        work.add_generation(model, specs, inputs, link, figure.schedule, count)
         inputs += specs[link].num_tokens
     if figure.via is None:  # the no-input generation each run is scored against
-        work.add(model, specs, 0, specs[figure.dst].num_tokens, count,
-                 _passes(figure.schedule, specs[figure.dst]))
+        work.add_generation(model, specs, 0, figure.dst, figure.schedule, count)
 
 
 def _unpaired(config, train, specs) -> InferenceWork:
@@ -299,15 +337,14 @@ def _unpaired(config, train, specs) -> InferenceWork:
             work.loads += 1
             work.figures += 1
             count = min(max(config.decoded_samples, 1), split_counts(config, "val", [src]))
-            roar = _passes("roar8", specs[dst])
-            work.add(model, specs, specs[src].num_tokens, specs[dst].num_tokens, count, roar)  # direct
-            work.add(model, specs, 0, specs[dst].num_tokens, count, roar)  # no input
+            # each generation with its destination kind's default schedule (unpaired._generate_all): roar8
+            # is the parallel one, and a sequence destination gets AR in its place (_schedule)
+            generate = partial(work.add_generation, model, specs, schedule_name="roar8", samples=count)
+            generate(specs[src].num_tokens, dst)  # direct
+            generate(0, dst)  # no input
             for bridge in bridges:
-                link = _passes("roar8", specs[bridge])
-                work.add(model, specs, specs[src].num_tokens, specs[bridge].num_tokens, count, link)
-                work.add(model, specs, specs[src].num_tokens + specs[bridge].num_tokens,
-                         specs[dst].num_tokens, count, roar)  # chained
-                work.add(model, specs, specs[bridge].num_tokens, specs[dst].num_tokens, count, roar)  # proxy
-            work.add(model, specs, specs[dst].num_tokens, specs[src].num_tokens, count,
-                     _passes("roar8", specs[src]))  # the cycle back
+                generate(specs[src].num_tokens, bridge)  # the link
+                generate(specs[src].num_tokens + specs[bridge].num_tokens, dst)  # chained
+                generate(specs[bridge].num_tokens, dst)  # proxy
+            generate(specs[dst].num_tokens, src)  # the cycle back
     return work

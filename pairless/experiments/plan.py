@@ -70,7 +70,10 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     (default: the plan's folders) holds it, as the runner skips it; and where the token specs come from."""
     config = plan.config
     cache = cache if cache is not None else CacheState(plan)
-    on_model = "GPU" if throughput.device_type == "cuda" else "CPU"
+    # the device the plan is for, not this machine's: a GPU run's attention kernel ("auto": sdpa there) and
+    # its memory are that device's
+    device_type = throughput.device_type
+    on_model = "GPU" if device_type == "cuda" else "CPU"
     settings = config.tokenizers.config()
     if config.data is not None:  # the modalities declared beside the user's data, planned like the others
         from pairless.data.declared import declare_from
@@ -95,7 +98,7 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     trained = {}
     train_presence = _presence(config)
     for run in sorted(config.expanded_runs(), key=lambda run: run.init_from is not None):
-        train = stages.train_config(run, plan.shards, plan.runs[run.name])
+        train = stages.train_config(run, plan.shards, plan.runs[run.name], device_type=device_type)
         run_specs = {name: spec for name, spec in specs.items()
                      if run.universe is None or name in run.universe}
         factor = 1.0
@@ -116,7 +119,8 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
                              estimate.details(train, train.keep_checkpoints, config.world.size,
                                               throughput.memory()), cached=cache.run(run.name)))
     for run in config.adapter_runs():  # evaluated, probed and drawn like runs: the base model + a modality
-        trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name]),
+        trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name],
+                                                 device_type=device_type),
                              {name: spec for name, spec in specs.items()
                               if run.universe is None or name in run.universe})
     for stage in config.expanded_adapters():

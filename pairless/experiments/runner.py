@@ -40,7 +40,7 @@ from pairless.experiments.plan import plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.experiments.report import write_report
 from pairless.experiments.results import validate_results
-from pairless.training.compute import DeviceProfile
+from pairless.training.compute import DeviceProfile, device_profile
 from pairless.utils.runtime import Runtime
 from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
@@ -48,8 +48,12 @@ from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, i
 class Plan:
     """The cache folders of every stage of one experiment, derived from its config."""
 
-    def __init__(self, config: ExperimentConfig, out: Path):
+    def __init__(self, config: ExperimentConfig, out: Path, device_type: str | None = None):
+        """``device_type``: the device the runs train on ("cpu", "cuda"; None: this machine's), which their
+        ``model.attention="auto"`` resolves for, and so their keys: a plan made here for a GPU names the
+        folders the GPU's runs will have."""
         self.config = config
+        self.device_type = device_type
         # absolute: the runs record their shards, and a later command may open them from another directory
         out = self.out = Path(out).absolute()
         self.cache = out / "cache"
@@ -81,7 +85,7 @@ class Plan:
         a run of the old one; the report's grouping (``label``, ``role``) is not part of it, so
         recipes sharing a run find one folder.
         """
-        key = {"shards": self.tokenizer_key, "train": stages.run_key_fields(run)}
+        key = {"shards": self.tokenizer_key, "train": stages.run_key_fields(run, self.device_type)}
         if run.init_from is not None:  # a continued run: the key of the run it starts from, and its data
             key["init_from"] = self.run_key(self.expanded[run.init_from])
         if run.pseudo is not None:
@@ -150,11 +154,12 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     the same samples and shown as columns of their own (:mod:`pairless.experiments.references`).
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
-    plan = Plan(config, out)
+    device_type = runtime.device.type  # the runs' attention kernel, and so their keys, are this device's
+    plan = Plan(config, out, device_type)
     if config.data is not None and is_complete(plan.shards):  # cached shards: the budgets fitted up front
         config = fit_budgets(config, plan.shards)
-        plan = Plan(config, out)
-    print(plan.summary(threads=runtime.threads), flush=True)
+        plan = Plan(config, out, device_type)
+    print(plan.summary(device_profile(runtime.device), threads=runtime.threads), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     clock = StageClock()
     with FolderLock(plan.recipe_dir):
@@ -164,7 +169,7 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
             fitted = fit_budgets(config, plan.shards)
             for note in fitted.notes[len(config.notes):]:
                 print(f"  note: {note}", flush=True)
-            config, plan = fitted, Plan(fitted, out)
+            config, plan = fitted, Plan(fitted, out, device_type)
         # outside models: their tokenizers checked now, before anything is trained
         chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
         runs, pseudo = train_runs(config, plan, runtime, clock)

@@ -125,10 +125,12 @@ def bad_samples(tokenizers: Path, shards: Path) -> dict:
     return {split: sorted([path, reason] for path, reason in items.items()) for split, items in found.items()}
 
 
-def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None) -> TrainConfig:
+def train_config(run: TrainingRun, shards: Path, out: Path, init_from: Path | None = None,
+                 device_type: str | None = None) -> TrainConfig:
     """The TrainConfig of a recipe's run (the same ``pairless train --preset ... --set ...`` would build);
-    ``init_from``: the folder of the run it starts from (``run.init_from``)."""
-    return run.config(shards, out, init_from)
+    ``init_from``: the folder of the run it starts from (``run.init_from``); ``device_type``: the device it
+    is for ("cpu", "cuda"; None: this machine's), which ``model.attention="auto"`` resolves for."""
+    return run.config(shards, out, init_from, device_type)
 
 
 # TrainConfig fields that do not change what a run learns (paths, threads, logging and checkpoint cadence:
@@ -138,13 +140,15 @@ _RUN_KEY_EXCLUDED = {"shards", "out", "num_threads", "num_workers", "log_every",
                      "keep_checkpoints", "init_from", "device_memory_gb"}
 
 
-def run_key_fields(run: TrainingRun) -> dict:
-    """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone.
+def run_key_fields(run: TrainingRun, device_type: str | None = None) -> dict:
+    """What a run's cache key hashes: its resolved TrainConfig without the fields that leave results alone,
+    with ``model.attention`` resolved for ``device_type`` (None: this machine's device).
 
     Options added after runs were cached (``ADDED_OPTIONS``) are left out at their neutral value, so adding
     an option does not retrain every cached run; a run that sets one otherwise gets a key of its own.
     """
-    fields = train_config(run, Path("."), Path(".")).model_dump(mode="json", exclude=_RUN_KEY_EXCLUDED)
+    fields = train_config(run, Path("."), Path("."), device_type=device_type).model_dump(
+        mode="json", exclude=_RUN_KEY_EXCLUDED)
     return without_added_options(fields)
 
 
@@ -173,8 +177,10 @@ def train_run(run: TrainingRun, shards: Path, out: Path, init_from: Path | None 
     """Train (or resume, or reuse) one run; returns what the report needs about it."""
     if not is_complete(out):
         runtime = runtime_or_default(runtime)
-        # The device and thread count stay outside the run's cache key (run_key_fields).
-        config = train_config(run, shards, out, init_from).model_copy(update={"device": str(runtime.device)})
+        # The device and thread count stay outside the run's cache key (run_key_fields); the attention kernel
+        # "auto" resolves to is in it, resolved for this device (as the runner's Plan keys the run)
+        config = train_config(run, shards, out, init_from, runtime.device.type).model_copy(
+            update={"device": str(runtime.device)})
         resume = out.exists()
         # A resumed run keeps the thread count its checkpoints recorded (``train`` takes it when none is
         # given), so that it continues bit-identically whatever runs beside it now.

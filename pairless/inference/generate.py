@@ -85,6 +85,13 @@ def default_schedule(dst_kind: str) -> GenerationSchedule:
     return schedule_preset("ar-caption" if dst_kind == "sequence" else "roar8")
 
 
+def schedule_for_kind(dst_kind: str, schedule: GenerationSchedule) -> GenerationSchedule:
+    """``schedule`` where its scheme fits a destination of ``dst_kind`` (``ar`` for sequences, a parallel one
+    otherwise), else the study's default for that kind: what the runner's generations use."""
+    fits = (schedule.scheme == "ar") == (dst_kind == "sequence")
+    return schedule if fits else default_schedule(dst_kind)
+
+
 # ----------------------------------------------------------------------------- schedules
 
 

@@ -39,9 +39,9 @@ from pairless.inference.evaluate import NoSamplesError, eligible_samples, load_r
 from pairless.inference.figures import draw_grid
 from pairless.inference.generate import (
     GenerationSchedule,
-    default_schedule,
     generate,
     generate_chain,
+    schedule_for_kind,
     schedule_preset,
 )
 from pairless.modalities import parse_chain
@@ -62,18 +62,12 @@ from pairless.utils.tensor_files import weights_digest
 from pairless.utils.threads import torch_threads
 
 
-def _schedule_for(kind: str, schedule: GenerationSchedule) -> GenerationSchedule:
-    """The requested schedule where its scheme fits the modality kind, else the study's default for it."""
-    fits = (schedule.scheme == "ar") == (kind == "sequence")
-    return schedule if fits else default_schedule(kind)
-
-
 def generate_run(model, shards, rows: np.ndarray, chain: list[list[str]], schedule: GenerationSchedule,
                   seed: int, batch_size: int, label: str, threads: int | None) -> dict[str, np.ndarray]:
     """Token ids of every generated link (numpy, [num, L]) for the selected shard rows."""
     specs = {name: model.specs[name] for name in model.specs}
     model_modalities(model, shards.specs, [name for link in chain for name in link])  # same tokenizers?
-    schedules = {link[0]: _schedule_for(specs[link[0]].kind, schedule) for link in chain[1:]}
+    schedules = {link[0]: schedule_for_kind(specs[link[0]].kind, schedule) for link in chain[1:]}
     generator = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {link[0]: [] for link in chain[1:]}
     model.eval()
@@ -114,7 +108,7 @@ def generate_unconditional(model, count: int, dst: str, schedule: GenerationSche
     """``count`` generations of ``dst`` from no input (ids, numpy [count, L]): the floor a translation's
     decoded metric has to beat, as the no-input CE is the floor of its CE."""
     specs = {name: model.specs[name] for name in model.specs}
-    schedule = _schedule_for(specs[dst].kind, schedule)
+    schedule = schedule_for_kind(specs[dst].kind, schedule)
     generator = torch.Generator().manual_seed(seed)
     parts = []
     model.eval()

@@ -6,13 +6,16 @@ every query-key pair the kernel computes (the decoder's modality-local mask does
 cross-attention's keys and values, and the output heads over the rows they run on (padded to buckets of
 256, as :meth:`pairless.model.FourM.forward` pads them). A training step executes three times the forward
 (the backward pass computes two matmuls per forward one), four with activation checkpointing (each block's
-forward runs again). Embedding gathers, norms and the optimizer are not counted: they are small next to the
-matmuls at GPU scale, and on the CPU the measured throughput (:func:`measure_cpu`) includes their time.
+forward runs again). :func:`ar_generation_flops` counts left-to-right generation as the sampler runs it
+with its KV cache (one encoder pass, then one single-query decoder pass per token). Embedding gathers, norms
+and the optimizer are not counted: they are small next to the matmuls at GPU scale, and on the CPU the
+measured throughput (:func:`measure_cpu`) includes their time.
 
 Throughput: a GPU profile states its peak dense bf16 TFLOPs and assumes a model-FLOPs utilisation (MFU);
 the CPU's is measured in a few seconds by timing real training steps (masking, forward, backward, AdamW) of
-the run's model on random tokens. Tested against torch's FLOP counter (tests/training/test_compute.py) and
-against the measured times of the tiny study (benchmarks/plan_estimate.py).
+the run's model on random tokens. Tested against torch's FLOP counter (tests/experiments/test_plan.py; the
+generation count in tests/experiments/test_plan_device.py) and against the measured times of the tiny study
+(benchmarks/plan_estimate.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from pairless.batch import TokenSpec
 from pairless.model import FourM, ModelConfig
+from pairless.model.architecture import swiglu_hidden
 
 HEAD_BUCKET = 256  # rows of an output head are padded to a multiple of this (FourM.forward)
 
@@ -59,6 +63,26 @@ GPU_PROFILES = {
 PROFILE_NAMES = (*GPU_PROFILES, "cpu")
 
 
+def gpu_profile(name: str, memory_bytes: int) -> DeviceProfile:
+    """The profile of a GPU torch names ``name`` (e.g. "NVIDIA H100 80GB HBM3") with ``memory_bytes`` in all:
+    the stated peak and MFU of the profile whose model it names, with its own memory; a GPU of no profile
+    gets the H100's figures, and its name says so."""
+    upper = name.upper()
+    known = next((profile for key, profile in GPU_PROFILES.items() if key.upper() in upper), None)
+    label = name if known is not None else f"{name} (no stated peak known: the H100's assumed)"
+    base = known or GPU_PROFILES["h100"]
+    return DeviceProfile(label, "cuda", base.peak_tflops, base.mfu, memory_bytes / 1e9)
+
+
+def device_profile(device: torch.device) -> DeviceProfile | None:
+    """The profile a plan for ``device`` uses: a CUDA device's (:func:`gpu_profile`); None for the CPU, whose
+    throughput the plan measures."""
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return gpu_profile(properties.name, properties.total_memory)
+
+
 def _head_rows(target_tokens: int, micro_batch: int, modalities: int) -> float:
     """Rows one sample contributes to the output heads, with each head's rows padded to a bucket."""
     per_modality = micro_batch * target_tokens / max(1, modalities)
@@ -80,6 +104,38 @@ def forward_flops(model: ModelConfig, specs: dict[str, TokenSpec], input_tokens:
     vocab_mean = sum(spec.vocab_size for spec in specs.values()) / max(1, len(specs))
     heads = 2 * _head_rows(target_tokens, micro_batch, len(specs)) * dim * vocab_mean
     return float(blocks + heads)
+
+
+def ar_generation_flops(model: ModelConfig, input_tokens: int, vocab_size: int, steps: int,
+                        guided: bool = False) -> float:
+    """Matmul FLOPs of generating ``steps`` tokens of a sequence modality left to right for one sample, as
+    :func:`pairless.inference.generate.ar_generate` runs it, with its KV cache: one encoder pass over the
+    ``input_tokens`` (the null token too, when the model has one; the context projection once), each decoder
+    layer's cross-attention keys and values of the encoder output once (``start_cache``), then per generated
+    token one decoder pass of a single query (self-attention's q, k, v and output projections, its scores
+    and weighted sum over the t + 1 tokens cached so far, cross-attention's query and output projections and
+    its scores over the encoder output, the MLP) and the head over the modality's ``vocab_size``. With
+    classifier-free guidance every row runs twice (its unconditional twin at the same width).
+
+    A generation stops early when every row of its batch has ended (EOS): ``steps`` is at most the
+    modality's length, which the plan counts (an untrained model may never end a caption)."""
+    architecture = model.architecture()
+    dim = model.dim
+    if architecture.mlp == "swiglu":
+        mlp = 2 * 3 * dim * swiglu_hidden(dim, model.mlp_ratio)
+    else:
+        mlp = 2 * 2 * dim * int(dim * model.mlp_ratio)
+    # the encoder's slots: the null token first, else the inputs (one empty slot when there are none)
+    encoder = input_tokens + 1 if architecture.null_token else max(1, input_tokens)
+    encoded = model.encoder_layers * (encoder * (2 * 4 * dim * dim + mlp) + 4 * encoder * encoder * dim)
+    if architecture.context_projection:
+        encoded += 2 * encoder * dim * dim
+    encoded += model.decoder_layers * 2 * encoder * 2 * dim * dim  # the cached cross-attention keys, values
+    per_token = 2 * 4 * dim * dim + 2 * 2 * dim * dim + mlp + 4 * encoder * dim  # without self-attention
+    cached_keys = steps * (steps + 1) // 2  # step t attends to t + 1 cached tokens
+    decoded = (model.decoder_layers * (steps * per_token + 4 * dim * cached_keys)
+               + steps * 2 * dim * vocab_size)  # the head, one row per step
+    return float((encoded + decoded) * (2 if guided else 1))
 
 
 def training_flops(model: ModelConfig, specs: dict[str, TokenSpec], input_tokens: int, target_tokens: int,

@@ -6,7 +6,9 @@ autocast keeps for the backward pass, fp32 gradients, AdamW's two moments, the a
 saves for its backward pass (for each attention kind, with and without activation checkpointing), the
 runtime (Python, torch, the data) and what a checkpoint save adds. For a CPU run all of it is host memory;
 for a GPU run the training state and activations are device memory and the host holds the runtime plus, at a
-save, one tensor at a time (:func:`pairless.utils.tensor_files.atomic_write_safetensors`).
+save, one tensor at a time (:func:`pairless.utils.tensor_files.atomic_write_safetensors`), or, when
+checkpoints are written in the background (``checkpoint_writes`` "auto" on a GPU, or "async"), a copy of the
+weights and AdamW's moments.
 
 The activation count is per token and layer, from what each operation keeps for its backward pass:
 
@@ -51,6 +53,9 @@ class Workload:
     activation_checkpointing: bool = False
     processes: int = 1
     sharded: bool = False  # FSDP: weights, gradients and moments split over the processes
+    # checkpoints written in the background (checkpoint_writes: "async", or "auto" on a GPU): a save first
+    # copies the weights and AdamW's moments to host memory
+    asynchronous_saves: bool = False
 
     @property
     def vocab_total(self) -> int:
@@ -189,8 +194,15 @@ def estimate(workload: Workload) -> MemoryEstimate:
     weights = 4 * parameters // share
     copies = 2 * linear_parameters(workload.model) // share if workload.precision == "bf16" else 0
     largest = 4 * max(workload.model.dim * workload.vocab_total, int(workload.model.dim ** 2 * 4))
-    # a sharded save gathers the full weights on the host of rank 0; a plain one streams tensor by tensor
-    save = 4 * parameters if workload.sharded else largest
+    # a sharded save gathers the full weights on the host of rank 0; an asynchronous one holds a host copy
+    # of the weights and both moments (what the file holds) while a thread writes it; a plain one streams
+    # tensor by tensor
+    if workload.sharded:
+        save = 4 * parameters
+    elif workload.asynchronous_saves:
+        save = 3 * 4 * parameters
+    else:
+        save = largest
     return MemoryEstimate(parameters=parameters, weights=weights, weight_copies=copies, gradients=weights,
                           optimizer=2 * weights, activations=activation_bytes(workload),
                           runtime=RUNTIME_BYTES, save=save, checkpoint_file=3 * 4 * parameters,
@@ -206,7 +218,15 @@ def workload_of(config, specs: dict[str, TokenSpec], *, processes: int = 1, devi
                     target_tokens=config.masking.target_budget, micro_batch=micro, precision=config.precision,
                     device_type=device_type, processes=processes, sharded=config.distributed == "fsdp",
                     activation_checkpointing=(checkpointing_of(config) if activation_checkpointing is None
-                                              else activation_checkpointing))
+                                              else activation_checkpointing),
+                    asynchronous_saves=asynchronous_saves_of(config, device_type))
+
+
+def asynchronous_saves_of(config, device_type: str) -> bool:
+    """Whether a TrainConfig's checkpoints are written in the background on ``device_type`` (as
+    :class:`pairless.training.checkpoint.CheckpointWriter` decides; a version without the option: never)."""
+    mode = getattr(config, "checkpoint_writes", "sync")
+    return mode == "async" or (mode == "auto" and device_type == "cuda")
 
 
 def checkpointing_of(config) -> bool:

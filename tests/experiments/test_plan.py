@@ -50,7 +50,8 @@ def test_dry_run_prints_model_batch_budget_memory_and_disk_per_run(tmp_path, cap
     printed = capsys.readouterr().out
     assert "device: NVIDIA H100 SXM: 989 TFLOP/s dense bf16 (stated) x assumed MFU 0.40" in printed
     assert re.search(r"train zs-rgb-depth \(zero-shot\)\s+GPU\s+~\d+ s", printed)
-    assert re.search(r"model tiny, 0\.\dM parameters, explicit attention; images 32x32; batch 16 "
+    # the kernel the H100 runs ("auto": sdpa there), though this plan is made on a CPU
+    assert re.search(r"model tiny, 0\.\dM parameters, sdpa attention; images 32x32; batch 16 "
                      r"\(micro-batch 16\), 40,000 tokens \(96 per sample, ~417 samples\)", printed)
     assert re.search(r"memory: host \d+ MiB, device \d+ MiB; checkpoints \d+ MiB x 2 kept = \d+ MiB", printed)
     for stage in ("world ", "tokenizers ", "shards (tokenize)", "evaluation (CE)", "regions (object",
@@ -69,17 +70,23 @@ def test_dry_run_on_this_cpu_measures_its_throughput(tmp_path, capsys):
 
 
 def test_paper_preset_fits_one_h100_and_says_when_a_run_does_not(tmp_path, capsys):
+    """The larger run (large, batch 256, micro_batch_size=auto) on one H100 by the memory model: with sdpa,
+    the kernel "auto" is on a GPU (one fp32 log-sum-exp per head and query kept for the backward, where
+    explicit attention keeps fp32 probabilities and a bf16 copy per head, query and key), micro-batches of
+    128 fit 80 GB (~59 GiB); 256 do not (~100 GiB). Before the plan resolved the kernel for the device it is
+    for, a plan made on a CPU sized explicit attention and said 64."""
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run",
                  "--device-profile", "h100"]) == 0
     printed = capsys.readouterr().out
     larger = printed[printed.index("train larger"):]
-    assert "model large, 724" in larger and "batch 256 (micro-batch 64)" in larger
+    assert "model large, 724" in larger and "sdpa attention" in larger
+    assert "batch 256 (micro-batch 128)" in larger
     assert "DOES NOT FIT" not in printed
     # the same run in one pass of 256 does not fit, and the plan says what to change
     assert main(["visual-pairs", "--preset", "paper", "--out", str(tmp_path), "--dry-run", "--device-profile",
                  "h100", "--set", "runs.4.train.micro_batch_size=null"]) == 0
     printed = capsys.readouterr().out
-    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=64" in printed
+    assert "DOES NOT FIT: needs" in printed and "micro_batch_size=128" in printed
     assert GPU_PROFILES["h100"].memory_gb == 80.0
 
 
