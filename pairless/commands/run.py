@@ -12,7 +12,7 @@ from pairless.config import ConfigError, apply_overrides
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
-from pairless.experiments.runner import Plan, run_experiment
+from pairless.experiments.runner import fitted_plan, run_experiment
 from pairless.experiments.scale import presets_epilog
 from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES
 from pairless.utils.runtime import Runtime
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = GPU_PROFILES.get(args.device_profile)  # None: this CPU, measured
         # timed with the thread count the run would use (--threads, else the usable cores)
         threads = Runtime.resolve(args.threads, "cpu").threads
-        print(Plan(config, args.out).summary(profile, measure_seconds=1.0, threads=threads))
+        # a user's budgets fitted to the folder as the run will fit them
+        print(fitted_plan(config, args.out).summary(profile, measure_seconds=1.0, threads=threads))
         for name, run in references.items():
             print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0

@@ -26,14 +26,14 @@ from pathlib import Path
 from pairless.experiments import stages
 from pairless.experiments.estimate import Throughput
 from pairless.experiments.experiment import ExperimentConfig
-from pairless.experiments.own_recipe import fit_budgets
-from pairless.experiments.plan import plan_summary
+from pairless.experiments.own_recipe import fit_budgets, fit_budgets_to_shards
+from pairless.experiments.plan import plan_specs, plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.experiments.report import write_report
 from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile
 from pairless.utils.runtime import Runtime
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
 
 
 class Plan:
@@ -132,6 +132,18 @@ class StageClock:
         return {name: round(value, 1) for name, value in self.seconds.items()}
 
 
+def fitted_plan(config: ExperimentConfig, out: Path) -> Plan:
+    """The plan of ``config`` with a user's token budgets fitted as the run will fit them: to the cached
+    shards, or before they exist to the folder read as its tokenizers will read it (what ``--dry-run``
+    prints and the run starts with; the run fits again to the shards it made)."""
+    plan = Plan(config, out)
+    if config.data is None:
+        return plan
+    specs, _ = plan_specs(plan)
+    fitted = fit_budgets(config, specs)
+    return plan if fitted is config else Plan(fitted, out)
+
+
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
                    references: dict[str, Path] | None = None) -> Path:
     """Execute every stage of ``config`` under ``out``; returns the recipe folder.
@@ -141,10 +153,8 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     the same samples and shown as columns of their own (:mod:`pairless.experiments.references`).
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
-    plan = Plan(config, out)
-    if config.data is not None and is_complete(plan.shards):  # cached shards: the budgets fitted up front
-        config = fit_budgets(config, plan.shards)
-        plan = Plan(config, out)
+    recipe, plan = config, fitted_plan(config, out)
+    config = plan.config
     print(plan.summary(threads=runtime.threads), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     clock = StageClock()
@@ -152,9 +162,10 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
         check_same_data(config, plan.recipe_dir)
         inspection = prepare_data(config, plan, runtime, clock)
         if config.data is not None:  # a user's tokens per sample are known now: budgets fitted to them
-            fitted = fit_budgets(config, plan.shards)
-            for note in fitted.notes[len(config.notes):]:
-                print(f"  note: {note}", flush=True)
+            fitted = fit_budgets_to_shards(recipe, plan.shards)
+            for note in fitted.notes:
+                if note not in config.notes:  # the plan's reading of the folder missed it
+                    print(f"  note: {note}", flush=True)
             config, plan = fitted, Plan(fitted, out)
         # outside models: their tokenizers checked now, before anything is trained
         chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}
