@@ -9,8 +9,11 @@ the page checked without a browser, or a translation looked at on a machine that
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
@@ -65,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pairless explore: models on {runtime.device}, {runtime.threads} torch thread(s)", flush=True)
         session = ExploreSession(catalogue, args.split, runtime.threads, runtime.device)
         session.warm(lambda line: print(line, flush=True))
-        app = build_app(session, args.seed)
         if args.once:
             return _once(args, session)
+        app = build_app(session, args.seed)
     except (ValueError, FileNotFoundError, KeyError, ConfigError) as error:
         print(f"pairless explore: {error}", file=sys.stderr)
         return 2
@@ -86,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _once(args, session: ExploreSession) -> int:
-    """``--once``: the page's translation of one sample, printed (and written under ``--out``)."""
+    """``--once``: the page built and its translation of one sample, printed (and written under ``--out``)."""
     chain = parse_chain(f"{args.src}:{args.dst}") if args.src is not None else None
-    _, inputs, outputs, text = translate_once(session, chain, args.sample, args.schedule)
+    with _own_gradio_cache():
+        build_app(session, args.seed)
+        _, inputs, outputs, text = translate_once(session, chain, args.sample, args.schedule)
     print(text, flush=True)
     if args.out is not None:
         from PIL import Image
@@ -104,6 +109,21 @@ def _once(args, session: ExploreSession) -> int:
         print(f"wrote {args.out}/explore.md and {len(inputs) + len(outputs)} images", flush=True)
     translated = [label for _, label in outputs if label != "ground truth"]
     return 0 if translated else 1
+
+
+@contextmanager
+def _own_gradio_cache():
+    """Gradio copies the report's figures into its cache folder (``GRADIO_TEMP_DIR``, else the system's
+    temp/gradio) when the page is built; a page that is never served gets a cache removed with it."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="pairless-explore-") as folder:
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["GRADIO_TEMP_DIR"]
 
 
 if __name__ == "__main__":
