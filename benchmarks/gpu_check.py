@@ -49,7 +49,7 @@ from train_throughput import step_flops as executed_step_flops  # noqa: E402
 from pairless.batch import MaskedBatch, TokenSpec
 from pairless.data.shards import ShardSplit, write_shards
 from pairless.model import FourM, ModelConfig
-from pairless.training import memory
+from pairless.training import memory, memory_fit
 from pairless.training.compute import GPU_PROFILES, training_flops
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.train import build_optimizer
@@ -280,7 +280,7 @@ def peak_step_memory(preset: str, shape: Shape, device: torch.device, micro_batc
 def largest_fitting_micro_batch(preset: str, shape: Shape, specs, device: torch.device,
                                 available: int) -> int:
     """What ``micro_batch_size=auto`` picks: the largest divisor of the batch the memory model fits."""
-    for size in sorted(memory.divisors(shape.batch_size), reverse=True):
+    for size in sorted(memory_fit.divisors(shape.batch_size), reverse=True):
         if memory.needed(memory.estimate(workload(preset, shape, specs, device, size)))[0] <= available:
             return size
     return 1

@@ -141,8 +141,9 @@ def prepare_data(work: Path, tokenizer_overrides: list[str], task: str = "images
     recipe = caption("tiny") if task == "caption" else demo("tiny")
     world_key = config_hash(recipe.world)  # the runner's keys: `pairless run demo`'s cache folders are reused
     world = work / f"world-{world_key}"
-    tokenizer_stage = TokenizerStage(**{**recipe.tokenizers.model_dump(),
-                                        "overrides": [*recipe.tokenizers.overrides, *tokenizer_overrides]})
+    # the configuration's `--set` text becomes typed settings here, at the script's edge
+    tokenizer_stage = TokenizerStage(**{**recipe.tokenizers.model_dump(), "settings": merged(
+        recipe.tokenizers.settings, overrides_as_data(tokenizer_overrides))})
     key = config_hash({"world": world_key, "tokenizers": stages.tokenizer_key_fields(tokenizer_stage)})
     tokenizers, shards = work / f"tokenizers-{key}", work / f"shards-{key}"
     stages.build_world(recipe.world, world)

@@ -81,6 +81,27 @@ def merged(base: dict, changes: dict) -> dict:
     return out
 
 
+def laid_over(config: C, changes: dict, prefix: str = "") -> C:
+    """A copy of ``config`` with ``changes`` (nested data: ``{"spatial": {"steps": 8}}``) laid over it and
+    validated (errors name ``prefix``.field). A config section is merged field by field; any other value is
+    replaced whole, a mapping included (``{"spatial": {"modality_levels": {}}}`` empties the preset's), as
+    :func:`apply_overrides` replaces the value of the key it names: the typed form of ``--set`` overrides."""
+    data = _laid_over_data(type(config), config.model_dump(mode="json"), changes)
+    return validate(type(config), data, prefix)
+
+
+def _laid_over_data(schema, data: dict, changes: dict) -> dict:
+    out = dict(data)
+    for key, value in changes.items():
+        section = _field_schema(schema, key)
+        is_section = isinstance(section, type) and issubclass(section, BaseModel)
+        if is_section and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _laid_over_data(section, out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
     """Return a copy of ``config`` with ``key.sub=value`` overrides applied and re-validated."""
     data = config.model_dump(mode="json")

@@ -63,3 +63,18 @@ def test_bad_override_names_the_field(override, message):
 def test_unknown_key_refused_at_validation():
     with pytest.raises(Exception, match="extra"):
         Outer.model_validate({"steps": 1, "typo": 2})
+
+
+def test_laid_over_merges_sections_and_replaces_values_whole():
+    from pairless.config import laid_over
+
+    base = apply_overrides(Outer(), ["per_name.rgb=3", "inner.rate=0.5"])
+    config = laid_over(base, {"steps": 4, "inner": {"names": ["a"]}, "per_name": {"depth": 1}})
+    assert config.steps == 4
+    assert config.inner.rate == 0.5 and config.inner.names == ["a"]  # a section: merged field by field
+    assert config.per_name == {"depth": 1}  # a mapping is a value: replaced whole, like --set per_name={...}
+    assert laid_over(base, {"per_name": {}}).per_name == {}
+    with pytest.raises(ConfigError, match="stage.inner.rate"):
+        laid_over(base, {"inner": {"rate": "fast"}}, "stage")
+    with pytest.raises(ConfigError, match="stage.stepz"):
+        laid_over(base, {"stepz": 1}, "stage")

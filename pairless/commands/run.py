@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pairless.commands.arguments import pair_argument
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
-from pairless.config import ConfigError, apply_overrides
+from pairless.config import ConfigError, apply_overrides, laid_over
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.seeds is not None:
-            config = apply_overrides(config, [f"seeds={args.seeds}"])
+            config = laid_over(config, {"seeds": args.seeds})
         config = apply_overrides(config, args.overrides)
         references = dict(parse_reference(text) for text in args.reference)
     except (ConfigError, DataError, ValueError) as error:

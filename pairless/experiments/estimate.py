@@ -31,7 +31,7 @@ from pairless import modalities as registry
 from pairless.batch import TokenSpec
 from pairless.experiments import calibrate
 from pairless.modalities import Pair
-from pairless.training import memory
+from pairless.training import memory, memory_fit
 from pairless.training.compute import DeviceProfile, forward_flops, training_flops
 
 TEXT_TOKENS, TEXT_VOCAB = 64, 2000  # assumed for text when no shards exist yet
@@ -96,9 +96,9 @@ class RunEstimate:
                 f"(+ final weights {memory.gib(mem.checkpoint_file // 3)})"]
         need, kind = memory.needed(mem)
         if available is not None and need > available:
+            options = memory_fit.advice(config, self.specs, available, device_type=mem.device_type)
             lines.append(f"DOES NOT FIT: needs {memory.gib(need)} of {kind}, the device has "
-                         f"{memory.gib(available)}; " + "; or ".join(
-                             memory.advice(config, self.specs, available, device_type=mem.device_type)[:2]))
+                         f"{memory.gib(available)}; " + "; or ".join(options[:2]))
         return lines
 
 
@@ -118,7 +118,7 @@ class Throughput:
         """Bytes a run may use: the profile's device memory, or this machine's available host RAM."""
         if self.profile is not None and self.profile.memory_gb:
             return int(self.profile.memory_gb * 1e9)
-        return memory.available_memory("cpu")[0]
+        return memory_fit.available_memory("cpu")[0]
 
     @property
     def device_type(self) -> str:
@@ -281,7 +281,7 @@ def estimate_run(config, specs: dict[str, TokenSpec], throughput: Throughput,
     available = throughput.memory()
     micro = None
     if config.micro_batch_size == "auto":
-        micro = memory.auto_micro_batch(config, specs, available, device_type=device_type)
+        micro = memory_fit.auto_micro_batch(config, specs, available, device_type=device_type)
     workload = memory.workload_of(config, specs, device_type=device_type, micro_batch=micro)
     if per_sample_tokens is None:
         per_sample_tokens = config.masking.input_budget + config.masking.target_budget

@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pairless.config import Config, merged, overrides_as_data, validate
+from pairless.config import Config, laid_over, merged, overrides_as_data, validate
 from pairless.model.config import SAVED_BEFORE_OPTIONS
+from pairless.tokenizers.neural_training import TokenizerTrainConfig, preset_config
+from pairless.training.adapter import AdapterConfig
 from pairless.training.config import TrainConfig
 
 # few-shot: a withheld pair allowed in k samples; paired-only: trained on those k samples alone (pairs-curve);
@@ -20,6 +22,21 @@ Role = Literal["zero-shot", "many-shot", "larger", "few-shot", "paired-only", "p
                "frozen-base", "adapter"]
 Preset = Literal["micro", "quick", "tiny", "paper"]
 
+# A recipe trained with ``seeds`` > 1 names seed N's copy of run or adapter ``name`` "name@sN" (N >= 1);
+# seed 0 keeps the plain name. The report groups the copies by the plain name, the runner names cache
+# folders by it.
+SEED_MARK = "@s"
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """Seed ``seed``'s copy of run ``name``: ``name`` itself for seed 0, ``name@s1`` ... for the others."""
+    return f"{name}{SEED_MARK}{seed}" if seed else name
+
+
+def seedless_name(name: str) -> str:
+    """The run a seed's copy belongs to: ``zs-rgb-depth@s2`` -> ``zs-rgb-depth`` (a plain name unchanged)."""
+    return name.split(SEED_MARK)[0]
+
 
 class WorldStage(Config):
     num_scenes: int = Field(22000, ge=4)
@@ -28,11 +45,40 @@ class WorldStage(Config):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 
+def _settings_from_overrides(data: Any) -> Any:
+    """A stage as results.json files written before 2026-12-07 list it, with ``overrides`` as ``--set``
+    text (``["steps=8"]``): the same settings as nested data (``{"steps": 8}``) under ``settings``."""
+    if not isinstance(data, dict) or "overrides" not in data:
+        return data
+    stage = {key: value for key, value in data.items() if key != "overrides"}
+    stage["settings"] = merged(overrides_as_data(data["overrides"]), stage.get("settings", {}))
+    return stage
+
+
 class TokenizerStage(Config):
+    """The tokenizers to train: a preset of :class:`TokenizerTrainConfig` with ``settings`` laid over it
+    (:func:`pairless.config.laid_over`: sections merged, values such as a mapping replaced whole)."""
+
     preset: str = "tiny"
     modalities: list[str] | None = None  # None: every modality of the world
     seed: int = 0
-    overrides: list[str] = []  # `--set` style overrides for the tokenizer trainer
+    # TokenizerTrainConfig fields that differ from the preset's, nested as in its dump: {"steps": 8,
+    # "normalization": {"depth": "log_standard"}} (``pairless run --set tokenizers.settings.steps=8``)
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_overrides(cls, data: Any) -> Any:
+        return _settings_from_overrides(data)
+
+    @model_validator(mode="after")
+    def _settings_are_a_tokenizer_config(self) -> TokenizerStage:
+        self.config()  # a ConfigError naming the bad field of ``settings``
+        return self
+
+    def config(self) -> TokenizerTrainConfig:
+        """The resolved trainer config: the preset's (with the stage's seed), ``settings`` laid over it."""
+        return laid_over(preset_config(self.preset, seed=self.seed), self.settings, "tokenizers.settings")
 
 
 class TrainingRun(Config):
@@ -160,6 +206,9 @@ class PseudoStage(Config):
     keep_fraction: float | None = None  # or keep the most consistent fraction
 
 
+ADAPTER_PATHS = ("base", "shards", "out")  # AdapterConfig fields the runner fills in
+
+
 class AdapterStage(Config):
     """A modality added to a frozen run of the recipe through a light adapter (pairless.training.adapter);
     evaluated, drawn and reported like a run, under ``name``."""
@@ -172,9 +221,31 @@ class AdapterStage(Config):
     total_tokens: int = Field(1_000_000, ge=1)
     structure_weight: float = Field(0.0, ge=0)  # M2M's structure-preserving term
     rank: int | None = None  # low-rank rows and head (large vocabularies)
-    # `--set` style overrides of the AdapterConfig: strings still, because the adapter's cache key hashes this
-    # stage as the recipe wrote it (a typed form would give every cached adapter a new key)
-    overrides: list[str] = []
+    # the other AdapterConfig fields the stage sets, nested as in OUT/config.json ({"batch_size": 32}); the
+    # rest are the adapter's defaults. Never one of the stage's own fields above, nor a path.
+    settings: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_overrides(cls, data: Any) -> Any:
+        return _settings_from_overrides(data)
+
+    @model_validator(mode="after")
+    def _settings_are_an_adapter_config(self) -> AdapterStage:
+        own = sorted(set(self.settings) & (set(AdapterStage.model_fields) | set(ADAPTER_PATHS)))
+        if own:
+            raise ValueError(f"settings: {', '.join(own)} set by the stage itself (or the runner), not in "
+                             "settings")
+        self.config()  # a ConfigError naming the bad field of ``settings``
+        return self
+
+    def config(self, base: Path = Path("."), shards: Path = Path("."),
+               out: Path = Path(".")) -> AdapterConfig:
+        """The stage's AdapterConfig on the frozen run in ``base``, its token shards and its output folder."""
+        fields = {"modality": self.modality, "anchor": self.anchor, "total_tokens": self.total_tokens,
+                  "rank": self.rank, "structure_weight": self.structure_weight}
+        paths = {"base": str(base), "shards": str(shards), "out": str(out)}
+        return validate(AdapterConfig, {**self.settings, **fields, **paths}, f"adapters.{self.name}.settings")
 
 
 class Figure(Config):
@@ -230,9 +301,10 @@ class ExperimentConfig(Config):
                 if seed == 0:
                     out.append(run)
                 else:  # a continued run starts from the same seed's copy of its base run
-                    init = f"{run.init_from}@s{seed}" if run.init_from else None
+                    init = seeded_name(run.init_from, seed) if run.init_from else None
                     seeded = run.with_train(seed=run.seed + seed, fragment={"seed": run.seed + seed})
-                    out.append(seeded.model_copy(update={"name": f"{run.name}@s{seed}", "init_from": init}))
+                    out.append(seeded.model_copy(update={"name": seeded_name(run.name, seed),
+                                                         "init_from": init}))
         return out
 
     def adapter_runs(self) -> list[TrainingRun]:
@@ -253,9 +325,10 @@ class ExperimentConfig(Config):
         out = []
         for stage in self.adapters:
             for seed in range(self.seeds):
-                suffix = f"@s{seed}" if seed else ""
-                out.append(stage.model_copy(update={"name": stage.name + suffix, "base": stage.base + suffix,
-                                                    "overrides": [*stage.overrides, f"seed={seed}"]}))
+                settings = {**stage.settings, "seed": stage.settings.get("seed", 0) + seed}
+                out.append(stage.model_copy(update={"name": seeded_name(stage.name, seed),
+                                                    "base": seeded_name(stage.base, seed),
+                                                    "settings": settings}))
         return out
 
     @model_validator(mode="after")

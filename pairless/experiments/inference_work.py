@@ -2,7 +2,7 @@
 run's model at the real sample counts and token counts, and the fixed work around them (model loads,
 figures drawn).
 
-Counted as :mod:`pairless.experiments.stages` runs them:
+Counted as :mod:`pairless.experiments.evaluation_stages` runs them:
 - evaluation: per run and direction, the held-out samples that hold every modality of the direction (at most
   ``eval_samples``; the world's val split, or the user folder's val listing), one conditional pass and one
   no-input pass (shared by the directions of one destination);
@@ -216,7 +216,7 @@ def inference_work(plan, specs: dict, trained: dict,
 def _probes(work: InferenceWork, config, run, model, specs) -> None:
     """The encoder over both modalities of each probed pair, and the alignment metrics per encoder layer
     (and once more against a shuffled pairing)."""
-    from pairless.experiments.stages import probe_pairs
+    from pairless.experiments.evaluation_stages import probe_pairs
 
     work.loads += 1
     for pair in probe_pairs(run, config.directions):
@@ -246,7 +246,7 @@ def _evaluation(work: InferenceWork, config, model, specs, directions, limit: in
 
 def _generation(work: InferenceWork, plan, trained: dict, cache: CacheState) -> None:
     """Each figure's grid (its runs, with the no-input generation) and the grid of its scored runs, as
-    :func:`pairless.experiments.stages.make_figures` draws them, unless cached."""
+    :func:`pairless.experiments.evaluation_stages.make_figures` draws them, unless cached."""
     config = plan.config
     for figure in config.figures:
         runs = [name for name in figure.runs if name in trained]

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pairless.config import apply_overrides
 from pairless.experiments import stages
 from pairless.experiments.estimate import (
     Throughput,
@@ -25,7 +24,6 @@ from pairless.experiments.estimate import (
     sample_tokens,
 )
 from pairless.experiments.inference_work import CacheState, InferenceWork, inference_work, split_counts
-from pairless.tokenizers.neural_training import preset_config
 from pairless.utils.storage import is_complete
 
 WORLD_MODALITIES = ["rgb", "depth", "normal", "semseg", "caption", "det", "embed"]
@@ -67,11 +65,6 @@ def _presence(config) -> dict | None:
         return None
 
 
-def _tokenizer_settings(config):
-    return apply_overrides(preset_config(config.tokenizers.preset, seed=config.tokenizers.seed),
-                           config.tokenizers.overrides)
-
-
 def plan_specs(plan) -> tuple[dict, str]:
     """The token specs the plan counts with (the cached shards', a user's folder read as its tokenizers
     will read it, or the world's as the tokenizer preset makes them), and where they come from."""
@@ -80,7 +73,7 @@ def plan_specs(plan) -> tuple[dict, str]:
         from pairless.data.declared import declare_from
 
         declare_from(config.data)
-    return planned_specs(config.world.size, _tokenizer_settings(config), _modalities(config),
+    return planned_specs(config.world.size, config.tokenizers.config(), _modalities(config),
                          plan.shards if is_complete(plan.shards) else None,
                          Path(config.data) if config.data is not None else None)
 
@@ -91,7 +84,7 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     config = plan.config
     cache = cache if cache is not None else CacheState(plan)
     on_model = "GPU" if throughput.device_type == "cuda" else "CPU"
-    settings = _tokenizer_settings(config)
+    settings = config.tokenizers.config()
     modalities = _modalities(config)
     specs, specs_source = plan_specs(plan)
     # the images' size: a user's folder has its own (the tokenizers' and the tokenizing's time depend on it)

@@ -228,12 +228,12 @@ def adapter(preset: str = "tiny") -> ExperimentConfig:
     runs = [new_run(preset, "base-no-normal", "frozen-base", universe=without, label="base"),
             new_run(preset, "many-shot", "many-shot", label="from the start")]
     tokens = {"micro": 20_000}.get(preset, 2_000_000)
-    overrides = [f"batch_size={SCALE[preset]['batch']}"]  # the masking budgets: the base run's
+    settings = {"batch_size": SCALE[preset]["batch"]}  # the masking budgets: the base run's
     adapters = [AdapterStage(name="adapter", base="base-no-normal", modality=added, anchor=anchor,
-                             label="adapter", total_tokens=tokens, overrides=overrides),
+                             label="adapter", total_tokens=tokens, settings=settings),
                 AdapterStage(name="adapter-structure", base="base-no-normal", modality=added, anchor=anchor,
                              label="adapter + structure term", total_tokens=tokens, structure_weight=1.0,
-                             overrides=overrides)]
+                             settings=settings)]
     directions = ["normal:depth", "depth:normal", "normal:semseg", "rgb:normal", "normal:rgb"]
     shown = ["adapter", "adapter-structure", "many-shot"]
     figures = [figure_of(preset, "normal", "depth", shown), figure_of(preset, "depth", "normal", shown)]

@@ -25,7 +25,16 @@ from pathlib import Path
 
 from pairless.experiments import stages
 from pairless.experiments.estimate import Throughput
-from pairless.experiments.experiment import ExperimentConfig
+from pairless.experiments.evaluation_stages import (
+    analyse_unpaired,
+    evaluate_run,
+    make_figures,
+    probe_run_pairs,
+    region_run,
+    snapshot_runs,
+    tokenizer_ceiling,
+)
+from pairless.experiments.experiment import ExperimentConfig, seedless_name
 from pairless.experiments.own_recipe import fit_budgets, fit_budgets_to_shards
 from pairless.experiments.plan import plan_specs, plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
@@ -56,12 +65,12 @@ class Plan:
         self.tokenizers = self.cache / f"tokenizers-{self.tokenizer_key}"
         self.shards = self.cache / f"shards-{self.tokenizer_key}"
         self.expanded = {run.name: run for run in config.expanded_runs()}
-        self.runs = {name: self.cache / "runs" / f"{name.split('@')[0]}-{self.run_key(run)}"
+        self.runs = {name: self.cache / "runs" / f"{seedless_name(name)}-{self.run_key(run)}"
                      for name, run in self.expanded.items()}
         for stage in config.expanded_adapters():  # evaluated and drawn like runs, under their names
             key = config_hash({"base": self.run_key(self.expanded[stage.base]),
-                               "adapter": stage.model_dump(mode="json", exclude={"name", "label", "base"})})
-            self.runs[stage.name] = self.cache / "adapters" / f"{stage.name.split('@')[0]}-{key}"
+                               "adapter": stages.adapter_key_fields(stage)})
+            self.runs[stage.name] = self.cache / "adapters" / f"{seedless_name(stage.name)}-{key}"
         self.recipe_dir = out / config.recipe
 
     def run_key(self, run) -> str:
@@ -177,11 +186,11 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
                     references, chosen, plan.shards, config.eval_samples, config.eval_batch_size,
                     runtime.threads, runtime.device)
         with clock.stage("generation"):
-            generation = stages.make_figures(config, plan, runtime)
+            generation = make_figures(config, plan, runtime)
         unpaired = {}
         if config.unpaired:
             with clock.stage("unpaired"):
-                unpaired = stages.analyse_unpaired(config, plan, runtime)
+                unpaired = analyse_unpaired(config, plan, runtime)
         results = validate_results({
             "recipe": config.recipe, "preset": config.preset, "config": config.model_dump(mode="json"),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -189,7 +198,7 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
             "runtime": runtime.record(), "timings_seconds": clock.rounded(), "runs": runs, **measured,
             **({"inspection": inspection} if inspection is not None else {}),
             **({"unpaired": unpaired} if unpaired else {}), **({"pseudo_pairs": pseudo} if pseudo else {}),
-            "generation": generation, "tokenizer_ceiling": stages.tokenizer_ceiling(plan.tokenizers),
+            "generation": generation, "tokenizer_ceiling": tokenizer_ceiling(plan.tokenizers),
             "paths": {"world": str(plan.world), "tokenizers": str(plan.tokenizers),
                       "shards": str(plan.shards)},
         }, plan.recipe_dir / "results.json")
@@ -245,20 +254,19 @@ def measure_runs(config: ExperimentConfig, plan: Plan, runtime: Runtime, clock: 
     every_run = [*config.expanded_runs(), *config.adapter_runs()]
     folder = plan.runs
     with clock.stage("evaluation"):
-        evals = {run.name: stages.evaluate_run(run, folder[run.name], config, plan.eval_file(run.name),
-                                               runtime) for run in every_run}
+        evals = {run.name: evaluate_run(run, folder[run.name], config, plan.eval_file(run.name), runtime)
+                 for run in every_run}
     with clock.stage("regions"):
-        regions = {run.name: stages.region_run(run, folder[run.name], config, plan.region_file(run.name),
-                                               plan.tokenizers, runtime) for run in every_run}
+        regions = {run.name: region_run(run, folder[run.name], config, plan.region_file(run.name),
+                                        plan.tokenizers, runtime) for run in every_run}
     with clock.stage("probes"):
-        probes = {run.name: stages.probe_run_pairs(run, folder[run.name], config, plan.probe_file(run.name),
-                                                   runtime) for run in every_run}
+        probes = {run.name: probe_run_pairs(run, folder[run.name], config, plan.probe_file(run.name), runtime)
+                  for run in every_run}
     measured = {"evals": evals, "probes": probes,
                 "regions": {name: value for name, value in regions.items() if value}}
     if any(run.snapshots for run in every_run):
         with clock.stage("snapshots"):
-            measured["snapshots"] = {run.name: stages.snapshot_runs(run, folder[run.name], config, plan,
-                                                                    runtime)
+            measured["snapshots"] = {run.name: snapshot_runs(run, folder[run.name], config, plan, runtime)
                                      for run in every_run if run.snapshots}
     return measured
 

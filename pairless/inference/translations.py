@@ -57,8 +57,8 @@ from pairless.utils.storage import (
     is_complete,
     read_json,
     staged_dir,
-    weights_digest,
 )
+from pairless.utils.tensor_files import weights_digest
 from pairless.utils.threads import torch_threads
 
 

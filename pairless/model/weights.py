@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from pairless.batch import TokenSpec
 from pairless.model.config import ModelConfig
 from pairless.model.transformer import FourM
-from pairless.utils.storage import atomic_write_safetensors
+from pairless.utils.tensor_files import atomic_write_safetensors
 
 
 def save_model(path: str | Path, model: FourM, state: dict[str, torch.Tensor] | None = None) -> None:

@@ -26,7 +26,8 @@ from pathlib import Path
 import safetensors
 import torch
 
-from pairless.utils.storage import atomic_write_safetensors, is_complete, staged_dir
+from pairless.utils.storage import is_complete, staged_dir
+from pairless.utils.tensor_files import atomic_write_safetensors
 
 STATE_FORMAT = "pairless-training-state"
 STATE_VERSION = 1

@@ -30,7 +30,7 @@ class TrainConfig(Config):
     # (benchmarks/learning.py, docs/learning.md)
     batch_size: int = Field(32, ge=1)
     # samples per forward pass; None = batch_size / processes; "auto" = the largest that fits the memory
-    # (pairless.training.memory)
+    # (pairless.training.memory_fit)
     micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     total_tokens: int = Field(10_000_000, gt=0)  # budget: valid input + target tokens seen
     # when set, the budget (and the lr schedule) counts only these modalities' tokens: runs over different
@@ -55,7 +55,7 @@ class TrainConfig(Config):
     num_threads: int | None = Field(None, ge=1)  # CPU intra-op threads per process; None = torch's default
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # the memory the run may use (GiB of host RAM for a CPU run, of the GPU's for a GPU run), for the fit
-    # check and micro_batch_size="auto"; None = detected (pairless.training.memory.available_memory)
+    # check and micro_batch_size="auto"; None = detected (pairless.training.memory_fit.available_memory)
     device_memory_gb: float | None = Field(None, gt=0)
     # several processes: "ddp" replicates the model, "fsdp" shards weights, gradients and AdamW moments
     # (torch FSDP2, for models too large to replicate; checkpoints keep one optimizer shard per process)

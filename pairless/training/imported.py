@@ -21,12 +21,8 @@ from pathlib import Path
 
 from pairless.model import load_model, save_model
 from pairless.model.ml4m import Ml4mError, from_ml4m, read_checkpoint, read_mapping, to_ml4m
-from pairless.utils.storage import (
-    atomic_write_json,
-    atomic_write_safetensors,
-    read_json,
-    staged_dir,
-)
+from pairless.utils.storage import atomic_write_json, read_json, staged_dir
+from pairless.utils.tensor_files import atomic_write_safetensors
 
 MODEL_FILE, RECORD_FILE = "model.safetensors", "ml4m.json"
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from pairless import model as model_module
 from pairless.config import ConfigError
 from pairless.data.declared import record_declared
-from pairless.training import distributed, masking, memory, saving
+from pairless.training import distributed, masking, memory_fit, saving
 from pairless.training.checkpoint import CheckpointWriter
 from pairless.training.config import TrainConfig
 from pairless.training.data import (
@@ -197,10 +197,10 @@ def _train(config: TrainConfig, context: distributed.ProcessContext, run: Path, 
         return saving.finish(session, progress, last_saved, stopped_by, steps_this_session)
     except (MemoryError, RuntimeError) as error:
         saving.wait_for_writes(session, raise_error=False)
-        if not memory.is_out_of_memory(error):
+        if not memory_fit.is_out_of_memory(error):
             raise
         micro = session.slices[0][1] - session.slices[0][0]
-        raise memory.out_of_memory(error, config, session.data.specs, context, micro, during) from None
+        raise memory_fit.out_of_memory(error, config, session.data.specs, context, micro, during) from None
     except BaseException:
         saving.wait_for_writes(session, raise_error=False)
         raise
@@ -225,7 +225,7 @@ def _start(config: TrainConfig, context: distributed.ProcessContext, run: Path) 
     started = time.perf_counter()
     data, order = training_data(config)
     # before the model exists: a run that cannot fit says so in words, not with the kernel's kill
-    slices = micro_batches(config, context, memory.check_fit(config, data.specs, context))
+    slices = micro_batches(config, context, memory_fit.check_fit(config, data.specs, context))
     masking.check_budget(config.masking, data.specs, data.modalities)
     own = (slices[0][0], slices[-1][1])
     on_gpu = context.device.type == "cuda"

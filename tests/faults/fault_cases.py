@@ -29,7 +29,7 @@ TRAIN_ARGS = [*MICRO_MODEL, "--withhold", "rgb:depth", "--total-tokens", "3000",
               "--set", "masking.input_budget=32", "--set", "masking.target_budget=32",
               "--set", "checkpoint_every=2", "--set", "log_every=1", "--resume"]
 RUN_ARGS = ["--preset", "micro", "--set", "world.num_scenes=48",
-            "--set", 'tokenizers.overrides=["steps=8"]', "--set", "eval_samples=8",
+            "--set", "tokenizers.settings.steps=8", "--set", "eval_samples=8",
             "--set", "decoded_samples=2",
             "--set", "runs.0.train.total_tokens=1500", "--set", "runs.1.train.total_tokens=1500"]
 

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pairless.utils.storage import COMPLETE_MARKER, canonical_safetensors, verify_complete
+from pairless.utils.storage import COMPLETE_MARKER, verify_complete
+from pairless.utils.tensor_files import canonical_safetensors
 
 
 def _never(relative: Path) -> bool:

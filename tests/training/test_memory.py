@@ -18,7 +18,7 @@ from pairless.commands import train as train_command
 from pairless.config import validate
 from pairless.data.shards import ShardSplit, write_shards
 from pairless.model import FourM, ModelConfig
-from pairless.training import memory
+from pairless.training import memory, memory_fit
 from pairless.training.config import TrainConfig
 from pairless.training.distributed import ProcessContext
 from pairless.training.train import train
@@ -117,30 +117,30 @@ def _large_config(tmp_path, **changes) -> TrainConfig:
 
 def test_fit_check_names_the_preset_the_batch_and_what_to_change(tmp_path):
     config = _large_config(tmp_path, device_memory_gb=20)
-    with pytest.raises(memory.DoesNotFit) as caught:
-        memory.check_fit(config, WIDE_SPECS, CPU)
+    with pytest.raises(memory_fit.DoesNotFit) as caught:
+        memory_fit.check_fit(config, WIDE_SPECS, CPU)
     message = str(caught.value)
     assert "the large model" in message and "batch 256" in message and "micro-batch 256" in message
     assert "host RAM" in message and "stated (device_memory_gb) is 20.0 GiB" in message
     for advice in ("micro_batch_size=", "model.attention=sdpa", "distributed=fsdp"):
         assert advice in message, advice
     # activation checkpointing is offered wherever this version's config has the option
-    key = memory.checkpointing_key(config)
+    key = memory_fit.checkpointing_key(config)
     assert (key is None) or f"--set {key}=true" in message
 
 
 def test_auto_micro_batch_is_the_largest_divisor_that_fits(tmp_path):
     config = _large_config(tmp_path, device_memory_gb=20, micro_batch_size="auto")
-    chosen = memory.check_fit(config, WIDE_SPECS, CPU)
+    chosen = memory_fit.check_fit(config, WIDE_SPECS, CPU)
     assert 256 % chosen == 0 and chosen < 256
     available = 20 * memory.GIB
     fits = memory.needed(memory.estimate(memory.workload_of(config, WIDE_SPECS, micro_batch=chosen)))[0]
     assert fits <= available
-    larger = [size for size in memory.divisors(256) if size > chosen]
+    larger = [size for size in memory_fit.divisors(256) if size > chosen]
     assert all(memory.needed(memory.estimate(memory.workload_of(config, WIDE_SPECS, micro_batch=size)))[0]
                > available for size in larger)
-    with pytest.raises(memory.DoesNotFit, match="does not fit even at micro-batch 1"):
-        memory.check_fit(_large_config(tmp_path, device_memory_gb=5, micro_batch_size="auto"), WIDE_SPECS,
+    with pytest.raises(memory_fit.DoesNotFit, match="does not fit even at micro-batch 1"):
+        memory_fit.check_fit(_large_config(tmp_path, device_memory_gb=5, micro_batch_size="auto"), WIDE_SPECS,
                          CPU)
 
 
@@ -174,7 +174,7 @@ def test_out_of_memory_in_a_step_is_reported_in_words(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(FourM, "forward", failing)
     config = validate(TrainConfig, tiny_config_data(shards, tmp_path / "run"))
-    with pytest.raises(memory.DoesNotFit) as caught:
+    with pytest.raises(memory_fit.DoesNotFit) as caught:
         train(config)
     message = str(caught.value)
     assert "ran out of memory during step 2" in message and "can't allocate memory" in message

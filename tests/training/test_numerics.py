@@ -17,7 +17,8 @@ from pairless.config import validate
 from pairless.training.checkpoint import latest_checkpoint
 from pairless.training.config import TrainConfig
 from pairless.training.train import TrainingDiverged, train
-from pairless.utils.storage import canonical_safetensors, is_complete
+from pairless.utils.storage import is_complete
+from pairless.utils.tensor_files import canonical_safetensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from pairless.utils.storage import atomic_write_safetensors, canonical_safetensors
+from pairless.utils.tensor_files import atomic_write_safetensors, canonical_safetensors
 
 MIB = 1024**2
 SLACK = 64 * MIB
@@ -42,7 +42,8 @@ MEASURE = textwrap.dedent("""
 
 TENSORS = MEASURE + textwrap.dedent("""
     import safetensors.torch
-    from pairless.utils.storage import atomic_write_bytes, atomic_write_safetensors
+    from pairless.utils.storage import atomic_write_bytes
+    from pairless.utils.tensor_files import atomic_write_safetensors
     mode, out = sys.argv[1], sys.argv[2]
     tensors = {f"layer{i}.weight": torch.full((1024, 1024), float(i)) for i in range(96)}  # 384 MiB
     tensors["head.weight"] = torch.ones(2048, 2048, dtype=torch.bfloat16)

@@ -14,6 +14,7 @@ import math
 from statistics import mean, stdev
 
 # the quality bar's thresholds (defined beside the metrics, for pairless eval too); re-exported here
+from pairless.experiments.experiment import seedless_name
 from pairless.experiments.report.markdown import arrow
 from pairless.experiments.results import Results, RunRecord
 from pairless.metrics import LEARNED_RATIO, WORSE_RATIO  # noqa: F401
@@ -49,7 +50,7 @@ def runs_by_base(results: Results) -> dict[str, list[str]]:
     """Base run name -> the names of its seeds (``name``, ``name@s1``, ...)."""
     groups: dict[str, list[str]] = {}
     for name in results.runs:
-        groups.setdefault(name.split("@")[0], []).append(name)
+        groups.setdefault(seedless_name(name), []).append(name)
     return groups
 
 

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
+from pairless.experiments.experiment import seedless_name
 from pairless.experiments.report.markdown import arrow, plotted, pyplot, save_figure, table
 from pairless.experiments.report.rows import (
     LEARNED_RATIO,
@@ -39,7 +40,7 @@ def transitive_rows(results: Results) -> list[dict]:
     if not pseudo_runs or control_run is None:
         return []
     groups = runs_by_base(results)
-    base = (results.runs[groups[pseudo_runs[0]][0]].init_from or "").split("@")[0]
+    base = seedless_name(results.runs[groups[pseudo_runs[0]][0]].init_from or "")
     many = role_run(results, "many-shot")
     rows = []
     for direction in results.directions:
