@@ -15,7 +15,7 @@ from pairless.config import ConfigError, apply_overrides, laid_over
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
-from pairless.experiments.runner import Plan, run_experiment
+from pairless.experiments.runner import fitted_plan, run_experiment
 from pairless.experiments.scale import presets_epilog
 from pairless.training.compute import GPU_PROFILES, PROFILE_NAMES, DeviceProfile, device_profile
 from pairless.utils.runtime import DEVICE_CHOICES, DEVICE_PATTERN, Runtime, resolve_device
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         # timed with the thread count the run would use (--threads, else the usable cores)
         threads = Runtime.resolve(args.threads, "cpu").threads
         device_type = profile.device_type if profile is not None else "cpu"
-        print(Plan(config, args.out, device_type).summary(profile, measure_seconds=1.0, threads=threads))
+        # a user's budgets fitted to the folder as the run will fit them
+        plan = fitted_plan(config, args.out, device_type)
+        print(plan.summary(profile, measure_seconds=1.0, threads=threads))
         for name, run in references.items():
             print(f"outside model {name}: {run} (its tokenizers are checked once the recipe's exist)")
         return 0

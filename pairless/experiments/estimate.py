@@ -38,14 +38,21 @@ TEXT_TOKENS, TEXT_VOCAB = 64, 2000  # assumed for text when no shards exist yet
 
 
 def planned_specs(world_size: int, tokenizer_settings, modalities: list[str],
-                  shards: Path | None = None) -> tuple[dict[str, TokenSpec], str]:
-    """Token specs of the shards (read, when ``shards`` is complete) or as the tokenizer preset will make
-    them; and where they come from."""
+                  shards: Path | None = None, data: Path | None = None) -> tuple[dict[str, TokenSpec], str]:
+    """Token specs of the shards (read, when ``shards`` is complete), of a user's folder ``data`` as its
+    tokenizers will make them (:mod:`pairless.experiments.folder_specs`), or as the tokenizer preset will
+    make them of the world; and where they come from."""
     manifest = shards / "manifest.json" if shards is not None else None
     if manifest is not None and manifest.is_file():
         from pairless.data.shards import read_manifest, specs_from_manifest
 
         return specs_from_manifest(read_manifest(shards), shards), f"from {shards}"
+    if data is not None:
+        from pairless.experiments.folder_specs import folder_specs
+
+        found = folder_specs(data, tokenizer_settings, modalities)
+        if found is not None and found[0]:
+            return found
     specs, spatial, vector = {}, tokenizer_settings.spatial, tokenizer_settings.vector
     for name in modalities:
         entry = registry.get(name) if name in registry.names() else None
@@ -192,11 +199,12 @@ class Throughput:
         """Seconds of rendering the built-in world (on the CPU, whatever the profile)."""
         return num_scenes * calibrate.world_scene_seconds(size, self.threads)
 
-    def tokenize(self, plan, settings, specs: dict[str, TokenSpec]) -> float:
+    def tokenize(self, plan, settings, specs: dict[str, TokenSpec], size: int | None = None) -> float:
         """Seconds of tokenizing every sample of the data: each image or vector tokenizer's encoder over
-        the samples that hold its modality, timed on an untrained tokenizer at the data's size (on a GPU
-        profile: its counted FLOPs)."""
+        the samples that hold its modality, timed on an untrained tokenizer at the data's image ``size``
+        (default: the world's) (on a GPU profile: its counted FLOPs)."""
         config = plan.config
+        size = size or config.world.size
         total = 0.0
         for name in specs:
             entry = registry.get(name) if name in registry.names() else None
@@ -205,10 +213,10 @@ class Throughput:
             count = sum(_samples_with(config, split, name) for split in ("train", "val"))
             settings_json = settings.model_dump_json()
             if self.profile is not None:
-                per_sample = (calibrate.encode_sample_flops(name, config.world.size, settings_json)
+                per_sample = (calibrate.encode_sample_flops(name, size, settings_json)
                               / self.profile.flops_per_second)
             else:
-                per_sample = calibrate.encode_sample_seconds(name, config.world.size, settings_json,
+                per_sample = calibrate.encode_sample_seconds(name, size, settings_json,
                                                              self.threads)
             total += count * per_sample
         return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pairless.batch import TokenSpec
 from pairless.config import ConfigError
 from pairless.experiments.experiment import ExperimentConfig, TokenizerStage
 from pairless.experiments.scale import SCALE, common, figure_of, new_run
@@ -109,13 +110,11 @@ def _fit_batch(runs: list, train_samples: int, data: str, preset: str) -> tuple[
                   "the learning rate scales with the batch). More samples give a more reliable result")
 
 
-def fit_budgets(config: ExperimentConfig, shards: Path) -> ExperimentConfig:
-    """``config`` with each run's token budgets fitted to what a sample of the user's token shards holds (the
-    preset's budgets assume the world's tokens per sample: 32x32 images and short captions hold fewer), and
-    a note saying so; ``config`` itself when every budget fits."""
-    from pairless.data.shards import read_manifest, specs_from_manifest
-
-    specs = specs_from_manifest(read_manifest(shards), Path(shards) / "manifest.json")
+def fit_budgets(config: ExperimentConfig, specs: dict[str, TokenSpec]) -> ExperimentConfig:
+    """``config`` with each run's token budgets fitted to what a sample of the user's data holds (``specs``:
+    its token shards', or the plan's :func:`pairless.experiments.folder_specs.folder_specs`; the preset's
+    budgets assume the world's tokens per sample: 32x32 images and short captions hold fewer), and a note
+    saying so; ``config`` itself when every budget fits."""
     runs, notes = [], []
     for run in config.runs:
         names = [name for name in (run.universe or specs) if name in specs]
@@ -133,3 +132,10 @@ def fit_budgets(config: ExperimentConfig, shards: Path) -> ExperimentConfig:
     if not notes:
         return config
     return config.model_copy(update={"runs": runs, "notes": [*config.notes, *notes]})
+
+
+def fit_budgets_to_shards(config: ExperimentConfig, shards: Path) -> ExperimentConfig:
+    """:func:`fit_budgets` to the specs of the token shards made from the user's folder."""
+    from pairless.data.shards import read_manifest, specs_from_manifest
+
+    return fit_budgets(config, specs_from_manifest(read_manifest(shards), Path(shards) / "manifest.json"))

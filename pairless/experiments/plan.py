@@ -65,6 +65,19 @@ def _presence(config) -> dict | None:
         return None
 
 
+def plan_specs(plan) -> tuple[dict, str]:
+    """The token specs the plan counts with (the cached shards', a user's folder read as its tokenizers
+    will read it, or the world's as the tokenizer preset makes them), and where they come from."""
+    config = plan.config
+    if config.data is not None:  # the modalities declared beside the user's data, planned like the others
+        from pairless.data.declared import declare_from
+
+        declare_from(config.data)
+    return planned_specs(config.world.size, config.tokenizers.config(), _modalities(config),
+                         plan.shards if is_complete(plan.shards) else None,
+                         Path(config.data) if config.data is not None else None)
+
+
 def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -> tuple[list[StageRow], str]:
     """Every stage of ``plan`` as a :class:`StageRow`, in the runner's order, marked cached where ``cache``
     (default: the plan's folders) holds it, as the runner skips it; and where the token specs come from."""
@@ -75,13 +88,11 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     device_type = throughput.device_type
     on_model = "GPU" if device_type == "cuda" else "CPU"
     settings = config.tokenizers.config()
-    if config.data is not None:  # the modalities declared beside the user's data, planned like the others
-        from pairless.data.declared import declare_from
-
-        declare_from(config.data)
     modalities = _modalities(config)
-    specs, specs_source = planned_specs(config.world.size, settings, modalities,
-                                        plan.shards if is_complete(plan.shards) else None)
+    specs, specs_source = plan_specs(plan)
+    # the images' size: a user's folder has its own (the tokenizers' and the tokenizing's time depend on it)
+    size = next((spec.grid[0] * settings.spatial.downsample for spec in specs.values()
+                 if spec.kind == "image" and spec.grid), config.world.size)
     rows: list[StageRow] = []
     if config.data is None:
         rows.append(StageRow("world", "world", "CPU",
@@ -90,10 +101,10 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     else:
         rows.append(StageRow("world", "data (your folder)", "", None, plan.world))
     rows.append(StageRow("tokenizers", "tokenizers", on_model,
-                         throughput.tokenizers(config.world.size, settings, modalities), plan.tokenizers,
+                         throughput.tokenizers(size, settings, modalities), plan.tokenizers,
                          cached=cache.stage("tokenizers", plan.tokenizers)))
     rows.append(StageRow("shards", "shards (tokenize)", on_model,
-                         throughput.tokenize(plan, settings, specs), plan.shards,
+                         throughput.tokenize(plan, settings, specs, size), plan.shards,
                          cached=cache.stage("shards", plan.shards)))
     trained = {}
     train_presence = _presence(config)
@@ -116,7 +127,7 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
                                  plan.pseudo_shards(run), cached=cache.pseudo(run)))
         rows.append(StageRow(f"train {run.name}", f"train {run.name} ({run.role})", on_model,
                              estimate.seconds, plan.runs[run.name],
-                             estimate.details(train, train.keep_checkpoints, config.world.size,
+                             estimate.details(train, train.keep_checkpoints, size,
                                               throughput.memory()), cached=cache.run(run.name)))
     for run in config.adapter_runs():  # evaluated, probed and drawn like runs: the base model + a modality
         trained[run.name] = (stages.train_config(run, plan.shards, plan.runs[run.name],

@@ -35,14 +35,14 @@ from pairless.experiments.evaluation_stages import (
     tokenizer_ceiling,
 )
 from pairless.experiments.experiment import ExperimentConfig, seedless_name
-from pairless.experiments.own_recipe import fit_budgets
-from pairless.experiments.plan import plan_summary
+from pairless.experiments.own_recipe import fit_budgets, fit_budgets_to_shards
+from pairless.experiments.plan import plan_specs, plan_summary
 from pairless.experiments.references import evaluate_references, reference_directions
 from pairless.experiments.report import write_report
 from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile, device_profile
 from pairless.utils.runtime import Runtime
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
 
 
 class Plan:
@@ -145,6 +145,19 @@ class StageClock:
         return {name: round(value, 1) for name, value in self.seconds.items()}
 
 
+def fitted_plan(config: ExperimentConfig, out: Path, device_type: str | None = None) -> Plan:
+    """The plan of ``config`` for ``device_type`` (see :class:`Plan`) with a user's token budgets fitted as
+    the run will fit them: to the cached shards, or before they exist to the folder read as its tokenizers
+    will read it (what ``--dry-run`` prints and the run starts with; the run fits again to the shards it
+    made)."""
+    plan = Plan(config, out, device_type)
+    if config.data is None:
+        return plan
+    specs, _ = plan_specs(plan)
+    fitted = fit_budgets(config, specs)
+    return plan if fitted is config else Plan(fitted, out, device_type)
+
+
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,
                    references: dict[str, Path] | None = None) -> Path:
     """Execute every stage of ``config`` under ``out``; returns the recipe folder.
@@ -155,10 +168,8 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
     """
     runtime = runtime if runtime is not None else Runtime.resolve(None, "cpu")
     device_type = runtime.device.type  # the runs' attention kernel, and so their keys, are this device's
-    plan = Plan(config, out, device_type)
-    if config.data is not None and is_complete(plan.shards):  # cached shards: the budgets fitted up front
-        config = fit_budgets(config, plan.shards)
-        plan = Plan(config, out, device_type)
+    recipe, plan = config, fitted_plan(config, out, device_type)
+    config = plan.config
     print(plan.summary(device_profile(runtime.device), threads=runtime.threads), flush=True)
     plan.recipe_dir.mkdir(parents=True, exist_ok=True)
     clock = StageClock()
@@ -166,9 +177,10 @@ def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None 
         check_same_data(config, plan.recipe_dir)
         inspection = prepare_data(config, plan, runtime, clock)
         if config.data is not None:  # a user's tokens per sample are known now: budgets fitted to them
-            fitted = fit_budgets(config, plan.shards)
-            for note in fitted.notes[len(config.notes):]:
-                print(f"  note: {note}", flush=True)
+            fitted = fit_budgets_to_shards(recipe, plan.shards)
+            for note in fitted.notes:
+                if note not in config.notes:  # the plan's reading of the folder missed it
+                    print(f"  note: {note}", flush=True)
             config, plan = fitted, Plan(fitted, out, device_type)
         # outside models: their tokenizers checked now, before anything is trained
         chosen = reference_directions(references, config.directions, plan.tokenizers) if references else {}

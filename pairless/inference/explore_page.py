@@ -185,6 +185,42 @@ def _results_markdown(session, sample, chain, schedule, predictions, destination
     return "\n".join(lines)
 
 
+def first_sample(session: ExploreSession, shards: Path, sources: list[str], destination: str) -> int:
+    """The first sample of the split holding every source and the destination (a translation with ground
+    truth to score), else the first holding every source; a ValueError naming what no sample holds."""
+    data = session.data(shards)
+    unknown = [name for name in [*sources, destination] if name not in data.present]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not in the {session.split} split of {shards} (it has "
+                         f"{', '.join(data.present)})")
+    for names in ([*sources, destination], sources):
+        holds = np.logical_and.reduce([np.asarray(data.present[name], bool) for name in names])
+        if holds.any():
+            return int(np.flatnonzero(holds)[0])
+    raise ValueError(f"no sample of the {session.split} split of {shards} has {' and '.join(sources)} to "
+                     "translate from")
+
+
+def translate_once(session: ExploreSession, chain: list[list[str]] | None = None, index: int | None = None,
+                   preset: str | None = None, seed: int = 0) -> tuple[Sample, list, list, str]:
+    """What the page shows after "show sample" and "generate" with every run, without a browser: (the
+    sample, its gallery, the gallery of ground truth and outputs, the sample's description and the results
+    table). ``chain``: ``[[sources], [via]..., [destination]]``, default the direction the page opens on;
+    ``index``: default :func:`first_sample`; ``preset``: default the page's for the destination's kind."""
+    shards = next(iter(datasets(session).values()))  # the page's first dataset
+    if chain is None:
+        sources, destination = default_direction(session, shards)
+        chain = [sources, [destination]]
+    sources, via, destination = chain[0], [link[0] for link in chain[1:-1]], chain[-1][0]
+    if index is None:
+        index = first_sample(session, shards, sources, destination)
+    sample, inputs, description = show_sample(session, shards, index)
+    preset = preset or preset_for(destination, "roar8")
+    outputs, table = translate(session, sample, list(session.catalogue.runs), sources, via, destination,
+                               preset, *preset_values(preset), seed)
+    return sample, inputs, outputs, f"{description}\n\n{table}"
+
+
 def report_markdown(report: Path | None) -> str:
     """A recipe's report.md without its image lines (the figures are shown in a gallery below it)."""
     if report is None:

@@ -175,3 +175,20 @@ def test_a_moved_project_still_finds_its_shards_and_tokenizers(own_run, tmp_path
         assert cli_main(["report", str(moved / "own-data")]) == 0
     finally:
         away.rename(root / "results")
+
+
+def test_the_plan_reads_the_token_specs_the_tokenizers_made(own_run):
+    """``--dry-run``'s specs of the folder (one image for the size, every text through the vocabulary)
+    are the ones the tokenizers gave the shards: nested folders, a declared 1-channel png, a bad file."""
+    from pairless.data.declared import declare_from
+    from pairless.data.shards import read_manifest, specs_from_manifest
+    from pairless.experiments.folder_specs import folder_specs
+    from pairless.tokenizers.neural_training import preset_config
+
+    root, results = own_run
+    declare_from(root / "data")  # as the plan does (an earlier test may have forgotten 'thermal')
+    shards = root / "results" / "cache" / results["paths"]["shards"].rsplit("/", 1)[1]
+    made = specs_from_manifest(read_manifest(shards), shards / "manifest.json")
+    specs, source = folder_specs(root / "data", preset_config("micro"), list(made))
+    assert specs == made
+    assert source.startswith(f"from {root / 'data'}/train, read as the tokenizers will: images 32x32 (as ")

@@ -68,8 +68,13 @@ def test_budgets_larger_than_the_tokens_a_sample_holds_are_fitted_and_said(tmp_p
             image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
             Image.fromarray(image).save(data / split / "rgb" / f"{index:04d}.png")
             (data / split / "caption" / f"{index:04d}.txt").write_text("a red cube.")
-    assert cli_main(["run", "own-data", "--data", str(data), "--preset", "micro",
-                     "--out", str(tmp_path / "out")]) == 0
+    command = ["run", "own-data", "--data", str(data), "--preset", "micro", "--out", str(tmp_path / "out")]
+    # the plan, before any tokenizer exists: the budgets the run will use, from the folder as its tokenizers
+    # will read it (a GPU profile: no CPU timing needed here)
+    assert cli_main([*command, "--dry-run", "--device-profile", "h100"]) == 0
+    planned = capsys.readouterr().out
+    assert f"token specs: from {data}/train, read as the tokenizers will: images 32x32" in planned
+    assert cli_main(command) == 0
     captured = capsys.readouterr()
     results = read_json(tmp_path / "out" / "own-data" / "results.json")
     masking = read_json(f"{results['runs']['all-data']['path']}/config.json")["masking"]
@@ -79,7 +84,16 @@ def test_budgets_larger_than_the_tokens_a_sample_holds_are_fitted_and_said(tmp_p
     note = (f"budgets 48 + 48 tokens of preset micro are more than the {total} tokens rgb, caption hold per "
             f"sample: each run masks {masking['input_budget']} + {masking['target_budget']}")
     assert note in captured.out and "Traceback" not in captured.err
+    assert captured.out.count(note) == 1  # planned right: not said again once the shards exist
     assert note[1:] in (tmp_path / "out" / "own-data" / "report.md").read_text()
+    # the dry-run planned those budgets and that run folder (its key hashes the budgets)
+    assert note in planned and f"({total} per sample," in planned
+    assert results["runs"]["all-data"]["path"] in planned
+    # planned again with the shards cached: the same, now from the shards
+    assert cli_main([*command, "--dry-run", "--device-profile", "h100"]) == 0
+    cached = capsys.readouterr().out
+    assert f"token specs: from {results['paths']['shards']}" in cached and note in cached
+    assert results["runs"]["all-data"]["path"] in cached
 
 
 @pytest.mark.parametrize(("damage", "expected"), [

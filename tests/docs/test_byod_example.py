@@ -25,7 +25,7 @@ def test_byod_example_runs(tmp_path):
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-c", python_code], cwd=tmp_path, check=True, env=environment)
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", bash_code], cwd=tmp_path, env=environment,
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=360)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Tokenizer reconstruction" in result.stdout
     # the commands after the recipe, on the declared modality, with no flag
@@ -33,6 +33,12 @@ def test_byod_example_runs(tmp_path):
     skipped = "depth:thermal: skipped, no sample of the 'val' split has all of ['depth', 'thermal']"
     assert skipped in result.stderr
     assert "no ground truth, nothing scored" in result.stderr and "foscttm" in result.stdout
+    # the explorer's page built and its translation run by every model of the recipe, without a browser
+    assert "**depth → thermal** on val sample 0" in result.stdout
+    assert "| all-data | many-shot | **ZERO-SHOT**: never saw depth with thermal" in result.stdout
+    assert "| zs-rgb-depth | zero-shot | **ZERO-SHOT**" in result.stdout and "not run:" not in result.stdout
+    explored = sorted(path.name for path in (tmp_path / "my_figures" / "explore").iterdir())
+    assert "output-0-ZERO-SHOT-all-data.png" in explored and "explore.md" in explored
     assert (tmp_path / "my_figures" / "depth-to-thermal" / "figure.png").is_file()
     assert not list(tmp_path.rglob("*.lock"))
     # the one-command recipe: the data inspected, the never-co-recorded pair answered honestly
