@@ -46,17 +46,22 @@ class WorldStage(Config):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
 
 
-def _settings_from_overrides(data: Any) -> Any:
-    """A stage as results.json files written before 2026-12-07 list it, with ``overrides`` as ``--set``
-    text (``["steps=8"]``): the same settings as nested data (``{"steps": 8}``) under ``settings``."""
-    if not isinstance(data, dict) or "overrides" not in data:
-        return data
-    stage = {key: value for key, value in data.items() if key != "overrides"}
-    stage["settings"] = merged(overrides_as_data(data["overrides"]), stage.get("settings", {}))
-    return stage
+class _StageWithSettings(Config):
+    """A stage whose component settings are nested data under ``settings``; reads the form results.json
+    files written before 2026-12-07 list it in, with ``overrides`` as ``--set`` text (``["steps=8"]``), as
+    the same settings (``{"steps": 8}``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_overrides(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "overrides" not in data:
+            return data
+        stage = {key: value for key, value in data.items() if key != "overrides"}
+        stage["settings"] = merged(overrides_as_data(data["overrides"]), stage.get("settings", {}))
+        return stage
 
 
-class TokenizerStage(Config):
+class TokenizerStage(_StageWithSettings):
     """The tokenizers to train: a preset of :class:`TokenizerTrainConfig` with ``settings`` laid over it
     (:func:`pairless.config.laid_over`: sections merged, values such as a mapping replaced whole)."""
 
@@ -66,11 +71,6 @@ class TokenizerStage(Config):
     # TokenizerTrainConfig fields that differ from the preset's, nested as in its dump: {"steps": 8,
     # "normalization": {"depth": "log_standard"}} (``pairless run --set tokenizers.settings.steps=8``)
     settings: dict[str, Any] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_overrides(cls, data: Any) -> Any:
-        return _settings_from_overrides(data)
 
     @model_validator(mode="after")
     def _settings_are_a_tokenizer_config(self) -> TokenizerStage:
@@ -216,7 +216,7 @@ class PseudoStage(Config):
 ADAPTER_PATHS = ("base", "shards", "out")  # AdapterConfig fields the runner fills in
 
 
-class AdapterStage(Config):
+class AdapterStage(_StageWithSettings):
     """A modality added to a frozen run of the recipe through a light adapter (pairless.training.adapter);
     evaluated, drawn and reported like a run, under ``name``."""
 
@@ -231,11 +231,6 @@ class AdapterStage(Config):
     # the other AdapterConfig fields the stage sets, nested as in OUT/config.json ({"batch_size": 32}); the
     # rest are the adapter's defaults. Never one of the stage's own fields above, nor a path.
     settings: dict[str, Any] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_overrides(cls, data: Any) -> Any:
-        return _settings_from_overrides(data)
 
     @model_validator(mode="after")
     def _settings_are_an_adapter_config(self) -> AdapterStage:
