@@ -50,7 +50,7 @@ from pairless.batch import MaskedBatch, TokenSpec
 from pairless.data.shards import ShardSplit, write_shards
 from pairless.model import FourM, ModelConfig
 from pairless.training import memory, memory_fit
-from pairless.training.compute import GPU_PROFILES, training_flops
+from pairless.training.compute import device_profile, training_flops
 from pairless.training.masking import Masker, MaskingConfig
 from pairless.training.train import build_optimizer
 from pairless.utils.runtime import resolve_device
@@ -161,14 +161,6 @@ def train_steps(model: FourM, batches, device: torch.device, steps: int, shape: 
                 six_n=6.0 * model.num_parameters() * median_tokens)
 
 
-def plan_profile(device: torch.device):
-    """The ``--device-profile`` the plan would use for this device (None: no stated profile matches)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device).lower()
-    return next((profile for key, profile in GPU_PROFILES.items() if key in name), None)
-
-
 def workload(preset: str, shape: Shape, specs, device: torch.device, micro_batch: int,
              attention: str = "sdpa") -> memory.Workload:
     config = ModelConfig.from_preset(preset, **shape.model_overrides, attention=attention)
@@ -247,7 +239,7 @@ def check_throughput(device: torch.device, shape: Shape, _work: Path) -> Check:
                               mfu_executed=round(result["flops"] / result["seconds"] / peak, 3),
                               mfu_6n=round(result["six_n"] / result["seconds"] / peak, 3))
         del model
-    profile = plan_profile(device)
+    profile = device_profile(device)  # what `--device cuda` plans with on this GPU (None on the CPU)
     if profile is not None and isinstance(numbers.get("sdpa"), dict):
         config = ModelConfig.from_preset(shape.model, **shape.model_overrides, attention="sdpa")
         flops = shape.batch_size * training_flops(config, specs, *shape.budget, shape.micro_batch_size)

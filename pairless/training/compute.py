@@ -3,13 +3,14 @@
 :func:`forward_flops` counts the matrix multiplications the model really executes for one sample, at the real
 token counts: the encoder's and decoder's projections and MLPs, the attention scores and weighted sums over
 every query-key pair the kernel computes (the decoder's modality-local mask does not skip any), the
-cross-attention's keys and values, and the output heads over the rows they run on (padded to buckets of
-256, as :meth:`pairless.model.FourM.forward` pads them). A training step executes three times the forward
-(the backward pass computes two matmuls per forward one), four with activation checkpointing (each block's
-forward runs again). :func:`ar_generation_flops` counts left-to-right generation as the sampler runs it
-with its KV cache (one encoder pass, then one single-query decoder pass per token). Embedding gathers, norms
-and the optimizer are not counted: they are small next to the matmuls at GPU scale, and on the CPU the
-measured throughput (:func:`measure_cpu`) includes their time.
+cross-attention's keys and values, the MLP as the architecture builds it (GELU's two matrices, SwiGLU's
+three at two thirds of the width), the context projection when the model has one, and the output heads
+over the rows they run on (padded to buckets of 256, as :meth:`pairless.model.FourM.forward` pads them). A
+training step executes three times the forward (the backward pass computes two matmuls per forward one),
+four with activation checkpointing (each block's forward runs again). :func:`ar_generation_flops` counts
+left-to-right generation as the sampler runs it with its KV cache (one encoder pass, then one single-query
+decoder pass per token). Embedding gathers, norms and the optimizer are not counted: they are small next to
+the matmuls at GPU scale, and on the CPU the measured throughput (:func:`measure_cpu`) includes their time.
 
 Throughput: a GPU profile states its peak dense bf16 TFLOPs and assumes a model-FLOPs utilisation (MFU);
 the CPU's is measured in a few seconds by timing real training steps (masking, forward, backward, AdamW) of
@@ -89,18 +90,36 @@ def _head_rows(target_tokens: int, micro_batch: int, modalities: int) -> float:
     return modalities * HEAD_BUCKET * math.ceil(per_modality / HEAD_BUCKET) / micro_batch
 
 
+def _mlp_flops(model: ModelConfig) -> int:
+    """Matmul FLOPs of one token through one block's MLP: two matrices for GELU, three (at two thirds of
+    the width) for SwiGLU."""
+    if model.architecture().mlp == "swiglu":
+        return 2 * 3 * model.dim * swiglu_hidden(model.dim, model.mlp_ratio)
+    return 2 * 2 * model.dim * int(model.dim * model.mlp_ratio)
+
+
+def _encoder_slots(model: ModelConfig, input_tokens: int) -> int:
+    """The encoder's rows for ``input_tokens`` inputs: the null token first when the model has one, else the
+    inputs (one empty slot when there are none)."""
+    return input_tokens + 1 if model.architecture().null_token else max(1, input_tokens)
+
+
 def forward_flops(model: ModelConfig, specs: dict[str, TokenSpec], input_tokens: int, target_tokens: int,
                   micro_batch: int = 1, blocks_only: bool = False) -> float:
     """Matmul FLOPs of one sample's forward pass (see the module docstring); ``blocks_only``: the encoder
     and decoder blocks alone (what activation checkpointing recomputes)."""
-    dim, hidden = model.dim, int(model.dim * model.mlp_ratio)
-    encoder, decoder = input_tokens + 1, target_tokens  # the null token is always in the encoder
-    encoder_layer = 2 * encoder * (4 * dim * dim + 2 * dim * hidden) + 4 * encoder * encoder * dim
-    decoder_layer = (2 * decoder * (6 * dim * dim + 2 * dim * hidden) + 2 * encoder * 2 * dim * dim
+    architecture = model.architecture()
+    dim, mlp = model.dim, _mlp_flops(model)
+    encoder = _encoder_slots(model, input_tokens)
+    decoder = target_tokens
+    encoder_layer = encoder * (2 * 4 * dim * dim + mlp) + 4 * encoder * encoder * dim
+    decoder_layer = (decoder * (2 * 6 * dim * dim + mlp) + 2 * encoder * 2 * dim * dim
                      + 4 * decoder * decoder * dim + 4 * decoder * encoder * dim)
     blocks = model.encoder_layers * encoder_layer + model.decoder_layers * decoder_layer
     if blocks_only:
         return float(blocks)
+    if architecture.context_projection:
+        blocks += 2 * encoder * dim * dim
     vocab_mean = sum(spec.vocab_size for spec in specs.values()) / max(1, len(specs))
     heads = 2 * _head_rows(target_tokens, micro_batch, len(specs)) * dim * vocab_mean
     return float(blocks + heads)
@@ -120,13 +139,8 @@ def ar_generation_flops(model: ModelConfig, input_tokens: int, vocab_size: int, 
     A generation stops early when every row of its batch has ended (EOS): ``steps`` is at most the
     modality's length, which the plan counts (an untrained model may never end a caption)."""
     architecture = model.architecture()
-    dim = model.dim
-    if architecture.mlp == "swiglu":
-        mlp = 2 * 3 * dim * swiglu_hidden(dim, model.mlp_ratio)
-    else:
-        mlp = 2 * 2 * dim * int(dim * model.mlp_ratio)
-    # the encoder's slots: the null token first, else the inputs (one empty slot when there are none)
-    encoder = input_tokens + 1 if architecture.null_token else max(1, input_tokens)
+    dim, mlp = model.dim, _mlp_flops(model)
+    encoder = _encoder_slots(model, input_tokens)
     encoded = model.encoder_layers * (encoder * (2 * 4 * dim * dim + mlp) + 4 * encoder * encoder * dim)
     if architecture.context_projection:
         encoded += 2 * encoder * dim * dim

@@ -95,6 +95,9 @@ def test_every_recipe_micro_report_is_complete(results_root, recipe):
             words = per_direction["rgb:caption"]
             assert words["groups"] == ["content", "template"] and words["content"]["num_tokens"] > 0
             assert 0 < words["focus_fraction"] < 1
+        # the recipe says in words that a CPU preset cannot learn captions, with the budget it would take
+        assert "**Note**: Captions are not expected to be learned at this preset" in report
+        assert "40,000 tokens over seven modalities" in report
 
 
 def _check_chained_baseline(folder, report, results):
@@ -259,6 +262,11 @@ def test_dry_run_lists_every_stage(tmp_path, capsys):
         config = get_recipe(recipe, "tiny")
         assert printed.count("train ") == 3 * len(config.runs)
         assert "estimated time" in printed
+
+
+def test_caption_recipe_states_the_budget_captions_take_on_the_cpu_presets():
+    assert "trains 8,000,000 tokens over seven modalities" in get_recipe("caption", "tiny").notes[0]
+    assert get_recipe("caption", "paper").notes == []  # the GPU preset's budget is not measured
 
 
 @pytest.mark.parametrize("preset", ["micro", "tiny"])

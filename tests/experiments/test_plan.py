@@ -25,10 +25,14 @@ SPECS = {**{name: TokenSpec(name, "image", 64, 256, grid=(8, 8)) for name in ("r
          "caption": TokenSpec("caption", "sequence", 32, 500, pad_id=0, bos_id=1, eos_id=2)}
 
 
-@pytest.mark.parametrize(("attention", "tolerance"), [("explicit", 0.03), ("sdpa", 0.10)])
+# explicit: 0.3-0.5% under torch's count; the old two-matrix count of a SwiGLU MLP was 1.1%
+# under. sdpa: torch counts its fused kernel's work, ~7.6% over.
+@pytest.mark.parametrize(("attention", "tolerance"), [("explicit", 0.01), ("sdpa", 0.10)])
 @pytest.mark.parametrize(("batch", "inputs", "targets"), [(32, 64, 64), (8, 48, 96)])
-def test_flop_count_matches_torch_counter(attention, tolerance, batch, inputs, targets):
-    config = ModelConfig(preset="tiny", attention=attention)
+@pytest.mark.parametrize(("mlp", "context_projection"), [("swiglu", True), ("gelu", False)])
+def test_flop_count_matches_torch_counter(attention, tolerance, batch, inputs, targets, mlp,
+                                          context_projection):
+    config = ModelConfig(preset="tiny", attention=attention, mlp=mlp, context_projection=context_projection)
     model = FourM(config, SPECS)
     generator = torch.Generator().manual_seed(0)
     tokens = {name: torch.randint(0, spec.vocab_size, (batch, spec.num_tokens), generator=generator)

@@ -46,13 +46,15 @@ SECTIONS = [inspection, translation, quality, binding, chained, regions, binding
 
 
 def header(results: Results) -> list[str]:
-    """The title and the line saying when, where and over what the numbers were measured."""
+    """The title, the line saying when, where and over what the numbers were measured, and the recipe's
+    notes (what its plan said before it ran: e.g. a budget known to be too small)."""
+    notes = [f"**Note**: {note[0].upper()}{note[1:]}." for note in results.notes]
     return [f"# pairless report: {results.recipe} (preset {results.preset})", "",
             f"Run on {results.date or '?'}, {results.machine or '?'}. Seeds: "
             f"{results.seeds}. "
             f"Cross-entropies are mean nats per target token over at most {results.eval_samples} held-out "
             "samples per direction (those that have both modalities; the tables give the count); ± is the "
-            "standard deviation over seeds.", ""]
+            "standard deviation over seeds.", "", *notes, *([""] if notes else [])]
 
 
 def footer(results: Results, figures: dict[str, str]) -> list[str]:

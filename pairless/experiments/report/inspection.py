@@ -45,8 +45,7 @@ def markdown(results: Results) -> list[str]:
         parts += [table(["split", "file", "reason"], [[s, f"`{p}`", r] for s, p, r in shown]), ""]
     else:
         parts += ["No bad file was found.", ""]
-    parts += [f"**Note**: {note[0].upper()}{note[1:]}." for note in results.notes]
-    return parts + ([""] if results.notes else [])
+    return parts
 
 
 def _skipped_per_modality(inspection: Inspection) -> dict[str, dict[str, int]]:
