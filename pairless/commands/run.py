@@ -11,7 +11,7 @@ import torch
 
 from pairless.commands.arguments import pair_argument
 from pairless.commands.runtime import add_runtime_arguments, resolve_runtime
-from pairless.config import ConfigError, apply_overrides, laid_over
+from pairless.config import ConfigError, apply_overrides, laid_over, overrides_as_data
 from pairless.data.validate import DataError
 from pairless.experiments.recipes import RECIPES, get_recipe
 from pairless.experiments.references import parse_reference
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training seeds per run (mean and spread reported)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. world.num_scenes=5000 (repeatable)")
+    parser.add_argument("--train-set", dest="train_settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a training setting for every run of the recipe, laid over each run's own, e.g. "
+                             "model.mlp=gelu (repeatable; the keys of `pairless train --set`)")
     parser.add_argument("--data", default=None,
                         help="own-data: your dataset folder (train/ and val/; modalities.yaml for new ones). "
                              "Bad files (unreadable, NaN, wrong size or extension) are skipped, counted and "
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.seeds is not None:
             config = laid_over(config, {"seeds": args.seeds})
         config = apply_overrides(config, args.overrides)
+        if args.train_settings:
+            config = config.with_train_settings(overrides_as_data(args.train_settings))
         references = dict(parse_reference(text) for text in args.reference)
     except (ConfigError, DataError, ValueError) as error:
         parser.error(str(error))

@@ -295,6 +295,15 @@ class ExperimentConfig(Config):
     # no direction to evaluate), in words: printed with the plan and shown in the report
     notes: list[str] = []
 
+    def with_train_settings(self, settings: dict) -> ExperimentConfig:
+        """A copy whose every run has ``settings`` (nested TrainConfig data: ``{"model": {"mlp": "gelu"}}``)
+        laid over its own training settings (``pairless run --train-set``); a bad key or value raises
+        ConfigError naming it, before anything runs. Adapters keep their own settings."""
+        runs = [run.with_train(**settings) for run in self.runs]
+        for run in runs:
+            run.config()
+        return self.model_copy(update={"runs": runs})
+
     def expanded_runs(self) -> list[TrainingRun]:
         """The runs with seeds expanded: ``name`` for seed 0, ``name@s1`` ... for the others."""
         out = []

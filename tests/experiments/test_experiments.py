@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pairless.commands.run import main
+from pairless.experiments.experiment import ExperimentConfig
 from pairless.experiments.recipes import DATA_RECIPES, RECIPES, get_recipe
 from pairless.experiments.runner import Plan, run_experiment
 from pairless.utils.storage import flatten, is_complete
@@ -253,6 +254,26 @@ def test_unknown_recipe_and_bad_override_are_named(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--set", "world.num_scenez=3", "--dry-run"])
     assert "num_scenez" in capsys.readouterr().err
+
+
+def test_train_set_reaches_every_run_over_its_own_settings(tmp_path, capsys):
+    written = tmp_path / "config.json"
+    assert main(["visual-pairs", "--preset", "quick", "--train-set", "model.mlp=gelu", "--train-set",
+                 "base_lr=0.002", "--config-out", str(written)]) == 0
+    config = ExperimentConfig.model_validate(json.loads(written.read_text()))
+    before = {run.name: run.config() for run in get_recipe("visual-pairs", "quick").runs}
+    assert len(config.runs) == len(before) > 1
+    assert before["larger"].model.preset != before["many-shot"].model.preset  # small against tiny
+    for run in config.runs:
+        resolved = run.config()
+        assert resolved.model.mlp == "gelu" and resolved.base_lr == 0.002
+        # each run's own settings stay: its model preset (the larger run's differs), withheld pairs, budget
+        assert resolved.model.preset == before[run.name].model.preset
+        assert resolved.fragment.withheld == before[run.name].fragment.withheld
+        assert resolved.total_tokens == before[run.name].total_tokens
+    with pytest.raises(SystemExit):
+        main(["demo", "--train-set", "model.mlpx=gelu", "--dry-run"])
+    assert "train.model.mlpx" in capsys.readouterr().err
 
 
 def test_dry_run_lists_every_stage(tmp_path, capsys):
