@@ -89,7 +89,7 @@ def plan_stages(plan, throughput: Throughput, cache: CacheState | None = None) -
     on_model = "GPU" if device_type == "cuda" else "CPU"
     settings = config.tokenizers.config()
     modalities = _modalities(config)
-    specs, specs_source = plan_specs(plan)
+    specs, specs_source = plan.specs()  # plan_specs, read once per Plan
     # the images' size: a user's folder has its own (the tokenizers' and the tokenizing's time depend on it)
     size = next((spec.grid[0] * settings.spatial.downsample for spec in specs.values()
                  if spec.kind == "image" and spec.grid), config.world.size)

@@ -42,7 +42,7 @@ from pairless.experiments.report import write_report
 from pairless.experiments.results import validate_results
 from pairless.training.compute import DeviceProfile, device_profile
 from pairless.utils.runtime import Runtime
-from pairless.utils.storage import FolderLock, atomic_write_json, config_hash
+from pairless.utils.storage import FolderLock, atomic_write_json, config_hash, is_complete
 
 
 class Plan:
@@ -76,6 +76,15 @@ class Plan:
                                "adapter": stages.adapter_key_fields(stage)})
             self.runs[stage.name] = self.cache / "adapters" / f"{seedless_name(stage.name)}-{key}"
         self.recipe_dir = out / config.recipe
+        self._specs: tuple[bool, tuple[dict, str]] | None = None  # (shards complete?, plan_specs)
+
+    def specs(self) -> tuple[dict, str]:
+        """The token specs the plan counts with and where they come from (:func:`plan_specs`), read once per
+        state of the shards: before they exist a user's folder is read file by file."""
+        made = is_complete(self.shards)
+        if self._specs is None or self._specs[0] != made:
+            self._specs = (made, plan_specs(self))
+        return self._specs[1]
 
     def run_key(self, run) -> str:
         """Cache key of a training run: the shards and the resolved TrainConfig it trains with.
@@ -153,9 +162,12 @@ def fitted_plan(config: ExperimentConfig, out: Path, device_type: str | None = N
     plan = Plan(config, out, device_type)
     if config.data is None:
         return plan
-    specs, _ = plan_specs(plan)
-    fitted = fit_budgets(config, specs)
-    return plan if fitted is config else Plan(fitted, out, device_type)
+    fitted = fit_budgets(config, plan.specs()[0])
+    if fitted is config:
+        return plan
+    refitted = Plan(fitted, out, device_type)
+    refitted._specs = plan._specs  # the budgets changed, not the data or the tokenizers: the same specs
+    return refitted
 
 
 def run_experiment(config: ExperimentConfig, out: Path, runtime: Runtime | None = None,

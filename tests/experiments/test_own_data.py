@@ -8,6 +8,7 @@ from byod_helpers import byod_blocks
 from pairless import modalities as registry
 from pairless.commands.run import main as run_main
 from pairless.config import ConfigError
+from pairless.experiments import folder_specs
 from pairless.experiments.recipes import get_recipe
 from pairless.experiments.report.quality import compare
 from pairless.experiments.report.unpaired import unpaired_lines
@@ -37,13 +38,17 @@ def test_withhold_simulates_a_never_recorded_pair_that_still_has_ground_truth(my
     assert "rgb:caption" in results["evals"]["all-data"]
 
 
-def test_dry_run_plans_on_the_folder(my_data, tmp_path, capsys):
+def test_dry_run_plans_on_the_folder(my_data, tmp_path, capsys, monkeypatch):
+    reads = []
+    original = folder_specs.folder_specs
+    monkeypatch.setattr(folder_specs, "folder_specs", lambda *args: reads.append(args) or original(*args))
     assert run_main(["own-data", "--data", str(my_data), "--preset", "quick", "--compare", "rgb:depth",
                      "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "data (your folder)" in printed and str(my_data) in printed
     assert "train all-data (many-shot)" in printed and "train zs-rgb-depth (zero-shot)" in printed
     assert not (tmp_path / "out").exists()  # a plan writes nothing
+    assert len(reads) == 1  # the folder is read once, for the budgets and the plan's rows alike
 
 
 def test_bad_options_are_refused_with_the_reason(my_data):
